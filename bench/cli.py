@@ -1,0 +1,179 @@
+"""What every suite's command line shares: flags, the device and preset, the run directory, env.json,
+sharding, the in-flight marker, and the rule that bad input is one line on stderr and exit code 2."""
+
+import argparse
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import models
+from bench import config
+from bench.config import UsageError
+from bench.results import (RESULTS_DIR, ResultsError, clear_in_flight, ensure_writable_dir, format_value,
+                           mark_in_flight, new_run_id, pending_in_flight, write_env)
+
+GRID_FLAGS = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "conv_kernel")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parser(prog, description):
+    p = Parser(prog=prog, description=description)
+    p.add_argument("--preset", help="named preset (default: quick on CPU, full on CUDA)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--threads", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", help="run directory (default: results/<run_id>/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded cells")
+    p.add_argument("--shard", help="I/N: run the I-th of N deterministic slices of the cells")
+    p.add_argument("--list", action="store_true", help="print the cells and exit")
+    return p
+
+
+def add_grid_flags(p):
+    p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
+    p.add_argument("--seq-lens", help="comma-separated positive integers")
+    p.add_argument("--kernel-n", help="DSS state sizes kernel_N (GSS family)")
+    p.add_argument("--kernel-h", help="DSS channels kernel_H (GSS family, conv)")
+    p.add_argument("--lambda-imag-exp", help="true,false (GSS family)")
+    p.add_argument("--conv-kernel", help="taps (conv, gss-direct); 'full' = seq_len taps (gss-direct)")
+    p.add_argument("--modes", help="fwd,fwdbwd")
+    p.add_argument("--dtype", help="float32, bfloat16 (autocast), float16 (autocast, CUDA)")
+    p.add_argument("--batch", help="batch size")
+    p.add_argument("--dim", help="model width")
+    p.add_argument("--compile", action="store_true", help="torch.compile the layer")
+
+
+def convert_flags(args):
+    """Turn the raw strings of the grid flags into values, or raise UsageError naming the flag."""
+    def model_name(text, name):
+        return config.choice(text, "model", models.NAMES)
+
+    lists = dict(models=model_name, seq_lens=config.positive_int, kernel_n=config.positive_int,
+                 kernel_h=config.positive_int, lambda_imag_exp=config.boolean, conv_kernel=config.conv_kernel,
+                 modes=lambda t, n: config.choice(t, "mode", ("fwd", "fwdbwd")),
+                 dtype=lambda t, n: config.choice(t, "dtype", config.DTYPES))
+    for name, convert in lists.items():
+        raw = getattr(args, name, None)
+        if raw is not None:
+            flag = name.replace("_", "-")
+            setattr(args, name, config.parse_list(raw, flag, lambda item: convert(item, flag)))
+    for name in ("batch", "dim", "threads"):
+        if getattr(args, name, None) is not None:
+            setattr(args, name, config.positive_int(getattr(args, name), name))
+    args.shard = config.parse_shard(args.shard) if args.shard is not None else None
+    return args
+
+
+def resolve_device(text):
+    config.choice(text, "device", config.DEVICES)
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    return torch.device(text)
+
+
+def shard(cells, spec):
+    """The I-th of N round-robin slices: deterministic, disjoint, and balanced across lengths."""
+    if spec is None:
+        return cells
+    index, count = spec
+    return [cell for i, cell in enumerate(cells) if i % count == index]
+
+
+@contextlib.contextmanager
+def in_flight(out_dir, key_row, *, stem):
+    """Mark a cell as running; a process killed inside leaves the marker for --resume to find."""
+    mark_in_flight(out_dir, key_row, stem=stem)
+    yield
+    clear_in_flight(out_dir, stem=stem)
+
+
+def take_in_flight(out_dir, *, stem):
+    pending = pending_in_flight(out_dir, stem=stem)
+    clear_in_flight(out_dir, stem=stem)
+    return pending
+
+
+def cell_fields(cell):
+    return {k: format_value(v) for k, v in cell.__dict__.items() if v is not None}
+
+
+@dataclass
+class Context:
+    device: torch.device
+    preset: config.Preset
+    out_dir: Path
+    run_id: str
+
+
+def prepare(args, *, presets, csv_name, build_cells):
+    """Validate everything before anything is written; returns the run context (or None for --list)."""
+    convert_flags(args)
+    device = resolve_device(args.device)
+    if args.dtype and "float16" in args.dtype and device.type != "cuda":
+        raise UsageError("--dtype float16 needs a CUDA device; use bfloat16 on CPU")
+    name = args.preset or ("full" if device.type == "cuda" else "quick")
+    preset = presets.get(name) or _unknown_preset(name, presets)
+    cells = shard(build_cells(args, preset), args.shard)
+    if args.list:
+        for cell in cells:
+            print(" ".join(f"{k}={v}" for k, v in cell_fields(cell).items()))
+        print(f"{len(cells)} cells", file=sys.stderr)
+        return None
+    run_id = new_run_id()
+    out_dir = Path(args.out) if args.out else RESULTS_DIR / run_id
+    if (out_dir / csv_name).exists():
+        if not args.resume:
+            raise UsageError(f"{out_dir / csv_name} exists; pass --resume to continue it, or another --out")
+        run_id = _previous_run_id(out_dir) or run_id
+    ensure_writable_dir(out_dir)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return Context(device=device, preset=preset, out_dir=out_dir, run_id=run_id)
+
+
+def _unknown_preset(name, presets):
+    raise UsageError(f"unknown preset {name!r}; valid presets: {', '.join(presets)}")
+
+
+def _previous_run_id(out_dir):
+    try:
+        return json.loads((out_dir / "env.json").read_text())["config"]["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_env(ctx, args, argv):
+    settings = {k: format_value(v) if not isinstance(v, (list, tuple)) else [format_value(i) for i in v]
+                for k, v in vars(args).items()}
+    write_env(ctx.out_dir, argv=argv, config={"run_id": ctx.run_id, "device": str(ctx.device),
+                                              "preset": ctx.preset.describe(), "args": settings})
+
+
+def fail(message):
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def run_suite(p, argv, *, csv_name, presets, build_cells, run):
+    """A suite's main: parse, validate (exit 2 on bad input), run, print where the rows are."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = p.parse_args(argv)
+        ctx = prepare(args, presets=presets, csv_name=csv_name, build_cells=build_cells)
+    except (UsageError, ResultsError, ValueError) as error:  # ValueError: the registry's option checks
+        return fail(error)
+    if ctx is None:
+        return 0
+    record_env(ctx, args, [p.prog, *argv])
+    path = run(args, ctx.out_dir, ctx.run_id, ctx.device, ctx.preset)
+    print(path)
+    return 0

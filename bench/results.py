@@ -1,0 +1,349 @@
+"""Tidy result rows: crash-safe CSV append/resume, in-flight markers, shard merge, env.json.
+
+A row is one line (newlines in values become spaces) written by one O_APPEND write, so a
+SIGKILL leaves at worst an unterminated last line, which readers ignore and writers cut.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import platform
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "results"
+ENV_FILE = "env.json"
+DIED_ERROR = "process died in this cell"
+
+# Columns identifying one cell per CSV name; suites add their own entries.
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "scaling.csv": ("model", "mode", "dtype", "device", "batch", "seq_len", "dim",
+                    "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "compiled"),
+}
+
+
+class ResultsError(ValueError):
+    """Bad results input or output (malformed file, duplicate cell, unwritable dir)."""
+
+
+def format_value(v: Any) -> str:
+    """The one value convention of every CSV: None/NaN -> "", bools lower-case, floats .6g."""
+    if v is None:
+        return ""
+    if not isinstance(v, (str, bool, int, float)) and hasattr(v, "item"):
+        v = v.item()  # numpy / torch scalar
+    if isinstance(v, (str, os.PathLike)):
+        return os.fspath(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    raise TypeError(f"cannot format {type(v).__name__} value {v!r} for a results CSV")
+
+
+def _one_line(s: str) -> str:
+    return s.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
+def _csv_line(values: Sequence[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_one_line(v) for v in values])
+    return buf.getvalue()
+
+
+def _parse(path: Path, data: bytes) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        records = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ResultsError(f"{path}: malformed CSV: {e}") from e
+    if not records:
+        return [], []
+    header = records[0]
+    if not header or "" in header or len(set(header)) != len(header):
+        raise ResultsError(f"{path}: malformed header {header}")
+    rows = []
+    for lineno, rec in enumerate(records[1:], start=2):
+        if len(rec) != len(header):
+            raise ResultsError(f"{path}: line {lineno} has {len(rec)} fields, header has {len(header)}")
+        rows.append(dict(zip(header, rec)))
+    return header, rows
+
+
+def _check_header(path: Path, header: Sequence[str], columns: Sequence[str] | None) -> None:
+    if header and columns is not None and list(header) != list(columns):
+        raise ResultsError(f"{path}: header {list(header)} does not match expected columns {list(columns)}")
+
+
+def _read(path: Path, columns: Sequence[str] | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ResultsError(f"cannot read {path}: {e.strerror or e}") from e
+    header, rows = _parse(path, data[: data.rfind(b"\n") + 1])
+    _check_header(path, header, columns)
+    return header, rows
+
+
+def read_rows(path: str | os.PathLike, *, columns: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """Complete rows of a results CSV as strings; a torn last line is ignored."""
+    return _read(Path(path), columns)[1]
+
+
+class RowWriter:
+    """Appends one row at a time with a single O_APPEND write plus fsync."""
+
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str]):
+        self.path = Path(path)
+        self.columns = tuple(columns)
+        if not self.columns or len(set(self.columns)) != len(self.columns):
+            raise ValueError(f"{self.path}: columns must be non-empty and unique: {list(self.columns)}")
+        data = self.path.read_bytes() if self.path.exists() else b""
+        keep = data[: data.rfind(b"\n") + 1]
+        header, _ = _parse(self.path, keep)
+        _check_header(self.path, header, self.columns)  # before touching the file
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        if len(keep) < len(data):
+            os.ftruncate(self._fd, len(keep))
+            os.fsync(self._fd)
+        if not header:
+            _write_line(self._fd, _csv_line(self.columns))
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        if unknown := [k for k in row if k not in self.columns]:
+            raise ValueError(f"{self.path.name}: unknown columns {unknown}; known: {list(self.columns)}")
+        if self._fd is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        _write_line(self._fd, _csv_line([format_value(row.get(c)) for c in self.columns]))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_line(fd: int, line: str) -> None:
+    data = line.encode("utf-8")
+    while data:  # one write, unless it comes back short (e.g. disk nearly full)
+        data = data[os.write(fd, data):]
+    os.fsync(fd)
+
+
+def cell_key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[str, ...]:
+    """Key of one cell; a row read back from CSV and a fresh row give the same key."""
+    return tuple(_one_line(format_value(row.get(c))) for c in key_columns)
+
+
+def done_keys(path: str | os.PathLike, key_columns: Sequence[str]) -> set[tuple[str, ...]]:
+    """Keys of the cells already in PATH (empty if it does not exist yet), for --resume."""
+    rows = read_rows(path) if Path(path).exists() else []
+    return {cell_key(row, key_columns) for row in rows}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide results from other users
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _inflight_path(run_dir: str | os.PathLike, stem: str) -> Path:
+    return Path(run_dir) / f"{stem}.inflight.json"
+
+
+def mark_in_flight(run_dir: str | os.PathLike, key: Mapping[str, Any], *, stem: str) -> None:
+    """Record the cell about to run, so a resume can tell which cell killed the process."""
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    payload = {"key": dict(key), "pid": os.getpid(), "started_utc": started}
+    _atomic_write_text(_inflight_path(run_dir, stem), json.dumps(payload, default=format_value) + "\n")
+
+
+def clear_in_flight(run_dir: str | os.PathLike, *, stem: str) -> None:
+    _inflight_path(run_dir, stem).unlink(missing_ok=True)
+
+
+def pending_in_flight(run_dir: str | os.PathLike, *, stem: str) -> dict[str, Any] | None:
+    """The key of the cell that was running when the process died, or None."""
+    path = _inflight_path(run_dir, stem)
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8"))["key"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ResultsError(f"{path}: malformed in-flight marker: {e}") from e
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ResultsError(f"cannot write to {path}: {e.strerror or e}") from e
+    return path
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def merge_runs(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.PathLike], *,
+               csv_names: Sequence[str] | None = None,
+               key_columns_by_csv: Mapping[str, Sequence[str]] | None = None) -> list[Path]:
+    """Join the CSVs (and env.json) of shard run dirs into OUT_DIR; writes nothing on error."""
+    keys_by = KEY_COLUMNS if key_columns_by_csv is None else key_columns_by_csv
+    out_dir, shards = Path(out_dir), [Path(d) for d in shard_dirs]
+    if missing := [str(d) for d in shards if not d.is_dir()]:
+        raise ResultsError(f"not a directory: {', '.join(missing)}")
+    names = sorted({p.name for d in shards for p in d.glob("*.csv")}) if csv_names is None else list(csv_names)
+    if not names:
+        raise ResultsError(f"no .csv files in shard directories {[str(d) for d in shards]}")
+    if unknown := [n for n in names if n not in keys_by]:
+        raise ResultsError(f"no key columns known for {unknown} (known: {sorted(keys_by)}); "
+                           f"pass them with --keys NAME=COL,COL")
+    outputs = {n: _merge_csv(n, shards, keys_by[n], required=csv_names is not None) for n in names}
+    outputs = {name: text for name, text in outputs.items() if text is not None}
+    env_src = next((d / ENV_FILE for d in shards if (d / ENV_FILE).exists()), None)
+    try:
+        env = dict(json.loads(env_src.read_text(encoding="utf-8"))) if env_src else {}
+    except (OSError, ValueError, TypeError) as e:
+        raise ResultsError(f"{env_src}: malformed env.json: {e}") from e
+    env["merged_from"] = [str(d) for d in shards]
+    outputs[ENV_FILE] = json.dumps(env, indent=2, default=str) + "\n"
+    if clash := [n for n in outputs if (out_dir / n).exists()]:  # never clobber (or merge into a shard)
+        raise ResultsError(f"{out_dir}: already contains {', '.join(clash)}")
+    ensure_writable_dir(out_dir)
+    for name, text in outputs.items():
+        _atomic_write_text(out_dir / name, text)
+    return [out_dir / n for n in outputs]
+
+
+def _merge_csv(name: str, shards: Sequence[Path], key_cols: Sequence[str], *, required: bool) -> str | None:
+    header, first, lines, seen = None, None, [], {}
+    for path in (d / name for d in shards if (d / name).exists()):
+        h, rows = _read(path)
+        if not h:
+            continue
+        if header is None:
+            header, first = h, path
+            if missing := [c for c in key_cols if c not in header]:
+                raise ResultsError(f"{path}: key columns {missing} missing from header")
+        elif h != header:
+            raise ResultsError(f"{path}: header differs from {first}")
+        for row in rows:
+            k = cell_key(row, key_cols)
+            if k in seen:
+                cell = ", ".join(f"{c}={v}" for c, v in zip(key_cols, k))
+                raise ResultsError(f"duplicate cell ({cell}) in {seen[k]} and {path}")
+            seen[k] = path
+            lines.append(_csv_line([row[c] for c in header]))
+    if header is None and required:
+        raise ResultsError(f"{name}: not found in any shard")
+    return None if header is None else _csv_line(header) + "".join(lines)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout if r.returncode == 0 else None
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        name = None
+    return name or platform.processor() or None
+
+
+def environment() -> dict[str, Any]:
+    """Where and with what a run happened; everything env.json needs except config/command."""
+    import torch
+
+    try:
+        cudnn = torch.backends.cudnn.version()
+    except Exception:  # cuDNN probing can fail on odd builds; the run should not
+        cudnn = None
+    count = torch.cuda.device_count() if (cuda := torch.cuda.is_available()) else 0
+    commit, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain")
+    return {
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(), "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cudnn": cudnn,
+        "cuda_available": cuda, "cuda_device_count": count,
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(count)],
+        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_num_threads": torch.get_num_threads(),
+        "git_commit": commit.strip() if commit else None,
+        "git_dirty": None if status is None else bool(status.strip()),
+    }
+
+
+def write_env(run_dir: str | os.PathLike, *, config: Mapping[str, Any], argv: Sequence[str]) -> Path:
+    env = {**environment(), "config": dict(config), "command": shlex.join(str(a) for a in argv)}
+    path = Path(run_dir) / ENV_FILE
+    _atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
+    return path
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _Parser(prog="python -m bench.results", description="Results utilities.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge = sub.add_parser("merge", help="join shard run directories OUT <- SHARD...")
+    merge.add_argument("out")
+    merge.add_argument("shards", nargs="+")
+    merge.add_argument("--keys", action="append", default=[], metavar="NAME=COL,COL",
+                       help="key columns for a CSV not in KEY_COLUMNS (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        keys: dict[str, Sequence[str]] = dict(KEY_COLUMNS)
+        for spec in args.keys:
+            name, sep, cols = spec.partition("=")
+            if not sep or not name or not cols:
+                raise ResultsError(f"--keys {spec!r}: expected NAME=COL,COL")
+            keys[name] = tuple(c for c in cols.split(",") if c)
+        written = merge_runs(args.out, args.shards, key_columns_by_csv=keys)
+    except (ResultsError, OSError) as e:
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    print("\n".join(map(str, written)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Scaling suite: time, peak memory and FLOPs of one layer per cell, across lengths and kernel sizes.
+
+    python -m bench.scaling                      # the device's default preset (quick on CPU, full on CUDA)
+    python -m bench.scaling --models gss,attention --seq-lens 1024,4096 --modes fwdbwd --list
+
+Rows go to DIR/scaling.csv one cell at a time; a failed cell is a row (oom / error / skipped) and the
+sweep goes on. --resume continues a killed run without repeating or losing a cell.
+"""
+
+import gc
+import math
+import sys
+
+import torch
+from tqdm import tqdm
+
+import models
+from bench import cli
+from bench.config import SCALING_PRESETS, Grid, UsageError
+from bench.flops import count_flops
+from bench.memory import peak_memory_mb
+from bench.results import DIED_ERROR, KEY_COLUMNS, RowWriter, cell_key, format_value, read_rows
+from bench.timing import make_step, measure
+
+CSV = "scaling.csv"
+STEM = "scaling"
+KEY = KEY_COLUMNS[CSV]
+SERIES = tuple(c for c in KEY if c != "seq_len")  # a cell's key without its length
+COLUMNS = ("run_id", *KEY, "params", "flops", "tflops_per_s", "tokens_per_s", "time_ms", "time_iqr_ms",
+           "repeats", "peak_mem_mb", "status", "error")
+AUTOCAST = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
+
+
+def cell_row(cell, device_name):
+    """The key columns of a cell, formatted as in the CSV; conv_kernel is the taps actually used."""
+    takes_taps = "conv_kernel" in models.options_of(cell.model)
+    taps = (cell.conv_kernel or cell.seq_len) if takes_taps else None
+    return dict(model=cell.model, mode=cell.mode, dtype=cell.dtype, device=device_name, batch=cell.batch,
+                seq_len=cell.seq_len, dim=cell.dim, kernel_N=cell.kernel_N, kernel_H=cell.kernel_H,
+                lambda_imag_exp=cell.lambda_imag_exp, conv_kernel=None if taps is None else min(taps, cell.seq_len),
+                compiled=cell.compiled)
+
+
+def measure_cell(cell, device, timing):
+    """Build the layer, count FLOPs and peak memory in one instrumented step, then time the step."""
+    torch.manual_seed(0)
+    layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
+    x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
+    eager = make_step(layer, x, mode=cell.mode, autocast_dtype=AUTOCAST[cell.dtype])
+    peak = []
+    # FLOPs are counted on the eager step (the same arithmetic as the compiled one); the dispatch modes
+    # make this step slow, so it doubles as the first warm-up, not as a timed repeat.
+    flops = count_flops(lambda: peak.append(peak_memory_mb(eager, device=device)))
+    step = eager
+    if cell.compiled:
+        step = make_step(torch.compile(layer), x, mode=cell.mode, autocast_dtype=AUTOCAST[cell.dtype])
+        layer.zero_grad(set_to_none=True)  # CUDA peak stats would credit the freeing of stale gradients
+        peak = [peak_memory_mb(step, device=device)] if device.type == "cuda" else peak
+    result = measure(step, device=device, **timing)
+    seconds = result.median_ms / 1e3
+    return dict(params=layer.num_params(), flops=flops, tflops_per_s=flops / seconds / 1e12,
+                tokens_per_s=cell.batch * cell.seq_len / seconds, time_ms=result.median_ms,
+                time_iqr_ms=result.iqr_ms, repeats=result.repeats, peak_mem_mb=peak[0], status="ok")
+
+
+def is_oom(error):
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def free_memory_mb():
+    """MemAvailable from /proc/meminfo (Linux); None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def predicted_peak_mb(history, seq_len):
+    """Extrapolate a series' measured peaks (seq_len -> MiB) to seq_len, between linear and quadratic."""
+    points = sorted(history.items())
+    if not points:
+        return None
+    (l1, p1) = points[-1]
+    exponent = 2.0
+    if len(points) > 1 and points[-2][1] > 0 and p1 > 0:
+        (l0, p0) = points[-2]
+        exponent = min(2.0, max(1.0, math.log(p1 / p0) / math.log(l1 / l0)))
+    return p1 * (seq_len / l1) ** exponent
+
+
+class Sweep:
+    """Runs cells in order, appending one row per cell; remembers OOMs and peaks per series."""
+
+    def __init__(self, *, run_id, out_dir, device, timing, resume):
+        self.run_id, self.out_dir, self.device, self.timing = run_id, out_dir, device, timing
+        self.device_name = "cpu" if device.type == "cpu" else f"cuda:{torch.cuda.get_device_name(device)}"
+        self.writer = RowWriter(out_dir / CSV, COLUMNS)
+        self.oom_at, self.peaks = {}, {}  # series -> shortest OOM length; series -> {seq_len: peak MiB}
+        rows = read_rows(out_dir / CSV) if resume else []
+        for row in rows:
+            self._remember(row)
+        self.done = {cell_key(row, KEY) for row in rows}
+
+    def _remember(self, row):
+        series, seq_len = cell_key(row, SERIES), int(row["seq_len"])
+        if row["status"] == "oom":
+            self.oom_at[series] = min(seq_len, self.oom_at.get(series, seq_len))
+        elif row["status"] == "ok" and row["peak_mem_mb"] not in ("", None):
+            self.peaks.setdefault(series, {})[seq_len] = float(row["peak_mem_mb"])
+
+    def record(self, row):
+        row = {"run_id": self.run_id, **row}
+        self.writer.append(row)
+        self._remember({k: format_value(v) for k, v in row.items()})
+        self.done.add(cell_key(row, KEY))
+
+    def skip_reason(self, key_row):
+        series = cell_key(key_row, SERIES)
+        if series in self.oom_at and key_row["seq_len"] > self.oom_at[series]:
+            return f"skipped after an OOM at seq_len={self.oom_at[series]}"
+        if self.device.type == "cpu":
+            predicted, free = predicted_peak_mb(self.peaks.get(series, {}), key_row["seq_len"]), free_memory_mb()
+            if predicted is not None and free is not None and predicted > MEMORY_HEADROOM * free:
+                return f"predicted peak {predicted:.0f} MiB exceeds {MEMORY_HEADROOM:.0%} of {free:.0f} MiB free"
+        return None
+
+    def run(self, cell):
+        key_row = cell_row(cell, self.device_name)
+        if cell_key(key_row, KEY) in self.done:
+            return
+        reason = self.skip_reason(key_row)
+        if reason:
+            self.record({**key_row, "status": "skipped", "error": reason})
+            return
+        with cli.in_flight(self.out_dir, key_row, stem=STEM):
+            try:
+                measured = measure_cell(cell, self.device, self.timing)
+            except Exception as error:  # failures are rows; the sweep goes on
+                status = "oom" if is_oom(error) else "error"
+                measured = {"status": status, "error": f"{type(error).__name__}: {error}"}
+            finally:
+                gc.collect()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            self.record({**key_row, **measured})
+
+    def recover_in_flight(self, pending):
+        """A cell that was running when the process died is recorded as an error, not run again."""
+        if pending is not None and cell_key(pending, KEY) not in self.done:
+            self.record({**pending, "status": "error", "error": DIED_ERROR})
+
+
+def build_cells(args, preset):
+    """With no grid flag, the preset's grids; with grid flags, one grid from the flags and the preset's
+    defaults. --modes, --dtype, --batch, --dim and --compile apply to every grid."""
+    grids = preset.grids
+    if any(getattr(args, flag) is not None for flag in cli.GRID_FLAGS):
+        base = grids[0]
+        grids = (Grid("custom", args.models or models.NAMES, args.seq_lens or base.seq_lens, modes=base.modes,
+                      dtypes=base.dtypes, batch=base.batch, dim=base.dim, kernel_N=args.kernel_n,
+                      kernel_H=args.kernel_h, lambda_imag_exp=args.lambda_imag_exp, conv_kernel=args.conv_kernel),)
+    overrides = {k: v for k, v in dict(modes=args.modes, dtypes=args.dtype, batch=args.batch, dim=args.dim,
+                                        compiled=args.compile or None).items() if v is not None}
+    grids = tuple(Grid(**{**g.__dict__, **overrides}) for g in grids)
+    cells = []
+    for cell in (c for g in grids for c in g.cells()):
+        if cell not in cells:  # a cell shared by two grids is measured once
+            cells.append(cell)
+    if not cells:
+        raise UsageError("the grid is empty: no model takes the options given")
+    return cells
+
+
+def run(args, out_dir, run_id, device, preset):
+    """Run (a shard of) the sweep into out_dir; returns the path of the CSV."""
+    cells = cli.shard(build_cells(args, preset), args.shard)
+    sweep = Sweep(run_id=run_id, out_dir=out_dir, device=device, timing=preset.timing, resume=args.resume)
+    sweep.recover_in_flight(cli.take_in_flight(out_dir, stem=STEM))
+    for cell in tqdm(cells, desc="scaling", unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+        sweep.run(cell)
+    return out_dir / CSV
+
+
+def main(argv=None):
+    parser = cli.parser("python -m bench.scaling", __doc__.splitlines()[0])
+    cli.add_grid_flags(parser)
+    return cli.run_suite(parser, argv, csv_name=CSV, presets=SCALING_PRESETS, build_cells=build_cells, run=run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The one model registry of GSS Bench.
+
+    layer = build_layer("gss", dim=512, kernel_N=256)    # (B, L, dim) -> (B, L, dim)
+    lm = build_lm("attention", num_tokens=256, dim=512, depth=4)
+
+Options carry the suite's names everywhere: kernel_N, kernel_H, dim_expansion_factor, lambda_imag_exp
+(GSS family), conv_kernel (gss-direct, conv), heads / head_dim (attention). A new model is one file
+plus one entry in SPECS; every suite, test and plot picks it up.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .attention import AttentionBlock
+from .conv import GatedConv
+from .gss import DSS, GSS, GatedStateSpacesLM, GatedUnit
+from .lm import LM
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _positive_int_or_none(name, value):
+    if value is not None:
+        _positive_int(name, value)
+
+
+def _positive_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _boolean(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+VALIDATORS = {
+    "kernel_N": _positive_int, "kernel_H": _positive_int, "dim_expansion_factor": _positive_number,
+    "lambda_imag_exp": _boolean, "conv_kernel": _positive_int_or_none, "heads": _positive_int_or_none,
+    "head_dim": _positive_int_or_none,
+}
+
+
+def _gss(conv_mode):
+    def build(dim, o, factory):
+        return GSS(dim=dim, dim_expansion_factor=o["dim_expansion_factor"], dss_kernel_N=o["kernel_N"],
+                   dss_kernel_H=o["kernel_H"], dss_kernel_lambda_imag_exp=o["lambda_imag_exp"],
+                   conv_mode=conv_mode, conv_kernel=o.get("conv_kernel"), **factory)
+    return build
+
+
+def _conv(dim, o, factory):
+    return GatedConv(dim=dim, dim_expansion_factor=o["dim_expansion_factor"], kernel_H=o["kernel_H"],
+                     conv_kernel=o["conv_kernel"], **factory)
+
+
+def _attention(dim, o, factory):
+    return AttentionBlock(dim=dim, heads=o["heads"], head_dim=o["head_dim"], **factory)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable
+    defaults: dict
+    summary: str
+
+
+_GSS_DEFAULTS = {"kernel_N": 512, "kernel_H": 256, "dim_expansion_factor": 4, "lambda_imag_exp": True}
+
+SPECS = {
+    "gss": ModelSpec(_gss("fft"), dict(_GSS_DEFAULTS), "GSS, DSS convolution by FFT (the reference)"),
+    "gss-direct": ModelSpec(_gss("direct"), {**_GSS_DEFAULTS, "conv_kernel": None},
+                            "GSS, DSS kernel applied as a time-domain convolution of conv_kernel taps"),
+    "conv": ModelSpec(_conv, {"kernel_H": 256, "dim_expansion_factor": 4, "conv_kernel": 64},
+                      "gated CNN: GSS with a learned causal depthwise convolution"),
+    "attention": ModelSpec(_attention, {"heads": None, "head_dim": None},
+                           "pre-norm causal Transformer block, SDPA + rotary, 4x MLP"),
+}
+NAMES = tuple(SPECS)
+
+
+def spec(name):
+    if name not in SPECS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(NAMES)}")
+    return SPECS[name]
+
+
+def options_of(name):
+    """The option names a model takes (so a sweep does not multiply out options that do not apply)."""
+    return tuple(spec(name).defaults)
+
+
+def resolve_options(name, **options):
+    """Defaults merged with `options`, validated; unknown options raise ValueError naming the valid ones."""
+    defaults = spec(name).defaults
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"model {name!r} does not take option(s) {', '.join(unknown)}; "
+                         f"valid options: {', '.join(defaults)}")
+    resolved = {**defaults, **options}
+    for key, value in resolved.items():
+        VALIDATORS[key](key, value)
+    return resolved
+
+
+def build_layer(name, *, dim, device=None, dtype=None, **options):
+    """A (B, L, dim) -> (B, L, dim) layer with `.flops(batch, seq_len)` and `.num_params()`."""
+    model = spec(name)
+    _positive_int("dim", dim)
+    return model.build(dim, resolve_options(name, **options), dict(device=device, dtype=dtype))
+
+
+def build_lm(name, *, num_tokens, dim, depth, device=None, dtype=None, **options):
+    """Embedding -> `depth` layers of `name` -> logits, through the one LM wrapper."""
+    _positive_int("num_tokens", num_tokens)
+    _positive_int("depth", depth)
+    build_layer(name, dim=dim, device="meta", **options)  # validate once, before allocating anything
+    return LM(num_tokens=num_tokens, dim=dim, depth=depth, device=device, dtype=dtype,
+              make_layer=lambda: build_layer(name, dim=dim, device=device, dtype=dtype, **options))
+
+
+__all__ = ["NAMES", "SPECS", "build_layer", "build_lm", "options_of", "resolve_options", "DSS", "GSS",
+           "GatedStateSpacesLM", "GatedUnit", "GatedConv", "AttentionBlock", "LM"]

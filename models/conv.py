@@ -1,0 +1,55 @@
+"""The gated-CNN baseline: GSS with its DSS replaced by a learned causal depthwise convolution.
+
+Everything around the mixer (projections, gating, the norm and D-residual inside the mixer) is the
+GSS layer's, so an ablation against `gss` isolates the state-space kernel from the gating.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.profiler import record_function
+
+from .gss import GatedUnit
+from .ops import check_sequence, direct_conv, direct_conv_flops
+
+
+class LearnedConv(nn.Module):
+    """y = causal_conv(norm(x), W) + norm(x) * D with W of shape (conv_kernel, H), one filter per channel."""
+
+    def __init__(self, *, dim, conv_kernel=64, device=None, dtype=None):
+        super().__init__()
+        factory = dict(device=device, dtype=dtype)
+        self.dim, self.conv_kernel = dim, conv_kernel
+        self.norm = nn.LayerNorm(dim, **factory)
+        # conv1d's default init scale for a depthwise filter of conv_kernel taps
+        bound = 1 / math.sqrt(conv_kernel)
+        self.weight = nn.Parameter(torch.empty(conv_kernel, dim, **factory).uniform_(-bound, bound))
+        self.param_D = nn.Parameter(torch.randn(dim, **factory))
+
+    def taps(self, seq_len):
+        """Taps beyond the sequence only ever meet padding, so they are not run."""
+        return min(self.conv_kernel, seq_len)
+
+    def forward(self, x):
+        check_sequence(x, self.dim)
+        with record_function("norm"):
+            u = self.norm(x)
+        return direct_conv(u, self.weight[: self.taps(x.shape[1])]) + u * self.param_D
+
+    def flops(self, batch, seq_len):
+        return direct_conv_flops(batch, seq_len, self.dim, self.taps(seq_len))
+
+
+class GatedConv(GatedUnit):
+    def __init__(self, *, dim, dim_expansion_factor=4, kernel_H=256, conv_kernel=64, reverse_seq=False,
+                 device=None, dtype=None):
+        super().__init__(dim=dim, dim_expansion_factor=dim_expansion_factor, hidden_H=kernel_H,
+                         reverse_seq=reverse_seq, device=device, dtype=dtype)
+        self.conv = LearnedConv(dim=kernel_H, conv_kernel=conv_kernel, device=device, dtype=dtype)
+
+    def mix(self, v):
+        return self.conv(v)
+
+    def mix_flops(self, batch, seq_len):
+        return self.conv.flops(batch, seq_len)

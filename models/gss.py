@@ -1,0 +1,157 @@
+"""Gated State Space layer (Mehta et al. 2022, "Long Range Language Modeling via Gated State Spaces").
+
+Behaviour, constructor arguments and parameter names follow gated-state-spaces-pytorch 0.1.0, so a
+state_dict of either loads into the other with strict=True. Two additions, both off by default:
+the DSS convolution can run in the time domain (`conv_mode="direct"`, optionally truncated to
+`conv_kernel` taps), and every stage is marked with a profiler range.
+"""
+
+import torch
+from torch import nn
+from torch.profiler import record_function
+
+from .lm import LM
+from .ops import check_sequence, direct_conv, direct_conv_flops, fft_conv, fft_conv_flops, matmul_flops
+
+CONV_MODES = ("fft", "direct")
+
+
+class DSS(nn.Module):
+    """Diagonal state space (DSS-EXP) mixer over H channels with N complex modes per kernel.
+
+    Kernel (Gupta et al. 2022, used by GSS section 3.1): K[l, h] = Re(sum_n C'[h, n] exp(Lambda_n l))
+    with C' = C (exp(Lambda) - 1) / Lambda and Lambda = -exp(Lambda_real) + i Lambda_imag, where the
+    imaginary part is exponentiated when `dss_kernel_lambda_imag_exp` is set.
+    """
+
+    def __init__(self, *, dim, kernel_N=512, dss_kernel_lambda_imag_exp=True, conv_mode="fft",
+                 conv_kernel=None, device=None, dtype=None):
+        super().__init__()
+        if conv_mode not in CONV_MODES:
+            raise ValueError(f"unknown conv_mode {conv_mode!r}; valid: {', '.join(CONV_MODES)}")
+        factory = dict(device=device, dtype=dtype)
+        self.dim, self.kernel_N = dim, kernel_N
+        self.dss_kernel_lambda_imag_exp = dss_kernel_lambda_imag_exp
+        self.conv_mode, self.conv_kernel = conv_mode, conv_kernel
+        self.norm = nn.LayerNorm(dim, **factory)
+        self.Lambda_real = nn.Parameter(torch.randn(kernel_N, **factory))
+        self.Lambda_imag = nn.Parameter(torch.randn(kernel_N, **factory))
+        self.C_real = nn.Parameter(torch.randn(dim, kernel_N, **factory))
+        self.C_imag = nn.Parameter(torch.randn(dim, kernel_N, **factory))
+        self.param_D = nn.Parameter(torch.randn(dim, **factory))  # learned weighted residual
+
+    def lambda_and_c(self):
+        """Lambda (N,) and the discretised C' (H, N), both complex."""
+        imag = self.Lambda_imag.exp() if self.dss_kernel_lambda_imag_exp else self.Lambda_imag
+        Lambda = -self.Lambda_real.exp() + 1j * imag
+        C = (self.C_real + 1j * self.C_imag) * (Lambda.exp() - 1) / Lambda
+        return Lambda, C
+
+    def kernel(self, seq_len):
+        """The real convolution kernel K of shape (seq_len, H)."""
+        with record_function("dss_kernel"):
+            Lambda, C = self.lambda_and_c()
+            positions = torch.arange(seq_len, device=Lambda.device)
+            S = (Lambda[:, None] * positions[None, :]).exp()  # (N, L): exp(Lambda_n l)
+            return torch.einsum("hn,nl->lh", C, S).real
+
+    def taps(self, seq_len):
+        """Kernel taps the convolution actually uses at this length."""
+        if self.conv_mode == "fft" or self.conv_kernel is None:
+            return seq_len
+        return min(self.conv_kernel, seq_len)
+
+    def forward(self, x):
+        check_sequence(x, self.dim)
+        with record_function("norm"):
+            u = self.norm(x)
+        residual = u * self.param_D
+        # FFTs and complex kernels have no low-precision CPU path and lose accuracy in one: keep float32.
+        with torch.autocast(x.device.type, enabled=False):
+            K = self.kernel(self.taps(x.shape[1]))
+            u = u.to(K.dtype)
+            y = fft_conv(u, K) if self.conv_mode == "fft" else direct_conv(u, K)
+        return y + residual
+
+    def flops(self, batch, seq_len):
+        taps = self.taps(seq_len)
+        kernel = matmul_flops(self.dim, self.kernel_N, taps, complex_=True)
+        if self.conv_mode == "fft":
+            return kernel + fft_conv_flops(batch, seq_len, self.dim)
+        return kernel + direct_conv_flops(batch, seq_len, self.dim, taps)
+
+
+class GatedUnit(nn.Module):
+    """GSS Pseudocode 3.2 with the token mixer left to the subclass: norm, u = GELU(W_u x),
+    v = GELU(W_v x), mix v over time, out = W_o((W_g mixed) * u) + x."""
+
+    def __init__(self, *, dim, dim_expansion_factor, hidden_H, reverse_seq, device, dtype):
+        super().__init__()
+        factory = dict(device=device, dtype=dtype)
+        self.dim, self.reverse_seq = dim, reverse_seq
+        self.dim_hidden, self.hidden_H = int(dim_expansion_factor * dim), hidden_H
+        self.norm = nn.LayerNorm(dim, **factory)
+        self.to_u = nn.Sequential(nn.Linear(dim, self.dim_hidden, bias=False, **factory), nn.GELU())
+        self.to_v = nn.Sequential(nn.Linear(dim, hidden_H, bias=False, **factory), nn.GELU())
+        self.to_gate = nn.Linear(hidden_H, self.dim_hidden, bias=False, **factory)
+        self.to_out = nn.Linear(self.dim_hidden, dim, **factory)
+
+    def mix(self, v):
+        raise NotImplementedError
+
+    def mix_flops(self, batch, seq_len):
+        raise NotImplementedError
+
+    def forward(self, x):
+        check_sequence(x, self.dim)
+        if self.reverse_seq:
+            x = x.flip(1)
+        residual = x
+        with record_function("norm"):
+            x = self.norm(x)
+        with record_function("projection"):
+            u = self.to_u(x)  # (B, L, E)
+            v = self.to_v(x)  # (B, L, H)
+        v = self.mix(v)
+        with record_function("projection"):
+            out = self.to_out(self.to_gate(v) * u) + residual
+        return out.flip(1) if self.reverse_seq else out
+
+    def flops(self, batch, seq_len):
+        tokens, d, e, h = batch * seq_len, self.dim, self.dim_hidden, self.hidden_H
+        projections = matmul_flops(tokens, e, d) + matmul_flops(tokens, h, d)
+        projections += matmul_flops(tokens, e, h) + matmul_flops(tokens, d, e)
+        return projections + self.mix_flops(batch, seq_len)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+
+class GSS(GatedUnit):
+    """Gated State Space layer: the gated unit with a DSS mixer (GSS paper, Pseudocode 3.2)."""
+
+    def __init__(self, *, dim, dim_expansion_factor=4, dss_kernel_N=512, dss_kernel_H=256, reverse_seq=False,
+                 dss_kernel_lambda_imag_exp=True, conv_mode="fft", conv_kernel=None, device=None, dtype=None):
+        super().__init__(dim=dim, dim_expansion_factor=dim_expansion_factor, hidden_H=dss_kernel_H,
+                         reverse_seq=reverse_seq, device=device, dtype=dtype)
+        self.dss = DSS(dim=dss_kernel_H, kernel_N=dss_kernel_N, dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
+                       conv_mode=conv_mode, conv_kernel=conv_kernel, device=device, dtype=dtype)
+
+    def mix(self, v):
+        return self.dss(v)
+
+    def mix_flops(self, batch, seq_len):
+        return self.dss.flops(batch, seq_len)
+
+
+class GatedStateSpacesLM(LM):
+    """Embedding -> `depth` GSS layers -> logits, as in the reference; `labels` give the cross-entropy."""
+
+    def __init__(self, *, num_tokens, dim, depth, dim_expansion_factor=4, dss_kernel_N=512, dss_kernel_H=256,
+                 dss_kernel_lambda_imag_exp=True, device=None, dtype=None):
+        def layer():
+            return GSS(dim=dim, dim_expansion_factor=dim_expansion_factor, dss_kernel_N=dss_kernel_N,
+                       dss_kernel_H=dss_kernel_H, dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
+                       device=device, dtype=dtype)
+
+        super().__init__(num_tokens=num_tokens, dim=dim, depth=depth, make_layer=layer, device=device, dtype=dtype)

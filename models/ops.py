@@ -1,0 +1,64 @@
+"""Causal depthwise convolutions shared by the mixers, their input checks, and the FLOP convention.
+
+Every convolution here maps u (B, L, H) with a kernel K (T, H) to y (B, L, H) with
+y[b, t, h] = sum_{k < min(T, t + 1)} K[k, h] * u[b, t - k, h]  (causal, one filter per channel).
+
+FLOP convention (the same one bench/flops.py counts with): matrix products 2*m*n*k, complex ones
+8*m*n*k, a real FFT of length n 2.5*n*log2(n), convolutions as executed (2*B*H*L*T for T taps),
+elementwise ops not counted.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.fft import irfft, rfft
+from torch.profiler import record_function
+
+
+def check_sequence(x, dim):
+    """Validate a (B, L, dim) layer input; a user error gets a ValueError, not a shape crash deep inside."""
+    if x.ndim != 3:
+        raise ValueError(f"expected input of shape (batch, seq_len, dim), got {tuple(x.shape)}")
+    if x.shape[1] < 1:
+        raise ValueError("empty sequence: seq_len must be at least 1")
+    if x.shape[2] != dim:
+        raise ValueError(f"expected last dimension {dim}, got {x.shape[2]}")
+
+
+def fft_conv(u, K):
+    """Causal convolution by FFT, zero-padded to 2L so the circular convolution does not wrap (O(L log L))."""
+    with record_function("fft_conv"):
+        L = u.shape[-2]
+        n = 2 * L
+        u_f = rfft(u, n=n, dim=-2)  # (B, L + 1, H) complex
+        K_f = rfft(K, n=n, dim=-2)  # (L + 1, H) complex
+        return irfft(u_f * K_f, n=n, dim=-2)[..., :L, :]
+
+
+def direct_conv(u, K):
+    """Causal convolution in the time domain: depthwise conv1d with T - 1 zeros of left padding (O(L T))."""
+    with record_function("direct_conv"):
+        T, H = K.shape
+        weight = K.flip(0).t().unsqueeze(1).to(u.dtype)  # (H, 1, T): conv1d correlates, so flip the taps
+        y = F.conv1d(F.pad(u.transpose(1, 2), (T - 1, 0)), weight, groups=H)  # (B, H, L)
+        return y.transpose(1, 2)
+
+
+def matmul_flops(m, n, k, *, complex_=False):
+    return (8 if complex_ else 2) * m * n * k
+
+
+def rfft_flops(n, *, count=1):
+    """A real FFT (or its inverse) of length n: 2.5 n log2 n, the convention of FFT benchmarks."""
+    return 2.5 * n * math.log2(n) * count if n > 1 else 0.0
+
+
+def fft_conv_flops(batch, seq_len, channels):
+    """rfft of the input and of the kernel, irfft of the product, all of length 2L."""
+    n = 2 * seq_len
+    return rfft_flops(n, count=2 * batch * channels + channels)
+
+
+def direct_conv_flops(batch, seq_len, channels, taps):
+    return 2 * batch * channels * seq_len * taps
