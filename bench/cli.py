@@ -4,6 +4,7 @@ sharding, the in-flight marker, and the rule that bad input is one line on stder
 import argparse
 import contextlib
 import json
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 import models
 from bench import config
 from bench.config import UsageError
-from bench.results import (RESULTS_DIR, ResultsError, clear_in_flight, ensure_writable_dir, format_value,
+from bench.results import (ENV_FILE, RESULTS_DIR, ResultsError, clear_in_flight, ensure_writable_dir, format_value,
                            mark_in_flight, new_run_id, pending_in_flight, write_env)
 
 GRID_FLAGS = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "conv_kernel")
@@ -128,34 +129,32 @@ def prepare(args, *, presets, csv_name, build_cells):
             print(" ".join(f"{k}={v}" for k, v in cell_fields(cell).items()))
         print(f"{len(cells)} cells", file=sys.stderr)
         return None
-    run_id = new_run_id()
-    out_dir = Path(args.out) if args.out else RESULTS_DIR / run_id
-    if (out_dir / csv_name).exists():
-        if not args.resume:
-            raise UsageError(f"{out_dir / csv_name} exists; pass --resume to continue it, or another --out")
-        run_id = _previous_run_id(out_dir) or run_id
+    # The run id is the run directory's name, so results/<run_id>/ and plots/<run_id>/ always match.
+    out_dir = Path(args.out) if args.out else RESULTS_DIR / new_run_id()
+    if (out_dir / csv_name).exists() and not args.resume:
+        raise UsageError(f"{out_dir / csv_name} exists; pass --resume to continue it, or another --out")
     ensure_writable_dir(out_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Context(device=device, preset=preset, out_dir=out_dir, run_id=run_id)
+    return Context(device=device, preset=preset, out_dir=out_dir, run_id=out_dir.resolve().name)
 
 
 def _unknown_preset(name, presets):
     raise UsageError(f"unknown preset {name!r}; valid presets: {', '.join(presets)}")
 
 
-def _previous_run_id(out_dir):
+def record_env(ctx, args, argv, *, suite):
+    """env.json beside the CSVs: the environment, plus each suite's resolved config and command line."""
+    path = ctx.out_dir / ENV_FILE
     try:
-        return json.loads((out_dir / "env.json").read_text())["config"]["run_id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def record_env(ctx, args, argv):
-    settings = {k: format_value(v) if not isinstance(v, (list, tuple)) else [format_value(i) for i in v]
+        suites = json.loads(path.read_text())["config"]["suites"] if path.exists() else {}
+    except (ValueError, KeyError, TypeError):
+        suites = {}  # an unreadable env.json is replaced, never appended to
+    settings = {k: [format_value(i) for i in v] if isinstance(v, (list, tuple)) else format_value(v)
                 for k, v in vars(args).items()}
-    write_env(ctx.out_dir, argv=argv, config={"run_id": ctx.run_id, "device": str(ctx.device),
-                                              "preset": ctx.preset.describe(), "args": settings})
+    suites[suite] = {"device": str(ctx.device), "preset": ctx.preset.describe(), "args": settings,
+                     "command": shlex.join(argv)}
+    write_env(ctx.out_dir, argv=argv, config={"run_id": ctx.run_id, "suites": suites})
 
 
 def fail(message):
@@ -173,7 +172,7 @@ def run_suite(p, argv, *, csv_name, presets, build_cells, run):
         return fail(error)
     if ctx is None:
         return 0
-    record_env(ctx, args, [p.prog, *argv])
+    record_env(ctx, args, [p.prog, *argv], suite=csv_name.removesuffix(".csv"))
     path = run(args, ctx.out_dir, ctx.run_id, ctx.device, ctx.preset)
     print(path)
     return 0

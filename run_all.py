@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""GSS Bench in one command: the device's preset (quick on CPU, full on CUDA) through every suite,
+into one fresh run directory results/<run_id>/.
+
+    python run_all.py                       # everything, default preset
+    python run_all.py --only scaling        # one suite
+    python run_all.py --out results/X --resume
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
+
+from bench import cli, scaling  # noqa: E402
+from bench.config import UsageError  # noqa: E402
+from bench.results import RESULTS_DIR, new_run_id  # noqa: E402
+
+SUITES = {"scaling": scaling.main}  # run in this order
+
+
+def parse(argv):
+    p = cli.Parser(prog="python run_all.py", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", help="quick (CPU default) or full (CUDA default); smoke for a seconds-long check")
+    p.add_argument("--out", help="run directory (default: a fresh results/<run_id>/)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--only", help=f"comma-separated suites, from: {', '.join(SUITES)}")
+    args = p.parse_args(argv)
+    args.only = cli.config.parse_list(args.only, "only", lambda s: cli.config.choice(s, "suite", tuple(SUITES))) \
+        if args.only is not None else tuple(SUITES)
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out: the run directory to continue")
+    return args
+
+
+def main(argv=None):
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        return cli.fail(error)
+    out_dir = Path(args.out) if args.out else RESULTS_DIR / new_run_id()
+    common = ["--out", str(out_dir), "--device", args.device]
+    common += ["--preset", args.preset] if args.preset else []
+    common += ["--resume"] if args.resume else []
+    for name in SUITES:
+        if name in args.only:
+            print(f"== {name}", file=sys.stderr, flush=True)
+            code = SUITES[name](common)
+            if code:
+                return code
+    print(f"run directory: {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

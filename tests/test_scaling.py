@@ -1,0 +1,248 @@
+"""The scaling suite end to end: rows and formats, FLOPs against the analytic formulas, failures as rows,
+kill and resume, shards, and bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+import run_all
+from bench import scaling
+from bench.flops import count_flops
+from bench.memory import peak_memory_mb
+from bench.results import DIED_ERROR, KEY_COLUMNS, read_rows
+from bench.timing import make_step
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--preset", "smoke", "--device", "cpu", "--dim", "16", "--kernel-n", "4", "--kernel-h", "8"]
+
+
+def run_scaling(tmp_path, *extra):
+    code = scaling.main([*TINY, "--out", str(tmp_path), *extra])
+    return code, (read_rows(tmp_path / "scaling.csv") if (tmp_path / "scaling.csv").exists() else [])
+
+
+def test_rows_have_the_documented_columns_and_formats(tmp_path):
+    code, rows = run_scaling(tmp_path, "--seq-lens", "8,24", "--conv-kernel", "full,5")
+    assert code == 0
+    assert tuple(rows[0]) == scaling.COLUMNS
+    for column in ("run_id", "model", "mode", "dtype", "device", "batch", "seq_len", "dim", "kernel_N", "kernel_H",
+                   "lambda_imag_exp", "conv_kernel", "compiled", "params", "flops", "tflops_per_s", "tokens_per_s",
+                   "time_ms", "time_iqr_ms", "repeats", "peak_mem_mb", "status", "error"):
+        assert column in rows[0]
+    # gss, attention: 2 lengths x 2 modes; gss-direct: x 2 conv_kernels; conv: full does not apply -> 5 only
+    by_model = {m: [r for r in rows if r["model"] == m] for m in models.NAMES}
+    assert {m: len(r) for m, r in by_model.items()} == {"gss": 4, "gss-direct": 8, "conv": 4, "attention": 4}
+    assert all(r["status"] == "ok" and r["error"] == "" and r["device"] == "cpu" for r in rows)
+    assert all(r["run_id"] == tmp_path.name and r["compiled"] == "false" for r in rows)
+    assert {r["lambda_imag_exp"] for r in by_model["gss"]} == {"true"}
+    assert {r["lambda_imag_exp"] for r in by_model["attention"] + by_model["conv"]} == {""}
+    assert {r["kernel_N"] for r in by_model["conv"]} == {""} and {r["kernel_H"] for r in by_model["conv"]} == {"8"}
+    assert {(r["seq_len"], r["conv_kernel"]) for r in by_model["gss-direct"]} == {
+        ("8", "8"), ("24", "24"), ("8", "5"), ("24", "5")}  # taps actually used: seq_len for full
+    assert {r["conv_kernel"] for r in by_model["conv"]} == {"5"} and {r["conv_kernel"] for r in by_model["gss"]} == {""}
+    for r in rows:
+        layer = models.build_layer(r["model"], dim=16, **{k: v for k, v in dict(
+            kernel_N=4, kernel_H=8, conv_kernel=int(r["conv_kernel"]) if r["conv_kernel"] else None).items()
+            if k in models.options_of(r["model"])})
+        assert int(r["params"]) == layer.num_params()
+        if r["mode"] == "fwd":
+            assert int(r["flops"]) == pytest.approx(layer.flops(1, int(r["seq_len"])), abs=1)
+        time_s, flops = float(r["time_ms"]) / 1e3, int(r["flops"])
+        assert float(r["tokens_per_s"]) == pytest.approx(int(r["seq_len"]) / time_s, rel=1e-4)
+        assert float(r["tflops_per_s"]) == pytest.approx(flops / time_s / 1e12, rel=1e-4)
+        assert int(r["repeats"]) >= 3 and float(r["time_iqr_ms"]) >= 0 and float(r["peak_mem_mb"]) > 0
+    fwd = {(r["model"], r["seq_len"], r["conv_kernel"]): int(r["flops"]) for r in rows if r["mode"] == "fwd"}
+    for r in rows:
+        if r["mode"] == "fwdbwd":  # backward costs between one and three forwards in every model
+            assert 2 <= int(r["flops"]) / fwd[(r["model"], r["seq_len"], r["conv_kernel"])] <= 4
+    assert (tmp_path / "env.json").exists() and not (tmp_path / "scaling.inflight.json").exists()
+
+
+@pytest.mark.parametrize("name", models.NAMES)
+@pytest.mark.parametrize("batch,seq_len", [(1, 1), (2, 100), (1, 1024)])
+def test_counted_forward_flops_equal_the_analytic_formula(name, batch, seq_len):
+    layer = models.build_layer(name, dim=64, **({"kernel_N": 32, "kernel_H": 48} if name.startswith("gss") else {}))
+    step = make_step(layer, torch.randn(batch, seq_len, 64), mode="fwd")
+    counted, analytic = count_flops(step), layer.flops(batch, seq_len)
+    print(f"{name} B={batch} L={seq_len}: counted {counted} analytic {analytic}")
+    assert counted == pytest.approx(analytic, rel=0.02)
+
+
+@pytest.mark.parametrize("name", models.NAMES)
+def test_cpu_peak_memory_repeats_between_identical_runs(name):
+    layer = models.build_layer(name, dim=32)
+    step = make_step(layer, torch.randn(2, 256, 32), mode="fwdbwd")
+    first, second = peak_memory_mb(step, device="cpu"), peak_memory_mb(step, device="cpu")
+    assert first > 0 and abs(first - second) <= 0.02 * first
+
+
+def test_an_oom_is_a_row_and_longer_lengths_of_that_series_are_skipped(tmp_path, monkeypatch):
+    real = scaling.measure_cell
+
+    def fake(cell, device, timing):
+        if cell.model == "gss" and cell.mode == "fwd" and cell.seq_len >= 16:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(cell, device, timing)
+
+    monkeypatch.setattr(scaling, "measure_cell", fake)
+    code, rows = run_scaling(tmp_path, "--models", "gss,attention", "--seq-lens", "8,16,32,64")
+    assert code == 0
+    status = {(r["model"], r["mode"], r["seq_len"]): r["status"] for r in rows}
+    assert [status[("gss", "fwd", L)] for L in ("8", "16", "32", "64")] == ["ok", "oom", "skipped", "skipped"]
+    assert all(status[("gss", "fwdbwd", L)] == "ok" for L in ("8", "16", "32", "64"))
+    assert all(status[("attention", m, L)] == "ok" for m in ("fwd", "fwdbwd") for L in ("8", "16", "32", "64"))
+    oom = next(r for r in rows if r["status"] == "oom")
+    assert "OutOfMemoryError" in oom["error"] and oom["time_ms"] == ""
+    assert "after an OOM at seq_len=16" in next(r for r in rows if r["status"] == "skipped")["error"]
+
+
+def test_cpu_cells_predicted_to_exceed_free_memory_are_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(scaling, "free_memory_mb", lambda: 0.1)  # only the first length of a series can run
+    code, rows = run_scaling(tmp_path, "--models", "attention", "--modes", "fwd", "--seq-lens", "64,128")
+    assert code == 0
+    assert [r["status"] for r in rows] == ["ok", "skipped"]
+    assert "exceeds 80% of 0 MiB free" in rows[1]["error"]
+
+
+def test_an_error_is_a_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real = scaling.measure_cell
+
+    def fake(cell, device, timing):
+        if cell.model == "conv":
+            raise RuntimeError("kernel exploded")
+        return real(cell, device, timing)
+
+    monkeypatch.setattr(scaling, "measure_cell", fake)
+    code, rows = run_scaling(tmp_path, "--models", "conv,gss", "--modes", "fwd", "--seq-lens", "8,16")
+    assert code == 0
+    assert [(r["model"], r["status"], r["error"]) for r in rows] == [
+        ("conv", "error", "RuntimeError: kernel exploded"), ("conv", "error", "RuntimeError: kernel exploded"),
+        ("gss", "ok", ""), ("gss", "ok", "")]
+
+
+HANGING_RUN = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from bench import scaling
+    real = scaling.measure_cell
+    def hang(cell, device, timing):
+        if cell.model == "gss" and cell.seq_len == 16 and cell.mode == "fwd":
+            time.sleep(600)
+        return real(cell, device, timing)
+    scaling.measure_cell = hang
+    sys.exit(scaling.main({argv!r}))
+""")
+
+
+def test_a_sweep_killed_mid_cell_resumes_without_duplicate_or_missing_cells(tmp_path):
+    argv = [*TINY, "--models", "gss,conv", "--seq-lens", "8,16,32", "--out", str(tmp_path)]
+    child = subprocess.Popen([sys.executable, "-c", HANGING_RUN.format(root=str(ROOT), argv=argv)],
+                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    marker, deadline = tmp_path / "scaling.inflight.json", time.monotonic() + 60
+    while not (marker.exists() and '"seq_len": 16' in marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    before = read_rows(tmp_path / "scaling.csv")
+    assert [(r["model"], r["mode"], r["seq_len"]) for r in before] == [("gss", "fwd", "8")]
+    assert scaling.main(argv) == 2  # the directory holds a run: refuse rather than overwrite it
+    assert scaling.main([*argv, "--resume"]) == 0
+    rows = read_rows(tmp_path / "scaling.csv")
+    keys = [tuple(r[c] for c in KEY_COLUMNS["scaling.csv"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 3  # 2 models x 2 modes x 3 lengths, each once
+    died = [r for r in rows if r["status"] == "error"]
+    assert [(r["model"], r["mode"], r["seq_len"], r["error"]) for r in died] == [("gss", "fwd", "16", DIED_ERROR)]
+    assert rows[0] == before[0]  # what was written before the kill is kept as it was
+    assert scaling.main([*argv, "--resume"]) == 0 and read_rows(tmp_path / "scaling.csv") == rows
+
+
+def test_shards_partition_the_grid(capsys):
+    def listed(*extra):
+        assert scaling.main([*TINY, "--list", *extra]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    everything = listed()
+    shards = [listed("--shard", f"{i}/3") for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(everything) and len(everything) == 16
+    assert all(not set(a) & set(b) for i, a in enumerate(shards) for b in shards[i + 1:])
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_options_that_do_not_apply_are_not_multiplied_out(capsys):
+    assert scaling.main([*TINY, "--list", "--seq-lens", "8", "--modes", "fwd", "--kernel-n", "4,8",
+                         "--lambda-imag-exp", "true,false", "--conv-kernel", "3,full"]) == 0
+    cells = capsys.readouterr().out.splitlines()
+    count = {m: sum(f"model={m} " in c for c in cells) for m in models.NAMES}
+    assert count == {"gss": 4, "gss-direct": 8, "conv": 1, "attention": 1}
+
+
+def test_presets_hold_the_documented_grids(capsys):
+    assert scaling.main(["--preset", "quick", "--device", "cpu", "--list"]) == 0
+    cells = capsys.readouterr().out.splitlines()
+    for model in ("gss", "attention"):
+        assert any(f"model={model} mode=fwdbwd" in c and "seq_len=8192" in c for c in cells)
+    assert any("lambda_imag_exp=false" in c for c in cells) and any("conv_kernel=16" in c for c in cells)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--models", "mamba"], "unknown model 'mamba'"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--modes", "bwd"], "unknown mode 'bwd'"),
+    (["--dtype", "int8"], "unknown dtype 'int8'"),
+    (["--dtype", "float16"], "float16 needs a CUDA device"),
+    (["--frobnicate"], "unrecognized arguments"),
+    (["--seq-lens", "0"], "--seq-lens: 0 is not positive"),
+    (["--seq-lens", "-4"], "--seq-lens: -4 is not positive"),
+    (["--seq-lens", "1.5"], "not an integer"),
+    (["--seq-lens", ""], "--seq-lens needs a comma-separated list"),
+    (["--seq-lens", "8,,16"], "--seq-lens needs a comma-separated list"),
+    (["--kernel-n", "0"], "--kernel-n: 0 is not positive"),
+    (["--conv-kernel", "zero"], "not an integer"),
+    (["--lambda-imag-exp", "maybe"], "not true or false"),
+    (["--shard", "3/2"], "--shard 3/2"),
+    (["--shard", "x"], "--shard needs I/N"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert scaling.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_an_unwritable_output_directory_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert scaling.main([*TINY, "--seq-lens", "8", "--out", str(blocker / "run")]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot write to")
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_a_gpu_exits_2(tmp_path, capsys):
+    assert scaling.main(["--device", "cuda", "--out", str(tmp_path / "x")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_a_bad_command_line_is_one_line_from_the_shell(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.scaling", "--models", "gss,nope", "--out", str(tmp_path / "x")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "error: --model: unknown model 'nope'; valid: gss, gss-direct, conv, attention"
+
+
+def test_run_all_runs_the_scaling_suite_into_one_directory(tmp_path, capsys):
+    assert run_all.main(["--preset", "smoke", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert str(tmp_path) in capsys.readouterr().out
+    assert len(read_rows(tmp_path / "scaling.csv")) == 16
+    assert run_all.main(["--only", "plots,nope"]) == 2
+    assert run_all.main(["--resume"]) == 2
