@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""GSS Bench in one command: the device's preset (quick on CPU, full on CUDA) through every suite,
-into one fresh run directory results/<run_id>/.
+"""GSS Bench in one command: the device's preset (quick on CPU, full on CUDA) through every suite into
+one fresh run directory results/<run_id>/, then the figures (plots/<run_id>/) and REPORT.md.
 
-    python run_all.py                       # everything, default preset
-    python run_all.py --only scaling        # one suite
-    python run_all.py --out results/X --resume
+    python run_all.py                                   # everything, default preset
+    python run_all.py --only scaling                    # one suite
+    python run_all.py --out results/X --resume          # continue a killed run
+    python run_all.py --only scaling --check results/baselines/cpu-quick --relative   # CI gate
 """
 
 import sys
@@ -12,11 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
-from bench import cli, scaling  # noqa: E402
+from bench import cli, perplexity, plots, profiling, regress, scaling  # noqa: E402
 from bench.config import UsageError  # noqa: E402
 from bench.results import RESULTS_DIR, new_run_id  # noqa: E402
 
-SUITES = {"scaling": scaling.main}  # run in this order
+SUITES = {"scaling": scaling.main, "perplexity": perplexity.main, "profiling": profiling.main}  # in this order
+STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
 
 
 def parse(argv):
@@ -25,10 +27,14 @@ def parse(argv):
     p.add_argument("--out", help="run directory (default: a fresh results/<run_id>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--only", help=f"comma-separated suites, from: {', '.join(SUITES)}")
+    p.add_argument("--only", help=f"comma-separated steps, from: {', '.join(STEPS)}")
+    p.add_argument("--check", metavar="BASELINE_DIR", help="then gate the run against a baseline run (bench.regress)")
+    p.add_argument("--relative", action="store_true", help="with --check: compare times as ratios between models")
     args = p.parse_args(argv)
-    args.only = cli.config.parse_list(args.only, "only", lambda s: cli.config.choice(s, "suite", tuple(SUITES))) \
-        if args.only is not None else tuple(SUITES)
+    args.only = cli.config.parse_list(args.only, "only", lambda s: cli.config.choice(s, "step", STEPS)) \
+        if args.only is not None else STEPS
+    if args.check and not Path(args.check).is_dir():
+        raise UsageError(f"--check {args.check}: no such baseline run directory")
     if args.resume and not args.out:
         raise UsageError("--resume needs --out: the run directory to continue")
     return args
@@ -50,6 +56,14 @@ def main(argv=None):
             if code:
                 return code
     print(f"run directory: {out_dir}")
+    if "plots" in args.only:
+        print("== plots and report", file=sys.stderr, flush=True)
+        code = plots.main([str(out_dir)])
+        if code:
+            return code
+    if args.check:
+        print(f"== regression gate against {args.check}", file=sys.stderr, flush=True)
+        return regress.main(["--baseline", args.check, "--current", str(out_dir), *(["--relative"] * args.relative)])
     return 0
 
 

@@ -1,6 +1,6 @@
-"""Findings computed from the CSVs alone (pandas, no torch): fitted log-log slopes and crossover lengths.
+"""Findings computed from the CSVs alone (pandas, no torch): slopes, crossovers, ablations, seed statistics.
 
-Used by the report and the plots, and to print the headline numbers of a scaling run:
+Shared by the plots and the report; prints the headline numbers of a scaling run:
 
     python -m bench.analysis results/<run_id>
 """
@@ -11,36 +11,84 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.results import read_rows
 
-NUMERIC = ("batch", "seq_len", "dim", "params", "flops", "tflops_per_s", "tokens_per_s", "time_ms", "time_iqr_ms",
-           "repeats", "peak_mem_mb")
+NUMERIC = {"batch", "seq_len", "dim", "params", "flops", "tflops_per_s", "tokens_per_s", "time_ms", "time_iqr_ms",
+           "repeats", "peak_mem_mb", "seed", "depth", "train_seq_len", "eval_seq_len", "steps", "tokens",
+           "train_loss", "eval_loss", "bits_per_byte", "ppl", "entropy_floor_bpb", "time_s", "step", "loss",
+           "num_kv_pairs", "vocab", "accuracy", "fraction", "prompt_len", "new_tokens", "prefill_ms",
+           "time_per_token_ms", "state_mb", "out_rel_err", "grad_rel_err"}
+OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")  # kept as the strings written
+KNOWN_MODELS = ("gss", "gss-direct", "conv", "attention")
+MODES = ("fwd", "fwdbwd")
 
 
-def load_scaling(run_dir):
-    """scaling.csv with option columns kept as the strings written ("" where an option does not apply)."""
-    df = pd.read_csv(Path(run_dir) / "scaling.csv", dtype=str, keep_default_na=False)
-    for column in NUMERIC:
+def load_csv(run_dir, name):
+    """One CSV of a run as a frame (numbers parsed, everything else the strings written), or None when the
+    file is absent or holds no rows."""
+    path = Path(run_dir) / name
+    if not path.exists():
+        return None
+    rows = read_rows(path)  # ignores a torn last line of a run still in flight
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    for column in NUMERIC.intersection(df.columns):
         df[column] = pd.to_numeric(df[column], errors="coerce")
     return df
 
 
-def length_series(df, model, *, mode, dtype="float32", options=None):
-    """seq_len -> median time (ms) of one model's ok cells at default options (the length sweep)."""
-    rows = df[(df.model == model) & (df["mode"] == mode) & (df.dtype == dtype) & (df.status == "ok")]
-    for column, value in (options or {}).items():
-        rows = rows[rows[column] == value]
-    if not len(rows):
-        return pd.Series(dtype=float)
-    # the length sweep is the series with the most lengths (ablations hold one length each)
-    grouped = rows.assign(_series=_series_key(rows)).groupby("_series")
-    best = max(grouped, key=lambda item: item[1].seq_len.nunique())[1]
-    return best.groupby("seq_len").time_ms.median().sort_index()
+def load_scaling(run_dir):
+    """scaling.csv with option columns kept as the strings written ("" where an option does not apply)."""
+    return load_csv(run_dir, "scaling.csv")
 
+
+def ok(df):
+    """The rows that measured something (every row of a CSV without a status column)."""
+    return df[df.status == "ok"] if "status" in df.columns else df
+
+
+def ordered_models(names):
+    """Known models in a fixed order, then any others alphabetically."""
+    names = set(names)
+    return [m for m in KNOWN_MODELS if m in names] + sorted(names - set(KNOWN_MODELS))
+
+
+def modes_dtypes(df):
+    """(mode, dtype) pairs with ok rows, fwd before fwdbwd, float32 first."""
+    pairs = ok(df)[["mode", "dtype"]].drop_duplicates().itertuples(index=False)
+    return sorted(pairs, key=lambda p: (MODES.index(p[0]) if p[0] in MODES else 9, p[1] != "float32", p))
+
+
+# ---- scaling: length sweeps, slopes, crossovers, ablations
 
 def _series_key(rows):
     """Cells of one sweep share every option; for gss-direct, full taps means conv_kernel == seq_len."""
-    taps = rows.conv_kernel.where(rows.conv_kernel != rows.seq_len.astype(str), "full")
+    full = pd.to_numeric(rows.conv_kernel, errors="coerce") == rows.seq_len
+    taps = rows.conv_kernel.where(~full, "full")
     return rows.kernel_N + "|" + rows.kernel_H + "|" + rows.lambda_imag_exp + "|" + taps
+
+
+def sweep_rows(df, model, *, mode, dtype="float32", options=None):
+    """Every row (any status) of one model's length sweep: the option set whose ok cells cover the most lengths
+    (ablations hold one length each)."""
+    rows = df[(df.model == model) & (df["mode"] == mode) & (df.dtype == dtype)]
+    for column, value in (options or {}).items():
+        rows = rows[rows[column] == value]
+    keys = _series_key(rows)
+    good = rows.status == "ok"
+    if not good.any():
+        return rows.iloc[:0]
+    best = rows[good].groupby(keys[good]).seq_len.nunique().idxmax()
+    return rows[keys == best]
+
+
+def length_series(df, model, *, mode, dtype="float32", options=None, value="time_ms"):
+    """seq_len -> median `value` of one model's ok cells along its length sweep."""
+    rows = ok(sweep_rows(df, model, mode=mode, dtype=dtype, options=options))
+    if not len(rows):
+        return pd.Series(dtype=float)
+    return rows.groupby("seq_len")[value].median().sort_index()
 
 
 def fitted_slope(series, *, upper_half=True):
@@ -71,11 +119,207 @@ def crossover(fast_at_long, slow_at_long):
     return math.exp(math.log(l0) + t * (math.log(l1) - math.log(l0)))
 
 
+def crossover_text(a_series, b_series, *, a="gss", b="attention"):
+    """The crossover as a phrase, saying why there is none."""
+    common = a_series.index.intersection(b_series.index).sort_values()
+    if len(common) < 2:
+        return "not measured (fewer than 2 common lengths)"
+    cross = crossover(a_series, b_series)
+    if cross is not None:
+        return f"{a} faster than {b} above seq_len ≈ {cross:,.0f}"
+    if (a_series[common] < b_series[common]).all():
+        return f"{a} faster than {b} at every measured length ({common[0]:,}..{common[-1]:,})"
+    return f"none: {b} faster at seq_len {common[-1]:,} (longest common length)"
+
+
+def sweeps(df, *, mode, dtype, value="time_ms"):
+    """model -> length series of `value` for every model with a sweep in (mode, dtype)."""
+    out = {m: length_series(df, m, mode=mode, dtype=dtype, value=value) for m in ordered_models(df.model)}
+    return {m: s for m, s in out.items() if not s.empty}
+
+
+def key_lengths(series_by_model):
+    """The longest length every model reached, and the longest any did (once when they agree)."""
+    if not series_by_model:
+        return []
+    common = set.intersection(*(set(s.index) for s in series_by_model.values()))
+    longest = max(max(s.index) for s in series_by_model.values())
+    return sorted({max(common), longest}) if common else [longest]
+
+
+def at_lengths(df, *, mode, dtype, value):
+    """Frame seq_len x model of `value` at the key lengths of the sweeps (NaN where a model did not reach it)."""
+    series = sweeps(df, mode=mode, dtype=dtype, value=value)
+    lengths = key_lengths(series)
+    return pd.DataFrame({m: s.reindex(lengths) for m, s in series.items()}, index=pd.Index(lengths, name="seq_len"))
+
+
+def option_ablation(df, option):
+    """ok cells that vary `option` at one length, other options fixed: per (model, mode, dtype) the length
+    with the most values of it (at least 2); with a numeric column x = the option's value."""
+    parts = []
+    for _, rows in ok(df).groupby(["model", "mode", "dtype"], sort=False):
+        rows = rows[rows[option] != ""]
+        counts = rows.groupby("seq_len")[option].nunique()
+        if not len(counts) or counts.max() < 2:
+            continue
+        rows = rows[rows.seq_len == counts.idxmax()]
+        fixed = [c for c in OPTIONS if c not in (option, "lambda_imag_exp")]
+        common = rows[fixed].value_counts().idxmax()
+        parts.append(rows[(rows[fixed] == pd.Series(common, index=fixed)).all(axis=1)])
+    if not parts:
+        return None
+    out = pd.concat(parts)
+    return out.assign(x=pd.to_numeric(out[option])).sort_values("x")
+
+
+# ---- training runs: labels, seed statistics, ablation deltas
+
+SHORT = {"kernel_N": "N={}", "kernel_H": "H={}", "lambda_imag_exp": "λexp={}", "conv_kernel": "taps={}"}
+
+
+def with_labels(df):
+    """Adds corpus ("" when absent) and label: the model plus the options that vary among its rows."""
+    df = df.assign(corpus=df["corpus"] if "corpus" in df.columns else "")
+    labels = df.model.astype(str)
+    for _, rows in df.groupby(["corpus", "model"], sort=False):
+        varying = [c for c in OPTIONS if c in rows.columns and rows[c].nunique() > 1]
+        for c in varying:
+            labels[rows.index] = labels[rows.index] + " " + rows[c].map(SHORT[c].format)
+    return df.assign(label=labels)
+
+
+def seed_stats(df, value, by):
+    """Mean, std (0 for a single seed) and count of `value` over the rows of each group."""
+    out = df.groupby(list(by), sort=False)[value].agg(mean="mean", std="std", n="count").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def _lm(ppl):
+    return ok(with_labels(ppl))
+
+
+def bpb_table(ppl):
+    """bits/byte at the training length, mean ± std over seeds per (corpus, label), with the corpus's floor."""
+    rows = _lm(ppl)
+    rows = rows[rows.eval_seq_len == rows.train_seq_len]
+    out = seed_stats(rows, "bits_per_byte", ["corpus", "label", "model"])
+    floors = rows.groupby("corpus").entropy_floor_bpb.max() if "entropy_floor_bpb" in rows else pd.Series()
+    return out.assign(floor=out.corpus.map(floors))
+
+
+def lambda_deltas(ppl):
+    """Paired (same model, options, seed) bits/byte at the training length with lambda_imag_exp true and false:
+    means, stds and the mean ± std over seeds of the difference true - false."""
+    rows = _lm(ppl)
+    if "lambda_imag_exp" not in rows.columns:
+        return pd.DataFrame()
+    rows = rows[(rows.eval_seq_len == rows.train_seq_len) & rows.lambda_imag_exp.isin(["true", "false"])]
+    config = ["corpus", "model"] + [c for c in OPTIONS if c != "lambda_imag_exp" and c in rows.columns]
+    if rows.empty:
+        return pd.DataFrame()
+    wide = rows.pivot_table(index=config + ["seed"], columns="lambda_imag_exp", values="bits_per_byte")
+    wide = wide.reindex(columns=["true", "false"]).dropna().reset_index()
+    if wide.empty:
+        return pd.DataFrame()
+    wide["delta"] = wide["true"] - wide["false"]
+    out = wide.groupby(config, sort=False).agg(true_mean=("true", "mean"), true_std=("true", "std"),
+                                               false_mean=("false", "mean"), false_std=("false", "std"),
+                                               delta_mean=("delta", "mean"), delta_std=("delta", "std"),
+                                               n=("delta", "count")).reset_index().fillna(0.0)
+    return out.assign(_n=pd.to_numeric(out.kernel_N, errors="coerce")).sort_values(["corpus", "model", "_n"])
+
+
+def kernel_n_bpb(ppl):
+    """bits/byte at the training length per (corpus, model, kernel_N), pooled over the other options and seeds;
+    only where a model was trained with more than one kernel_N."""
+    rows = _lm(ppl)
+    if "kernel_N" not in rows.columns:
+        return pd.DataFrame()
+    rows = rows[(rows.eval_seq_len == rows.train_seq_len) & (rows.kernel_N != "")]
+    rows = rows[rows.groupby(["corpus", "model"]).kernel_N.transform("nunique") > 1]
+    out = seed_stats(rows, "bits_per_byte", ["corpus", "model", "kernel_N"])
+    return out.assign(_n=pd.to_numeric(out.kernel_N)).sort_values(["corpus", "model", "_n"])
+
+
+def length_generalisation(ppl):
+    """bits/byte per (corpus, label) and eval/train length ratio, mean ± std over seeds."""
+    rows = _lm(ppl)
+    rows = rows.assign(ratio=rows.eval_seq_len / rows.train_seq_len)
+    return seed_stats(rows, "bits_per_byte", ["corpus", "label", "model", "ratio"]).sort_values(["corpus", "ratio"])
+
+
+def curve_stats(curve):
+    """Training loss per (corpus, label, step), mean ± std over seeds."""
+    return seed_stats(_lm(curve), "loss", ["corpus", "label", "model", "step"]).sort_values("step")
+
+
+def recall_stats(recall):
+    """Accuracy per (label, seq_len), mean ± std over seeds."""
+    return seed_stats(_lm(recall), "accuracy", ["label", "model", "seq_len"]).sort_values("seq_len")
+
+
+# ---- op breakdown, decode, numerics, failures
+
+def op_shares(ops):
+    """Time per (model, mode, seq_len) bar and category, with each category's share of the bar."""
+    ops = ok(ops)
+    ops = ops[ops.category != ""]
+    value = "time_ms" if "time_ms" in ops.columns and ops.time_ms.notna().any() else "fraction"
+    out = ops.groupby(["model", "mode", "seq_len", "category"], sort=False)[value].sum().reset_index()
+    out = out.rename(columns={value: "time_ms"} if value == "time_ms" else {value: "share"})
+    if value == "time_ms":
+        out["share"] = out.time_ms / out.groupby(["model", "mode", "seq_len"]).time_ms.transform("sum")
+    return out
+
+
+def decode_speedup(decode):
+    """Per model and prompt length: time per token of reforward over recurrent (how much faster the state is)."""
+    rows = ok(decode)
+    keys = [c for c in ("model", "dtype", "device", "batch", "dim", "depth", "prompt_len") if c in rows.columns]
+    wide = rows.pivot_table(index=keys, columns="method", values="time_per_token_ms")
+    if not {"recurrent", "reforward"} <= set(wide.columns):
+        return pd.DataFrame()
+    wide = wide.dropna(subset=["recurrent", "reforward"]).reset_index()
+    return wide.assign(speedup=wide.reforward / wide.recurrent)
+
+
+def numerics_worst(numerics):
+    """Per dtype and error column: the worst relative error, with the model and length where it occurs."""
+    out, rows = [], ok(numerics)
+    for dtype, group in rows.groupby("dtype", sort=False):
+        for column in ("out_rel_err", "grad_rel_err"):
+            if column in group.columns and group[column].notna().any():
+                worst = group.loc[group[column].idxmax()]
+                out.append(dict(dtype=dtype, error=column, value=worst[column], model=worst.model,
+                                seq_len=worst.seq_len))
+    return pd.DataFrame(out)
+
+
+def failed_cells(run_dir):
+    """Rows whose status is not ok, from every CSV of the run that has a status column."""
+    out = []
+    for path in sorted(Path(run_dir).glob("*.csv")):
+        df = load_csv(run_dir, path.name)
+        if df is None or "status" not in df.columns:
+            continue
+        for _, row in df[df.status != "ok"].iterrows():
+            length = next((row[c] for c in ("seq_len", "train_seq_len", "prompt_len") if c in row), "")
+            options = ", ".join(f"{c}={row[c]}" for c in OPTIONS if c in row and row[c] != "")
+            out.append(dict(csv=path.name, model=row.get("model", ""), mode=row.get("mode", ""),
+                            dtype=row.get("dtype", ""), seq_len=length, options=options, status=row.status,
+                            error=row.get("error", "")))
+    return pd.DataFrame(out)
+
+
 def headline(run_dir, *, a="gss", b="attention", dtype="float32"):
     """Crossover of a over b per mode, and every model's fitted slope per mode."""
     df = load_scaling(run_dir)
     lines = []
-    for mode in ("fwd", "fwdbwd"):
+    for mode in MODES:
+        if df is None:
+            break
         sa, sb = length_series(df, a, mode=mode, dtype=dtype), length_series(df, b, mode=mode, dtype=dtype)
         if sa.empty or sb.empty:
             continue

@@ -115,9 +115,12 @@ class Context:
     run_id: str
 
 
-def prepare(args, *, presets, csv_name, build_cells):
-    """Validate everything before anything is written; returns the run context (or None for --list)."""
+def prepare(args, *, presets, csv_name, build_cells, convert=None):
+    """Validate everything before anything is written; returns the run context (or None for --list).
+    csv_name: the suite's CSV(s); a run directory holding one already needs --resume."""
     convert_flags(args)
+    if convert is not None:
+        convert(args)
     device = resolve_device(args.device)
     if args.dtype and "float16" in args.dtype and device.type != "cuda":
         raise UsageError("--dtype float16 needs a CUDA device; use bfloat16 on CPU")
@@ -131,8 +134,9 @@ def prepare(args, *, presets, csv_name, build_cells):
         return None
     # The run id is the run directory's name, so results/<run_id>/ and plots/<run_id>/ always match.
     out_dir = Path(args.out) if args.out else RESULTS_DIR / new_run_id()
-    if (out_dir / csv_name).exists() and not args.resume:
-        raise UsageError(f"{out_dir / csv_name} exists; pass --resume to continue it, or another --out")
+    for name in (csv_name,) if isinstance(csv_name, str) else csv_name:
+        if (out_dir / name).exists() and not args.resume:
+            raise UsageError(f"{out_dir / name} exists; pass --resume to continue it, or another --out")
     ensure_writable_dir(out_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,17 +166,18 @@ def fail(message):
     return 2
 
 
-def run_suite(p, argv, *, csv_name, presets, build_cells, run):
+def run_suite(p, argv, *, csv_name, presets, build_cells, run, convert=None):
     """A suite's main: parse, validate (exit 2 on bad input), run, print where the rows are."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = p.parse_args(argv)
-        ctx = prepare(args, presets=presets, csv_name=csv_name, build_cells=build_cells)
+        ctx = prepare(args, presets=presets, csv_name=csv_name, build_cells=build_cells, convert=convert)
     except (UsageError, ResultsError, ValueError) as error:  # ValueError: the registry's option checks
         return fail(error)
     if ctx is None:
         return 0
-    record_env(ctx, args, [p.prog, *argv], suite=csv_name.removesuffix(".csv"))
+    suite = p.prog.split()[-1].removeprefix("bench.")
+    record_env(ctx, args, [p.prog, *argv], suite=suite)
     path = run(args, ctx.out_dir, ctx.run_id, ctx.device, ctx.preset)
     print(path)
     return 0

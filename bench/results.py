@@ -31,6 +31,10 @@ DIED_ERROR = "process died in this cell"
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "scaling.csv": ("model", "mode", "dtype", "device", "batch", "seq_len", "dim",
                     "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "compiled"),
+    "perplexity.csv": ("model", "corpus", "corpus_sha256", "seed", "kernel_N", "lambda_imag_exp", "conv_kernel",
+                       "train_seq_len", "eval_seq_len", "steps"),
+    "train_curve.csv": ("model", "corpus", "kernel_N", "lambda_imag_exp", "conv_kernel", "seed", "step"),
+    "recall.csv": ("model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps"),
 }
 
 

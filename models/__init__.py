@@ -6,15 +6,24 @@
 Options carry the suite's names everywhere: kernel_N, kernel_H, dim_expansion_factor, lambda_imag_exp
 (GSS family), conv_kernel (gss-direct, conv), heads / head_dim (attention). A new model is one file
 plus one entry in SPECS; every suite, test and plot picks it up.
+
+Every layer also decodes incrementally (inference only; a state is advanced in place and returned):
+
+    state = layer.init_state(batch, max_len=None)    # empty prefix
+    y, state = layer.prefill(x)                      # (B, L, dim): forward's output and the state after it
+    y_t, state = layer.step(x_t, state)              # (B, dim): forward's output at the next position
+    state_nbytes(state)                              # per-sequence bytes (kernels shared by all excluded)
+    lm.generate(prompt_ids, new_tokens, method="recurrent" | "kv_cache" | "reforward")
 """
 
 from dataclasses import dataclass
 from typing import Callable
 
-from .attention import AttentionBlock
+from .attention import AttentionBlock, KVCache
 from .conv import GatedConv
-from .gss import DSS, GSS, GatedStateSpacesLM, GatedUnit
-from .lm import LM
+from .gss import DSS, GSS, GatedStateSpacesLM, GatedUnit, RecurrentState
+from .lm import GENERATE_METHODS, LM
+from .ops import ConvState, state_nbytes
 
 
 def _positive_int(name, value):
@@ -123,4 +132,5 @@ def build_lm(name, *, num_tokens, dim, depth, device=None, dtype=None, **options
 
 
 __all__ = ["NAMES", "SPECS", "build_layer", "build_lm", "options_of", "resolve_options", "DSS", "GSS",
-           "GatedStateSpacesLM", "GatedUnit", "GatedConv", "AttentionBlock", "LM"]
+           "GatedStateSpacesLM", "GatedUnit", "GatedConv", "AttentionBlock", "LM", "GENERATE_METHODS",
+           "state_nbytes", "RecurrentState", "ConvState", "KVCache"]

@@ -2,14 +2,17 @@
 
 Attention runs through F.scaled_dot_product_attention(is_causal=True), which dispatches to the flash
 kernels on GPU and to the fused flash kernel on CPU, so the baseline is what a practitioner would use.
+Decoding keeps a KV cache (`KVCache`) that grows with every position, unlike the fixed GSS state.
 """
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from .ops import check_sequence, matmul_flops
+from .ops import check_sequence, check_token, matmul_flops
 
 
 def resolve_heads(dim, heads=None, head_dim=None):
@@ -29,15 +32,45 @@ def resolve_heads(dim, heads=None, head_dim=None):
     return heads
 
 
-def rotary(x, base=10000.0):
-    """Rotary position embedding (Su et al. 2021), rotate-half form, on x of shape (B, heads, L, head_dim)."""
+def rotary(x, base=10000.0, *, start=0):
+    """Rotary position embedding (Su et al. 2021), rotate-half form, on x of shape (B, heads, L, head_dim)
+    holding the absolute positions start, ..., start + L - 1."""
     L, d = x.shape[-2], x.shape[-1]
     inv_freq = base ** -(torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)  # (d/2,)
-    angles = torch.arange(L, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # (L, d/2)
+    positions = torch.arange(start, start + L, device=x.device, dtype=torch.float32)
+    angles = positions[:, None] * inv_freq  # (L, d/2)
     cos = torch.cat((angles.cos(), angles.cos()), dim=-1).to(x.dtype)
     sin = torch.cat((angles.sin(), angles.sin()), dim=-1).to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+@dataclass
+class KVCache:
+    """Rotary-applied keys and values of the positions seen so far, (B, heads, capacity, head_dim) each;
+    the first `length` positions are filled, and the capacity doubles when a step needs more."""
+    k: torch.Tensor
+    v: torch.Tensor
+    length: int = 0
+
+    @property
+    def keys(self):
+        return self.k[:, :, : self.length]  # (B, heads, t, head_dim)
+
+    @property
+    def values(self):
+        return self.v[:, :, : self.length]
+
+    def append(self, k, v):
+        """Write k, v (B, heads, n, head_dim) at positions length, ..., length + n - 1, in place."""
+        end = self.length + k.shape[2]
+        if end > self.k.shape[2]:
+            capacity = max(end, 2 * self.k.shape[2])
+            self.k, self.v = (torch.cat((c, c.new_zeros(*c.shape[:2], capacity - c.shape[2], c.shape[3])), dim=2)
+                              for c in (self.k, self.v))
+        self.k[:, :, self.length: end] = k
+        self.v[:, :, self.length: end] = v
+        self.length = end
 
 
 class AttentionBlock(nn.Module):
@@ -54,22 +87,62 @@ class AttentionBlock(nn.Module):
                                  nn.Linear(self.dim_mlp, dim, **factory))
 
     def forward(self, x):
+        return self._forward(x)[0]
+
+    def _forward(self, x):
+        """The block's output (B, L, dim) and its rotary-applied keys and values (B, heads, L, hd)."""
         check_sequence(x, self.dim)
+        q, k, v = self._qkv(x, start=0)
+        with record_function("attention"):
+            h = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self._out(x, h), k, v
+
+    def _qkv(self, x, *, start):
+        """q, k, v (B, heads, L, hd) of x (B, L, dim) at positions start, ..., with rotary on q and k."""
         B, L, _ = x.shape
         with record_function("norm"):
             h = self.norm_attn(x)
         with record_function("projection"):
             qkv = self.to_qkv(h).view(B, L, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, heads, L, hd)
         with record_function("attention"):
-            q, k, v = rotary(qkv[0]), rotary(qkv[1]), qkv[2]
-            h = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            h = h.transpose(1, 2).reshape(B, L, self.dim)
+            return rotary(qkv[0], start=start), rotary(qkv[1], start=start), qkv[2]
+
+    def _out(self, x, h):
+        """Residual, then the MLP sub-block, from the attention output h (B, heads, L, hd)."""
+        B, L, _ = x.shape
+        h = h.transpose(1, 2).reshape(B, L, self.dim)
         with record_function("projection"):
             x = x + self.to_out(h)
         with record_function("norm"):
             h = self.norm_mlp(x)
         with record_function("projection"):
             return x + self.mlp(h)
+
+    def init_state(self, batch, *, max_len=None, device=None, dtype=None):
+        """An empty KV cache, preallocated to max_len positions when given (it grows past them if needed)."""
+        w = self.to_qkv.weight
+        shape = (batch, self.heads, max_len or 0, self.dim // self.heads)
+        k = torch.zeros(shape, device=device or w.device, dtype=dtype or w.dtype)
+        return KVCache(k, torch.zeros_like(k))
+
+    def step(self, x_t, state):
+        """One position x_t (B, dim) at position t = state.length -> (y_t (B, dim), state): rotary at t, then
+        the single query attends over the whole cache, which needs no causal mask. The cache is filled in place."""
+        check_token(x_t, self.dim)
+        x = x_t[:, None]  # (B, 1, dim)
+        q, k, v = self._qkv(x, start=state.length)
+        state.append(k, v)
+        with record_function("attention"):
+            keys, values = state.keys, state.values
+            h = F.scaled_dot_product_attention(q.to(keys.dtype), keys, values)  # (B, heads, 1, hd)
+        return self._out(x, h.to(x.dtype))[:, 0], state
+
+    def prefill(self, x, *, max_len=None):
+        """forward(x) for a prompt x (B, L, dim) and its KV cache, preallocated to max(L, max_len) positions."""
+        y, k, v = self._forward(x)
+        state = self.init_state(k.shape[0], max_len=max(k.shape[2], max_len or 0), device=k.device, dtype=k.dtype)
+        state.append(k, v)
+        return y, state
 
     def flops(self, batch, seq_len):
         tokens, d = batch * seq_len, self.dim

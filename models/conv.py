@@ -1,7 +1,8 @@
 """The gated-CNN baseline: GSS with its DSS replaced by a learned causal depthwise convolution.
 
 Everything around the mixer (projections, gating, the norm and D-residual inside the mixer) is the
-GSS layer's, so an ablation against `gss` isolates the state-space kernel from the gating.
+GSS layer's, so an ablation against `gss` isolates the state-space kernel from the gating. Decoding
+keeps the last conv_kernel normalised inputs (B, conv_kernel, H), a state of fixed size like GSS's.
 """
 
 import math
@@ -11,7 +12,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from .gss import GatedUnit
-from .ops import check_sequence, direct_conv, direct_conv_flops
+from .ops import ConvState, check_sequence, check_token, direct_conv, direct_conv_flops
 
 
 class LearnedConv(nn.Module):
@@ -32,10 +33,29 @@ class LearnedConv(nn.Module):
         return min(self.conv_kernel, seq_len)
 
     def forward(self, x):
+        return self._forward(x)[0]
+
+    def _forward(self, x):
+        """y (B, L, H) and the normalised input u (B, L, H)."""
         check_sequence(x, self.dim)
         with record_function("norm"):
             u = self.norm(x)
-        return direct_conv(u, self.weight[: self.taps(x.shape[1])]) + u * self.param_D
+        return direct_conv(u, self.weight[: self.taps(x.shape[1])]) + u * self.param_D, u
+
+    def init_state(self, batch, *, max_len=None, device=None, dtype=None):
+        """The last conv_kernel normalised inputs, zeros for an empty prefix (B, conv_kernel, H)."""
+        return ConvState.empty(self.weight, batch, device=device, dtype=dtype)
+
+    def step(self, x_t, state):
+        """One position x_t (B, H) -> (y_t (B, H), state); the state is advanced in place and returned."""
+        check_token(x_t, self.dim)
+        u = self.norm(x_t)
+        return state.step(u) + u * self.param_D, state
+
+    def prefill(self, x, *, max_len=None):
+        """forward(x) for a prompt x (B, L, H) and the state after it (its last conv_kernel normalised inputs)."""
+        y, u = self._forward(x)
+        return y, ConvState.after(u, self.weight)
 
     def flops(self, batch, seq_len):
         return direct_conv_flops(batch, seq_len, self.dim, self.taps(seq_len))
@@ -47,6 +67,10 @@ class GatedConv(GatedUnit):
         super().__init__(dim=dim, dim_expansion_factor=dim_expansion_factor, hidden_H=kernel_H,
                          reverse_seq=reverse_seq, device=device, dtype=dtype)
         self.conv = LearnedConv(dim=kernel_H, conv_kernel=conv_kernel, device=device, dtype=dtype)
+
+    @property
+    def mixer(self):
+        return self.conv
 
     def mix(self, v):
         return self.conv(v)

@@ -4,16 +4,30 @@ Behaviour, constructor arguments and parameter names follow gated-state-spaces-p
 state_dict of either loads into the other with strict=True. Two additions, both off by default:
 the DSS convolution can run in the time domain (`conv_mode="direct"`, optionally truncated to
 `conv_kernel` taps), and every stage is marked with a profiler range.
+
+Incremental decoding (`init_state`, `step`, `prefill`) runs the DSS as its diagonal recurrence, whose
+state has the same size at every position; a kernel truncated to T taps is stepped as a convolution.
 """
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.profiler import record_function
 
 from .lm import LM
-from .ops import check_sequence, direct_conv, direct_conv_flops, fft_conv, fft_conv_flops, matmul_flops
+from .ops import (CONSTANT, ConvState, check_sequence, check_token, direct_conv, direct_conv_flops, fft_conv,
+                  fft_conv_flops, matmul_flops)
 
 CONV_MODES = ("fft", "direct")
+
+
+@dataclass
+class RecurrentState:
+    """DSS recurrence state s (B, H, N) complex, plus the constants exp(Lambda) (N,) and C' (H, N)."""
+    s: torch.Tensor
+    decay: torch.Tensor = field(metadata=CONSTANT)
+    C: torch.Tensor = field(metadata=CONSTANT)
 
 
 class DSS(nn.Module):
@@ -61,7 +75,16 @@ class DSS(nn.Module):
             return seq_len
         return min(self.conv_kernel, seq_len)
 
+    @property
+    def is_recurrent(self):
+        """Whether every tap is used, so that the kernel is exactly the recurrence's impulse response."""
+        return self.conv_mode == "fft" or self.conv_kernel is None
+
     def forward(self, x):
+        return self._forward(x)[0]
+
+    def _forward(self, x):
+        """y (B, L, H) and the normalised input u (B, L, H) in the kernel's dtype."""
         check_sequence(x, self.dim)
         with record_function("norm"):
             u = self.norm(x)
@@ -71,7 +94,50 @@ class DSS(nn.Module):
             K = self.kernel(self.taps(x.shape[1]))
             u = u.to(K.dtype)
             y = fft_conv(u, K) if self.conv_mode == "fft" else direct_conv(u, K)
-        return y + residual
+        return y + residual, u
+
+    def _constants(self, *, device=None, dtype=None):
+        """exp(Lambda) (N,) and C' (H, N) in the complex dtype matching `dtype` (default: the parameters')."""
+        Lambda, C = self.lambda_and_c()
+        ctype = C.dtype if dtype is None else torch.complex128 if dtype == torch.float64 else torch.complex64
+        return Lambda.exp().to(device=device, dtype=ctype), C.to(device=device, dtype=ctype)
+
+    def init_state(self, batch, *, max_len=None, device=None, dtype=None):
+        """State for an empty prefix: s = 0 (B, H, N) complex, or, with a truncated kernel of T taps, the
+        last T normalised inputs (B, T, H) (DSS sec. 3: the kernel is the impulse response of
+        s_t = exp(Lambda) s_{t-1} + u_t, y_t = Re(C' s_t), which T taps cut short). max_len is unused."""
+        with torch.autocast(self.C_real.device.type, enabled=False):
+            if not self.is_recurrent:
+                return ConvState.empty(self.kernel(self.conv_kernel), batch, device=device, dtype=dtype)
+            decay, C = self._constants(device=device, dtype=dtype)
+            s = torch.zeros(batch, self.dim, self.kernel_N, device=C.device, dtype=C.dtype)
+            return RecurrentState(s, decay, C)
+
+    def step(self, x_t, state):
+        """One position x_t (B, H) -> (y_t (B, H), state); the state is advanced in place and returned."""
+        check_token(x_t, self.dim)
+        u = self.norm(x_t)
+        residual = u * self.param_D
+        with torch.autocast(x_t.device.type, enabled=False):
+            if isinstance(state, ConvState):
+                return state.step(u) + residual, state
+            state.s = state.decay * state.s + u.to(state.s.dtype)[..., None]  # (B, H, N)
+            y = torch.einsum("bhn,hn->bh", state.s, state.C).real
+        return y + residual, state
+
+    def prefill(self, x, *, max_len=None):
+        """The forward over a prompt x (B, L, H) and the state after it, without stepping:
+        s_L = sum_k exp(Lambda (L - 1 - k)) u_k, one complex einsum over the prompt."""
+        y, u = self._forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            if not self.is_recurrent:
+                return y, ConvState.after(u, self.kernel(self.conv_kernel))
+            Lambda, C = self.lambda_and_c()
+            L = x.shape[1]
+            lags = torch.arange(L - 1, -1, -1, device=x.device)
+            S = (Lambda[:, None] * lags[None, :]).exp()  # (N, L): exp(Lambda (L - 1 - k))
+            s = torch.einsum("blh,nl->bhn", u.to(S.dtype), S)
+        return y, RecurrentState(s, Lambda.exp(), C)
 
     def flops(self, batch, seq_len):
         taps = self.taps(seq_len)
@@ -96,6 +162,11 @@ class GatedUnit(nn.Module):
         self.to_gate = nn.Linear(hidden_H, self.dim_hidden, bias=False, **factory)
         self.to_out = nn.Linear(self.dim_hidden, dim, **factory)
 
+    @property
+    def mixer(self):
+        """The token mixer module, which carries `init_state`, `step` and `prefill` over H channels."""
+        raise NotImplementedError
+
     def mix(self, v):
         raise NotImplementedError
 
@@ -106,16 +177,44 @@ class GatedUnit(nn.Module):
         check_sequence(x, self.dim)
         if self.reverse_seq:
             x = x.flip(1)
-        residual = x
-        with record_function("norm"):
-            x = self.norm(x)
-        with record_function("projection"):
-            u = self.to_u(x)  # (B, L, E)
-            v = self.to_v(x)  # (B, L, H)
-        v = self.mix(v)
-        with record_function("projection"):
-            out = self.to_out(self.to_gate(v) * u) + residual
+        u, v = self._project(x)
+        out = self._gate(self.mix(v), u, x)
         return out.flip(1) if self.reverse_seq else out
+
+    def _project(self, x):
+        with record_function("norm"):
+            h = self.norm(x)
+        with record_function("projection"):
+            return self.to_u(h), self.to_v(h)  # (..., E), (..., H)
+
+    def _gate(self, mixed, u, residual):
+        with record_function("projection"):
+            return self.to_out(self.to_gate(mixed) * u) + residual
+
+    def _require_causal(self):
+        if self.reverse_seq:
+            raise ValueError("a reverse_seq layer reads the sequence backwards and cannot be stepped causally")
+
+    def init_state(self, batch, *, max_len=None, device=None, dtype=None):
+        """The mixer's state for an empty prefix (the projections and gate keep none)."""
+        self._require_causal()
+        return self.mixer.init_state(batch, max_len=max_len, device=device, dtype=dtype)
+
+    def step(self, x_t, state):
+        """Pseudocode 3.2 on one position x_t (B, dim): norm, u, v, mixer step, gate, out, residual."""
+        self._require_causal()
+        check_token(x_t, self.dim)
+        u, v = self._project(x_t)
+        mixed, state = self.mixer.step(v, state)
+        return self._gate(mixed, u, x_t), state
+
+    def prefill(self, x, *, max_len=None):
+        """forward(x) for a prompt x (B, L, dim) and the mixer's state after it."""
+        self._require_causal()
+        check_sequence(x, self.dim)
+        u, v = self._project(x)
+        mixed, state = self.mixer.prefill(v, max_len=max_len)
+        return self._gate(mixed, u, x), state
 
     def flops(self, batch, seq_len):
         tokens, d, e, h = batch * seq_len, self.dim, self.dim_hidden, self.hidden_H
@@ -136,6 +235,10 @@ class GSS(GatedUnit):
                          reverse_seq=reverse_seq, device=device, dtype=dtype)
         self.dss = DSS(dim=dss_kernel_H, kernel_N=dss_kernel_N, dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
                        conv_mode=conv_mode, conv_kernel=conv_kernel, device=device, dtype=dtype)
+
+    @property
+    def mixer(self):
+        return self.dss
 
     def mix(self, v):
         return self.dss(v)

@@ -6,9 +6,14 @@ y[b, t, h] = sum_{k < min(T, t + 1)} K[k, h] * u[b, t - k, h]  (causal, one filt
 FLOP convention (the same one bench/flops.py counts with): matrix products 2*m*n*k, complex ones
 8*m*n*k, a real FFT of length n 2.5*n*log2(n), convolutions as executed (2*B*H*L*T for T taps),
 elementwise ops not counted.
+
+Incremental decoding shares the state helpers here: a `ConvState` (the last T inputs) steps any of
+these convolutions one position at a time, and `state_nbytes` sizes any layer's or LM's state.
 """
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +29,61 @@ def check_sequence(x, dim):
         raise ValueError("empty sequence: seq_len must be at least 1")
     if x.shape[2] != dim:
         raise ValueError(f"expected last dimension {dim}, got {x.shape[2]}")
+
+
+def check_token(x_t, dim):
+    """Validate one position (B, dim) given to a layer's `step`."""
+    if x_t.ndim != 2 or x_t.shape[1] != dim:
+        raise ValueError(f"expected one position of shape (batch, {dim}), got {tuple(x_t.shape)}")
+
+
+# Marks a state field that is the same for every sequence (a kernel, not per-sequence memory):
+# state_nbytes leaves it out, so a state's size is what decoding one more sequence costs.
+CONSTANT = {"constant": True}
+
+
+def state_nbytes(state):
+    """Bytes of the per-sequence tensors in a decoding state (a dataclass, dict, list or tuple of them)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if dataclasses.is_dataclass(state):
+        return sum(state_nbytes(getattr(state, f.name)) for f in dataclasses.fields(state)
+                   if not f.metadata.get("constant"))
+    if isinstance(state, dict):
+        return sum(state_nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_nbytes(v) for v in state)
+    return 0
+
+
+@dataclass
+class ConvState:
+    """Decoding state of a causal depthwise convolution of T taps.
+
+    inputs (B, T, H): the last T inputs, oldest first, zeros before the sequence starts;
+    weight (T, H): the taps aligned with `inputs`, i.e. the kernel K flipped in time (a constant).
+    """
+    inputs: torch.Tensor
+    weight: torch.Tensor = field(metadata=CONSTANT)
+
+    @classmethod
+    def empty(cls, K, batch, *, device=None, dtype=None):
+        dtype = dtype or K.dtype
+        inputs = torch.zeros(batch, K.shape[0], K.shape[1], device=device or K.device, dtype=dtype)
+        return cls(inputs, K.flip(0).to(device=inputs.device, dtype=dtype))
+
+    @classmethod
+    def after(cls, u, K):
+        """The state after the inputs u (B, L, H) of a prompt: their last T, zero-padded on the left."""
+        state = cls.empty(K, u.shape[0], device=u.device, dtype=u.dtype)
+        n = min(K.shape[0], u.shape[1])
+        state.inputs[:, -n:] = u[:, -n:]
+        return state
+
+    def step(self, u_t):
+        """Push u_t (B, H) and return y_t (B, H) = sum_k K[k] u_{t-k}, as direct_conv at that position."""
+        self.inputs = torch.cat((self.inputs[:, 1:], u_t[:, None].to(self.inputs.dtype)), dim=1)  # (B, T, H)
+        return torch.einsum("bth,th->bh", self.inputs, self.weight)
 
 
 def fft_conv(u, K):

@@ -1,10 +1,14 @@
 """Findings from CSVs: slopes and crossovers on fixtures whose answers are known."""
 
 import csv
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from bench.analysis import crossover, fitted_slope, headline, length_series, load_scaling
+from bench.analysis import (crossover, crossover_text, decode_speedup, failed_cells, fitted_slope, headline,
+                            lambda_deltas, length_series, load_csv, load_scaling, numerics_worst, option_ablation,
+                            sweep_rows, with_labels)
 from bench.scaling import COLUMNS
 
 
@@ -43,3 +47,67 @@ def test_failed_cells_are_gaps_and_no_crossover_is_reported_as_none(tmp_path):
     assert list(gss.index) == [256, 512]
     assert crossover(gss, length_series(df, "attention", mode="fwd")) is None
     assert fitted_slope(gss, upper_half=False) == pytest.approx(1.0)
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run"
+
+
+def test_sweep_rows_keep_the_failed_cells_of_the_sweep_only():
+    df = load_scaling(FIXTURE)
+    rows = sweep_rows(df, "gss-direct", mode="fwd")
+    assert list(rows.seq_len) == [256, 512, 1024, 2048, 4096]  # full taps: conv_kernel == seq_len
+    assert list(rows.status) == ["ok"] * 4 + ["error"]
+    assert list(sweep_rows(df, "gss", mode="fwd").kernel_N.unique()) == ["512"]  # not the kernel_N ablation
+
+
+def test_option_ablation_includes_the_sweep_cell_at_the_ablation_length():
+    df = load_scaling(FIXTURE)
+    kernel = option_ablation(df, "kernel_N")
+    assert sorted(kernel[(kernel["mode"] == "fwd") & (kernel.lambda_imag_exp == "true")].x) == [64, 256, 512, 1024]
+    taps = option_ablation(df, "conv_kernel")
+    assert sorted(taps[(taps.model == "conv") & (taps["mode"] == "fwd")].x) == [16, 64, 256, 1024]
+    assert sorted(taps[(taps.model == "gss-direct") & (taps["mode"] == "fwd")].x) == [16, 64, 256, 1024, 2048]
+    assert option_ablation(df[df.model == "attention"], "kernel_N") is None
+
+
+def test_crossover_text_says_why_there_is_none():
+    s = lambda values: pd.Series(values, index=[256, 512, 1024])  # noqa: E731
+    assert crossover_text(s([1, 2, 4]), s([2, 4, 8])) == \
+        "gss faster than attention at every measured length (256..1,024)"
+    assert crossover_text(s([4, 8, 16]), s([1, 2, 4])) == \
+        "none: attention faster at seq_len 1,024 (longest common length)"
+    assert crossover_text(s([4, 4, 4]), s([1, 4, 16])) == "gss faster than attention above seq_len ≈ 512"
+
+
+def test_lambda_deltas_are_paired_by_seed():
+    d = lambda_deltas(load_csv(FIXTURE, "perplexity.csv"))
+    assert list(d.kernel_N) == ["16", "64"] and list(d.n) == [2, 2]
+    assert d.delta_mean.tolist() == pytest.approx([-0.11, -0.11])
+    assert d.delta_std.tolist() == pytest.approx([0.02 ** 0.5 / 10] * 2)
+
+
+def test_labels_name_only_the_options_that_vary():
+    labels = set(with_labels(load_csv(FIXTURE, "perplexity.csv")).label)
+    assert labels == {"gss", "conv", "attention", "gss N=16 λexp=true", "gss N=16 λexp=false", "gss N=64 λexp=true",
+                      "gss N=64 λexp=false"}
+
+
+def test_decode_speedup_and_numerics_worst():
+    speed = decode_speedup(load_csv(FIXTURE, "decode.csv"))
+    assert speed.speedup.tolist() == pytest.approx([1.6, 6.4, 25.6])
+    worst = numerics_worst(load_csv(FIXTURE, "numerics.csv"))
+    assert worst.iloc[0].to_dict() == dict(dtype="bfloat16", error="out_rel_err", value=pytest.approx(0.012),
+                                           model="attention", seq_len=4096)
+
+
+def test_failed_cells_of_every_csv(tmp_path):
+    failed = failed_cells(FIXTURE)
+    assert sorted(failed.status) == ["error", "error", "error", "oom", "oom", "oom", "oom", "skipped", "skipped"]
+    assert failed_cells(tmp_path).empty
+
+
+def test_absent_csv_is_none_and_a_torn_last_line_is_ignored(tmp_path):
+    assert load_csv(tmp_path, "decode.csv") is None
+    (tmp_path / "recall.csv").write_text("model,seq_len,accuracy,status\ngss,64,0.9,ok\ngss,128,0.")
+    df = load_csv(tmp_path, "recall.csv")
+    assert len(df) == 1 and df.accuracy.tolist() == [0.9]

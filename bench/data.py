@@ -1,0 +1,348 @@
+"""Byte-level corpora (vocabulary 256) for the perplexity suite, each with a deterministic, disjoint
+train/validation split and the SHA-256 of the bytes the splits come from.
+
+    synthetic      seeded Markov text with copy segments; its entropy rate is known exactly
+    stdlib         the top-level *.py files of the running Python's standard library, sorted, concatenated
+    enwik8         the first 10^8 bytes of English Wikipedia (Hutter prize), downloaded once into the cache
+    enwik8:PATH    enwik8 (or enwik8.zip) from a file you supply
+    PATH           any file of at least MIN_FILE_BYTES bytes
+
+Split: the last `valid_fraction` (default 10%) of the bytes is validation, the rest training, except
+enwik8, which keeps the standard 90M/5M/5M convention (train, validation, unused test).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.client
+import io
+import os
+import platform
+import sys
+import sysconfig
+import tempfile
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.config import UsageError
+
+CORPORA = ("synthetic", "stdlib", "enwik8")
+VALID_FRACTION = 0.1
+MIN_FILE_BYTES = 2 * 1024
+CACHE_ENV = "GSS_BENCH_CACHE"
+ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
+# SHA-256 of enwik8.zip (36,445,475 bytes) as published in huggingface/datasets
+# datasets/enwik8/dataset_infos.json (download_checksums), and of the extracted 100,000,000-byte
+# enwik8, as recorded by several independent projects (e.g. the tamp compressor's test data).
+ENWIK8_ZIP_SHA256 = "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc"
+ENWIK8_SHA256 = "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8"
+ENWIK8_TRAIN, ENWIK8_VALID = 0.90, 0.05  # of 10^8 bytes: 90M train, then 5M validation
+MARKOV_ALPHABET = b"abcdefghijklmnopqrstuvwxyz .,;'-"
+MARKER = ord("|")
+
+
+class CorpusError(UsageError):
+    """A corpus that cannot be loaded or cannot serve the requested windows."""
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field-wise is ambiguous
+class Corpus:
+    name: str
+    train: torch.Tensor  # uint8, 1-D
+    valid: torch.Tensor
+    sha256: str  # of the full content the splits come from
+    entropy_floor_bpb: float | None  # exact entropy rate for synthetic, None for real text
+    source: str
+
+    def split(self, split):
+        if split not in ("train", "valid"):
+            raise CorpusError(f"unknown split {split!r}; valid: train, valid")
+        return self.train if split == "train" else self.valid
+
+    def _check(self, split, seq_len):
+        data = self.split(split)
+        if len(data) < _positive(seq_len, "seq_len") + 1:
+            raise CorpusError(f"corpus {self.name}: the {split} split has {len(data):,} bytes, too few for "
+                              f"seq_len {seq_len} (a window needs seq_len + 1 = {seq_len + 1:,})")
+        return data
+
+    def batch(self, split, *, batch, seq_len, generator):
+        """`batch` random windows of seq_len + 1 bytes -> (ids, labels), labels = ids shifted by one."""
+        data = self._check(split, seq_len)
+        starts = torch.randint(0, len(data) - seq_len, (_positive(batch, "batch"),), generator=generator)
+        return _windows(data, starts, seq_len)
+
+    def eval_windows(self, *, seq_len, count):
+        """`count` fixed validation windows with evenly spaced starts (first at 0, last at the end),
+        non-overlapping when count * (seq_len + 1) bytes fit, so every model sees identical data."""
+        data = self._check("valid", seq_len)
+        span, count = len(data) - (seq_len + 1), _positive(count, "count")
+        starts = torch.arange(count) * span // max(1, count - 1)
+        return _windows(data, starts, seq_len)
+
+
+def _positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise CorpusError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _windows(data, starts, seq_len):
+    window = data[starts[:, None] + torch.arange(seq_len + 1)].long()
+    return window[:, :-1].contiguous(), window[:, 1:].contiguous()
+
+
+def _corpus(name, content, *, source, valid_fraction=None, bounds=None, floor=None):
+    """Corpus from the content bytes (bytes or uint8 array); bounds = (train_end, valid_end) or a fraction."""
+    array = np.frombuffer(content, dtype=np.uint8).copy() if isinstance(content, bytes) else content
+    if bounds is None:
+        bounds = (len(array) - round(len(array) * _fraction(valid_fraction)), len(array))
+    (train_end, valid_end), n = bounds, len(array)
+    if n == 0:
+        raise CorpusError(f"corpus {name} ({source}) is empty")
+    if n < MIN_FILE_BYTES or train_end < 2 or valid_end - train_end < 2:
+        raise CorpusError(f"corpus {name} ({source}) has {n:,} bytes, too few for its train/validation split "
+                          f"(a corpus needs at least {MIN_FILE_BYTES:,})")
+    data = torch.from_numpy(array)
+    return Corpus(name=name, train=data[:train_end], valid=data[train_end:valid_end],
+                  sha256=hashlib.sha256(array).hexdigest(), entropy_floor_bpb=floor, source=source)
+
+
+def _fraction(valid_fraction):
+    if not isinstance(valid_fraction, (int, float)) or not 0 < valid_fraction < 1:
+        raise CorpusError(f"valid_fraction must be strictly between 0 and 1, got {valid_fraction!r}")
+    return valid_fraction
+
+
+def _entropy_bits(p):
+    p = np.asarray(p, dtype=np.float64)
+    return -np.sum(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+
+
+def stationary_distribution(transition_matrix):
+    """pi with pi T = pi, sum(pi) = 1, solved in float64; the chain must have exactly one."""
+    t = np.asarray(transition_matrix, dtype=np.float64)
+    if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] == 0:
+        raise ValueError(f"transition matrix must be square, got shape {t.shape}")
+    if (t < 0).any() or not np.allclose(t.sum(axis=1), 1.0, rtol=0, atol=1e-9):
+        raise ValueError("transition matrix rows must be probability distributions (non-negative, sum 1)")
+    n = len(t)
+    system = np.vstack([t.T - np.eye(n), np.ones((1, n))])
+    if np.linalg.matrix_rank(system) < n:
+        raise ValueError("the chain has more than one stationary distribution (it is reducible)")
+    return np.linalg.lstsq(system, np.r_[np.zeros(n), 1.0], rcond=None)[0]
+
+
+def markov_entropy_rate(transition_matrix):
+    """Entropy rate of a stationary first-order Markov chain in bits per symbol:
+    H = -sum_i pi_i sum_j T_ij log2 T_ij, with pi the stationary distribution."""
+    pi = stationary_distribution(transition_matrix)
+    return float(pi @ _entropy_bits(transition_matrix))
+
+
+def synthetic_entropy_rate(transition_matrix, *, markov_len, copy_len):
+    """Exact entropy rate, in bits per byte, of the synthetic source (see Synthetic):
+    (H(pi) + (markov_len - 1) * H_markov) / (markov_len + 1 + copy_len)."""
+    h_first = float(_entropy_bits(stationary_distribution(transition_matrix)))
+    return (h_first + (markov_len - 1) * markov_entropy_rate(transition_matrix)) / (markov_len + 1 + copy_len)
+
+
+def unigram_entropy_bpb(data):
+    """Empirical unigram (order-0) entropy of a byte tensor, bits per byte."""
+    data = torch.as_tensor(data).reshape(-1)
+    if data.numel() == 0:
+        raise ValueError("unigram entropy of no bytes")
+    counts = torch.bincount(data.long(), minlength=256).double().numpy()
+    return float(_entropy_bits(counts / counts.sum()))
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """Blocks of markov_len + 1 + copy_len bytes: markov_len symbols of a first-order Markov chain over
+    `alphabet` printable bytes, the marker byte '|', then an exact copy of the block's last copy_len
+    Markov bytes (so each copied byte repeats the byte copy_len + 1 positions back).
+
+    Each block's chain starts afresh from the stationary distribution pi, so blocks are independent and
+    every block can be sampled at once. Transition rows are Dirichlet(concentration) mixed with
+    `smoothing` of the uniform distribution (irreducible, so pi is unique). The marker and the copy are
+    determined by the past, hence the exact entropy rate (bits per byte)
+
+        (H(pi) + (markov_len - 1) * H_markov) / (markov_len + 1 + copy_len),
+        H_markov = -sum_i pi_i sum_j T_ij log2 T_ij.
+
+    Sampling is inverse-CDF in float64, exact up to float64 rounding of the cumulative sums.
+    """
+    size: int = 2_250_000  # bytes, rounded up to whole blocks (about 2 MB of training data)
+    alphabet: int = 32
+    concentration: float = 0.1
+    smoothing: float = 0.01
+    markov_len: int = 96
+    copy_len: int = 32
+
+    def __post_init__(self):
+        if not (2 <= self.alphabet <= len(MARKOV_ALPHABET) and 0 < self.copy_len <= self.markov_len
+                and self.concentration > 0 and 0 < self.smoothing <= 1 and self.size > 0):
+            raise CorpusError(f"bad synthetic source {self}: needs 2 <= alphabet <= {len(MARKOV_ALPHABET)}, "
+                              f"1 <= copy_len <= markov_len, concentration > 0, 0 < smoothing <= 1, size > 0")
+
+    @property
+    def block_len(self):
+        return self.markov_len + 1 + self.copy_len
+
+    def transition(self, rng):
+        rows = rng.dirichlet(np.full(self.alphabet, self.concentration), size=self.alphabet)
+        return (1 - self.smoothing) * rows + self.smoothing / self.alphabet
+
+    def sample(self, transition, *, blocks, rng):
+        """(blocks, block_len) uint8 bytes."""
+        cdf, first = np.cumsum(transition, axis=1), np.cumsum(stationary_distribution(transition))
+        cdf[:, -1] = first[-1] = 1.0  # so that every u in [0, 1) falls inside
+        u = rng.random((self.markov_len, blocks))
+        symbols = np.empty((self.markov_len, blocks), dtype=np.int64)
+        symbols[0] = np.searchsorted(first, u[0], side="right")
+        for i in range(1, self.markov_len):  # vectorised over blocks; inverse CDF = #{j: cdf_j <= u}
+            symbols[i] = (cdf[symbols[i - 1]] <= u[i, :, None]).sum(axis=1)
+        out = np.empty((blocks, self.block_len), dtype=np.uint8)
+        out[:, :self.markov_len] = np.frombuffer(MARKOV_ALPHABET, dtype=np.uint8)[symbols.T]
+        out[:, self.markov_len] = MARKER
+        out[:, self.markov_len + 1:] = out[:, self.markov_len - self.copy_len:self.markov_len]
+        return out
+
+
+def synthetic(*, seed=0, config=Synthetic(), valid_fraction=VALID_FRACTION):
+    """The synthetic corpus; validation is the last round(valid_fraction * blocks) whole blocks."""
+    transition = config.transition(rng := np.random.default_rng(seed))
+    blocks = -(-config.size // config.block_len)
+    valid_blocks = round(blocks * _fraction(valid_fraction))
+    data = config.sample(transition, blocks=blocks, rng=rng).reshape(-1)
+    floor = synthetic_entropy_rate(transition, markov_len=config.markov_len, copy_len=config.copy_len)
+    return _corpus("synthetic", data, bounds=((blocks - valid_blocks) * config.block_len, len(data)), floor=floor,
+                   source=f"synthetic seed={seed} {config}")
+
+
+def stdlib_files():
+    """The top-level *.py files of the running Python's standard library, sorted by name."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted((p for p in root.glob("*.py") if p.is_file()), key=lambda p: p.name)
+
+
+def stdlib(*, valid_fraction=VALID_FRACTION):
+    files = stdlib_files()
+    if not files:
+        raise CorpusError(f"no .py files in the standard library directory {sysconfig.get_paths()['stdlib']}")
+    content = b"".join(_read(p, what="standard library file") for p in files)
+    source = f"{files[0].parent} (Python {platform.python_version()}, {len(files)} files)"
+    return _corpus("stdlib", content, valid_fraction=valid_fraction, source=source)
+
+
+def _read(path, *, what):
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise CorpusError(f"{what} {path} is not a file")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise CorpusError(f"cannot read {what} {path}: {e.strerror or e}") from e
+
+
+def from_file(path, *, valid_fraction=VALID_FRACTION):
+    content = _read(path, what="corpus file")
+    return _corpus(str(path), content, valid_fraction=valid_fraction, source=str(Path(path).resolve()))
+
+
+def default_cache_dir():
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gss-bench")
+
+
+def _unzip(raw, path):
+    """The enwik8 member of raw (the bytes of path) if it is a zip archive, else raw itself."""
+    if not zipfile.is_zipfile(archive := io.BytesIO(raw)):
+        return raw
+    try:
+        with zipfile.ZipFile(archive) as z:
+            return z.read("enwik8")
+    except KeyError:
+        raise CorpusError(f"{path} has no member named enwik8") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise CorpusError(f"cannot read {path}: {e}") from e
+
+
+def download(url, path, *, sha256, opener=None):
+    """Fetch url into path via a temporary file in the same directory; verified before it is moved in."""
+    opener = opener or functools.partial(urllib.request.urlopen, timeout=60)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as e:
+        raise CorpusError(f"cannot write to the cache directory {path.parent}: {e.strerror or e}") from e
+    print(f"downloading {url} -> {path}", file=sys.stderr)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, opener(url) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise CorpusError(f"checksum did not match for {url}: SHA-256 {digest.hexdigest()}, expected {sha256}; "
+                              f"the download was deleted")
+        os.replace(tmp, path)
+    except BaseException as e:  # never leave a partial or bad download behind
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, ValueError, http.client.HTTPException)) and not isinstance(e, CorpusError):
+            reason = getattr(e, "reason", None) or e
+            raise CorpusError(f"cannot download enwik8 from {url} ({reason}); download {ENWIK8_URL} yourself and "
+                              f"put enwik8.zip in {path.parent} (or set {CACHE_ENV}), or pass "
+                              f"--corpus enwik8:/path/to/enwik8 (or .zip)") from e
+        raise
+
+
+def enwik8(*, path=None, cache_dir=None, url=ENWIK8_URL, opener=None, zip_sha256=ENWIK8_ZIP_SHA256,
+           sha256=ENWIK8_SHA256):
+    """enwik8 from PATH (the file or its zip; its content must hash to sha256), or else from
+    CACHE/enwik8.zip, downloaded from url once and checked against zip_sha256 before every use."""
+    if path is not None:
+        content = _unzip(_read(path, what="enwik8 file"), path)
+        if sha256 is not None and (digest := hashlib.sha256(content).hexdigest()) != sha256:
+            raise CorpusError(f"{path}: checksum did not match: the content's SHA-256 is {digest}, enwik8's is "
+                              f"{sha256} ({ENWIK8_URL})")
+        source = str(Path(path).resolve())
+    else:
+        cached = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "enwik8.zip"
+        raw = cached.read_bytes() if cached.is_file() else None
+        if raw is None or hashlib.sha256(raw).hexdigest() != zip_sha256:
+            cached.unlink(missing_ok=True)  # ours, and corrupt or absent: fetch it again
+            download(url, cached, sha256=zip_sha256, opener=opener)
+            raw = cached.read_bytes()
+        content, source = _unzip(raw, cached), str(cached)
+    n = len(content)
+    return _corpus("enwik8", content, bounds=(int(n * ENWIK8_TRAIN), int(n * (ENWIK8_TRAIN + ENWIK8_VALID))),
+                   source=source)
+
+
+def load_corpus(spec, *, seed=0, cache_dir=None, valid_fraction=VALID_FRACTION, opener=None):
+    """A corpus by name (CORPORA), enwik8:PATH, or a path to any file. seed applies to synthetic only;
+    enwik8 keeps its standard split whatever valid_fraction says."""
+    spec = str(spec)
+    if spec == "synthetic":
+        return synthetic(seed=seed, valid_fraction=valid_fraction)
+    if spec == "stdlib":
+        return stdlib(valid_fraction=valid_fraction)
+    if spec == "enwik8":
+        return enwik8(cache_dir=cache_dir, opener=opener)
+    if spec.startswith("enwik8:"):
+        if not (path := spec.removeprefix("enwik8:")):
+            raise CorpusError("enwik8: needs a path, e.g. enwik8:/data/enwik8 or enwik8:/data/enwik8.zip")
+        return enwik8(path=path)
+    if Path(spec).exists() or os.sep in spec or Path(spec).suffix:
+        return from_file(spec, valid_fraction=valid_fraction)
+    raise CorpusError(f"unknown corpus {spec!r} (and no file by that name); valid: {', '.join(CORPORA)}, "
+                      f"enwik8:PATH, or a path to a text file")

@@ -1,0 +1,257 @@
+"""Profiling suite: a torch.profiler trace of each cell, and the step's time split by the models' ranges.
+
+    python -m bench.profiling                          # the device's default preset (quick on CPU, full on CUDA)
+    python -m bench.profiling --models gss,attention --seq-lens 4096 --modes fwdbwd --out results/X
+    tensorboard --logdir results/X/traces              # torch-tb-profiler; the same .pt.trace.json open in Perfetto
+
+Per cell, DIR/traces/<model>_L<seq_len>_<mode>[_<dtype>][_<option><value>]/ holds one trace of the
+profiled steps (after one profiler warm-up step), and DIR/op_breakdown.csv one row per category:
+
+* the ranges of models/ (dss_kernel, fft_conv, direct_conv, projection, norm, attention), each the
+  union in time of its record_function events, a range nested in another counted only for the inner
+  one (the innermost open range owns each instant), so nothing is counted twice;
+* backward: the union of the autograd engine's `autograd::engine::evaluate_function: <Node>` events
+  (torch 2.13 records one around every backward node, on CPU in the calling thread, on CUDA in the
+  engine's device thread), which hold every op the backward pass runs;
+* other: the profiled step (a `step` range around bench.timing's step) minus all of the above.
+
+Times are averaged over the profiled steps; each cell's fractions sum to 1. Basis `cpu_wall` (CPU):
+the categories share the step's CPU wall time. Basis `cuda_kernels` (CUDA): each kernel's device time
+goes to the category open on the CPU when the op that launched it started (kernels are async, so CPU
+ranges alone would time launches), and the step ends with a synchronisation, so `other` is kernels
+launched outside every range plus the time the GPU sat idle. Without kernel records (no CUPTI) a
+CUDA cell falls back to `cpu_wall`.
+"""
+
+import bisect
+import gc
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
+from tqdm import tqdm
+
+import models
+from bench import cli
+from bench.config import Grid, Preset
+from bench.results import DIED_ERROR, RowWriter, cell_key, format_value, read_rows
+from bench.scaling import AUTOCAST, build_cells, cell_row, is_oom
+from bench.timing import make_step
+
+CSV = "op_breakdown.csv"
+STEM = "profiling"
+TRACES = "traces"
+STEP = "step"
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+RANGES = ("dss_kernel", "fft_conv", "direct_conv", "projection", "norm", "attention")
+CATEGORIES = (*RANGES, "backward", "other")
+KEY = ("model", "mode", "seq_len", "dtype", "device", "batch", "dim", "kernel_N", "kernel_H", "lambda_imag_exp",
+       "conv_kernel", "compiled")
+COLUMNS = ("model", "mode", "seq_len", "category", "time_ms", "fraction", "run_id", *KEY[3:], "step_ms",
+           "profiled_steps", "basis", "trace", "status", "error")
+
+_MODELS = ("gss", "gss-direct", "conv", "attention")
+PROFILE_PRESETS = {
+    # CPU, 2 cores: one length where every model's stages are visible, in well under a minute.
+    "quick": Preset("quick", (Grid("profile", _MODELS, (2048,), batch=1, dim=512),),
+                    timing=dict(warmup=1, active=2)),
+    # One GPU: the scaling suite's full width at the paper's 4K length and a long one, in both dtypes.
+    "full": Preset("full", (Grid("profile", _MODELS, (4096, 16384), dtypes=("float32", "bfloat16"), batch=4,
+                                 dim=1024),), timing=dict(warmup=1, active=2)),
+    # Seconds, for tests and smoke runs.
+    "smoke": Preset("smoke", (Grid("profile", tuple(models.NAMES), (64,), batch=1, dim=16, kernel_N=(8,),
+                                   kernel_H=(16,), conv_kernel=(8,)),), timing=dict(warmup=1, active=1)),
+}
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """One cell's split: category -> milliseconds (averaged over the profiled steps), fractions summing to 1."""
+    times_ms: dict
+    step_ms: float
+    steps: int
+    basis: str
+
+    def fractions(self):
+        total = sum(self.times_ms.values())
+        return {c: (t / total if total > 0 else 1.0 * (c == "other")) for c, t in self.times_ms.items()}
+
+
+def segments(intervals, window):
+    """Cut `window` at every interval boundary; each piece goes to the innermost interval open over it
+    (latest start, then earliest end), or None. Returns sorted (start, end, category) pieces."""
+    lo, hi = window
+    clipped = sorted((max(s, lo), min(e, hi), c) for s, e, c in intervals if min(e, hi) > max(s, lo))
+    bounds = sorted({lo, hi, *(s for s, _, _ in clipped), *(e for _, e, _ in clipped)})
+    pieces, active, i = [], [], 0
+    for a, b in zip(bounds, bounds[1:]):
+        while i < len(clipped) and clipped[i][0] <= a:
+            active.append(clipped[i])
+            i += 1
+        active = [iv for iv in active if iv[1] > a]
+        inner = max(active, key=lambda iv: (iv[0], -iv[1]), default=None)
+        pieces.append((a, b, inner[2] if inner else None))
+    return pieces
+
+
+def category_of(name):
+    if name in RANGES:
+        return name
+    return "backward" if name.startswith(BACKWARD_PREFIX) else None
+
+
+def split_step(events, window, *, on_cuda):
+    """(category -> microseconds, basis) of one step window from the profiler's FunctionEvents."""
+    intervals, launches = [], []
+    for e in events:
+        category = category_of(e.name)
+        if category is not None:
+            intervals.append((e.time_range.start, e.time_range.end, category))
+        # A range's own GPU-side annotation would count its kernels twice: take kernels from ops only.
+        if on_cuda and e.kernels and not e.is_user_annotation and window[0] <= e.time_range.start < window[1]:
+            launches.append((e.time_range.start, sum(k.duration for k in e.kernels)))
+    pieces = segments(intervals, window)
+    totals = defaultdict(float, {c: 0.0 for _, _, c in pieces if c is not None})
+    if launches and pieces:
+        starts = [a for a, _, _ in pieces]
+        for t, device_us in launches:
+            category = pieces[bisect.bisect_right(starts, t) - 1][2]
+            if category is not None:
+                totals[category] += device_us
+        return totals, "cuda_kernels"
+    for a, b, category in pieces:
+        if category is not None:
+            totals[category] += b - a
+    return totals, "cpu_wall"
+
+
+def breakdown(events, *, on_cuda):
+    """The averaged Breakdown of every `step` range among `events` (prof.events() of one trace)."""
+    events = [e for e in events if e.device_type == DeviceType.CPU and not e.is_async]
+    windows = sorted((e.time_range.start, e.time_range.end) for e in events if e.name == STEP)
+    if not windows:
+        raise RuntimeError(f"the profiler recorded no {STEP!r} range")
+    sums, bases = defaultdict(float), set()
+    for window in windows:
+        totals, basis = split_step(events, window, on_cuda=on_cuda)
+        bases.add(basis)
+        for category, us in totals.items():
+            sums[category] += us
+        sums["other"] += max(0.0, (window[1] - window[0]) - sum(totals.values()))
+    n = len(windows)
+    step_ms = sum(b - a for a, b in windows) / n / 1e3
+    times = {c: sums[c] / n / 1e3 for c in CATEGORIES if c in sums}
+    return Breakdown(times_ms=times, step_ms=step_ms, steps=n, basis="+".join(sorted(bases)))
+
+
+def trace_name(cell):
+    """Directory (and worker) name of a cell's trace: no dots, which the plugin reads as span stamps."""
+    name = f"{cell.model}_L{cell.seq_len}_{cell.mode}" + (f"_{cell.dtype}" if cell.dtype != "float32" else "")
+    defaults = models.SPECS[cell.model].defaults
+    for option, value in cell.layer_options().items():
+        if value != defaults.get(option):
+            name += f"_{option}{format_value(value)}"
+    return name + ("_compiled" if cell.compiled else "")
+
+
+def profile_cell(cell, device, trace_dir, *, warmup=1, active=2):
+    """Profile `warmup` + `active` steps of one cell; the trace goes to trace_dir. Returns its Breakdown."""
+    torch.manual_seed(0)
+    layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
+    x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
+    step = make_step(torch.compile(layer) if cell.compiled else layer, x, mode=cell.mode,
+                     autocast_dtype=AUTOCAST[cell.dtype])
+    on_cuda = device.type == "cuda"
+
+    def profiled_step():
+        with record_function(STEP):
+            step()
+            if on_cuda:  # the step range then ends when its kernels do
+                torch.cuda.synchronize(device)
+
+    write_trace = tensorboard_trace_handler(str(trace_dir), worker_name=trace_dir.name)
+    found = []
+
+    def ready(prof):  # events are only readable here: the profiler clears them when the cycle ends
+        write_trace(prof)
+        found.append(breakdown(prof.events(), on_cuda=on_cuda))
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities, record_shapes=True, profile_memory=True, with_stack=False,
+                 schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1), on_trace_ready=ready) as prof:
+        for _ in range(warmup + active):
+            profiled_step()
+            prof.step()
+    if len(found) != 1:
+        raise RuntimeError(f"expected one profiler trace, got {len(found)}")
+    return found[0]
+
+
+def rows_of(result, key_row, trace):
+    fractions = result.fractions()
+    shared = dict(step_ms=result.step_ms, profiled_steps=result.steps, basis=result.basis, trace=trace, status="ok")
+    # 12 digits, not the CSV's usual 6: a cell's fractions read back must still sum to 1 within 1e-9.
+    return [{**key_row, "category": c, "time_ms": t, "fraction": format(fractions[c], ".12g"), **shared}
+            for c, t in result.times_ms.items()]
+
+
+class Sweep:
+    """Profiles cells in order into one CSV; a cell is done once its last row (`other`) or a failure is in."""
+
+    def __init__(self, *, run_id, out_dir, device, timing, resume):
+        self.run_id, self.out_dir, self.device, self.timing = run_id, out_dir, device, timing
+        self.device_name = "cpu" if device.type == "cpu" else f"cuda:{torch.cuda.get_device_name(device)}"
+        self.writer = RowWriter(out_dir / CSV, COLUMNS)
+        rows = read_rows(out_dir / CSV) if resume else []
+        self.done = {cell_key(r, KEY) for r in rows if r["category"] == "other" or r["status"] != "ok"}
+
+    def record(self, rows):
+        for row in rows:
+            self.writer.append({"run_id": self.run_id, **row})
+        self.done.add(cell_key(rows[-1], KEY))
+
+    def run(self, cell):
+        key_row = cell_row(cell, self.device_name)
+        if cell_key(key_row, KEY) in self.done:
+            return
+        name = trace_name(cell)
+        with cli.in_flight(self.out_dir, key_row, stem=STEM):
+            try:
+                result = profile_cell(cell, self.device, self.out_dir / TRACES / name, **self.timing)
+                rows = rows_of(result, key_row, f"{TRACES}/{name}")
+            except Exception as error:  # failures are rows; the sweep goes on
+                rows = [{**key_row, "status": "oom" if is_oom(error) else "error",
+                         "error": f"{type(error).__name__}: {error}"}]
+            finally:
+                gc.collect()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            self.record(rows)
+
+    def recover_in_flight(self, pending):
+        """A cell that was running when the process died is recorded as an error, not run again."""
+        if pending is not None and cell_key(pending, KEY) not in self.done:
+            self.record([{**pending, "status": "error", "error": DIED_ERROR}])
+
+
+def run(args, out_dir, run_id, device, preset):
+    """Profile (a shard of) the cells into out_dir; returns the path of the CSV."""
+    cells = cli.shard(build_cells(args, preset), args.shard)
+    sweep = Sweep(run_id=run_id, out_dir=out_dir, device=device, timing=preset.timing, resume=args.resume)
+    sweep.recover_in_flight(cli.take_in_flight(out_dir, stem=STEM))
+    for cell in tqdm(cells, desc="profiling", unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+        sweep.run(cell)
+    return out_dir / CSV
+
+
+def main(argv=None):
+    parser = cli.parser("python -m bench.profiling", __doc__.splitlines()[0])
+    cli.add_grid_flags(parser)
+    return cli.run_suite(parser, argv, csv_name=CSV, presets=PROFILE_PRESETS, build_cells=build_cells, run=run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Performance regression gate: a run against a baseline run, exact where the numbers are deterministic,
+noise-aware where they are not.
+
+    python -m bench.regress --baseline results/baselines/cpu-quick --current results/<run_id> --relative
+
+Exit code 0: no regression; 1: at least one; 2: the runs cannot be compared (missing or malformed
+files, another device class, no cell in common). Reads CSVs only (pandas; no torch).
+"""
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.results import KEY_COLUMNS
+
+# Default relative time tolerance per device class; see the README for the spread they were set from.
+TIME_TOLERANCE = {"cpu": 0.35, "cuda": 0.10}
+MEM_TOLERANCE = {"cpu": 0.02, "cuda": 0.01}
+BPB_TOLERANCE = 0.02  # relative
+ACCURACY_TOLERANCE = 0.05  # absolute
+NOISE_SIGMAS = 3.0
+REFERENCE_MODEL = "attention"  # --relative: times are ratios to this model's time in the same run
+FAILED = ("oom", "error")
+
+
+class CompareError(ValueError):
+    """The runs cannot be compared: exit 2."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # regression | improvement | only-baseline | only-current | note
+    csv: str
+    cell: str
+    what: str
+    severity: float  # for ordering, worst first
+
+
+def load(run_dir, name):
+    path = Path(run_dir) / name
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        return None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise CompareError(f"{path}: malformed CSV ({' '.join(str(error).split())})") from None
+    missing = [c for c in (*KEY_COLUMNS[name], "status") if c not in df.columns]
+    if missing:
+        raise CompareError(f"{path}: malformed, missing columns {', '.join(missing)}")
+    return df
+
+
+def device_class(df):
+    classes = {d.split(":")[0] for d in df["device"] if d}
+    if len(classes) != 1:
+        raise CompareError(f"cannot tell the device class from device values {sorted(set(df['device']))}")
+    return classes.pop()
+
+
+def number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def standard_error_ms(row):
+    """Standard error of a median from its IQR and repeats (normal approximation: sigma = IQR / 1.349,
+    se(median) = 1.2533 sigma / sqrt(n))."""
+    iqr, n = number(row["time_iqr_ms"]), max(1.0, number(row["repeats"]) or 1.0)
+    return 1.2533 * (iqr / 1.349) / math.sqrt(n) if iqr == iqr else 0.0
+
+
+def describe(row, key):
+    return " ".join(f"{k}={row[k]}" for k in key if row[k] != "")
+
+
+def join(base, cur, key):
+    merged = base.merge(cur, on=list(key), how="outer", suffixes=("_b", "_c"), indicator=True)
+    return merged
+
+
+class Gate:
+    def __init__(self, *, relative, time_tol, mem_tol, bpb_tol, acc_tol, cls):
+        self.relative, self.cls = relative, cls
+        self.time_tol, self.mem_tol, self.bpb_tol, self.acc_tol = time_tol, mem_tol, bpb_tol, acc_tol
+        self.findings, self.compared = [], 0
+
+    def add(self, kind, csv, cell, what, severity=0.0):
+        self.findings.append(Finding(kind, csv, cell, what, severity))
+
+    def common_rows(self, name, base, cur, key):
+        merged = join(base, cur, key)
+        for _, row in merged[merged["_merge"] != "both"].iterrows():
+            side = "only-baseline" if row["_merge"] == "left_only" else "only-current"
+            self.add(side, name, describe(row, key), "cell measured in one run only")
+        both = merged[merged["_merge"] == "both"]
+        self.compared += len(both)
+        return both
+
+    def statuses(self, name, row, cell):
+        """True when both cells are ok and can be compared further."""
+        sb, sc = row["status_b"], row["status_c"]
+        if sb == "ok" and sc in FAILED:
+            self.add("regression", name, cell, f"status ok -> {sc}: {row.get('error_c', '')}", math.inf)
+        elif sb in FAILED and sc == "ok":
+            self.add("improvement", name, cell, f"status {sb} -> ok", 1.0)
+        elif sb != sc:
+            self.add("note", name, cell, f"status {sb} -> {sc}")
+        return sb == sc == "ok"
+
+    def exact(self, name, row, cell, column):
+        if column + "_b" in row and row[column + "_b"] != row[column + "_c"]:
+            self.add("regression", name, cell, f"{column} changed {row[column + '_b']} -> {row[column + '_c']}", 1e9)
+
+    def scaling(self, base, cur):
+        key = [k for k in KEY_COLUMNS["scaling.csv"] if not (self.relative and k == "device")]
+        both = self.common_rows("scaling.csv", base, cur, key)
+        ratios = {"b": self.reference_times(base), "c": self.reference_times(cur)}
+        for _, row in both.iterrows():
+            cell = describe(row, key)
+            if not self.statuses("scaling.csv", row, cell):
+                continue
+            for column in ("params", "flops"):
+                self.exact("scaling.csv", row, cell, column)
+            self.memory(row, cell)
+            self.time(row, cell, ratios)
+
+    def memory(self, row, cell):
+        mb, mc = number(row["peak_mem_mb_b"]), number(row["peak_mem_mb_c"])
+        if mb > 0 and mc == mc:
+            change = mc / mb - 1
+            if abs(change) > self.mem_tol:
+                kind = "regression" if change > 0 else "improvement"
+                self.add(kind, "scaling.csv", cell, f"peak_mem_mb {mb:g} -> {mc:g} ({change:+.1%})", abs(change))
+
+    def reference_times(self, df):
+        ok = df[(df["model"] == REFERENCE_MODEL) & (df["status"] == "ok")]
+        group = ["mode", "dtype", "batch", "seq_len", "dim", "compiled"]
+        return {tuple(r[g] for g in group): r for _, r in ok.iterrows()}, group
+
+    def time(self, row, cell, ratios):
+        tb, tc = number(row["time_ms_b"]), number(row["time_ms_c"])
+        rel_noise = [standard_error_ms({"time_iqr_ms": row["time_iqr_ms_" + s], "repeats": row["repeats_" + s]}) / t
+                     for s, t in (("b", tb), ("c", tc))]
+        if self.relative:
+            if row["model"] == REFERENCE_MODEL:
+                return
+            refs = []
+            for side in ("b", "c"):
+                table, group = ratios[side]
+                refs.append(table.get(tuple(row[g] for g in group)))
+            if any(r is None for r in refs):
+                self.add("note", "scaling.csv", cell, f"no {REFERENCE_MODEL} cell to compare times against")
+                return
+            tb, tc = tb / number(refs[0]["time_ms"]), tc / number(refs[1]["time_ms"])
+            rel_noise += [standard_error_ms(r) / number(r["time_ms"]) for r in refs]
+        change = tc / tb - 1
+        noise = NOISE_SIGMAS * math.sqrt(sum(n * n for n in rel_noise))
+        what = ("time ratio to " + REFERENCE_MODEL if self.relative else "time_ms") + \
+            f" {tb:.4g} -> {tc:.4g} ({change:+.1%}; tolerance {self.time_tol:.0%}, noise {noise:.1%})"
+        if change > max(self.time_tol, noise):
+            self.add("regression", "scaling.csv", cell, what, change)
+        elif -change / (1 + change) > max(self.time_tol, noise):
+            self.add("improvement", "scaling.csv", cell, what, -change)
+
+    def perplexity(self, base, cur):
+        key = KEY_COLUMNS["perplexity.csv"]
+        for _, row in self.common_rows("perplexity.csv", base, cur, key).iterrows():
+            cell = describe(row, key)
+            if self.statuses("perplexity.csv", row, cell):
+                self.exact("perplexity.csv", row, cell, "params")
+                bb, bc = number(row["bits_per_byte_b"]), number(row["bits_per_byte_c"])
+                change = bc / bb - 1
+                if abs(change) > self.bpb_tol:
+                    kind = "regression" if change > 0 else "improvement"
+                    self.add(kind, "perplexity.csv", cell, f"bits_per_byte {bb:.4g} -> {bc:.4g} ({change:+.1%})",
+                             abs(change))
+
+    def recall(self, base, cur):
+        key = KEY_COLUMNS["recall.csv"]
+        for _, row in self.common_rows("recall.csv", base, cur, key).iterrows():
+            cell = describe(row, key)
+            if self.statuses("recall.csv", row, cell):
+                self.exact("recall.csv", row, cell, "params")
+                ab, ac = number(row["accuracy_b"]), number(row["accuracy_c"])
+                if abs(ac - ab) > self.acc_tol:
+                    kind = "regression" if ac < ab else "improvement"
+                    self.add(kind, "recall.csv", cell, f"accuracy {ab:.3f} -> {ac:.3f}", abs(ac - ab))
+
+
+def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, bpb_tol=BPB_TOLERANCE,
+            acc_tol=ACCURACY_TOLERANCE):
+    """The gate's findings; raises CompareError when the runs cannot be compared."""
+    for run_dir in (baseline, current):
+        if not Path(run_dir).is_dir():
+            raise CompareError(f"not a run directory: {run_dir}")
+    names = [n for n in ("scaling.csv", "perplexity.csv", "recall.csv") if (Path(current) / n).exists()]
+    if not names:
+        raise CompareError(f"{current} holds none of scaling.csv, perplexity.csv, recall.csv")
+    tables = {n: (load(baseline, n), load(current, n)) for n in names}
+    cls = None
+    if "scaling.csv" in tables and tables["scaling.csv"][0] is not None:
+        cls_b, cls = device_class(tables["scaling.csv"][0]), device_class(tables["scaling.csv"][1])
+        if cls_b != cls:
+            raise CompareError(f"the baseline ran on {cls_b} and the current run on {cls}: not comparable")
+    cls = cls or "cpu"
+    gate = Gate(relative=relative, cls=cls, time_tol=TIME_TOLERANCE[cls] if time_tol is None else time_tol,
+                mem_tol=MEM_TOLERANCE[cls] if mem_tol is None else mem_tol, bpb_tol=bpb_tol, acc_tol=acc_tol)
+    for name, (base, cur) in tables.items():
+        if base is None:
+            gate.add("note", name, "", "the baseline has no such file")
+            continue
+        getattr(gate, name.removesuffix(".csv"))(base, cur)
+    if gate.compared == 0:
+        raise CompareError(f"no cell in common between {baseline} and {current}")
+    return gate
+
+
+def render(gate):
+    order = {"regression": 0, "improvement": 1, "only-baseline": 2, "only-current": 3, "note": 4}
+    rows = sorted(gate.findings, key=lambda f: (order[f.kind], -f.severity))
+    lines = [f"{f.kind:<13} {f.csv:<15} {f.cell}: {f.what}" for f in rows]
+    counts = {k: sum(f.kind == k for f in rows) for k in order}
+    lines.append(f"{gate.compared} cells compared ({gate.cls}, {'relative' if gate.relative else 'absolute'} times, "
+                 f"time tolerance {gate.time_tol:.0%}): {counts['regression']} regressions, "
+                 f"{counts['improvement']} improvements, {counts['only-baseline'] + counts['only-current']} one-sided")
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CompareError(message)
+
+
+def main(argv=None):
+    p = _Parser(prog="python -m bench.regress", description=__doc__.splitlines()[0])
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--current", required=True)
+    p.add_argument("--relative", action="store_true", help=f"compare times as ratios to {REFERENCE_MODEL}'s")
+    p.add_argument("--tolerance", type=float, help="relative time tolerance (default: 0.35 CPU, 0.10 CUDA)")
+    p.add_argument("--mem-tolerance", type=float, help="relative peak-memory tolerance (0.02 CPU, 0.01 CUDA)")
+    p.add_argument("--bpb-tolerance", type=float, default=BPB_TOLERANCE, help="relative bits-per-byte tolerance")
+    p.add_argument("--accuracy-tolerance", type=float, default=ACCURACY_TOLERANCE, help="absolute recall tolerance")
+    try:
+        args = p.parse_args(argv)
+        gate = compare(args.baseline, args.current, relative=args.relative, time_tol=args.tolerance,
+                       mem_tol=args.mem_tolerance, bpb_tol=args.bpb_tolerance, acc_tol=args.accuracy_tolerance)
+    except CompareError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(render(gate))
+    return 1 if any(f.kind == "regression" for f in gate.findings) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+import hashlib
+import io
+import math
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench import data as D
+from bench.config import UsageError
+from bench.data import CorpusError, Synthetic, load_corpus
+
+SMALL = Synthetic(size=200_000)
+
+
+def h2(p):
+    return -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def content_of(corpus):
+    return torch.cat([corpus.train, corpus.valid]).numpy().tobytes()
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return load_corpus("synthetic")
+
+
+def text_file(tmp_path, size=10_000, name="corpus.txt"):
+    path = tmp_path / name
+    path.write_bytes(bytes((i * 7 + i // 13) % 95 + 32 for i in range(size)))
+    return path
+
+
+# ----- entropy -----
+
+def test_markov_entropy_rate_of_a_hand_computed_chain():
+    t = [[0.9, 0.1], [0.5, 0.5]]
+    np.testing.assert_allclose(D.stationary_distribution(t), [5 / 6, 1 / 6], rtol=0, atol=1e-12)
+    rate = 5 / 6 * h2(0.1) + 1 / 6 * 1.0
+    assert D.markov_entropy_rate(t) == pytest.approx(rate, abs=1e-12)
+    assert D.markov_entropy_rate(torch.tensor(t, dtype=torch.float64)) == pytest.approx(rate, abs=1e-12)
+    # blocks of 4 Markov symbols (the first drawn from pi), a marker and a 2-byte copy
+    expected = (h2(1 / 6) + 3 * rate) / 7
+    assert D.synthetic_entropy_rate(t, markov_len=4, copy_len=2) == pytest.approx(expected, abs=1e-12)
+
+
+def test_markov_entropy_rate_edge_cases():
+    assert D.markov_entropy_rate([[0.5, 0.5], [0.5, 0.5]]) == pytest.approx(1.0)
+    assert D.markov_entropy_rate([[0, 1], [1, 0]]) == pytest.approx(0.0)  # periodic, deterministic
+    for bad in ([[0.5, 0.6], [0.5, 0.5]], [[1.0, 0.0]], [[-0.1, 1.1], [0.5, 0.5]]):
+        with pytest.raises(ValueError):
+            D.markov_entropy_rate(bad)
+    with pytest.raises(ValueError, match="stationary"):
+        D.markov_entropy_rate([[1, 0], [0, 1]])
+
+
+def test_unigram_entropy():
+    assert D.unigram_entropy_bpb(torch.tensor(list(b"aabb"), dtype=torch.uint8)) == pytest.approx(1.0)
+    assert D.unigram_entropy_bpb(torch.arange(256).repeat(3)) == pytest.approx(8.0)
+    assert D.unigram_entropy_bpb(torch.zeros(10, dtype=torch.uint8)) == 0.0
+
+
+# ----- synthetic -----
+
+def test_synthetic_is_deterministic_per_seed():
+    a, b, c = (D.synthetic(seed=s, config=SMALL) for s in (0, 0, 1))
+    assert content_of(a) == content_of(b) and a.sha256 == b.sha256
+    assert a.entropy_floor_bpb == b.entropy_floor_bpb
+    assert content_of(a) != content_of(c) and a.sha256 != c.sha256
+    assert a.entropy_floor_bpb != c.entropy_floor_bpb
+
+
+def test_synthetic_split_sha_and_size(synth):
+    content = content_of(synth)
+    assert hashlib.sha256(content).hexdigest() == synth.sha256
+    assert synth.train.dtype == torch.uint8 and synth.train.ndim == 1
+    assert len(synth.train) > 2_000_000
+    block = Synthetic().block_len
+    assert len(synth.train) % block == 0 and len(synth.valid) % block == 0  # split between whole blocks
+    assert len(synth.valid) / len(content) == pytest.approx(0.1, abs=0.001)
+
+
+def test_synthetic_copy_segments_copy(synth):
+    cfg = Synthetic()
+    blocks = torch.cat([synth.train, synth.valid]).view(-1, cfg.block_len)
+    markov, marker, copy = (blocks[:, :cfg.markov_len], blocks[:, cfg.markov_len],
+                            blocks[:, cfg.markov_len + 1:])
+    assert (marker == D.MARKER).all()
+    assert torch.equal(copy, markov[:, -cfg.copy_len:])
+    assert set(markov.unique().tolist()) <= set(D.MARKOV_ALPHABET)
+    assert D.MARKER not in D.MARKOV_ALPHABET
+
+
+def test_synthetic_empirical_entropy_matches_floor(synth):
+    cfg = Synthetic()
+    lut = torch.full((256,), -1, dtype=torch.long)
+    lut[torch.tensor(list(D.MARKOV_ALPHABET))] = torch.arange(len(D.MARKOV_ALPHABET))
+    blocks = torch.cat([synth.train, synth.valid]).view(-1, cfg.block_len)
+    symbols = lut[blocks[:, :cfg.markov_len].long()]
+    first = torch.bincount(symbols[:, 0], minlength=cfg.alphabet).double()
+    pairs = symbols[:, :-1] * cfg.alphabet + symbols[:, 1:]  # bigrams within each block
+    joint = torch.bincount(pairs.reshape(-1), minlength=cfg.alphabet ** 2).double().view(cfg.alphabet, -1)
+    h_first = D.unigram_entropy_bpb(symbols[:, 0])
+    h_cond = float(-(joint * torch.log2((joint / joint.sum(1, keepdim=True)).clamp_min(1e-300))).sum() / joint.sum())
+    empirical = (h_first + (cfg.markov_len - 1) * h_cond) / cfg.block_len
+    assert first.sum() == len(blocks)
+    assert empirical == pytest.approx(synth.entropy_floor_bpb, rel=0.005)
+    assert 1.0 < synth.entropy_floor_bpb < 3.0
+    # markers and copies cost nothing, so the floor is well below the unigram entropy
+    assert D.unigram_entropy_bpb(synth.train) > synth.entropy_floor_bpb + 2
+
+
+def test_synthetic_rejects_bad_config():
+    with pytest.raises(CorpusError):
+        Synthetic(copy_len=200, markov_len=100)
+    with pytest.raises(CorpusError):
+        Synthetic(alphabet=100)
+    with pytest.raises(CorpusError):
+        D.synthetic(config=Synthetic(size=100))
+    with pytest.raises(CorpusError, match="valid_fraction"):
+        D.synthetic(config=SMALL, valid_fraction=1.5)
+
+
+# ----- windows -----
+
+def test_eval_windows_are_fixed_spaced_and_from_validation(synth):
+    ids, labels = synth.eval_windows(seq_len=256, count=16)
+    again = load_corpus("synthetic").eval_windows(seq_len=256, count=16)  # another model, another load
+    assert torch.equal(ids, again[0]) and torch.equal(labels, again[1])
+    assert ids.shape == labels.shape == (16, 256) and ids.dtype == torch.long
+    assert torch.equal(ids[:, 1:], labels[:, :-1])
+    valid = synth.valid.long()
+    span = len(valid) - 257
+    for i in range(16):
+        start = i * span // 15
+        assert torch.equal(ids[i], valid[start:start + 256]) and torch.equal(labels[i], valid[start + 1:start + 257])
+    assert span // 15 >= 257  # non-overlapping
+    last_ids, last_labels = synth.eval_windows(seq_len=256, count=1)
+    assert torch.equal(last_ids[0], valid[:256])
+    many, _ = synth.eval_windows(seq_len=len(valid) - 1, count=3)  # overlapping when they cannot fit
+    assert torch.equal(many[0], many[2])
+
+
+def test_batch_windows(synth):
+    ids, labels = synth.batch("train", batch=4, seq_len=64, generator=torch.Generator().manual_seed(0))
+    again, _ = synth.batch("train", batch=4, seq_len=64, generator=torch.Generator().manual_seed(0))
+    other, _ = synth.batch("train", batch=4, seq_len=64, generator=torch.Generator().manual_seed(1))
+    assert ids.shape == labels.shape == (4, 64) and ids.dtype == labels.dtype == torch.long
+    assert torch.equal(ids[:, 1:], labels[:, :-1]) and torch.equal(ids, again) and not torch.equal(ids, other)
+    train = synth.train.numpy().tobytes()
+    for row, lab in zip(ids, labels):
+        window = bytes(row.tolist()) + bytes([lab[-1].item()])
+        assert window in train
+    full, _ = synth.batch("valid", batch=2, seq_len=len(synth.valid) - 1, generator=torch.Generator())
+    assert torch.equal(full[0], synth.valid[:-1].long())
+
+
+def test_windows_too_long_or_bad_arguments(synth):
+    n = len(synth.valid)
+    with pytest.raises(CorpusError, match=f"valid split has {n:,} bytes.*seq_len {n}"):
+        synth.eval_windows(seq_len=n, count=1)
+    with pytest.raises(CorpusError, match="train split"):
+        synth.batch("train", batch=1, seq_len=len(synth.train), generator=torch.Generator())
+    with pytest.raises(CorpusError, match="split"):
+        synth.batch("test", batch=1, seq_len=8, generator=torch.Generator())
+    with pytest.raises(CorpusError):
+        synth.eval_windows(seq_len=8, count=0)
+    assert issubclass(CorpusError, UsageError)
+
+
+# ----- stdlib and files -----
+
+def test_stdlib_corpus():
+    files = D.stdlib_files()
+    if not files:
+        pytest.skip("no .py files in this Python's standard library directory")
+    assert [p.name for p in files] == sorted(p.name for p in files)
+    assert all(p.suffix == ".py" and p.parent == files[0].parent for p in files)
+    assert "site-packages" not in str(files[0])
+    corpus = load_corpus("stdlib")
+    content = content_of(corpus)
+    assert content == b"".join(p.read_bytes() for p in files)
+    assert len(content) > 1_000_000 and hashlib.sha256(content).hexdigest() == corpus.sha256
+    assert len(corpus.valid) == round(0.1 * len(content)) and corpus.entropy_floor_bpb is None
+
+
+def test_file_corpus(tmp_path):
+    path = text_file(tmp_path)
+    corpus = load_corpus(str(path))
+    assert content_of(corpus) == path.read_bytes()
+    assert corpus.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (len(corpus.train), len(corpus.valid)) == (9000, 1000)
+    assert corpus.name == str(path) and corpus.entropy_floor_bpb is None
+    custom = load_corpus(str(path), valid_fraction=0.25)
+    assert (len(custom.train), len(custom.valid)) == (7500, 2500)
+
+
+def test_bad_files_raise_corpus_error(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    short = text_file(tmp_path, size=D.MIN_FILE_BYTES - 1, name="short.txt")
+    for spec, message in [(tmp_path / "missing.txt", "does not exist"), (empty, "is empty"),
+                          (short, "too few.*needs at least"), (tmp_path, "is not a file")]:
+        with pytest.raises(CorpusError, match=message) as error:
+            load_corpus(str(spec))
+        assert str(spec) in str(error.value)
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = text_file(tmp_path)
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):  # root reads anything: fail the read instead
+            def denied(self):
+                raise PermissionError(13, "Permission denied", str(self))
+            monkeypatch.setattr(Path, "read_bytes", denied)
+        with pytest.raises(CorpusError, match=f"cannot read corpus file {path}: Permission denied"):
+            load_corpus(str(path))
+    finally:
+        path.chmod(0o644)
+
+
+def test_unknown_name():
+    with pytest.raises(CorpusError, match="unknown corpus 'wikitext'.*synthetic, stdlib, enwik8.*path"):
+        load_corpus("wikitext")
+
+
+# ----- enwik8 -----
+
+def fake_enwik8(tmp_path, size=20_000):
+    content = bytes(range(256)) * (size // 256) + b"<page>" * 10
+    path = tmp_path / "served" / "enwik8.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("enwik8", content)
+    return content, path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_enwik8_downloads_once_then_uses_the_cache(tmp_path):
+    content, served, zip_sha = fake_enwik8(tmp_path)
+    calls = []
+
+    def opener(url):
+        calls.append(url)
+        return urllib.request.urlopen(url)
+
+    cache = tmp_path / "cache"
+    options = dict(cache_dir=cache, url=served.as_uri(), zip_sha256=zip_sha)
+    corpus = D.enwik8(opener=opener, **options)
+    assert calls == [served.as_uri()] and sorted(os.listdir(cache)) == ["enwik8.zip"]
+    assert corpus.sha256 == hashlib.sha256(content).hexdigest()
+    n = len(content)
+    assert content_of(corpus) == content[:int(0.95 * n)]  # 90% train, then 5% validation
+    assert len(corpus.train) == int(0.9 * n)
+
+    def offline(url):
+        raise AssertionError("the cached copy should be used")
+
+    assert D.enwik8(opener=offline, **options).sha256 == corpus.sha256
+
+
+def test_enwik8_wrong_checksum_leaves_nothing(tmp_path):
+    _, served, _ = fake_enwik8(tmp_path)
+    cache = tmp_path / "cache"
+    with pytest.raises(CorpusError, match="checksum did not match"):
+        D.enwik8(cache_dir=cache, url=served.as_uri(), zip_sha256="0" * 64)
+    assert os.listdir(cache) == []
+
+
+def test_enwik8_corrupt_cache_is_fetched_again(tmp_path):
+    content, served, zip_sha = fake_enwik8(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "enwik8.zip").write_bytes(b"truncated")
+    corpus = D.enwik8(cache_dir=cache, url=served.as_uri(), zip_sha256=zip_sha, opener=lambda url: io.BytesIO(
+        served.read_bytes()))
+    assert corpus.sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_enwik8_offline_and_uncached(tmp_path, monkeypatch):
+    def offline(url):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv(D.CACHE_ENV, str(tmp_path / "env-cache"))
+    assert D.default_cache_dir() == tmp_path / "env-cache"
+    with pytest.raises(CorpusError) as error:
+        load_corpus("enwik8", opener=offline)
+    message = str(error.value)
+    for part in ("no network", D.ENWIK8_URL, str(tmp_path / "env-cache"), "enwik8:/path/to/enwik8"):
+        assert part in message
+    assert os.listdir(tmp_path / "env-cache") == []
+
+
+def test_enwik8_from_a_path(tmp_path):
+    content, served, _ = fake_enwik8(tmp_path)
+    raw = tmp_path / "enwik8"
+    raw.write_bytes(content)
+    digest = hashlib.sha256(content).hexdigest()
+    for path in (raw, served):
+        corpus = D.enwik8(path=path, sha256=digest)
+        assert corpus.sha256 == digest and len(corpus.valid) == int(0.95 * len(content)) - int(0.9 * len(content))
+    with pytest.raises(CorpusError, match="checksum did not match"):
+        load_corpus(f"enwik8:{raw}")  # not the real enwik8
+    assert raw.exists()  # a file the user supplied is never deleted
+    with pytest.raises(CorpusError, match="does not exist"):
+        load_corpus(f"enwik8:{tmp_path / 'nope'}")
+    assert Path(D.ENWIK8_URL).name == "enwik8.zip" and len(D.ENWIK8_ZIP_SHA256) == len(D.ENWIK8_SHA256) == 64

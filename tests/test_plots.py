@@ -1,0 +1,122 @@
+"""Figures from fixture CSVs: every plot writes a real PNG, absent or failed data never crash, no torch."""
+
+import contextlib
+import io
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import analysis, plots, report
+from bench.results import REPO_ROOT
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run"
+SCALING_FIGURES = ["time_fwd_float32.png", "time_fwdbwd_float32.png", "memory_fwd.png", "memory_fwdbwd.png",
+                   "flops_fwd.png", "flops_fwdbwd.png", "ablation_kernel_N.png", "ablation_conv_kernel.png"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_png(path):
+    data = Path(path).read_bytes()
+    return data.startswith(PNG_SIGNATURE) and len(data) > 1024
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """The fixture run rendered once through the CLI's main: (run_dir, plots_dir, stdout)."""
+    root = tmp_path_factory.mktemp("rendered")
+    run_dir, plots_dir = root / "results" / "fixture", root / "plots" / "fixture"
+    shutil.copytree(FIXTURE, run_dir)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert plots.main([str(run_dir), "--out", str(plots_dir)]) == 0
+    return run_dir, plots_dir, out.getvalue()
+
+
+@pytest.mark.parametrize("name", SCALING_FIGURES + list(plots.FIGURES))
+def test_every_figure_is_a_png(rendered, name):
+    _, plots_dir, stdout = rendered
+    assert is_png(plots_dir / name)
+    assert str(plots_dir / name) in stdout.splitlines()
+
+
+def test_main_prints_the_figures_then_the_report(rendered):
+    run_dir, plots_dir, stdout = rendered
+    lines = stdout.splitlines()
+    assert lines[-1] == str(run_dir / "REPORT.md") and (run_dir / "REPORT.md").exists()
+    assert sorted(Path(p).name for p in lines[:-1]) == sorted(p.name for p in plots_dir.glob("*.png"))
+
+
+def test_report_links_resolve_relative_to_the_report(rendered):
+    run_dir, plots_dir, _ = rendered
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", (run_dir / "REPORT.md").read_text())
+    assert len(links) == len(list(plots_dir.glob("*.png")))
+    for link in links:
+        assert link.startswith("../../plots/fixture/") and (run_dir / link).resolve().is_file()
+
+
+def test_plot_functions_take_a_frame_or_a_run_dir(tmp_path):
+    df = analysis.load_scaling(FIXTURE)
+    assert is_png(plots.plot_time(df, tmp_path / "a.png", mode="fwdbwd", dtype="float32"))
+    assert is_png(plots.plot_memory(FIXTURE, tmp_path / "b.png", mode="fwd"))
+    assert is_png(plots.plot_recall(analysis.load_csv(FIXTURE, "recall.csv"), tmp_path / "c.png"))
+
+
+@pytest.mark.parametrize("plot", list(plots.FIGURES.values()) + [plots.plot_kernel_n, plots.plot_conv_kernel])
+def test_a_missing_csv_is_skipped_with_a_note(tmp_path, capsys, plot):
+    assert plot(tmp_path, tmp_path / "x.png") is None
+    assert not (tmp_path / "x.png").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: skipped") and "absent" in err[0]
+
+
+def test_an_empty_run_dir_renders_nothing(tmp_path, capsys):
+    assert plots.render_all(tmp_path, tmp_path / "plots") == []
+    assert not (tmp_path / "plots").exists()
+
+
+def test_failed_cells_are_gaps_and_all_failed_is_skipped(tmp_path, capsys):
+    df = analysis.load_scaling(FIXTURE)
+    only_attention = df[(df.model == "attention") & (df["mode"] == "fwd")]
+    assert is_png(plots.plot_time(only_attention, tmp_path / "t.png", mode="fwd"))
+    failed = df[df.status != "ok"]
+    assert plots.plot_time(failed, tmp_path / "f.png", mode="fwd") is None
+    assert plots.plot_memory(failed, tmp_path / "m.png", mode="fwd") is None
+    assert "has no ok rows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURE.glob("*.csv")))
+def test_one_ok_row_and_the_failed_ones_never_crash(tmp_path, capsys, name):
+    lines = (FIXTURE / name).read_text().splitlines()
+    keep = [lines[1]] + [line for line in lines[2:] if re.search(r",(oom|error|skipped),", line)]
+    (tmp_path / name).write_text("\n".join([lines[0], *keep]) + "\n")
+    for path in plots.render_all(tmp_path, tmp_path / "plots"):
+        assert is_png(path)
+    assert "## Failed cells" in report.write_report(tmp_path, plots_dir=tmp_path / "plots").read_text()
+
+
+def test_colours_are_fixed_per_model():
+    assert plots.colour("gss") == plots.MODEL_COLOURS["gss"]
+    assert plots.colour("mamba") == plots.colour("mamba") in plots.FALLBACK_COLOURS
+
+
+def test_plots_imports_neither_torch_nor_models():
+    code = ("import bench.plots, bench.report, sys; "
+            "assert 'torch' not in sys.modules and 'models' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+def test_only_plots_imports_matplotlib():
+    importers = [p.name for p in (REPO_ROOT / "bench").glob("*.py")
+                 if re.search(r"^\s*(import|from)\s+matplotlib", p.read_text(), re.M)]
+    assert importers == ["plots.py"]
+
+
+def test_cli_on_a_missing_run_dir_exits_2_with_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bench.plots", str(tmp_path / "nope")], cwd=REPO_ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: ") and "nope" in r.stderr

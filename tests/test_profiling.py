@@ -1,0 +1,167 @@
+"""The profiling suite: the op breakdown of real profiled cells, the interval arithmetic behind it (CPU wall
+time and CUDA kernel time), traces that torch-tb-profiler loads, resume, and bad input."""
+
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.autograd import DeviceType
+
+from bench import profiling
+from bench.config import Cell
+from bench.results import DIED_ERROR, mark_in_flight, read_rows
+from bench.scaling import cell_row
+
+SMOKE = ["--device", "cpu", "--preset", "smoke"]
+
+
+def cells_of(rows):
+    cells = defaultdict(dict)
+    for row in rows:
+        cells[(row["model"], row["mode"], row["seq_len"])][row["category"]] = row
+    return cells
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("profiling") / "run"
+    code = profiling.main(["--out", str(out), *SMOKE])  # the call run_all.py makes
+    return code, out
+
+
+def test_suite_writes_one_breakdown_per_cell_whose_fractions_sum_to_one(smoke_run):
+    code, out = smoke_run
+    assert code == 0
+    rows = read_rows(out / profiling.CSV)
+    assert tuple(rows[0])[:6] == ("model", "mode", "seq_len", "category", "time_ms", "fraction")
+    cells = cells_of(rows)
+    assert len(cells) == 8  # smoke: every model, fwd and fwdbwd
+    for (model, mode, _), split in cells.items():
+        assert all(r["status"] == "ok" and r["basis"] == "cpu_wall" and r["run_id"] == "run" for r in split.values())
+        assert set(split) <= set(profiling.CATEGORIES) and "other" in split
+        assert abs(sum(float(r["fraction"]) for r in split.values()) - 1) < 1e-9
+        assert all(float(r["time_ms"]) >= 0 for r in split.values())
+        assert sum(float(r["time_ms"]) for r in split.values()) == pytest.approx(float(split["other"]["step_ms"]),
+                                                                                 rel=1e-4)
+        assert ("backward" in split) == (mode == "fwdbwd")
+        if mode == "fwdbwd":
+            assert float(split["backward"]["time_ms"]) > 0
+    for mode in ("fwd", "fwdbwd"):
+        gss, attention = cells[("gss", mode, "64")], cells[("attention", mode, "64")]
+        assert float(gss["dss_kernel"]["time_ms"]) > 0 and float(gss["fft_conv"]["time_ms"]) > 0
+        assert "direct_conv" not in gss and "attention" not in gss
+        assert float(attention["attention"]["time_ms"]) > 0 and "fft_conv" not in attention
+        assert float(cells[("gss-direct", mode, "64")]["direct_conv"]["time_ms"]) > 0
+    assert not (out / f"{profiling.STEM}.inflight.json").exists()
+
+
+def test_traces_are_written_per_cell_and_load_in_torch_tb_profiler(smoke_run):
+    from torch_tb_profiler import io
+    from torch_tb_profiler.profiler.loader import RunLoader
+
+    _, out = smoke_run
+    rows = read_rows(out / profiling.CSV)
+    trace_dirs = {out / r["trace"] for r in rows}
+    assert len(trace_dirs) == 8 and trace_dirs == set((out / profiling.TRACES).iterdir())
+    assert all(len(list(d.glob("*.pt.trace.json"))) == 1 for d in trace_dirs)
+    gss = out / profiling.TRACES / "gss_L64_fwdbwd_kernel_N8_kernel_H16"
+    run = RunLoader(gss.name, str(gss), io.Cache()).load()
+    assert list(run.workers) == [gss.name] and len(run.get_profiles()) == 1
+    profile = next(iter(run.get_profiles()))
+    assert {"overall", "operator", "trace", "memory"} <= {v.name for v in profile.views}
+
+
+@pytest.mark.parametrize("model,ranges", [("gss", ("dss_kernel", "fft_conv")), ("attention", ("attention",))])
+def test_profiled_cell_splits_the_step_into_the_model_ranges(tmp_path, model, ranges):
+    options = dict(kernel_N=16, kernel_H=32, lambda_imag_exp=True) if model == "gss" else {}
+    for mode in ("fwd", "fwdbwd"):
+        cell = Cell(model=model, mode=mode, dtype="float32", batch=2, seq_len=128, dim=32, **options)
+        result = profiling.profile_cell(cell, torch.device("cpu"), tmp_path / mode, warmup=1, active=2)
+        assert result.steps == 2 and result.basis == "cpu_wall"
+        assert all(result.times_ms[r] > 0 for r in (*ranges, "projection", "norm"))
+        assert ("backward" in result.times_ms) == (mode == "fwdbwd")
+        if mode == "fwdbwd":
+            assert result.times_ms["backward"] > 0
+        assert sum(result.times_ms.values()) == pytest.approx(result.step_ms, rel=1e-9)
+        assert abs(sum(result.fractions().values()) - 1) < 1e-9
+
+
+def event(name, start, end, *, kernels=(), device=DeviceType.CPU):
+    annotation = name in profiling.RANGES or name in (profiling.STEP, "ProfilerStep#1")
+    return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end), device_type=device,
+                           is_async=False, is_user_annotation=annotation,
+                           kernels=[SimpleNamespace(name=name, device=0, duration=d) for d in kernels])
+
+
+def test_cpu_split_counts_nested_ranges_once_and_gives_each_instant_to_the_innermost():
+    evaluate = profiling.BACKWARD_PREFIX
+    events = [event("ProfilerStep#1", 0, 110), event("step", 0, 100), event("fft_conv", 10, 40),
+              event("fft_conv", 15, 20), event("norm", 30, 35), event(f"{evaluate}MulBackward0", 50, 70),
+              event(f"{evaluate}torch::autograd::AccumulateGrad", 55, 60), event("aten::mul", 56, 58),
+              event("projection", 90, 130), event("step", 0, 50, device=DeviceType.CUDA)]
+    result = profiling.breakdown(events, on_cuda=False)
+    assert result.basis == "cpu_wall" and result.steps == 1 and result.step_ms == pytest.approx(0.1)
+    assert result.times_ms == pytest.approx(dict(fft_conv=0.025, projection=0.01, norm=0.005, backward=0.02,
+                                                 other=0.04))
+    assert list(result.times_ms) == [c for c in profiling.CATEGORIES if c in result.times_ms]
+
+
+def test_cuda_split_gives_kernel_time_to_the_range_that_launched_it_and_averages_steps():
+    evaluate = profiling.BACKWARD_PREFIX
+    one = [event("step", 0, 100), event("fft_conv", 10, 40, kernels=(25,)),  # its own GPU annotation: ignored
+           event("aten::mul", 12, 14, kernels=(20,)), event("projection", 50, 60), event("aten::mm", 52, 53,
+           kernels=(5, 3)), event("aten::add", 70, 71, kernels=(4,)), event(f"{evaluate}MmBackward0", 80, 95),
+           event("aten::mm", 81, 82, kernels=(6,))]
+    two = [event("step", 200, 260), event("fft_conv", 210, 220), event("aten::mul", 211, 212, kernels=(10,))]
+    result = profiling.breakdown(one + two, on_cuda=True)
+    assert result.basis == "cuda_kernels" and result.steps == 2 and result.step_ms == pytest.approx(0.08)
+    # step 1: fft_conv 20, projection 8, backward 6, other 100 - 34; step 2: fft_conv 10, other 60 - 10
+    assert result.times_ms == pytest.approx(dict(fft_conv=0.015, projection=0.004, backward=0.003, other=0.058))
+    assert profiling.breakdown(one, on_cuda=False).basis == "cpu_wall"  # kernels are read only on CUDA
+
+
+def test_resume_skips_recorded_cells_and_a_second_run_needs_resume(smoke_run, capsys):
+    _, out = smoke_run
+    before = (out / profiling.CSV).read_bytes()
+    assert profiling.main(["--out", str(out), *SMOKE, "--resume"]) == 0
+    assert (out / profiling.CSV).read_bytes() == before
+    capsys.readouterr()
+    assert profiling.main(["--out", str(out), *SMOKE]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_a_cell_that_killed_the_process_is_an_error_row_on_resume(tmp_path):
+    tiny = [*SMOKE, "--out", str(tmp_path), "--models", "gss", "--seq-lens", "16", "--dim", "8", "--kernel-n", "4",
+            "--kernel-h", "8"]
+    assert profiling.main([*tiny, "--modes", "fwd"]) == 0
+    died = Cell(model="gss", mode="fwdbwd", dtype="float32", batch=1, seq_len=16, dim=8, kernel_N=4, kernel_H=8,
+                lambda_imag_exp=True)
+    mark_in_flight(tmp_path, cell_row(died, "cpu"), stem=profiling.STEM)
+    assert profiling.main([*tiny, "--modes", "fwd,fwdbwd", "--resume"]) == 0
+    cells = cells_of(read_rows(tmp_path / profiling.CSV))
+    assert set(cells) == {("gss", "fwd", "16"), ("gss", "fwdbwd", "16")}
+    assert [(r["status"], r["error"]) for r in cells[("gss", "fwdbwd", "16")].values()] == [("error", DIED_ERROR)]
+    assert not (tmp_path / f"{profiling.STEM}.inflight.json").exists()
+
+
+@pytest.mark.parametrize("flags", [["--models", "gss,nope"], ["--seq-lens", "64,0"], ["--seq-lens", "x"],
+                                   ["--preset", "nope"], ["--modes", "bwd"]])
+def test_bad_input_is_one_stderr_line_exit_2_and_writes_nothing(tmp_path, capsys, flags):
+    out = tmp_path / "run"
+    assert profiling.main(["--out", str(out), *SMOKE, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_presets_name_the_four_models_and_trace_names_are_unique():
+    for name in ("quick", "full", "smoke"):
+        cells = profiling.PROFILE_PRESETS[name].cells()
+        assert {c.model for c in cells} == {"gss", "gss-direct", "conv", "attention"}
+        assert len({profiling.trace_name(c) for c in cells}) == len(cells)
+        assert all("." not in profiling.trace_name(c) for c in cells)
+    quick = profiling.PROFILE_PRESETS["quick"].cells()
+    assert {(c.seq_len, c.dim, c.batch, c.dtype) for c in quick} == {(2048, 512, 1, "float32")}
+    assert Path(profiling.__file__).read_text().count("\n") < 350

@@ -1,0 +1,154 @@
+"""The regression gate: exact checks, noise-aware times, relative mode, and the exit codes."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import regress
+from bench.perplexity import PPL_COLUMNS, RECALL_COLUMNS
+from bench.scaling import COLUMNS
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMES = {"gss": {512: 40.0, 1024: 80.0}, "attention": {512: 20.0, 1024: 60.0}, "conv": {512: 10.0, 1024: 20.0}}
+
+
+def scaling_rows(*, scale=1.0, device="cpu", iqr_fraction=0.01, repeats=10, edit=None):
+    rows = []
+    for model, series in TIMES.items():
+        for seq_len, time_ms in series.items():
+            row = dict(run_id="r", model=model, mode="fwdbwd", dtype="float32", device=device, batch=1, seq_len=seq_len,
+                       dim=64, kernel_N=512 if model == "gss" else "", kernel_H=256 if model != "attention" else "",
+                       lambda_imag_exp="true" if model == "gss" else "", conv_kernel=64 if model == "conv" else "",
+                       compiled="false", params=1000, flops=10 ** 9 * seq_len, time_ms=time_ms * scale,
+                       time_iqr_ms=time_ms * scale * iqr_fraction, repeats=repeats, peak_mem_mb=seq_len / 8,
+                       status="ok", error="")
+            if edit:
+                edit(row)
+            rows.append(row)
+    return rows
+
+
+def write(run_dir, name, columns, rows):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / name, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return run_dir
+
+
+def gate(tmp_path, capsys, baseline_rows, current_rows, *flags):
+    base = write(tmp_path / "base", "scaling.csv", COLUMNS, baseline_rows)
+    cur = write(tmp_path / "cur", "scaling.csv", COLUMNS, current_rows)
+    code = regress.main(["--baseline", str(base), "--current", str(cur), *flags])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def slower(model, seq_len, factor, column="time_ms"):
+    def edit(row):
+        if row["model"] == model and row["seq_len"] == seq_len:
+            row[column] = row[column] * factor
+    return edit
+
+
+def test_an_identical_rerun_passes(tmp_path, capsys):
+    code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows())
+    assert code == 0 and "6 cells compared" in out and "0 regressions" in out
+
+
+def test_a_planted_slowdown_fails_and_names_the_cell(tmp_path, capsys):
+    code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 2.0)))
+    assert code == 1
+    first = out.splitlines()[0]
+    assert first.startswith("regression") and "model=gss" in first and "seq_len=1024" in first and "+100.0%" in first
+
+
+def test_a_baseline_edited_to_be_faster_fails_in_relative_mode(tmp_path, capsys):
+    code, out, _ = gate(tmp_path, capsys, scaling_rows(edit=slower("conv", 512, 0.5)), scaling_rows(), "--relative")
+    assert code == 1 and "model=conv" in out.splitlines()[0] and "time ratio to attention" in out
+
+
+def test_slowdowns_within_the_measured_noise_pass(tmp_path, capsys):
+    noisy = dict(iqr_fraction=0.6, repeats=3)
+    code, _, _ = gate(tmp_path, capsys, scaling_rows(**noisy), scaling_rows(**noisy, edit=slower("gss", 512, 1.5)))
+    assert code == 0
+    code, _, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 512, 1.5)))
+    assert code == 1
+
+
+def test_a_uniformly_slower_machine_passes_relative_but_not_absolute(tmp_path, capsys):
+    assert gate(tmp_path, capsys, scaling_rows(), scaling_rows(scale=1.8), "--relative")[0] == 0
+    assert gate(tmp_path, capsys, scaling_rows(), scaling_rows(scale=1.8))[0] == 1
+
+
+@pytest.mark.parametrize("column,factor", [("flops", 2), ("params", 3)])
+def test_a_changed_count_fails_even_in_relative_mode(tmp_path, capsys, column, factor):
+    code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("attention", 512, factor, column)),
+                        "--relative")
+    assert code == 1 and f"{column} changed" in out
+
+
+def test_memory_beyond_tolerance_fails(tmp_path, capsys):
+    code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("conv", 1024, 1.05, "peak_mem_mb")))
+    assert code == 1 and "peak_mem_mb 128 -> 134.4 (+5.0%)" in out
+    assert gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("conv", 1024, 1.01, "peak_mem_mb")))[0] == 0
+
+
+def test_ok_then_oom_is_a_regression_and_one_sided_cells_are_listed(tmp_path, capsys):
+    def oom(row):
+        if row["model"] == "gss" and row["seq_len"] == 1024:
+            row.update(status="oom", time_ms="", error="OutOfMemoryError")
+    current = [r for r in scaling_rows(edit=oom) if not (r["model"] == "conv" and r["seq_len"] == 512)]
+    code, out, _ = gate(tmp_path, capsys, scaling_rows(), current)
+    assert code == 1
+    assert "status ok -> oom" in out.splitlines()[0]
+    assert any(line.startswith("only-baseline") and "model=conv" in line for line in out.splitlines())
+
+
+def test_another_device_class_cannot_be_compared(tmp_path, capsys):
+    code, out, err = gate(tmp_path, capsys, scaling_rows(device="cuda:NVIDIA H100"), scaling_rows())
+    assert code == 2 and out == ""
+    assert err == "error: the baseline ran on cuda and the current run on cpu: not comparable\n"
+
+
+@pytest.mark.parametrize("content", ["model,mode\ngss,fwd\n", "\x00\x01garbage", ""])
+def test_a_malformed_baseline_exits_2_with_one_line(tmp_path, content):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "scaling.csv").write_text(content)
+    write(tmp_path / "cur", "scaling.csv", COLUMNS, scaling_rows())
+    done = subprocess.run([sys.executable, "-m", "bench.regress", "--baseline", str(tmp_path / "base"), "--current",
+                           str(tmp_path / "cur")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_baseline_or_no_common_cell_exits_2(tmp_path, capsys):
+    cur = write(tmp_path / "cur", "scaling.csv", COLUMNS, scaling_rows())
+    assert regress.main(["--baseline", str(tmp_path / "nope"), "--current", str(cur)]) == 2
+    other = write(tmp_path / "other", "scaling.csv", COLUMNS, scaling_rows(edit=lambda r: r.update(dim=128)))
+    assert regress.main(["--baseline", str(other), "--current", str(cur)]) == 2
+    assert "no cell in common" in capsys.readouterr().err
+
+
+def test_bits_per_byte_and_recall_accuracy_are_gated(tmp_path, capsys):
+    def ppl(bpb):
+        return [dict(run_id="r", model="gss", corpus="synthetic", corpus_sha256="ab", seed=0, kernel_N=64,
+                     lambda_imag_exp="true", conv_kernel="", train_seq_len=256, eval_seq_len=256, steps=100, params=10,
+                     bits_per_byte=bpb, status="ok", device="cpu")]
+
+    def recall(accuracy):
+        return [dict(run_id="r", model="gss", seq_len=64, num_kv_pairs=8, vocab=64, seed=0, steps=100, params=10,
+                     accuracy=accuracy, status="ok")]
+
+    for name, columns, good, same, bad in [("perplexity.csv", PPL_COLUMNS, ppl(2.0), ppl(2.01), ppl(2.2)),
+                                           ("recall.csv", RECALL_COLUMNS, recall(0.9), recall(0.88), recall(0.5))]:
+        base = write(tmp_path / name / "base", name, columns, good)
+        assert regress.main(["--baseline", str(base), "--current",
+                             str(write(tmp_path / name / "same", name, columns, same))]) == 0
+        assert regress.main(["--baseline", str(base), "--current",
+                             str(write(tmp_path / name / "bad", name, columns, bad))]) == 1
+    assert "bits_per_byte 2 -> 2.2 (+10.0%)" in capsys.readouterr().out
