@@ -275,14 +275,21 @@ def op_shares(ops):
 
 
 def decode_speedup(decode):
-    """Per model and prompt length: time per token of reforward over recurrent (how much faster the state is)."""
+    """Per model, stepping method (recurrent state, or attention's kv_cache) and prompt length: time per token
+    of reforward over the stepping method, i.e. how much faster carrying a state is than re-running the prefix."""
     rows = ok(decode)
-    keys = [c for c in ("model", "dtype", "device", "batch", "dim", "depth", "prompt_len") if c in rows.columns]
-    wide = rows.pivot_table(index=keys, columns="method", values="time_per_token_ms")
-    if not {"recurrent", "reforward"} <= set(wide.columns):
+    keys = [c for c in ("model", "dtype", "device", "batch", "dim", "depth", "prompt_len")
+            if c in rows.columns and rows[c].notna().all()]
+    wide = rows.pivot_table(index=keys, columns="method", values="time_per_token_ms").reset_index()
+    parts = []
+    for method in ("recurrent", "kv_cache"):
+        if {method, "reforward"} <= set(wide.columns):
+            part = wide.dropna(subset=[method, "reforward"])
+            parts += [part.assign(method=method, step_ms=part[method])] if len(part) else []
+    if not parts:
         return pd.DataFrame()
-    wide = wide.dropna(subset=["recurrent", "reforward"]).reset_index()
-    return wide.assign(speedup=wide.reforward / wide.recurrent)
+    out = pd.concat(parts)[keys + ["method", "step_ms", "reforward"]]
+    return out.assign(speedup=out.reforward / out.step_ms).reset_index(drop=True)
 
 
 def numerics_worst(numerics):

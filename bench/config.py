@@ -259,16 +259,16 @@ class TrainGrid:
 
 
 TASKS = ("lm", "recall")
-_TINY = dict(dim=64, depth=2, batch=8)
+_TINY = dict(dim=64, depth=2, batch=8, kernel_H=(32,))  # the GSS paper's H = dim / 2 ratio at a tiny width
 PERPLEXITY_PRESETS = {
     # CPU, 2 cores: tiny byte-level LMs; the perplexity and recall part of run_all.py within 4 minutes.
     "quick": Preset("quick", (
         TrainGrid("models", "lm", ("gss", "conv", "attention"), seeds=(0, 1), corpus="stdlib", steps=150,
-                  seq_lens=(256,), **_TINY),
+                  seq_lens=(256,), kernel_N=(64,), **_TINY),
         TrainGrid("ablation", "lm", ("gss",), seeds=(0, 1), corpus="synthetic", steps=150, seq_lens=(256,),
-                  kernel_N=(16, 64), lambda_imag_exp=(True, False), **_TINY),
+                  kernel_N=(16, 128), lambda_imag_exp=(True, False), **_TINY),
         TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0,), seq_lens=(64, 256), steps=150,
-                  num_kv_pairs=8, vocab=64, **_TINY),
+                  num_kv_pairs=8, vocab=64, kernel_N=(64,), **_TINY),
     )),
     # One GPU: the byte-level setting of the original training script (dim 512, depth 8, seq_len 4096,
     # bf16 autocast) for a fixed budget.

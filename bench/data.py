@@ -284,10 +284,10 @@ def download(url, path, *, sha256, opener=None):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     except OSError as e:
         raise CorpusError(f"cannot write to the cache directory {path.parent}: {e.strerror or e}") from e
-    print(f"downloading {url} -> {path}", file=sys.stderr)
     try:
         digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, opener(url) as response:
+            print(f"downloading {url} -> {path}", file=sys.stderr)  # only once the server answered
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)

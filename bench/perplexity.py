@@ -107,7 +107,8 @@ def convert(args):
                         ("seeds", _seed)]:
         raw = getattr(args, name)
         if raw is not None:
-            setattr(args, name, config.parse_list(raw, name.replace("_", "-"), lambda t: parse(t, name)))
+            flag = name.replace("_", "-")
+            setattr(args, name, config.parse_list(raw, flag, lambda t: parse(t, flag)))
     for name in ("steps", "depth"):
         if getattr(args, name) is not None:
             setattr(args, name, config.positive_int(getattr(args, name), name))

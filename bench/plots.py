@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator  # noqa: E402
 
 from bench import analysis, report  # noqa: E402
 from bench.analysis import ok, ordered_models  # noqa: E402
@@ -97,13 +97,16 @@ def _log2_axis(ax, values, *, label, fmt=_tokens):
 
 
 def _log_y(ax, label):
-    """log y with plain numbers; within two decades the 2s and 5s are labelled too (one label is not a scale)."""
+    """log y with plain numbers; narrow ranges label minor ticks too (one label is not a scale)."""
     def minor(v, _):
         low, high = ax.get_ylim()
-        mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
-        shown = (2, 3, 5, 7) if high / low < 10 else (2, 5) if high / low < 100 else ()
+        mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 1)
+        span = high / low
+        shown = ((1.5, 2, 2.5, 3, 4, 5, 6, 8) if span < 4 else (2, 3, 5, 7) if span < 10
+                 else (2, 5) if span < 100 else ())
         return _number(v) if mantissa in shown else ""
     ax.set_yscale("log")
+    ax.yaxis.set_minor_locator(LogLocator(subs=(1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)))
     ax.yaxis.set_major_formatter(FuncFormatter(_number))
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
     ax.set_ylabel(label)
@@ -133,6 +136,11 @@ def _mark_failed(ax, rows, *, model, k):
                 linestyle="none", clip_on=False)
         ax.annotate(f"{model} {status}", (length, y), xycoords=ax.get_xaxis_transform(), xytext=(0, 6),
                     textcoords="offset points", fontsize=7, color=colour(model), ha="center")
+
+
+def _dtypes(df, mode):
+    """dtypes with ok rows in a mode, float32 first (drawn solid)."""
+    return sorted(set(ok(df)[ok(df)["mode"] == mode].dtype), key=lambda d: (d != "float32", d))
 
 
 def _sweep_lines(ax, df, *, mode, dtypes, value, err=None, slope=False, mark=True):
@@ -185,8 +193,7 @@ def plot_memory(source, out_path, *, mode):
     if df is None:
         return None
     fig, (ax,) = _axes()
-    dtypes = sorted(set(ok(df)[ok(df)["mode"] == mode].dtype))
-    lengths = _sweep_lines(ax, df, mode=mode, dtypes=dtypes, value="peak_mem_mb")
+    lengths = _sweep_lines(ax, df, mode=mode, dtypes=_dtypes(df, mode), value="peak_mem_mb")
     if not lengths:
         return note(f"skipped memory {mode}: no ok sweep")
     _log2_axis(ax, lengths, label="sequence length (tokens)")
@@ -201,7 +208,7 @@ def plot_flops(source, out_path, *, mode):
     if df is None:
         return None
     fig, axes = _axes(2, width=5.6)
-    dtypes = sorted(set(ok(df)[ok(df)["mode"] == mode].dtype))
+    dtypes = _dtypes(df, mode)
     for ax, value, ylabel, title in ((axes[0], "flops", "FLOPs per step", "Counted FLOPs"),
                                      (axes[1], "tflops_per_s", "achieved TFLOP/s", "Achieved throughput")):
         lengths = _sweep_lines(ax, df, mode=mode, dtypes=dtypes, value=value, mark=False)
@@ -226,17 +233,17 @@ def _ablation(source, out_path, *, option, by, xlabel, what):
     fig, axes = _axes(len(modes), width=5.4)
     for ax, mode in zip(axes, modes):
         part = rows[rows["mode"] == mode]
-        multi = part.dtype.nunique() > 1
-        order = ordered_models(part.model)
-        groups = sorted(part.groupby(["model", "dtype", *by]),
-                        key=lambda kv: (order.index(kv[0][0]), kv[0][1], [v != "true" for v in kv[0][2:]]))
+        dtypes, order = _dtypes(part, mode), ordered_models(part.model)
+        groups = sorted(part.groupby(["model", "dtype", *by]), key=lambda kv: (
+            order.index(kv[0][0]), dtypes.index(kv[0][1]), [v != "true" for v in kv[0][2:]]))
         for key, line in groups:
             model, dtype, *rest = key
-            label = " ".join([model, *([dtype] if multi else []), *(f"{c}={v}" for c, v in zip(by, rest))])
+            label = " ".join([model, *([dtype] if len(dtypes) > 1 else []), *(f"{c}={v}" for c, v in zip(by, rest))])
             style = STYLES[0 if not rest or rest[0] in ("true", "") else 1]
-            ax.plot(line.x, line.time_ms, linestyle=style, label=label, **{**look(model), "linewidth": 1.8})
+            ax.plot(line.x, line.time_ms, linestyle=style, label=label, **{
+                **look(model), "color": shade(model, dtypes.index(dtype), len(dtypes)), "linewidth": 1.8, "ms": 6})
         full = set(part[part.x == part.seq_len].x) if option == "conv_kernel" else set()
-        fmt = (lambda v: _tokens(v) + ("\n(full)" if v in full else ""))
+        fmt = (lambda v, full=full: _tokens(v) + ("\n(full)" if v in full else ""))  # bound now: drawn at save
         _log2_axis(ax, part.x, label=xlabel, fmt=fmt)
         _log_y(ax, "time per step (ms)")
         lengths = "/".join(_tokens(v) for v in sorted(set(part.seq_len)))
@@ -256,7 +263,6 @@ def plot_conv_kernel(source, out_path):
                      what="Time vs taps")
 
 
-
 def _lines(ax, stats, *, x, band=False):
     """A line per label of a seed-stats frame (mean, std), in its model's colour; a model's variants in shades."""
     order = {m: i for i, m in enumerate(ordered_models(stats.model))}
@@ -264,12 +270,15 @@ def _lines(ax, stats, *, x, band=False):
     for label, model in labels:
         same = [lb for lb, m in labels if m == model]
         g, i = stats[stats.label == label].sort_values(x), same.index(label)
-        c, ls = shade(model, i, len(same)), STYLES[i % 4]
+        kw = {**look(model), "color": shade(model, i, len(same)), "linestyle": STYLES[i % 4], "label": label}
+        if len(same) > 1:  # variants differ by shade and dash; thick lines would hide the dashes
+            kw.update(linewidth=1.8, ms=5)
         if band:
-            ax.plot(g[x], g["mean"], color=c, linestyle=ls, label=label)
-            ax.fill_between(g[x], g["mean"] - g["std"], g["mean"] + g["std"], color=c, alpha=0.15, linewidth=0)
+            ax.plot(g[x], g["mean"], **{**kw, "marker": None})
+            low, high = g["mean"] - g["std"], g["mean"] + g["std"]
+            ax.fill_between(g[x], low, high, color=kw["color"], alpha=0.15, linewidth=0)
         else:
-            ax.errorbar(g[x], g["mean"], yerr=g["std"], color=c, linestyle=ls, marker="o", ms=4, capsize=2, label=label)
+            ax.errorbar(g[x], g["mean"], yerr=g["std"], capsize=2, **kw)
 
 
 def _per_corpus(stats, out_path, draw, *, what, width=6.0):
@@ -427,7 +436,7 @@ def plot_ops(source, out_path):
 
 
 def plot_decode(source, out_path):
-    """Decoding: time per token and memory vs prompt length per model/method, and recurrent's speed-up."""
+    """Decoding: time per token and memory vs prompt length per model/method, and the speed-up of stepping."""
     df = _data(source, "decode.csv", "decode")
     if df is None:
         return None
@@ -450,14 +459,14 @@ def plot_decode(source, out_path):
         _finish(ax, ylabel[0].upper() + ylabel[1:].split(" (")[0], loc="upper left")
     speed = analysis.decode_speedup(df)
     ax = axes[1]
-    for model, g in (speed.groupby("model", sort=False) if not speed.empty else []):
+    for (model, method), g in (speed.groupby(["model", "method"], sort=False) if not speed.empty else []):
         g = g.groupby("prompt_len").speedup.median()
-        ax.plot(g.index, g.values, label=model, **look(model))
+        ax.plot(g.index, g.values, linestyle=METHOD_STYLES[method], label=f"{model} {method}", **look(model))
     if ax.lines:
         ax.axhline(1.0, color="gray", linewidth=1)
         _log2_axis(ax, speed.prompt_len, label="prompt length (tokens)")
-        _log_y(ax, "reforward time / recurrent time (×)")
-        _finish(ax, "Speed-up of recurrent decoding over re-running the prompt", loc="upper left")
+        _log_y(ax, "reforward time / stepping time (×)")
+        _finish(ax, "Speed-up per token over re-running the prefix", loc="upper left")
     else:
         ax.set_axis_off()
     return _save(fig, out_path)
@@ -481,7 +490,7 @@ def plot_numerics(source, out_path):
             ax.plot(g.index, g.values, label=model, **look(model))
         _log2_axis(ax, rows.seq_len, label="sequence length (tokens)")
         ax.set_yscale("log")
-        ax.set_ylabel("relative error vs float32")
+        ax.set_ylabel("relative error vs reference")
         ax.grid(True, alpha=0.3)
         _finish(ax, f"{dtype}: {'output' if error == 'out_rel_err' else 'gradient'} relative error", loc="upper left")
     return _save(fig, out_path)

@@ -250,13 +250,13 @@ def decode_section(run_dir, figs):
         return [], []
     speed, lines, findings = analysis.decode_speedup(df), ["## Decoding", ""], []
     if not speed.empty:
-        lines += ["Time per new token (ms), recurrent state vs re-running the whole prefix:", ""]
-        lines += table(["model", "dtype", "prompt_len", "recurrent", "reforward", "speed-up"],
-                       [(r.model, getattr(r, "dtype", ""), tokens(r.prompt_len), f"{r.recurrent:.3f}",
+        lines += ["Time per new token (ms): carrying a state (recurrent, kv_cache) vs re-running the prefix:", ""]
+        lines += table(["model", "method", "dtype", "prompt_len", "method ms", "reforward ms", "speed-up"],
+                       [(r.model, r.method, getattr(r, "dtype", ""), tokens(r.prompt_len), f"{r.step_ms:.3f}",
                          f"{r.reforward:.3f}", f"{r.speedup:.1f}×") for r in speed.itertuples()])
-        for model, g in speed.groupby("model", sort=False):
+        for (model, method), g in speed.groupby(["model", "method"], sort=False):
             r = g.loc[g.prompt_len.idxmax()]
-            findings.append(f"decode {model}: recurrent {r.speedup:.1f}× faster per token than reforward "
+            findings.append(f"decode {model}: {method} {r.speedup:.1f}× faster per token than reforward "
                             f"at prompt_len {tokens(r.prompt_len)}")
     return lines + figs("decode.png"), findings
 
@@ -266,7 +266,7 @@ def numerics_section(run_dir, figs):
     if df is None or ok(df).empty:
         return [], []
     worst = analysis.numerics_worst(df)
-    lines = ["## Numerics", "", "Worst relative error against float32, per dtype:", ""]
+    lines = ["## Numerics", "", "Worst relative error against the reference, per dtype:", ""]
     lines += table(["dtype", "error", "worst", "model", "seq_len"],
                    [(r.dtype, r.error, f"{r.value:.2e}", r.model, tokens(r.seq_len)) for r in worst.itertuples()])
     findings = [f"numerics {r.dtype}: worst {r.error} {r.value:.2e} ({r.model}, seq_len {tokens(r.seq_len)})"

@@ -1,0 +1,307 @@
+"""Decode suite: prefill a prompt, then generate token by token; time per token, memory and state per method.
+
+    python -m bench.decode                              # the device's default preset (quick on CPU, full on CUDA)
+    python -m bench.decode --models gss,attention --prompt-lens 512,4096 --methods recurrent,kv_cache --list
+
+Methods (models.GENERATE_METHODS): `recurrent` (GSS family, conv) and `kv_cache` (attention) prefill the
+prompt in one parallel pass (lm.prefill), then step the LM one token at a time through each layer's
+state (lm.step): the DSS recurrence, a convolution buffer, or the KV cache. `reforward` (every model)
+re-runs forward over the whole sequence for every new token, as the original sampling loop does.
+
+How each number is measured (bench.timing.measure and bench.memory.peak_memory_mb, nothing else):
+* prefill_ms: median time of lm.prefill(prompt, max_len=prompt_len + new_tokens), a fresh state per
+  call. Empty for reforward.
+* time_per_token_ms, stepping: the generation itself is the measurement, so no state is copied or
+  rolled back. After a prefill, step() is called new_tokens times, each on the greedy token of the one
+  before: the first call is the warm-up (and the peak-memory run), the other new_tokens - 1 are the
+  timed repeats, at positions prompt_len + 1 ... prompt_len + new_tokens - 1. Reforward: median time
+  of one forward over prompt_len + 1 tokens plus the greedy pick, i.e. the cost of the next token.
+* tokens_per_s = batch / time_per_token (batch sequences each get one token per step).
+* peak_mem_mb: peak memory of one decode step above what is already allocated (weights, and for
+  stepping the state), i.e. the working memory one more token needs; for reforward one forward over
+  prompt_len + 1 tokens. The persistent memory of stepping is state_mb.
+* state_mb: models.state_nbytes of the whole batch's state after prefill / 2**20; the KV cache is
+  preallocated to prompt_len + new_tokens positions, which is what decoding holds. Empty for reforward.
+
+`dtype` is autocast with float32 weights, as in the scaling suite. Rows go to DIR/decode.csv one cell at a
+time; a failure is a row (oom / error / skipped), an OOM skips the longer prompts of its series, and
+--resume continues a killed run.
+"""
+
+import contextlib
+import gc
+import itertools
+import sys
+from dataclasses import dataclass, replace
+
+import torch
+from tqdm import tqdm
+
+import models
+from bench import cli, config
+from bench.config import Preset, UsageError
+from bench.memory import MIB, peak_memory_mb
+from bench.results import DIED_ERROR, KEY_COLUMNS, RowWriter, cell_key, format_value, read_rows
+from bench.scaling import AUTOCAST, is_oom
+from bench.timing import measure
+
+CSV = "decode.csv"
+STEM = "decode"
+KEY_COLUMNS[CSV] = ("model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens")
+KEY = KEY_COLUMNS[CSV]
+COLUMNS = ("run_id", "model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens",
+           "prefill_ms", "time_per_token_ms", "tokens_per_s", "peak_mem_mb", "state_mb", "status", "error",
+           "time_per_token_iqr_ms", "repeats")
+METHODS = models.GENERATE_METHODS
+NUM_TOKENS = 256  # byte-level vocabulary
+
+
+def applies(model, method):
+    """kv_cache is attention's name for stepping, recurrent everyone else's; reforward runs for all."""
+    return method == "reforward" or (method == "kv_cache") == (model == "attention")
+
+
+@dataclass(frozen=True)
+class DecodeCell:
+    model: str
+    method: str
+    dtype: str
+    batch: int
+    dim: int
+    depth: int
+    prompt_len: int
+    new_tokens: int
+
+
+@dataclass(frozen=True)
+class DecodeGrid:
+    """models x applicable methods x dtypes x prompt lengths, the rest shared."""
+    name: str
+    models: tuple
+    prompt_lens: tuple
+    methods: tuple = METHODS
+    dtypes: tuple = ("float32",)
+    batch: int = 1
+    dim: int = 256
+    depth: int = 2
+    new_tokens: int = 16
+
+    def __post_init__(self):
+        for name in self.models:
+            models.spec(name)
+
+    def cells(self):
+        return [DecodeCell(model=model, method=method, dtype=dtype, batch=self.batch, dim=self.dim, depth=self.depth,
+                           prompt_len=length, new_tokens=self.new_tokens)
+                for model, method, dtype in itertools.product(self.models, self.methods, self.dtypes)
+                if applies(model, method) for length in sorted(self.prompt_lens)]
+
+
+_CPU = ("gss", "conv", "attention")
+_STEPPING = ("recurrent", "kv_cache")
+DECODE_PRESETS = {
+    # CPU, 2 cores: stepping to 8192 shows the flat recurrent and the growing KV cache; re-running the
+    # whole prompt per token only to 2048, where it already costs ~100x a step. With numerics' quick
+    # preset, within a minute.
+    "quick": Preset("quick", (
+        DecodeGrid("stepping", _CPU, (128, 512, 2048, 8192), methods=_STEPPING),
+        DecodeGrid("reforward", _CPU, (128, 512, 2048), methods=("reforward",)),
+    ), timing=dict(warmup=1, min_repeats=2, budget_s=0.3)),
+    # One GPU: the scaling suite's width, 4 layers, a batch of 8 sequences, prompts to 64K tokens.
+    "full": Preset("full", (
+        DecodeGrid("stepping", _CPU, tuple(2 ** k for k in range(8, 17)), methods=_STEPPING,
+                   dtypes=("float32", "bfloat16"), batch=8, dim=1024, depth=4, new_tokens=64),
+        DecodeGrid("reforward", _CPU, tuple(2 ** k for k in range(8, 16)), methods=("reforward",),
+                   dtypes=("float32", "bfloat16"), batch=8, dim=1024, depth=4, new_tokens=64),
+    ), timing=dict(warmup=1, min_repeats=3, budget_s=2.0)),
+    # Seconds, for tests and smoke runs: every model and method.
+    "smoke": Preset("smoke", (
+        DecodeGrid("all", tuple(models.NAMES), (16, 48), batch=1, dim=32, depth=1, new_tokens=4),
+    ), timing=dict(warmup=1, min_repeats=2, budget_s=0.02)),
+}
+
+
+def _context(device, dtype):
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if AUTOCAST[dtype] is not None:
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=AUTOCAST[dtype]))
+    return stack
+
+
+def measure_stepping(lm, prompt, cell, device, timing):
+    held = {}
+
+    def prefill():
+        held.clear()  # the last call's state is freed before the next is built, not beside it
+        with _context(device, cell.dtype):
+            held["logits"], held["state"] = lm.prefill(prompt, max_len=cell.prompt_len + cell.new_tokens)
+
+    prefill_timing = measure(prefill, device=device, **timing)
+    state = held.pop("state")
+    token = held.pop("logits")[:, -1].argmax(-1)
+    state_mb = models.state_nbytes(state) / MIB
+
+    def step():
+        nonlocal token
+        with _context(device, cell.dtype):
+            logits, _ = lm.step(token, state)
+            token = logits.argmax(-1)
+
+    peak = peak_memory_mb(step, device=device)  # decode step 1, the warm-up
+    steps = cell.new_tokens - 1
+    timed = measure(step, device=device, warmup=0, min_repeats=steps, max_repeats=steps)
+    return dict(prefill_ms=prefill_timing.median_ms, peak_mem_mb=peak, state_mb=state_mb), timed
+
+
+def measure_reforward(lm, prompt, cell, device, timing):
+    ids = torch.cat((prompt, prompt[:, -1:]), dim=1)  # the prompt and one generated token
+
+    def forward():
+        with _context(device, cell.dtype):
+            lm(ids)[:, -1].argmax(-1)
+
+    peak = peak_memory_mb(forward, device=device)
+    return dict(peak_mem_mb=peak), measure(forward, device=device, **timing)
+
+
+def measure_cell(cell, device, timing):
+    """Build the LM and a random prompt, then measure the cell's method; returns the row's measured columns."""
+    torch.manual_seed(0)
+    lm = models.build_lm(cell.model, num_tokens=NUM_TOKENS, dim=cell.dim, depth=cell.depth, device=device).eval()
+    prompt = torch.randint(NUM_TOKENS, (cell.batch, cell.prompt_len), device=device)
+    how = measure_reforward if cell.method == "reforward" else measure_stepping
+    values, timed = how(lm, prompt, cell, device, timing)
+    return dict(**values, time_per_token_ms=timed.median_ms, time_per_token_iqr_ms=timed.iqr_ms,
+                repeats=timed.repeats, tokens_per_s=cell.batch / (timed.median_ms / 1e3), status="ok")
+
+
+@contextlib.contextmanager
+def frozen_gc():
+    """While sweeping, leave the objects alive before it (torch, the modules) out of garbage collection:
+    the collections around each cell (here and in peak_memory_mb) then take microseconds, not ~0.1 s."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def device_name(device):
+    return "cpu" if device.type == "cpu" else f"cuda:{torch.cuda.get_device_name(device)}"
+
+
+class Sweep:
+    """Runs cells in order, one row each, into one CSV; after an OOM, the longer cells of that series
+    (the key without its length column) are skipped. Shared with bench.numerics."""
+
+    def __init__(self, *, out_dir, run_id, csv, columns, key, length, stem, resume):
+        self.out_dir, self.run_id, self.key, self.length, self.stem = out_dir, run_id, key, length, stem
+        self.series = tuple(c for c in key if c != length)
+        self.writer = RowWriter(out_dir / csv, columns)
+        self.oom_at = {}  # series -> shortest length that ran out of memory
+        rows = read_rows(out_dir / csv) if resume else []
+        for row in rows:
+            self._remember(row)
+        self.done = {cell_key(row, key) for row in rows}
+
+    def _remember(self, row):
+        if row["status"] == "oom":
+            series, length = cell_key(row, self.series), int(row[self.length])
+            self.oom_at[series] = min(length, self.oom_at.get(series, length))
+
+    def record(self, row):
+        row = {"run_id": self.run_id, **row}
+        self.writer.append(row)
+        self._remember({k: format_value(v) for k, v in row.items()})
+        self.done.add(cell_key(row, self.key))
+
+    def run(self, key_row, measure_fn, *, device):
+        """measure_fn() -> the row's measured columns; an exception becomes an oom or error row."""
+        if cell_key(key_row, self.key) in self.done:
+            return
+        oom_at = self.oom_at.get(cell_key(key_row, self.series))
+        if oom_at is not None and key_row[self.length] > oom_at:
+            self.record({**key_row, "status": "skipped", "error": f"skipped after an OOM at {self.length}={oom_at}"})
+            return
+        with cli.in_flight(self.out_dir, key_row, stem=self.stem):
+            try:
+                measured = measure_fn()
+            except Exception as error:  # failures are rows; the sweep goes on
+                measured = {"status": "oom" if is_oom(error) else "error", "error": f"{type(error).__name__}: {error}"}
+            finally:
+                gc.collect()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            self.record({**key_row, **measured})
+
+    def recover_in_flight(self):
+        """A cell that was running when the process died is recorded as an error, not run again."""
+        pending = cli.take_in_flight(self.out_dir, stem=self.stem)
+        if pending is not None and cell_key(pending, self.key) not in self.done:
+            self.record({**pending, "status": "error", "error": DIED_ERROR})
+
+
+def convert(args):
+    """The suite's own flags (cli.convert_flags handles models, dtype, batch, dim, threads and shard)."""
+    if args.prompt_lens is not None:
+        args.prompt_lens = config.parse_list(args.prompt_lens, "prompt-lens",
+                                             lambda t: config.positive_int(t, "prompt-lens"))
+    if args.methods is not None:
+        args.methods = config.parse_list(args.methods, "methods", lambda t: config.choice(t, "method", METHODS))
+    if args.depth is not None:
+        args.depth = config.positive_int(args.depth, "depth")
+    if args.new_tokens is not None:
+        args.new_tokens = config.positive_int(args.new_tokens, "new-tokens")
+        if args.new_tokens < 2:
+            raise UsageError("--new-tokens must be at least 2: one warm-up step and at least one timed step")
+    return args
+
+
+def build_cells(args, preset):
+    """The preset's grids, narrowed and overridden by the flags: --models and --prompt-lens replace each
+    grid's, --methods keeps only those methods, --dtype/--batch/--dim/--depth/--new-tokens apply to all."""
+    overrides = dict(models=args.models, prompt_lens=args.prompt_lens, dtypes=args.dtype, batch=args.batch,
+                     dim=args.dim, depth=args.depth, new_tokens=args.new_tokens)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    grids = [replace(g, **overrides) for g in preset.grids]
+    if args.methods is not None:
+        grids = [replace(g, methods=tuple(m for m in g.methods if m in args.methods)) for g in grids]
+    cells = list(dict.fromkeys(c for g in grids for c in g.cells()))  # a cell shared by two grids runs once
+    if not cells:
+        raise UsageError("the grid is empty: no requested model takes a requested method "
+                         "(recurrent: GSS family and conv; kv_cache: attention; reforward: every model)")
+    return cells
+
+
+def run(args, out_dir, run_id, device, preset):
+    """Run (a shard of) the cells into out_dir; returns the path of the CSV."""
+    cells = cli.shard(build_cells(args, preset), args.shard)
+    sweep = Sweep(out_dir=out_dir, run_id=run_id, csv=CSV, columns=COLUMNS, key=KEY, length="prompt_len",
+                  stem=STEM, resume=args.resume)
+    sweep.recover_in_flight()
+    name = device_name(device)
+    with frozen_gc():
+        for cell in tqdm(cells, desc="decode", unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+            key_row = {**cell.__dict__, "device": name}
+            sweep.run(key_row, lambda: measure_cell(cell, device, preset.timing), device=device)
+    return out_dir / CSV
+
+
+def main(argv=None):
+    p = cli.parser("python -m bench.decode", __doc__.splitlines()[0])
+    p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
+    p.add_argument("--prompt-lens", help="comma-separated positive prompt lengths")
+    p.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}")
+    p.add_argument("--new-tokens", help="tokens generated per prompt (at least 2)")
+    p.add_argument("--dtype", help="float32, bfloat16 (autocast), float16 (autocast, CUDA)")
+    p.add_argument("--batch", help="sequences decoded together")
+    p.add_argument("--dim", help="model width")
+    p.add_argument("--depth", help="layers")
+    return cli.run_suite(p, argv, csv_name=CSV, presets=DECODE_PRESETS, build_cells=build_cells, run=run,
+                         convert=convert)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The perplexity and recall suites: honest losses against the entropy floor, determinism, rows, resume,
+and bad input."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import perplexity
+from bench.data import load_corpus, unigram_entropy_bpb
+from bench.recall import IGNORE, recall_batch
+from bench.results import DIED_ERROR, read_rows
+from bench.training import lr_at
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--preset", "smoke", "--device", "cpu"]
+LEARN = [*TINY, "--task", "lm", "--models", "gss", "--corpus", "synthetic", "--seq-len", "64", "--steps", "120",
+         "--dim", "32", "--depth", "1", "--kernel-n", "16", "--eval-lengths", "1,2", "--lr", "3e-3", "--batch", "8"]
+
+
+def test_a_trained_model_beats_the_unigram_entropy_and_stays_above_the_floor(tmp_path):
+    assert perplexity.main([*LEARN, "--out", str(tmp_path)]) == 0
+    rows = read_rows(tmp_path / "perplexity.csv")
+    corpus = load_corpus("synthetic")
+    unigram = unigram_entropy_bpb(corpus.valid)
+    assert [r["eval_seq_len"] for r in rows] == ["64", "128"]
+    for row in rows:
+        bpb, floor = float(row["bits_per_byte"]), float(row["entropy_floor_bpb"])
+        print(f"bits/byte {bpb:.3f}, floor {floor:.3f}, unigram {unigram:.3f}")
+        assert row["status"] == "ok"
+        assert floor == pytest.approx(corpus.entropy_floor_bpb, rel=1e-5)
+        assert floor < bpb < unigram  # below the floor would mean the model sees the future
+        assert bpb == pytest.approx(float(row["eval_loss"]) / math.log(2), rel=1e-5)
+        assert float(row["ppl"]) == pytest.approx(math.exp(float(row["eval_loss"])), rel=1e-5)
+        assert int(row["tokens"]) == 120 * 8 * 64 and row["corpus_sha256"] == corpus.sha256
+    curve = read_rows(tmp_path / "train_curve.csv")
+    assert [int(r["step"]) for r in curve] == list(range(1, 121))
+    assert float(curve[-1]["loss"]) < float(curve[0]["loss"]) - 1.0
+
+
+def test_the_same_seed_gives_identical_losses(tmp_path):
+    args = [*LEARN, "--steps", "15"]
+    assert perplexity.main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert perplexity.main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert perplexity.main([*args, "--seeds", "1", "--out", str(tmp_path / "c")]) == 0
+    losses = {run: [(r["train_loss"], r["eval_loss"]) for r in read_rows(tmp_path / run / "perplexity.csv")]
+              for run in "abc"}
+    assert losses["a"] == losses["b"] and losses["a"] != losses["c"]
+    assert read_rows(tmp_path / "a" / "train_curve.csv") != []
+
+
+def test_ablation_in_one_command_and_real_corpora_have_no_floor(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_bytes(bytes(range(32, 127)) * 200)
+    assert perplexity.main([*TINY, "--task", "lm", "--models", "gss,attention", "--corpus", str(text), "--seq-len", "32",
+                            "--steps", "2", "--kernel-n", "4,8", "--lambda-imag-exp", "true,false", "--seeds", "0,1",
+                            "--eval-lengths", "1", "--out", str(tmp_path / "run")]) == 0
+    rows = read_rows(tmp_path / "run" / "perplexity.csv")
+    gss = {(r["kernel_N"], r["lambda_imag_exp"], r["seed"]) for r in rows if r["model"] == "gss"}
+    assert len(gss) == 8 and len([r for r in rows if r["model"] == "attention"]) == 2
+    assert {r["entropy_floor_bpb"] for r in rows} == {""} and {r["status"] for r in rows} == {"ok"}
+
+
+def test_recall_rows_and_batches(tmp_path):
+    inputs, labels = recall_batch(batch=4, seq_len=48, num_kv_pairs=6, vocab=32, generator=torch.Generator().manual_seed(0))
+    for x, y in zip(inputs, labels):
+        pairs = dict(zip(x[0:12:2].tolist(), x[1:12:2].tolist()))
+        scored = (y != IGNORE).nonzero().flatten().tolist()
+        assert len(scored) == 6 and all(int(y[i]) == pairs[int(x[i])] for i in scored)
+        assert all(i >= 12 for i in scored)
+    assert perplexity.main([*TINY, "--task", "recall", "--out", str(tmp_path)]) == 0
+    rows = read_rows(tmp_path / "recall.csv")
+    assert [(r["model"], r["seq_len"], r["num_kv_pairs"], r["vocab"]) for r in rows] == [
+        ("gss", "32", "4", "16"), ("attention", "32", "4", "16")]
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 and r["status"] == "ok" for r in rows)
+    assert not (tmp_path / "perplexity.csv").exists() or read_rows(tmp_path / "perplexity.csv") == []
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    rates = [lr_at(s, steps=100, lr=1.0) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert rates[10] == pytest.approx(1.0) and rates[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))
+
+
+HANGING = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from bench import perplexity
+    real = perplexity.train
+    def hang(model, *args, **kwargs):
+        if model.num_params() > 20000:
+            time.sleep(600)
+        return real(model, *args, **kwargs)
+    perplexity.train = hang
+    sys.exit(perplexity.main({argv!r}))
+""")
+
+
+def test_resume_skips_finished_trainings_and_records_the_one_that_died(tmp_path):
+    argv = [*TINY, "--task", "lm", "--models", "gss,attention", "--corpus", "synthetic", "--seq-len", "32",
+            "--steps", "2", "--dim", "16", "--depth", "1", "--kernel-n", "8", "--eval-lengths", "1",
+            "--out", str(tmp_path)]
+    child = subprocess.Popen([sys.executable, "-c", HANGING.format(root=str(ROOT), argv=[*argv[:-2], "--dim", "64",
+                                                                                         "--out", str(tmp_path)])],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker, deadline = tmp_path / "perplexity.inflight.json", time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    resumed = [*argv[:-2], "--dim", "64", "--out", str(tmp_path), "--resume"]
+    assert perplexity.main(resumed) == 0
+    rows = read_rows(tmp_path / "perplexity.csv")
+    assert [(r["model"], r["status"], r["error"]) for r in rows] == [("gss", "error", DIED_ERROR),
+                                                                     ("attention", "ok", "")]
+    assert perplexity.main(resumed) == 0 and read_rows(tmp_path / "perplexity.csv") == rows
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--corpus", "nosuch"], "unknown corpus"),
+    (["--corpus", "{empty}"], "empty"),
+    (["--corpus", "{missing}"], "does not exist"),
+    (["--corpus", "{short}"], "too few for its train/validation split"),
+    (["--task", "translate"], "unknown task 'translate'"),
+    (["--models", "rnn"], "unknown model 'rnn'"),
+    (["--seq-len", "0"], "--seq-len: 0 is not positive"),
+    (["--seeds", "-1"], "--seeds: -1 is negative"),
+    (["--lr", "fast"], "--lr: 'fast' is not a number"),
+    (["--corpus", "synthetic", "--seq-len", "1000000", "--task", "lm"], "too few for seq_len 1000000"),
+    (["--task", "recall", "--seq-len", "8"], "recall needs seq_len >= 4 * num_kv_pairs"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "short.txt").write_bytes(b"x" * 100)
+    argv = [a.format(empty=tmp_path / "empty.txt", missing=tmp_path / "missing.txt", short=tmp_path / "short.txt")
+            for a in argv]
+    out = tmp_path / "run"
+    assert perplexity.main([*TINY, *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_enwik8_offline_and_uncached_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GSS_BENCH_CACHE", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    assert perplexity.main([*TINY, "--task", "lm", "--corpus", "enwik8", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "enwik8" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
