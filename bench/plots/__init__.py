@@ -1,0 +1,69 @@
+"""Figures of a run, from its CSVs alone (pandas + matplotlib, no torch), then its REPORT.md.
+
+    python -m bench.plots RUN_DIR [--out DIR]      # default DIR: plots/<run_id>/ (mirrors results/...)
+
+The only module that imports matplotlib. Every plot_xxx(df_or_run_dir, out_path, ...) returns the PNG written,
+or None (with a note on stderr) when its CSV is absent or has no ok rows.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import analysis, report
+from bench.analysis import ok
+from bench.plots.runtime import plot_decode, plot_numerics, plot_ops
+from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_kernel_n, plot_memory, plot_time
+from bench.plots.training import plot_bpb, plot_curves, plot_lambda, plot_length_generalisation, plot_recall
+from bench.plots.style import FALLBACK_COLOURS, MODEL_COLOURS, colour, note  # noqa: F401  (the public look)
+from bench.results import ResultsError
+
+
+def render_all(run_dir, out_dir):
+    """Every figure the run's CSVs allow; returns the PNGs written."""
+    out_dir, written = Path(out_dir), []
+    scaling = analysis.load_scaling(run_dir)
+    if scaling is None or ok(scaling).empty:
+        note(f"skipped scaling figures: scaling.csv {'absent' if scaling is None else 'has no ok rows'}")
+    else:
+        pairs = analysis.modes_dtypes(scaling)
+        written += [plot_time(scaling, out_dir / f"time_{m}_{d}.png", mode=m, dtype=d) for m, d in pairs]
+        for mode in dict.fromkeys(m for m, _ in pairs):
+            written += [plot_memory(scaling, out_dir / f"memory_{mode}.png", mode=mode),
+                        plot_flops(scaling, out_dir / f"flops_{mode}.png", mode=mode)]
+        written += [plot_kernel_n(scaling, out_dir / "ablation_kernel_N.png"),
+                    plot_conv_kernel(scaling, out_dir / "ablation_conv_kernel.png")]
+    for name, plot in FIGURES.items():
+        written.append(plot(run_dir, out_dir / name))
+    return [p for p in written if p is not None]
+
+
+FIGURES = {"lm_bits_per_byte.png": plot_bpb, "lm_lambda_imag_exp.png": plot_lambda, "lm_train_curves.png": plot_curves,
+           "lm_length_generalisation.png": plot_length_generalisation, "recall.png": plot_recall,
+           "op_breakdown.png": plot_ops, "decode.png": plot_decode, "numerics.png": plot_numerics}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv=None):
+    p = _Parser(prog="python -m bench.plots", description="Figures and REPORT.md of a run, from its CSVs.")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="figure directory (default: plots/<run_id>/, mirroring results/)")
+    args = p.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        p.error(f"{run_dir}: no such run directory")
+    out_dir = Path(args.out) if args.out else report.default_plots_dir(run_dir)
+    try:
+        written = render_all(run_dir, out_dir)
+        for path in written:
+            print(path)
+        print(report.write_report(run_dir, plots_dir=out_dir))
+    except (ResultsError, OSError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from bench.plots import main
+
+sys.exit(main())

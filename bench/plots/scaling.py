@@ -1,0 +1,106 @@
+"""Figures of scaling.csv: time, memory and FLOPs against seq_len, and the kernel-size ablations."""
+
+from bench import analysis
+from bench.analysis import ok, ordered_models
+from bench.plots.style import (
+    look, shade, note, _data, _axes, _save, _tokens, _log2_axis, _log_y, _finish, _context, _dtypes, _sweep_lines,
+    STYLES, MODE_TITLES)
+
+
+def plot_time(source, out_path, *, mode, dtype="float32"):
+    """Time per step vs seq_len, log-log, each model's sweep with its fitted slope, and the gss/attention crossover."""
+    df = _data(source, "scaling.csv", f"time {mode} {dtype}")
+    if df is None:
+        return None
+    fig, (ax,) = _axes(width=7.2)
+    lengths = _sweep_lines(ax, df, mode=mode, dtypes=[dtype], value="time_ms", err="time_iqr_ms", slope=True)
+    if not lengths:
+        return note(f"skipped time {mode} {dtype}: no ok sweep")
+    gss, att = (analysis.length_series(df, m, mode=mode, dtype=dtype) for m in ("gss", "attention"))
+    cross = analysis.crossover(gss, att) if len(gss) and len(att) else None
+    if cross:
+        ax.axvline(cross, color="black", linestyle="--", linewidth=1)
+        ax.annotate(f"crossover ≈ {cross:,.0f}:\ngss faster than\nattention above", (cross, 0.97),
+                    xycoords=ax.get_xaxis_transform(), xytext=(-6, 0), textcoords="offset points", va="top", ha="right",
+                    fontsize=8, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+    _log2_axis(ax, lengths, label="sequence length (tokens)")
+    _log_y(ax, "time per step (ms, median; bars: IQR)")
+    _finish(ax, f"Time per {MODE_TITLES.get(mode, mode)} step, {dtype} ({_context(ok(df))})", loc="outside")
+    ax.get_legend().set_title("model (log-log slope, upper half)", prop=dict(size=8))
+    return _save(fig, out_path)
+
+
+def plot_memory(source, out_path, *, mode):
+    """Peak memory vs seq_len, log-log, per model (and dtype)."""
+    df = _data(source, "scaling.csv", f"memory {mode}")
+    if df is None:
+        return None
+    fig, (ax,) = _axes()
+    lengths = _sweep_lines(ax, df, mode=mode, dtypes=_dtypes(df, mode), value="peak_mem_mb")
+    if not lengths:
+        return note(f"skipped memory {mode}: no ok sweep")
+    _log2_axis(ax, lengths, label="sequence length (tokens)")
+    _log_y(ax, "peak memory above baseline (MiB)")
+    _finish(ax, f"Peak memory, {MODE_TITLES.get(mode, mode)} ({_context(ok(df))})", loc="outside")
+    return _save(fig, out_path)
+
+
+def plot_flops(source, out_path, *, mode):
+    """Counted FLOPs per step and achieved TFLOP/s vs seq_len, two panels."""
+    df = _data(source, "scaling.csv", f"flops {mode}")
+    if df is None:
+        return None
+    fig, axes = _axes(2, width=5.6)
+    dtypes = _dtypes(df, mode)
+    for ax, value, ylabel, title in ((axes[0], "flops", "FLOPs per step", "Counted FLOPs"),
+                                     (axes[1], "tflops_per_s", "achieved TFLOP/s", "Achieved throughput")):
+        lengths = _sweep_lines(ax, df, mode=mode, dtypes=dtypes, value=value, mark=False)
+        if not lengths:
+            return note(f"skipped flops {mode}: no ok sweep")
+        _log2_axis(ax, lengths, label="sequence length (tokens)")
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major", alpha=0.3)
+        _finish(ax, f"{title}, {MODE_TITLES.get(mode, mode)}", loc="outside" if value != "flops" else None)
+    axes[1].set_yscale("linear")
+    axes[1].set_ylim(bottom=0)
+    return _save(fig, out_path)
+
+
+def _ablation(source, out_path, *, option, by, xlabel, what):
+    df = _data(source, "scaling.csv", f"{option} ablation")
+    rows = analysis.option_ablation(df, option) if df is not None else None
+    if rows is None:
+        return note(f"skipped {option} ablation: no cells varying {option} at one length") if df is not None else None
+    modes = [m for m in analysis.MODES if m in set(rows["mode"])] or sorted(set(rows["mode"]))
+    fig, axes = _axes(len(modes), width=5.4)
+    for ax, mode in zip(axes, modes):
+        part = rows[rows["mode"] == mode]
+        dtypes, order = _dtypes(part, mode), ordered_models(part.model)
+        groups = sorted(part.groupby(["model", "dtype", *by]), key=lambda kv: (
+            order.index(kv[0][0]), dtypes.index(kv[0][1]), [v != "true" for v in kv[0][2:]]))
+        for key, line in groups:
+            model, dtype, *rest = key
+            label = " ".join([model, *([dtype] if len(dtypes) > 1 else []), *(f"{c}={v}" for c, v in zip(by, rest))])
+            style = STYLES[0 if not rest or rest[0] in ("true", "") else 1]
+            ax.plot(line.x, line.time_ms, linestyle=style, label=label, **{
+                **look(model), "color": shade(model, dtypes.index(dtype), len(dtypes)), "linewidth": 1.8, "ms": 6})
+        full = set(part[part.x == part.seq_len].x) if option == "conv_kernel" else set()
+        fmt = (lambda v, full=full: _tokens(v) + ("\n(full)" if v in full else ""))  # bound now: drawn at save
+        _log2_axis(ax, part.x, label=xlabel, fmt=fmt)
+        _log_y(ax, "time per step (ms)")
+        lengths = "/".join(_tokens(v) for v in sorted(set(part.seq_len)))
+        _finish(ax, f"{what}: {MODE_TITLES.get(mode, mode)}, seq_len {lengths}", loc="upper left")
+    return _save(fig, out_path)
+
+
+def plot_kernel_n(source, out_path):
+    """Time vs DSS state size kernel_N at one length, per mode, a line per lambda_imag_exp."""
+    return _ablation(source, out_path, option="kernel_N", by=["lambda_imag_exp"], xlabel="DSS state size kernel_N",
+                     what="Time vs kernel_N")
+
+
+def plot_conv_kernel(source, out_path):
+    """Time vs convolution taps at one length, per mode, a line per model."""
+    return _ablation(source, out_path, option="conv_kernel", by=[], xlabel="convolution taps conv_kernel",
+                     what="Time vs taps")
