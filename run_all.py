@@ -13,11 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
-from bench import cli, perplexity, plots, profiling, regress, scaling  # noqa: E402
+from bench import cli, decode, numerics, perplexity, plots, profiling, regress, scaling  # noqa: E402
 from bench.config import UsageError  # noqa: E402
 from bench.results import RESULTS_DIR, new_run_id  # noqa: E402
 
-SUITES = {"scaling": scaling.main, "perplexity": perplexity.main, "profiling": profiling.main}  # in this order
+SUITES = {"scaling": scaling.main, "perplexity": perplexity.main, "profiling": profiling.main,  # in this order
+          "decode": decode.main, "numerics": numerics.main}
 STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
 
 

@@ -263,11 +263,11 @@ _TINY = dict(dim=64, depth=2, batch=8, kernel_H=(32,))  # the GSS paper's H = di
 PERPLEXITY_PRESETS = {
     # CPU, 2 cores: tiny byte-level LMs; the perplexity and recall part of run_all.py within 4 minutes.
     "quick": Preset("quick", (
-        TrainGrid("models", "lm", ("gss", "conv", "attention"), seeds=(0, 1), corpus="stdlib", steps=150,
+        TrainGrid("models", "lm", ("gss", "conv", "attention"), seeds=(0, 1), corpus="stdlib", steps=300,
                   seq_lens=(256,), kernel_N=(64,), **_TINY),
-        TrainGrid("ablation", "lm", ("gss",), seeds=(0, 1), corpus="synthetic", steps=150, seq_lens=(256,),
+        TrainGrid("ablation", "lm", ("gss",), seeds=(0, 1), corpus="synthetic", steps=300, seq_lens=(256,),
                   kernel_N=(16, 128), lambda_imag_exp=(True, False), **_TINY),
-        TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0,), seq_lens=(64, 256), steps=150,
+        TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0,), seq_lens=(64, 256), steps=400,
                   num_kv_pairs=8, vocab=64, kernel_N=(64,), **_TINY),
     )),
     # One GPU: the byte-level setting of the original training script (dim 512, depth 8, seq_len 4096,

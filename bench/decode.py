@@ -47,7 +47,6 @@ from bench.timing import measure
 
 CSV = "decode.csv"
 STEM = "decode"
-KEY_COLUMNS[CSV] = ("model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens")
 KEY = KEY_COLUMNS[CSV]
 COLUMNS = ("run_id", "model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens",
            "prefill_ms", "time_per_token_ms", "tokens_per_s", "peak_mem_mb", "state_mb", "status", "error",

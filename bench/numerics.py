@@ -42,7 +42,6 @@ from bench.results import KEY_COLUMNS
 
 CSV = "numerics.csv"
 STEM = "numerics"
-KEY_COLUMNS[CSV] = ("model", "dtype", "device", "seq_len", "dim", "batch")
 KEY = KEY_COLUMNS[CSV]
 COLUMNS = ("run_id", "model", "dtype", "device", "seq_len", "out_rel_err", "grad_rel_err", "status", "error",
            "dim", "batch", "out_branch_rel_err", "grad_branch_rel_err")

@@ -35,6 +35,10 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
                        "train_seq_len", "eval_seq_len", "steps"),
     "train_curve.csv": ("model", "corpus", "kernel_N", "lambda_imag_exp", "conv_kernel", "seed", "step"),
     "recall.csv": ("model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps"),
+    "decode.csv": ("model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens"),
+    "numerics.csv": ("model", "dtype", "device", "seq_len", "dim", "batch"),
+    "op_breakdown.csv": ("model", "mode", "seq_len", "dtype", "device", "batch", "dim", "kernel_N", "kernel_H",
+                         "lambda_imag_exp", "conv_kernel", "compiled", "category"),
 }
 
 
