@@ -29,20 +29,19 @@ time; a failure is a row (oom / error / skipped), an OOM skips the longer prompt
 """
 
 import contextlib
-import gc
 import itertools
 import sys
 from dataclasses import dataclass, replace
 
 import torch
-from tqdm import tqdm
 
 import models
 from bench import cli, config
 from bench.config import Preset, UsageError
 from bench.memory import MIB, peak_memory_mb
-from bench.results import DIED_ERROR, KEY_COLUMNS, RowWriter, cell_key, format_value, read_rows
-from bench.scaling import AUTOCAST, is_oom
+from bench.results import KEY_COLUMNS
+from bench.scaling import AUTOCAST
+from bench.sweep import Sweep, device_name, frozen_gc, progress
 from bench.timing import measure
 
 CSV = "decode.csv"
@@ -175,73 +174,6 @@ def measure_cell(cell, device, timing):
                 repeats=timed.repeats, tokens_per_s=cell.batch / (timed.median_ms / 1e3), status="ok")
 
 
-@contextlib.contextmanager
-def frozen_gc():
-    """While sweeping, leave the objects alive before it (torch, the modules) out of garbage collection:
-    the collections around each cell (here and in peak_memory_mb) then take microseconds, not ~0.1 s."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def device_name(device):
-    return "cpu" if device.type == "cpu" else f"cuda:{torch.cuda.get_device_name(device)}"
-
-
-class Sweep:
-    """Runs cells in order, one row each, into one CSV; after an OOM, the longer cells of that series
-    (the key without its length column) are skipped. Shared with bench.numerics."""
-
-    def __init__(self, *, out_dir, run_id, csv, columns, key, length, stem, resume):
-        self.out_dir, self.run_id, self.key, self.length, self.stem = out_dir, run_id, key, length, stem
-        self.series = tuple(c for c in key if c != length)
-        self.writer = RowWriter(out_dir / csv, columns)
-        self.oom_at = {}  # series -> shortest length that ran out of memory
-        rows = read_rows(out_dir / csv) if resume else []
-        for row in rows:
-            self._remember(row)
-        self.done = {cell_key(row, key) for row in rows}
-
-    def _remember(self, row):
-        if row["status"] == "oom":
-            series, length = cell_key(row, self.series), int(row[self.length])
-            self.oom_at[series] = min(length, self.oom_at.get(series, length))
-
-    def record(self, row):
-        row = {"run_id": self.run_id, **row}
-        self.writer.append(row)
-        self._remember({k: format_value(v) for k, v in row.items()})
-        self.done.add(cell_key(row, self.key))
-
-    def run(self, key_row, measure_fn, *, device):
-        """measure_fn() -> the row's measured columns; an exception becomes an oom or error row."""
-        if cell_key(key_row, self.key) in self.done:
-            return
-        oom_at = self.oom_at.get(cell_key(key_row, self.series))
-        if oom_at is not None and key_row[self.length] > oom_at:
-            self.record({**key_row, "status": "skipped", "error": f"skipped after an OOM at {self.length}={oom_at}"})
-            return
-        with cli.in_flight(self.out_dir, key_row, stem=self.stem):
-            try:
-                measured = measure_fn()
-            except Exception as error:  # failures are rows; the sweep goes on
-                measured = {"status": "oom" if is_oom(error) else "error", "error": f"{type(error).__name__}: {error}"}
-            finally:
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            self.record({**key_row, **measured})
-
-    def recover_in_flight(self):
-        """A cell that was running when the process died is recorded as an error, not run again."""
-        pending = cli.take_in_flight(self.out_dir, stem=self.stem)
-        if pending is not None and cell_key(pending, self.key) not in self.done:
-            self.record({**pending, "status": "error", "error": DIED_ERROR})
-
-
 def convert(args):
     """The suite's own flags (cli.convert_flags handles models, dtype, batch, dim, threads and shard)."""
     if args.prompt_lens is not None:
@@ -278,13 +210,12 @@ def run(args, out_dir, run_id, device, preset):
     """Run (a shard of) the cells into out_dir; returns the path of the CSV."""
     cells = cli.shard(build_cells(args, preset), args.shard)
     sweep = Sweep(out_dir=out_dir, run_id=run_id, csv=CSV, columns=COLUMNS, key=KEY, length="prompt_len",
-                  stem=STEM, resume=args.resume)
-    sweep.recover_in_flight()
+                  stem=STEM, device=device, resume=args.resume)
     name = device_name(device)
     with frozen_gc():
-        for cell in tqdm(cells, desc="decode", unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+        for cell in progress(cells, "decode"):
             key_row = {**cell.__dict__, "device": name}
-            sweep.run(key_row, lambda: measure_cell(cell, device, preset.timing), device=device)
+            sweep.run(key_row, lambda: measure_cell(cell, device, preset.timing))
     return out_dir / CSV
 
 

@@ -32,12 +32,11 @@ import sys
 from dataclasses import dataclass, replace
 
 import torch
-from tqdm import tqdm
 
 import models
 from bench import cli, config
 from bench.config import Preset, UsageError
-from bench.decode import Sweep, device_name, frozen_gc
+from bench.sweep import Sweep, device_name, frozen_gc, progress
 from bench.results import KEY_COLUMNS
 
 CSV = "numerics.csv"
@@ -185,17 +184,15 @@ def run(args, out_dir, run_id, device, preset):
     """Run (a shard of) the cells into out_dir; returns the path of the CSV."""
     cells = cli.shard(build_cells(args, preset), args.shard)
     sweep = Sweep(out_dir=out_dir, run_id=run_id, csv=CSV, columns=COLUMNS, key=KEY, length="seq_len", stem=STEM,
-                  resume=args.resume)
-    sweep.recover_in_flight()
+                  device=device, resume=args.resume)
     name, references = device_name(device), References(device)
     with frozen_gc():
-        for cell in tqdm(cells, desc="numerics", unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+        for cell in progress(cells, "numerics"):
             key_row = {**cell.__dict__, "device": name}
             if cell.dtype == "float16" and device.type != "cuda":  # a CUDA preset run on a CPU
-                sweep.run(key_row, lambda: dict(status="skipped", error="float16 autocast runs on CUDA only"),
-                          device=device)
+                sweep.run(key_row, lambda: dict(status="skipped", error="float16 autocast runs on CUDA only"))
             else:
-                sweep.run(key_row, lambda: measure_cell(cell, device, references), device=device)
+                sweep.run(key_row, lambda: measure_cell(cell, device, references))
     return out_dir / CSV
 
 

@@ -16,7 +16,6 @@ import sys
 from dataclasses import replace
 
 import torch
-from tqdm import tqdm
 
 import models
 from bench import cli, config
@@ -25,6 +24,7 @@ from bench.data import load_corpus
 from bench.recall import check as check_recall
 from bench.recall import recall_accuracy, recall_batch, recall_loss
 from bench.results import DIED_ERROR, KEY_COLUMNS, RowWriter, cell_key, read_rows
+from bench.sweep import progress
 from bench.training import mean_loss, train
 
 KEY = KEY_COLUMNS["perplexity.csv"]
@@ -221,7 +221,7 @@ def run(args, out_dir, run_id, device, preset):
     cells = cli.shard(build_cells(args, preset), args.shard)
     suite = Suite(run_id=run_id, out_dir=out_dir, device=device, resume=args.resume)
     suite.recover()
-    for cell in tqdm(cells, desc="perplexity", unit="training", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+    for cell in progress(cells, "perplexity"):
         (suite.run_lm if cell.task == "lm" else suite.run_recall)(cell)
     return out_dir / "perplexity.csv"
 

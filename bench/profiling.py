@@ -24,7 +24,6 @@ CUDA cell falls back to `cpu_wall`.
 """
 
 import bisect
-import gc
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -32,13 +31,13 @@ from dataclasses import dataclass
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
-from tqdm import tqdm
 
 import models
 from bench import cli
 from bench.config import Grid, Preset
-from bench.results import DIED_ERROR, RowWriter, cell_key, format_value, read_rows
-from bench.scaling import AUTOCAST, build_cells, cell_row, is_oom
+from bench.results import format_value
+from bench.scaling import AUTOCAST, build_cells, cell_row
+from bench.sweep import Sweep, device_name, progress
 from bench.timing import make_step
 
 CSV = "op_breakdown.csv"
@@ -198,52 +197,17 @@ def rows_of(result, key_row, trace):
             for c, t in result.times_ms.items()]
 
 
-class Sweep:
-    """Profiles cells in order into one CSV; a cell is done once its last row (`other`) or a failure is in."""
-
-    def __init__(self, *, run_id, out_dir, device, timing, resume):
-        self.run_id, self.out_dir, self.device, self.timing = run_id, out_dir, device, timing
-        self.device_name = "cpu" if device.type == "cpu" else f"cuda:{torch.cuda.get_device_name(device)}"
-        self.writer = RowWriter(out_dir / CSV, COLUMNS)
-        rows = read_rows(out_dir / CSV) if resume else []
-        self.done = {cell_key(r, KEY) for r in rows if r["category"] == "other" or r["status"] != "ok"}
-
-    def record(self, rows):
-        for row in rows:
-            self.writer.append({"run_id": self.run_id, **row})
-        self.done.add(cell_key(rows[-1], KEY))
-
-    def run(self, cell):
-        key_row = cell_row(cell, self.device_name)
-        if cell_key(key_row, KEY) in self.done:
-            return
-        name = trace_name(cell)
-        with cli.in_flight(self.out_dir, key_row, stem=STEM):
-            try:
-                result = profile_cell(cell, self.device, self.out_dir / TRACES / name, **self.timing)
-                rows = rows_of(result, key_row, f"{TRACES}/{name}")
-            except Exception as error:  # failures are rows; the sweep goes on
-                rows = [{**key_row, "status": "oom" if is_oom(error) else "error",
-                         "error": f"{type(error).__name__}: {error}"}]
-            finally:
-                gc.collect()
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-            self.record(rows)
-
-    def recover_in_flight(self, pending):
-        """A cell that was running when the process died is recorded as an error, not run again."""
-        if pending is not None and cell_key(pending, KEY) not in self.done:
-            self.record([{**pending, "status": "error", "error": DIED_ERROR}])
-
-
 def run(args, out_dir, run_id, device, preset):
     """Profile (a shard of) the cells into out_dir; returns the path of the CSV."""
     cells = cli.shard(build_cells(args, preset), args.shard)
-    sweep = Sweep(run_id=run_id, out_dir=out_dir, device=device, timing=preset.timing, resume=args.resume)
-    sweep.recover_in_flight(cli.take_in_flight(out_dir, stem=STEM))
-    for cell in tqdm(cells, desc="profiling", unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
-        sweep.run(cell)
+    # a cell is complete once its last row (`other`) or its failure is in
+    sweep = Sweep(out_dir=out_dir, run_id=run_id, csv=CSV, columns=COLUMNS, key=KEY, length="seq_len", stem=STEM,
+                  device=device, resume=args.resume, done=lambda r: r["category"] == "other" or r["status"] != "ok")
+    name = device_name(device)
+    for cell in progress(cells, "profiling"):
+        key_row, trace = cell_row(cell, name), trace_name(cell)
+        sweep.run(key_row, lambda: rows_of(profile_cell(cell, device, out_dir / TRACES / trace, **preset.timing),
+                                           key_row, f"{TRACES}/{trace}"))
     return out_dir / CSV
 
 

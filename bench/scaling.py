@@ -7,19 +7,18 @@ Rows go to DIR/scaling.csv one cell at a time; a failed cell is a row (oom / err
 sweep goes on. --resume continues a killed run without repeating or losing a cell.
 """
 
-import gc
 import math
 import sys
 
 import torch
-from tqdm import tqdm
 
 import models
 from bench import cli
 from bench.config import SCALING_PRESETS, Grid, UsageError
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
-from bench.results import DIED_ERROR, KEY_COLUMNS, RowWriter, cell_key, format_value, read_rows
+from bench.results import KEY_COLUMNS
+from bench.sweep import Sweep, device_name, progress
 from bench.timing import make_step, measure
 
 CSV = "scaling.csv"
@@ -64,10 +63,6 @@ def measure_cell(cell, device, timing):
                 time_iqr_ms=result.iqr_ms, repeats=result.repeats, peak_mem_mb=peak[0], status="ok")
 
 
-def is_oom(error):
-    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
-
-
 def free_memory_mb():
     """MemAvailable from /proc/meminfo (Linux); None where unknown."""
     try:
@@ -93,66 +88,27 @@ def predicted_peak_mb(history, seq_len):
     return p1 * (seq_len / l1) ** exponent
 
 
-class Sweep:
-    """Runs cells in order, appending one row per cell; remembers OOMs and peaks per series."""
+class ScalingSweep(Sweep):
+    """The shared sweep, plus the CPU memory guard: exhausting memory on CPU kills the process instead of
+    raising, so a cell whose peak, extrapolated from the series' shorter lengths, would not fit is skipped."""
 
-    def __init__(self, *, run_id, out_dir, device, timing, resume):
-        self.run_id, self.out_dir, self.device, self.timing = run_id, out_dir, device, timing
-        self.device_name = "cpu" if device.type == "cpu" else f"cuda:{torch.cuda.get_device_name(device)}"
-        self.writer = RowWriter(out_dir / CSV, COLUMNS)
-        self.oom_at, self.peaks = {}, {}  # series -> shortest OOM length; series -> {seq_len: peak MiB}
-        rows = read_rows(out_dir / CSV) if resume else []
-        for row in rows:
-            self._remember(row)
-        self.done = {cell_key(row, KEY) for row in rows}
+    def __init__(self, **kwargs):
+        self.peaks = {}  # series -> {seq_len: peak MiB}
+        super().__init__(csv=CSV, columns=COLUMNS, key=KEY, length="seq_len", stem=STEM, **kwargs)
 
-    def _remember(self, row):
-        series, seq_len = cell_key(row, SERIES), int(row["seq_len"])
-        if row["status"] == "oom":
-            self.oom_at[series] = min(seq_len, self.oom_at.get(series, seq_len))
-        elif row["status"] == "ok" and row["peak_mem_mb"] not in ("", None):
-            self.peaks.setdefault(series, {})[seq_len] = float(row["peak_mem_mb"])
-
-    def record(self, row):
-        row = {"run_id": self.run_id, **row}
-        self.writer.append(row)
-        self._remember({k: format_value(v) for k, v in row.items()})
-        self.done.add(cell_key(row, KEY))
+    def remember(self, row):
+        super().remember(row)
+        if row["status"] == "ok" and row["peak_mem_mb"] not in ("", None):
+            self.peaks.setdefault(self.series_of(row), {})[int(row["seq_len"])] = float(row["peak_mem_mb"])
 
     def skip_reason(self, key_row):
-        series = cell_key(key_row, SERIES)
-        if series in self.oom_at and key_row["seq_len"] > self.oom_at[series]:
-            return f"skipped after an OOM at seq_len={self.oom_at[series]}"
-        if self.device.type == "cpu":
-            predicted, free = predicted_peak_mb(self.peaks.get(series, {}), key_row["seq_len"]), free_memory_mb()
+        reason = super().skip_reason(key_row)
+        if reason is None and self.device.type == "cpu":
+            predicted = predicted_peak_mb(self.peaks.get(self.series_of(key_row), {}), key_row["seq_len"])
+            free = free_memory_mb()
             if predicted is not None and free is not None and predicted > MEMORY_HEADROOM * free:
-                return f"predicted peak {predicted:.0f} MiB exceeds {MEMORY_HEADROOM:.0%} of {free:.0f} MiB free"
-        return None
-
-    def run(self, cell):
-        key_row = cell_row(cell, self.device_name)
-        if cell_key(key_row, KEY) in self.done:
-            return
-        reason = self.skip_reason(key_row)
-        if reason:
-            self.record({**key_row, "status": "skipped", "error": reason})
-            return
-        with cli.in_flight(self.out_dir, key_row, stem=STEM):
-            try:
-                measured = measure_cell(cell, self.device, self.timing)
-            except Exception as error:  # failures are rows; the sweep goes on
-                status = "oom" if is_oom(error) else "error"
-                measured = {"status": status, "error": f"{type(error).__name__}: {error}"}
-            finally:
-                gc.collect()
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-            self.record({**key_row, **measured})
-
-    def recover_in_flight(self, pending):
-        """A cell that was running when the process died is recorded as an error, not run again."""
-        if pending is not None and cell_key(pending, KEY) not in self.done:
-            self.record({**pending, "status": "error", "error": DIED_ERROR})
+                reason = f"predicted peak {predicted:.0f} MiB exceeds {MEMORY_HEADROOM:.0%} of {free:.0f} MiB free"
+        return reason
 
 
 def build_cells(args, preset):
@@ -179,10 +135,10 @@ def build_cells(args, preset):
 def run(args, out_dir, run_id, device, preset):
     """Run (a shard of) the sweep into out_dir; returns the path of the CSV."""
     cells = cli.shard(build_cells(args, preset), args.shard)
-    sweep = Sweep(run_id=run_id, out_dir=out_dir, device=device, timing=preset.timing, resume=args.resume)
-    sweep.recover_in_flight(cli.take_in_flight(out_dir, stem=STEM))
-    for cell in tqdm(cells, desc="scaling", unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
-        sweep.run(cell)
+    sweep = ScalingSweep(out_dir=out_dir, run_id=run_id, device=device, resume=args.resume)
+    name = device_name(device)
+    for cell in progress(cells, "scaling"):
+        sweep.run(cell_row(cell, name), lambda: measure_cell(cell, device, preset.timing))
     return out_dir / CSV
 
 

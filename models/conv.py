@@ -71,9 +71,3 @@ class GatedConv(GatedUnit):
     @property
     def mixer(self):
         return self.conv
-
-    def mix(self, v):
-        return self.conv(v)
-
-    def mix_flops(self, batch, seq_len):
-        return self.conv.flops(batch, seq_len)

@@ -168,10 +168,10 @@ class GatedUnit(nn.Module):
         raise NotImplementedError
 
     def mix(self, v):
-        raise NotImplementedError
+        return self.mixer(v)
 
     def mix_flops(self, batch, seq_len):
-        raise NotImplementedError
+        return self.mixer.flops(batch, seq_len)
 
     def forward(self, x):
         check_sequence(x, self.dim)
@@ -239,12 +239,6 @@ class GSS(GatedUnit):
     @property
     def mixer(self):
         return self.dss
-
-    def mix(self, v):
-        return self.dss(v)
-
-    def mix_flops(self, batch, seq_len):
-        return self.dss.flops(batch, seq_len)
 
 
 class GatedStateSpacesLM(LM):
