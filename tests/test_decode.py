@@ -7,6 +7,7 @@ import torch
 import models
 from bench import decode
 from bench.results import DIED_ERROR, KEY_COLUMNS, mark_in_flight, read_rows
+from tests.helpers import assert_usage_error
 
 # One thread: on a shared 2-core machine two OpenMP threads per process thrash (10x slower small ops).
 SMOKE = ["--preset", "smoke", "--device", "cpu", "--threads", "1"]
@@ -142,8 +143,4 @@ def test_flags_narrow_the_preset_and_presets_hold_the_documented_grids(capsys):
     (["--preset", "huge"], "unknown preset 'huge'"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
-    out = tmp_path / "run"
-    assert decode.main(["--device", "cpu", *argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert_usage_error(decode.main, ["--device", "cpu", *argv], tmp_path / "run", capsys, message)

@@ -9,6 +9,7 @@ import torch
 import models
 from bench import numerics
 from bench.results import KEY_COLUMNS, read_rows
+from tests.helpers import assert_usage_error
 
 # One thread: on a shared 2-core machine two OpenMP threads per process thrash (10x slower small ops).
 SMOKE = ["--preset", "smoke", "--device", "cpu", "--threads", "1"]
@@ -127,8 +128,4 @@ def test_float16_cells_of_a_cuda_preset_are_skipped_on_cpu_and_resume_skips_done
     (["--dim", "0"], "--dim: 0 is not positive"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
-    out = tmp_path / "run"
-    assert numerics.main(["--device", "cpu", *argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert_usage_error(numerics.main, ["--device", "cpu", *argv], tmp_path / "run", capsys, message)

@@ -20,6 +20,7 @@ from bench.data import load_corpus, unigram_entropy_bpb
 from bench.recall import IGNORE, recall_batch
 from bench.results import DIED_ERROR, read_rows
 from bench.training import lr_at
+from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--preset", "smoke", "--device", "cpu"]
@@ -144,11 +145,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
     (tmp_path / "short.txt").write_bytes(b"x" * 100)
     argv = [a.format(empty=tmp_path / "empty.txt", missing=tmp_path / "missing.txt", short=tmp_path / "short.txt")
             for a in argv]
-    out = tmp_path / "run"
-    assert perplexity.main([*TINY, *argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert_usage_error(perplexity.main, [*TINY, *argv], tmp_path / "run", capsys, message)
 
 
 def test_enwik8_offline_and_uncached_exits_2(tmp_path, capsys, monkeypatch):

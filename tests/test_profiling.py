@@ -13,6 +13,7 @@ from bench import profiling
 from bench.config import Cell
 from bench.results import DIED_ERROR, mark_in_flight, read_rows
 from bench.scaling import cell_row
+from tests.helpers import assert_usage_error
 
 SMOKE = ["--device", "cpu", "--preset", "smoke"]
 
@@ -149,11 +150,7 @@ def test_a_cell_that_killed_the_process_is_an_error_row_on_resume(tmp_path):
 @pytest.mark.parametrize("flags", [["--models", "gss,nope"], ["--seq-lens", "64,0"], ["--seq-lens", "x"],
                                    ["--preset", "nope"], ["--modes", "bwd"]])
 def test_bad_input_is_one_stderr_line_exit_2_and_writes_nothing(tmp_path, capsys, flags):
-    out = tmp_path / "run"
-    assert profiling.main(["--out", str(out), *SMOKE, *flags]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
-    assert not out.exists()
+    assert_usage_error(profiling.main, [*SMOKE, *flags], tmp_path / "run", capsys)
 
 
 def test_presets_name_the_four_models_and_trace_names_are_unique():

@@ -19,6 +19,7 @@ from bench.flops import count_flops
 from bench.memory import peak_memory_mb
 from bench.results import DIED_ERROR, KEY_COLUMNS, read_rows
 from bench.timing import make_step
+from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--preset", "smoke", "--device", "cpu", "--dim", "16", "--kernel-n", "4", "--kernel-h", "8"]
@@ -212,11 +213,7 @@ def test_presets_hold_the_documented_grids(capsys):
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
-    out = tmp_path / "run"
-    assert scaling.main([*argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert_usage_error(scaling.main, argv, tmp_path / "run", capsys, message)
 
 
 def test_an_unwritable_output_directory_exits_2(tmp_path, capsys):
