@@ -303,7 +303,8 @@ def environment() -> dict[str, Any]:
     except Exception:  # cuDNN probing can fail on odd builds; the run should not
         cudnn = None
     count = torch.cuda.device_count() if (cuda := torch.cuda.is_available()) else 0
-    commit, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain")
+    # dirty: a change to the code; run outputs (results/, plots/, the baselines included) do not count
+    commit, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--", ".", ":!results", ":!plots")
     return {
         "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(), "python": platform.python_version(), "platform": platform.platform(),

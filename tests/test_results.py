@@ -259,6 +259,29 @@ def test_environment_and_write_env(tmp_path):
     assert saved["command"] == "bench.py --name 'a b'"
 
 
+def test_git_dirty_counts_code_changes_not_run_outputs(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "code")
+    monkeypatch.setattr(R, "REPO_ROOT", tmp_path)
+    assert R.environment()["git_dirty"] is False
+    for d in ("results/baselines/cpu", "plots/baselines/cpu"):  # a run writing its own baseline stays clean
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "scaling.csv").write_text("model\n")
+    env = R.environment()
+    assert env["git_dirty"] is False and len(env["git_commit"].strip()) == 40
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert R.environment()["git_dirty"] is True
+    git("checkout", "-q", "code.py")
+    (tmp_path / "new.py").write_text("")  # an untracked source file changes what runs
+    assert R.environment()["git_dirty"] is True
+
+
 def test_run_id_paths_and_writable_dir(tmp_path):
     rid = R.new_run_id()
     assert len(rid) == 20 and rid[8] == "-" and rid[15] == "-"

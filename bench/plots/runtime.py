@@ -49,10 +49,11 @@ def plot_decode(source, out_path):
         return None
     rows = ok(df)
     fig, axes = _axes(2, rows=2, width=5.8, height=4.0)
-    panels = (("time_per_token_ms", "time per new token (ms)"), ("state_mb", "decoding state (MiB)"),
-              ("peak_mem_mb", "peak memory (MiB)"))
+    panels = (("time_per_token_ms", "time per new token (ms)", "Time per new token"),
+              ("state_mb", "decoding state (MiB)", "State held while decoding"),
+              ("peak_mem_mb", "working memory (MiB)", "Extra memory of one new token (beyond state)"))
     multi = rows.dtype.nunique() > 1 if "dtype" in rows else False
-    for ax, (value, ylabel) in zip([axes[0], axes[2], axes[3]], panels):
+    for ax, (value, ylabel, title) in zip([axes[0], axes[2], axes[3]], panels):
         lines = rows.dropna(subset=[value]) if value in rows else rows.iloc[:0]
         for (model, method, dtype), g in lines.groupby(["model", "method", "dtype"], sort=False):
             g = g.groupby("prompt_len")[value].median()
@@ -63,7 +64,7 @@ def plot_decode(source, out_path):
             continue
         _log2_axis(ax, rows.prompt_len, label="prompt length (tokens)")
         _log_y(ax, ylabel)
-        _finish(ax, ylabel[0].upper() + ylabel[1:].split(" (")[0], loc="upper left")
+        _finish(ax, title, loc=None)  # one legend for the figure, below
     speed = analysis.decode_speedup(df)
     ax = axes[1]
     for (model, method), g in (speed.groupby(["model", "method"], sort=False) if not speed.empty else []):
@@ -73,9 +74,11 @@ def plot_decode(source, out_path):
         ax.axhline(1.0, color="gray", linewidth=1)
         _log2_axis(ax, speed.prompt_len, label="prompt length (tokens)")
         _log_y(ax, "reforward time / stepping time (×)")
-        _finish(ax, "Speed-up per token over re-running the prefix", loc="upper left")
+        _finish(ax, "Speed-up per token over re-running the prefix", loc=None)
     else:
         ax.set_axis_off()
+    legend = {label: handle for a in axes for handle, label in zip(*a.get_legend_handles_labels())}
+    fig.legend(legend.values(), legend.keys(), loc="outside right upper", title="model, method", fontsize=9)
     return _save(fig, out_path)
 
 

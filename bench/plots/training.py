@@ -138,5 +138,5 @@ def plot_recall(source, out_path):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (mean ± std over seeds)")
     ax.grid(True, alpha=0.3)
-    _finish(ax, "Associative recall", loc="lower left")
+    _finish(ax, "Multi-query associative recall (MQAR)", loc="upper right")
     return _save(fig, out_path)
