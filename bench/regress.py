@@ -17,8 +17,9 @@ import pandas as pd
 
 from bench.results import KEY_COLUMNS
 
-# Default relative time tolerance per device class; see the README for the spread they were set from.
-TIME_TOLERANCE = {"cpu": 0.35, "cuda": 0.10}
+# Default relative time tolerance per device class. CPU: three times the largest spread of time ratios
+# between identical quick scaling runs on the development machine (14.6%, README); CUDA: not measured yet.
+TIME_TOLERANCE = {"cpu": 0.45, "cuda": 0.10}
 MEM_TOLERANCE = {"cpu": 0.02, "cuda": 0.01}
 BPB_TOLERANCE = 0.02  # relative
 ACCURACY_TOLERANCE = 0.05  # absolute
@@ -242,7 +243,8 @@ def main(argv=None):
     p.add_argument("--baseline", required=True)
     p.add_argument("--current", required=True)
     p.add_argument("--relative", action="store_true", help=f"compare times as ratios to {REFERENCE_MODEL}'s")
-    p.add_argument("--tolerance", type=float, help="relative time tolerance (default: 0.35 CPU, 0.10 CUDA)")
+    p.add_argument("--tolerance", type=float, help="relative time tolerance (default: "
+                   f"{TIME_TOLERANCE['cpu']:g} CPU, {TIME_TOLERANCE['cuda']:g} CUDA)")
     p.add_argument("--mem-tolerance", type=float, help="relative peak-memory tolerance (0.02 CPU, 0.01 CUDA)")
     p.add_argument("--bpb-tolerance", type=float, default=BPB_TOLERANCE, help="relative bits-per-byte tolerance")
     p.add_argument("--accuracy-tolerance", type=float, default=ACCURACY_TOLERANCE, help="absolute recall tolerance")
