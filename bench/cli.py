@@ -14,8 +14,9 @@ import torch
 import models
 from bench import config
 from bench.config import UsageError
+from bench.env import write_env
 from bench.results import (ENV_FILE, RESULTS_DIR, ResultsError, clear_in_flight, ensure_writable_dir, format_value,
-                           mark_in_flight, new_run_id, pending_in_flight, write_env)
+                           mark_in_flight, new_run_id, pending_in_flight)
 
 GRID_FLAGS = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "conv_kernel")
 

@@ -3,7 +3,6 @@
     python -m bench.report RUN_DIR [--plots DIR]      # writes RUN_DIR/REPORT.md (no matplotlib, no torch)
 """
 
-import argparse
 import json
 import os
 import shlex
@@ -14,7 +13,7 @@ import pandas as pd
 
 from bench import analysis
 from bench.analysis import ok
-from bench.results import REPO_ROOT, RESULTS_DIR, ResultsError
+from bench.results import REPO_ROOT, RESULTS_DIR, OneLineParser, ResultsError
 
 
 
@@ -311,14 +310,8 @@ def write_report(run_dir, *, plots_dir=None):
     return path
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv=None):
-    p = _Parser(prog="python -m bench.report", description="REPORT.md of a run, from its CSVs.")
+    p = OneLineParser(prog="python -m bench.report", description="REPORT.md of a run, from its CSVs.")
     p.add_argument("run_dir")
     p.add_argument("--plots", help="figure directory to embed (default: plots/<run_id>/, mirroring results/)")
     args = p.parse_args(argv)

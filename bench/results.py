@@ -1,4 +1,4 @@
-"""Tidy result rows: crash-safe CSV append/resume, in-flight markers, shard merge, env.json.
+"""Tidy result rows: crash-safe CSV append/resume, in-flight markers, shard merge.
 
 A row is one line (newlines in values become spaces) written by one O_APPEND write, so a
 SIGKILL leaves at worst an unterminated last line, which readers ignore and writers cut.
@@ -11,11 +11,7 @@ import io
 import json
 import math
 import os
-import platform
 import secrets
-import shlex
-import socket
-import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -24,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
-ENV_FILE = "env.json"
+ENV_FILE = "env.json"  # written by bench.env
 DIED_ERROR = "process died in this cell"
 
 # Columns identifying one cell per CSV name; suites add their own entries.
@@ -277,61 +273,16 @@ def _merge_csv(name: str, shards: Sequence[Path], key_cols: Sequence[str], *, re
     return None if header is None else _csv_line(header) + "".join(lines)
 
 
-def _git(*args: str) -> str | None:
-    try:
-        r = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout if r.returncode == 0 else None
+class OneLineParser(argparse.ArgumentParser):
+    """A command line whose errors are one `error:` line on stderr and exit code 2 (no usage dump)."""
 
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
-    except OSError:
-        name = None
-    return name or platform.processor() or None
-
-
-def environment() -> dict[str, Any]:
-    """Where and with what a run happened; everything env.json needs except config/command."""
-    import torch
-
-    try:
-        cudnn = torch.backends.cudnn.version()
-    except Exception:  # cuDNN probing can fail on odd builds; the run should not
-        cudnn = None
-    count = torch.cuda.device_count() if (cuda := torch.cuda.is_available()) else 0
-    # dirty: a change to the code; run outputs (results/, plots/, the baselines included) do not count
-    commit, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--", ".", ":!results", ":!plots")
-    return {
-        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "hostname": socket.gethostname(), "python": platform.python_version(), "platform": platform.platform(),
-        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cudnn": cudnn,
-        "cuda_available": cuda, "cuda_device_count": count,
-        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(count)],
-        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_num_threads": torch.get_num_threads(),
-        "git_commit": commit.strip() if commit else None,
-        "git_dirty": None if status is None else bool(status.strip()),
-    }
-
-
-def write_env(run_dir: str | os.PathLike, *, config: Mapping[str, Any], argv: Sequence[str]) -> Path:
-    env = {**environment(), "config": dict(config), "command": shlex.join(str(a) for a in argv)}
-    path = Path(run_dir) / ENV_FILE
-    _atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
-    return path
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
+    def error(self, message: str) -> None:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="python -m bench.results", description="Results utilities.")
+    parser = OneLineParser(prog="python -m bench.results", description="Results utilities.")
     sub = parser.add_subparsers(dest="command", required=True)
     merge = sub.add_parser("merge", help="join shard run directories OUT <- SHARD...")
     merge.add_argument("out")

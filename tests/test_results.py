@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import env as E
 from bench import results as R
 from bench.results import ResultsError, RowWriter, format_value, read_rows
 
@@ -247,13 +248,13 @@ def test_cli_merge_ok_and_bad_input(tmp_path):
 
 
 def test_environment_and_write_env(tmp_path):
-    env = R.environment()
+    env = E.environment()
     for k in ("python", "platform", "torch", "torch_cuda", "cudnn", "cuda_available", "cuda_device_count",
               "cuda_devices", "cpu_model", "cpu_count", "torch_num_threads", "hostname", "git_commit",
               "git_dirty", "timestamp_utc"):
         assert k in env
     assert env["torch"] == torch.__version__ and env["cpu_count"] == os.cpu_count()
-    path = R.write_env(tmp_path, config={"batch": [1, 2], "out": Path("x")}, argv=["bench.py", "--name", "a b"])
+    path = E.write_env(tmp_path, config={"batch": [1, 2], "out": Path("x")}, argv=["bench.py", "--name", "a b"])
     saved = json.loads(path.read_text())
     assert saved["config"] == {"batch": [1, 2], "out": "x"}
     assert saved["command"] == "bench.py --name 'a b'"
@@ -268,18 +269,18 @@ def test_git_dirty_counts_code_changes_not_run_outputs(tmp_path, monkeypatch):
     (tmp_path / "code.py").write_text("x = 1\n")
     git("add", "code.py")
     git("commit", "-qm", "code")
-    monkeypatch.setattr(R, "REPO_ROOT", tmp_path)
-    assert R.environment()["git_dirty"] is False
+    monkeypatch.setattr(E, "REPO_ROOT", tmp_path)
+    assert E.environment()["git_dirty"] is False
     for d in ("results/baselines/cpu", "plots/baselines/cpu"):  # a run writing its own baseline stays clean
         (tmp_path / d).mkdir(parents=True)
         (tmp_path / d / "scaling.csv").write_text("model\n")
-    env = R.environment()
+    env = E.environment()
     assert env["git_dirty"] is False and len(env["git_commit"].strip()) == 40
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert R.environment()["git_dirty"] is True
+    assert E.environment()["git_dirty"] is True
     git("checkout", "-q", "code.py")
     (tmp_path / "new.py").write_text("")  # an untracked source file changes what runs
-    assert R.environment()["git_dirty"] is True
+    assert E.environment()["git_dirty"] is True
 
 
 def test_run_id_paths_and_writable_dir(tmp_path):

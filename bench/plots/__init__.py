@@ -6,7 +6,6 @@ The only module that imports matplotlib. Every plot_xxx(df_or_run_dir, out_path,
 or None (with a note on stderr) when its CSV is absent or has no ok rows.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from bench.plots.runtime import plot_decode, plot_numerics, plot_ops
 from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_kernel_n, plot_memory, plot_time
 from bench.plots.training import plot_bpb, plot_curves, plot_lambda, plot_length_generalisation, plot_recall
 from bench.plots.style import FALLBACK_COLOURS, MODEL_COLOURS, colour, note  # noqa: F401  (the public look)
-from bench.results import ResultsError
+from bench.results import OneLineParser, ResultsError
 
 
 def render_all(run_dir, out_dir):
@@ -43,14 +42,8 @@ FIGURES = {"lm_bits_per_byte.png": plot_bpb, "lm_lambda_imag_exp.png": plot_lamb
            "op_breakdown.png": plot_ops, "decode.png": plot_decode, "numerics.png": plot_numerics}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + message
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv=None):
-    p = _Parser(prog="python -m bench.plots", description="Figures and REPORT.md of a run, from its CSVs.")
+    p = OneLineParser(prog="python -m bench.plots", description="Figures and REPORT.md of a run, from its CSVs.")
     p.add_argument("run_dir")
     p.add_argument("--out", help="figure directory (default: plots/<run_id>/, mirroring results/)")
     args = p.parse_args(argv)
