@@ -7,3 +7,8 @@ def assert_usage_error(main, argv, out, capsys, message=""):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# The smoke preset on one thread: on a shared 2-core machine two OpenMP threads per process thrash (10x slower
+# small ops). --threads sets torch's global thread count: use the restore_threads fixture (conftest.py).
+SMOKE_ONE_THREAD = ["--preset", "smoke", "--threads", "1"]

@@ -7,17 +7,10 @@ import torch
 import models
 from bench import decode
 from bench.results import DIED_ERROR, KEY_COLUMNS, mark_in_flight, read_rows
-from tests.helpers import assert_usage_error
+from tests.helpers import SMOKE_ONE_THREAD, assert_usage_error
 
-# One thread: on a shared 2-core machine two OpenMP threads per process thrash (10x slower small ops).
-SMOKE = ["--preset", "smoke", "--device", "cpu", "--threads", "1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+SMOKE = [*SMOKE_ONE_THREAD, "--device", "cpu"]
+pytestmark = pytest.mark.usefixtures("restore_threads")
 REQUIRED = ("run_id", "model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens",
             "prefill_ms", "time_per_token_ms", "tokens_per_s", "peak_mem_mb", "state_mb", "status", "error")
 

@@ -9,17 +9,10 @@ import torch
 import models
 from bench import numerics
 from bench.results import KEY_COLUMNS, read_rows
-from tests.helpers import assert_usage_error
+from tests.helpers import SMOKE_ONE_THREAD, assert_usage_error
 
-# One thread: on a shared 2-core machine two OpenMP threads per process thrash (10x slower small ops).
-SMOKE = ["--preset", "smoke", "--device", "cpu", "--threads", "1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+SMOKE = [*SMOKE_ONE_THREAD, "--device", "cpu"]
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def run_numerics(out, *extra):
