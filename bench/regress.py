@@ -169,29 +169,29 @@ class Gate:
         elif -change / (1 + change) > max(self.time_tol, noise):
             self.add("improvement", "scaling.csv", cell, what, -change)
 
-    def perplexity(self, base, cur):
-        key = KEY_COLUMNS["perplexity.csv"]
-        for _, row in self.common_rows("perplexity.csv", base, cur, key).iterrows():
+    def trained(self, name, base, cur, column, *, tol, relative, lower_is_better, fmt):
+        """A trained model's quality (bits/byte, recall accuracy) within a relative or absolute tolerance."""
+        key = KEY_COLUMNS[name]
+        for _, row in self.common_rows(name, base, cur, key).iterrows():
             cell = describe(row, key)
-            if self.statuses("perplexity.csv", row, cell):
-                self.exact("perplexity.csv", row, cell, "params")
-                bb, bc = number(row["bits_per_byte_b"]), number(row["bits_per_byte_c"])
-                change = bc / bb - 1
-                if abs(change) > self.bpb_tol:
-                    kind = "regression" if change > 0 else "improvement"
-                    self.add(kind, "perplexity.csv", cell, f"bits_per_byte {bb:.4g} -> {bc:.4g} ({change:+.1%})",
-                             abs(change))
+            if not self.statuses(name, row, cell):
+                continue
+            self.exact(name, row, cell, "params")
+            vb, vc = number(row[column + "_b"]), number(row[column + "_c"])
+            change = vc / vb - 1 if relative else vc - vb
+            if abs(change) > tol:
+                worse = change > 0 if lower_is_better else change < 0
+                shown = f" ({change:+.1%})" if relative else ""
+                self.add("regression" if worse else "improvement", name, cell,
+                         f"{column} {vb:{fmt}} -> {vc:{fmt}}{shown}", abs(change))
+
+    def perplexity(self, base, cur):
+        self.trained("perplexity.csv", base, cur, "bits_per_byte", tol=self.bpb_tol, relative=True,
+                     lower_is_better=True, fmt=".4g")
 
     def recall(self, base, cur):
-        key = KEY_COLUMNS["recall.csv"]
-        for _, row in self.common_rows("recall.csv", base, cur, key).iterrows():
-            cell = describe(row, key)
-            if self.statuses("recall.csv", row, cell):
-                self.exact("recall.csv", row, cell, "params")
-                ab, ac = number(row["accuracy_b"]), number(row["accuracy_c"])
-                if abs(ac - ab) > self.acc_tol:
-                    kind = "regression" if ac < ab else "improvement"
-                    self.add(kind, "recall.csv", cell, f"accuracy {ab:.3f} -> {ac:.3f}", abs(ac - ab))
+        self.trained("recall.csv", base, cur, "accuracy", tol=self.acc_tol, relative=False, lower_is_better=False,
+                     fmt=".3f")
 
 
 def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, bpb_tol=BPB_TOLERANCE,
