@@ -23,7 +23,7 @@ STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
 
 
 def parse(argv):
-    p = cli.Parser(prog="python run_all.py", description=__doc__.splitlines()[0])
+    p = cli.Parser(prog="python run_all.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", help="quick (CPU default) or full (CUDA default); smoke for a seconds-long check")
     p.add_argument("--out", help="run directory (default: a fresh results/<run_id>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")

@@ -220,7 +220,7 @@ def run(args, out_dir, run_id, device, preset):
 
 
 def main(argv=None):
-    p = cli.parser("python -m bench.decode", __doc__.splitlines()[0])
+    p = cli.parser("python -m bench.decode", __doc__.split("\n\n")[0])
     p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
     p.add_argument("--prompt-lens", help="comma-separated positive prompt lengths")
     p.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}")

@@ -197,7 +197,7 @@ def run(args, out_dir, run_id, device, preset):
 
 
 def main(argv=None):
-    p = cli.parser("python -m bench.numerics", __doc__.splitlines()[0])
+    p = cli.parser("python -m bench.numerics", __doc__.split("\n\n")[0])
     p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
     p.add_argument("--seq-lens", help="comma-separated positive integers")
     p.add_argument("--dtypes", help=f"comma-separated, from: {', '.join(DTYPES)} (float16: CUDA only)")

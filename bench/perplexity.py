@@ -227,7 +227,7 @@ def run(args, out_dir, run_id, device, preset):
 
 
 def main(argv=None):
-    parser = cli.parser("python -m bench.perplexity", __doc__.splitlines()[0])
+    parser = cli.parser("python -m bench.perplexity", __doc__.split("\n\n")[0])
     add_flags(parser)
     return cli.run_suite(parser, argv, csv_name=CSVS, presets=PERPLEXITY_PRESETS, run=run, build_cells=build_cells,
                          convert=convert)

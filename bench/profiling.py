@@ -212,7 +212,7 @@ def run(args, out_dir, run_id, device, preset):
 
 
 def main(argv=None):
-    parser = cli.parser("python -m bench.profiling", __doc__.splitlines()[0])
+    parser = cli.parser("python -m bench.profiling", __doc__.split("\n\n")[0])
     cli.add_grid_flags(parser)
     return cli.run_suite(parser, argv, csv_name=CSV, presets=PROFILE_PRESETS, build_cells=build_cells, run=run)
 

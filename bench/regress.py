@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import KEY_COLUMNS
+from bench.results import KEY_COLUMNS, ResultsError, read_rows
 
 # Default relative time tolerance per device class. CPU: three times the largest spread of time ratios
 # between identical quick scaling runs on the development machine (14.6%, README); CUDA: not measured yet.
@@ -41,18 +41,45 @@ class Finding:
     severity: float  # for ordering, worst first
 
 
+# The measured columns each gated CSV must carry, numeric and positive in every ok row.
+VALUE_COLUMNS = {"scaling.csv": ("params", "flops", "time_ms", "time_iqr_ms", "repeats", "peak_mem_mb"),
+                 "perplexity.csv": ("params", "bits_per_byte"), "recall.csv": ("params", "accuracy")}
+MAY_BE_ZERO = {"time_iqr_ms", "accuracy", "peak_mem_mb"}
+
+
 def load(run_dir, name):
+    """The CSV's complete rows as strings (a torn last line, from a killed run, is left out), checked:
+    key and value columns present, one row per cell, ok rows with numeric values."""
     path = Path(run_dir) / name
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise CompareError(f"{path}: malformed CSV ({' '.join(str(error).split())})") from None
-    missing = [c for c in (*KEY_COLUMNS[name], "status") if c not in df.columns]
+    try:
+        rows = read_rows(path)
+    except ResultsError as error:
+        raise CompareError(f"malformed CSV: {error}") from None
+    columns = (*KEY_COLUMNS[name], "status", *VALUE_COLUMNS[name])
+    header = list(rows[0]) if rows else _header(path)
+    missing = [c for c in columns if c not in header]
     if missing:
         raise CompareError(f"{path}: malformed, missing columns {', '.join(missing)}")
+    df = pd.DataFrame(rows, columns=header, dtype=str)
+    twice = df[df.duplicated(list(KEY_COLUMNS[name]), keep=False)]
+    if len(twice):
+        raise CompareError(f"{path}: malformed, cell measured twice ({describe(twice.iloc[0], KEY_COLUMNS[name])})")
+    for _, row in df[df.status == "ok"].iterrows():
+        for column in VALUE_COLUMNS[name]:
+            value = number(row[column])
+            if not (value > 0 or (value == 0 and column in MAY_BE_ZERO)):
+                raise CompareError(f"{path}: malformed, {column}={row[column]!r} in an ok cell "
+                                   f"({describe(row, KEY_COLUMNS[name])})")
     return df
+
+
+def _header(path):
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").partition("\n")[0].split(",")
+    except OSError as error:
+        raise CompareError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def device_class(df):
@@ -122,6 +149,10 @@ class Gate:
         key = [k for k in KEY_COLUMNS["scaling.csv"] if not (self.relative and k == "device")]
         both = self.common_rows("scaling.csv", base, cur, key)
         ratios = {"b": self.reference_times(base), "c": self.reference_times(cur)}
+        if self.relative and not (ratios["b"][0] and ratios["c"][0]):
+            raise CompareError(f"--relative compares times as ratios to {REFERENCE_MODEL}, and "
+                               f"{'the baseline' if not ratios['b'][0] else 'the current run'} has no ok "
+                               f"{REFERENCE_MODEL} cell in scaling.csv")
         for _, row in both.iterrows():
             cell = describe(row, key)
             if not self.statuses("scaling.csv", row, cell):
@@ -239,7 +270,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None):
-    p = _Parser(prog="python -m bench.regress", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m bench.regress", description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", required=True)
     p.add_argument("--current", required=True)
     p.add_argument("--relative", action="store_true", help=f"compare times as ratios to {REFERENCE_MODEL}'s")

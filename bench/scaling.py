@@ -143,7 +143,7 @@ def run(args, out_dir, run_id, device, preset):
 
 
 def main(argv=None):
-    parser = cli.parser("python -m bench.scaling", __doc__.splitlines()[0])
+    parser = cli.parser("python -m bench.scaling", __doc__.split("\n\n")[0])
     cli.add_grid_flags(parser)
     return cli.run_suite(parser, argv, csv_name=CSV, presets=SCALING_PRESETS, build_cells=build_cells, run=run)
 

@@ -126,6 +126,42 @@ def test_a_malformed_baseline_exits_2_with_one_line(tmp_path, content):
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("edit,message", [
+    (None, "missing columns time_ms"),
+    (dict(time_ms=0), "time_ms='0' in an ok cell (model=gss mode=fwdbwd"),
+    (dict(time_ms="abc"), "time_ms='abc' in an ok cell"),
+    (dict(flops=""), "flops='' in an ok cell"),
+])
+def test_a_current_run_with_bad_values_exits_2_not_1(tmp_path, capsys, edit, message):
+    columns = [c for c in COLUMNS if edit is not None or c != "time_ms"]  # None: the column is missing
+    rows = scaling_rows(edit=lambda r: r.update(edit) if edit and r["model"] == "gss" and r["seq_len"] == 512 else 0)
+    base = write(tmp_path / "base", "scaling.csv", COLUMNS, scaling_rows())
+    cur = write(tmp_path / "cur", "scaling.csv", columns, rows)
+    assert regress.main(["--baseline", str(base), "--current", str(cur)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cell_measured_twice_exits_2_and_a_torn_last_row_is_left_out(tmp_path, capsys):
+    rows = scaling_rows()
+    code, _, err = gate(tmp_path / "twice", capsys, rows, rows + rows[:1])
+    assert code == 2 and "cell measured twice (model=gss" in err
+    base = write(tmp_path / "base", "scaling.csv", COLUMNS, rows)
+    cur = write(tmp_path / "cur", "scaling.csv", COLUMNS, rows)
+    with open(cur / "scaling.csv", "a") as f:
+        f.write("r,gss,fwdbwd,float32,cpu,1,2048,64,512,256,tr")  # a run killed mid-write
+    assert regress.main(["--baseline", str(base), "--current", str(cur)]) == 0
+    assert "6 cells compared" in capsys.readouterr().out
+
+
+def test_relative_without_the_reference_model_exits_2(tmp_path, capsys):
+    no_attention = [r for r in scaling_rows(scale=3.0) if r["model"] != "attention"]
+    code, out, err = gate(tmp_path, capsys, scaling_rows(), no_attention, "--relative")
+    assert code == 2 and out == ""
+    assert err == ("error: --relative compares times as ratios to attention, and the current run has no ok "
+                   "attention cell in scaling.csv\n")
+
+
 def test_a_missing_baseline_or_no_common_cell_exits_2(tmp_path, capsys):
     cur = write(tmp_path / "cur", "scaling.csv", COLUMNS, scaling_rows())
     assert regress.main(["--baseline", str(tmp_path / "nope"), "--current", str(cur)]) == 2
