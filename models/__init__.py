@@ -16,6 +16,7 @@ Every layer also decodes incrementally (inference only; a state is advanced in p
     lm.generate(prompt_ids, new_tokens, method="recurrent" | "kv_cache" | "reforward")
 """
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,8 +38,8 @@ def _positive_int_or_none(name, value):
 
 
 def _positive_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
 def _boolean(name, value):

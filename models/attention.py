@@ -16,9 +16,13 @@ from .ops import check_sequence, check_token, matmul_flops
 
 
 def resolve_heads(dim, heads=None, head_dim=None):
-    """Number of heads from `heads` or `head_dim` (default: heads of 64 channels, at least one)."""
+    """Number of heads from `heads` or `head_dim` (default: the most heads, at most dim // 64 and at least
+    one, that split dim into even head sizes: 64 channels each when 64 divides dim)."""
     if heads is None and head_dim is None:
-        heads = max(1, dim // 64)
+        fits = [h for h in range(max(1, dim // 64), 0, -1) if dim % h == 0 and (dim // h) % 2 == 0]
+        if not fits:
+            raise ValueError(f"attention needs an even dim (rotary embedding), got dim={dim}")
+        heads = fits[0]
     elif heads is None:
         if head_dim <= 0 or dim % head_dim:
             raise ValueError(f"head_dim must be a positive divisor of dim={dim}, got {head_dim}")

@@ -20,6 +20,8 @@ class LearnedConv(nn.Module):
 
     def __init__(self, *, dim, conv_kernel=64, device=None, dtype=None):
         super().__init__()
+        if isinstance(conv_kernel, bool) or not isinstance(conv_kernel, int) or conv_kernel <= 0:
+            raise ValueError(f"conv_kernel must be a positive integer, got {conv_kernel!r}")
         factory = dict(device=device, dtype=dtype)
         self.dim, self.conv_kernel = dim, conv_kernel
         self.norm = nn.LayerNorm(dim, **factory)

@@ -43,6 +43,10 @@ class DSS(nn.Module):
         super().__init__()
         if conv_mode not in CONV_MODES:
             raise ValueError(f"unknown conv_mode {conv_mode!r}; valid: {', '.join(CONV_MODES)}")
+        if conv_kernel is not None and (conv_mode == "fft" or isinstance(conv_kernel, bool)
+                                        or not isinstance(conv_kernel, int) or conv_kernel <= 0):
+            raise ValueError(f"conv_kernel must be None or a positive integer with conv_mode='direct', got "
+                             f"{conv_kernel!r} with conv_mode={conv_mode!r}")
         factory = dict(device=device, dtype=dtype)
         self.dim, self.kernel_N = dim, kernel_N
         self.dss_kernel_lambda_imag_exp = dss_kernel_lambda_imag_exp
@@ -55,10 +59,14 @@ class DSS(nn.Module):
         self.param_D = nn.Parameter(torch.randn(dim, **factory))  # learned weighted residual
 
     def lambda_and_c(self):
-        """Lambda (N,) and the discretised C' (H, N), both complex."""
-        imag = self.Lambda_imag.exp() if self.dss_kernel_lambda_imag_exp else self.Lambda_imag
-        Lambda = -self.Lambda_real.exp() + 1j * imag
-        C = (self.C_real + 1j * self.C_imag) * (Lambda.exp() - 1) / Lambda
+        """Lambda (N,) and the discretised C' (H, N), both complex (complex64 for float16/bfloat16
+        parameters: there is no complex type of that precision to compute in)."""
+        Lambda_real, Lambda_imag, C_real, C_imag = (
+            p.float() if p.dtype in (torch.float16, torch.bfloat16) else p
+            for p in (self.Lambda_real, self.Lambda_imag, self.C_real, self.C_imag))
+        imag = Lambda_imag.exp() if self.dss_kernel_lambda_imag_exp else Lambda_imag
+        Lambda = -Lambda_real.exp() + 1j * imag
+        C = (C_real + 1j * C_imag) * (Lambda.exp() - 1) / Lambda
         return Lambda, C
 
     def kernel(self, seq_len):
@@ -94,7 +102,7 @@ class DSS(nn.Module):
             K = self.kernel(self.taps(x.shape[1]))
             u = u.to(K.dtype)
             y = fft_conv(u, K) if self.conv_mode == "fft" else direct_conv(u, K)
-        return y + residual, u
+        return y.to(residual.dtype) + residual, u  # a no-op but for float16/bfloat16 parameters
 
     def _constants(self, *, device=None, dtype=None):
         """exp(Lambda) (N,) and C' (H, N) in the complex dtype matching `dtype` (default: the parameters')."""
@@ -120,10 +128,10 @@ class DSS(nn.Module):
         residual = u * self.param_D
         with torch.autocast(x_t.device.type, enabled=False):
             if isinstance(state, ConvState):
-                return state.step(u) + residual, state
+                return state.step(u).to(residual.dtype) + residual, state
             state.s = state.decay * state.s + u.to(state.s.dtype)[..., None]  # (B, H, N)
             y = torch.einsum("bhn,hn->bh", state.s, state.C).real
-        return y + residual, state
+        return y.to(residual.dtype) + residual, state
 
     def prefill(self, x, *, max_len=None):
         """The forward over a prompt x (B, L, H) and the state after it, without stepping:
@@ -156,6 +164,8 @@ class GatedUnit(nn.Module):
         factory = dict(device=device, dtype=dtype)
         self.dim, self.reverse_seq = dim, reverse_seq
         self.dim_hidden, self.hidden_H = int(dim_expansion_factor * dim), hidden_H
+        if self.dim_hidden < 1:
+            raise ValueError(f"dim_expansion_factor * dim must be at least 1, got {dim_expansion_factor} * {dim}")
         self.norm = nn.LayerNorm(dim, **factory)
         self.to_u = nn.Sequential(nn.Linear(dim, self.dim_hidden, bias=False, **factory), nn.GELU())
         self.to_v = nn.Sequential(nn.Linear(dim, hidden_H, bias=False, **factory), nn.GELU())

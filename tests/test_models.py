@@ -214,6 +214,33 @@ def test_attention_parameter_count_is_within_ten_percent_of_gss_at_dim_512():
     assert models.build_layer("attention", dim=512, device="meta").heads == 8  # head dim 64
 
 
+@pytest.mark.parametrize("dim,heads", [(512, 8), (200, 2), (130, 1), (96, 1), (32, 1)])
+def test_default_heads_split_dim_into_even_heads(dim, heads):
+    layer = models.build_layer("attention", dim=dim, device="meta")
+    assert layer.heads == heads and (dim // heads) % 2 == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["gss", "gss-direct"])
+def test_low_precision_parameters_run_and_stay_close_to_float32(name, dtype):
+    """Parameters in float16/bfloat16 (not autocast): the DSS kernel is computed in complex64, the output
+    comes back in the parameters' dtype, and the step mode agrees with the forward."""
+    reference = small_layer(name, dtype=torch.float32)
+    layer = small_layer(name, dtype=dtype)
+    layer.load_state_dict({k: v.to(dtype) for k, v in reference.state_dict().items()})
+    x = torch.randn(2, 24, DIM)
+    y = layer(x.to(dtype))
+    assert y.dtype == dtype
+    assert rel_err(y.float(), reference(x)) < 2e-2
+    state = layer.init_state(2)
+    steps = []
+    for t in range(x.shape[1]):
+        y_t, state = layer.step(x[:, t].to(dtype), state)
+        steps.append(y_t)
+    assert torch.stack(steps, 1).dtype == dtype
+    assert rel_err(torch.stack(steps, 1).float(), y.float()) < 2e-2
+
+
 # ---- bad arguments ----
 
 @pytest.mark.parametrize("call,match", [
@@ -229,6 +256,12 @@ def test_attention_parameter_count_is_within_ten_percent_of_gss_at_dim_512():
     (lambda: models.build_layer("attention", dim=48, head_dim=64), "head_dim must be a positive divisor"),
     (lambda: models.build_lm("gss", num_tokens=0, dim=8, depth=1), "num_tokens must be a positive integer"),
     (lambda: models.build_lm("conv", num_tokens=8, dim=8, depth=1, conv_kernel=0), "conv_kernel"),
+    (lambda: models.build_layer("gss", dim=16, dim_expansion_factor=0.01), "dim_expansion_factor \\* dim must be"),
+    (lambda: models.build_layer("gss", dim=16, dim_expansion_factor=float("inf")), "positive finite number"),
+    (lambda: models.build_layer("attention", dim=3), "attention needs an even dim"),
+    (lambda: models.GSS(dim=8, conv_mode="direct", conv_kernel=0), "conv_kernel must be None or a positive"),
+    (lambda: models.GSS(dim=8, conv_kernel=5), "with conv_mode='fft'"),
+    (lambda: models.conv.LearnedConv(dim=8, conv_kernel=0), "conv_kernel must be a positive integer"),
 ])
 def test_bad_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
