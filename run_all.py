@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
-from bench import cli, decode, numerics, perplexity, plots, profiling, regress, scaling  # noqa: E402
+from bench import cli, decode, env, numerics, perplexity, plots, profiling, regress, scaling  # noqa: E402
 from bench.config import UsageError  # noqa: E402
 from bench.results import RESULTS_DIR, new_run_id  # noqa: E402
 
@@ -56,6 +56,8 @@ def main(argv=None):
             code = SUITES[name](common)
             if code:
                 return code
+    if any(name in args.only for name in SUITES):
+        env.record_command(out_dir, ["run_all.py", *(sys.argv[1:] if argv is None else argv)])
     print(f"run directory: {out_dir}")
     if "plots" in args.only:
         print("== plots and report", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import read_rows
+from bench.results import ResultsError, read_rows
 
 NUMERIC = {"batch", "seq_len", "dim", "params", "flops", "tflops_per_s", "tokens_per_s", "time_ms", "time_iqr_ms",
            "repeats", "peak_mem_mb", "seed", "depth", "train_seq_len", "eval_seq_len", "steps", "tokens",
@@ -23,15 +23,33 @@ KNOWN_MODELS = ("gss", "gss-direct", "conv", "attention")
 MODES = ("fwd", "fwdbwd")
 
 
+# The columns the findings and figures read, per CSV.
+READ_COLUMNS = {
+    "scaling.csv": ("model", "mode", "dtype", "seq_len", *OPTIONS, "status", "time_ms", "time_iqr_ms",
+                    "peak_mem_mb", "flops", "tflops_per_s"),
+    "perplexity.csv": ("model", "corpus", "seed", "kernel_N", "lambda_imag_exp", "conv_kernel", "train_seq_len",
+                       "eval_seq_len", "status", "bits_per_byte", "entropy_floor_bpb"),
+    "train_curve.csv": ("model", "seed", "step", "loss"),
+    "recall.csv": ("model", "seq_len", "status", "accuracy"),
+    "op_breakdown.csv": ("model", "mode", "seq_len", "category", "status", "time_ms", "fraction"),
+    "decode.csv": ("model", "method", "dtype", "prompt_len", "status", "prefill_ms", "time_per_token_ms",
+                   "peak_mem_mb", "state_mb"),
+    "numerics.csv": ("model", "dtype", "seq_len", "status", "out_rel_err", "grad_rel_err"),
+}
+
+
 def load_csv(run_dir, name):
     """One CSV of a run as a frame (numbers parsed, everything else the strings written), or None when the
-    file is absent or holds no rows."""
+    file is absent or holds no rows; ResultsError when it is malformed or lacks a column the readers need."""
     path = Path(run_dir) / name
     if not path.exists():
         return None
     rows = read_rows(path)  # ignores a torn last line of a run still in flight
     if not rows:
         return None
+    missing = [c for c in READ_COLUMNS.get(name, ()) if c not in rows[0]]
+    if missing:
+        raise ResultsError(f"{path}: malformed, missing columns {', '.join(missing)}")
     df = pd.DataFrame(rows)
     for column in NUMERIC.intersection(df.columns):
         df[column] = pd.to_numeric(df[column], errors="coerce")
@@ -69,26 +87,56 @@ def _series_key(rows):
     return rows.kernel_N + "|" + rows.kernel_H + "|" + rows.lambda_imag_exp + "|" + taps
 
 
-def sweep_rows(df, model, *, mode, dtype="float32", options=None):
-    """Every row (any status) of one model's length sweep: the option set whose ok cells cover the most lengths
-    (ablations hold one length each)."""
+def _sweep_groups(df, model, *, mode, dtype, options=None):
+    """A model's length sweeps in (mode, dtype): every option set whose ok cells cover the most lengths
+    (ablations hold one length each, so a preset's sweep stands alone; two sweeps of equal reach, as from
+    `--kernel-n 64,512`, are both kept), as (key, rows of any status), in the order of the CSV."""
     rows = df[(df.model == model) & (df["mode"] == mode) & (df.dtype == dtype)]
     for column, value in (options or {}).items():
         rows = rows[rows[column] == value]
     keys = _series_key(rows)
     good = rows.status == "ok"
     if not good.any():
-        return rows.iloc[:0]
-    best = rows[good].groupby(keys[good]).seq_len.nunique().idxmax()
-    return rows[keys == best]
+        return []
+    reach = rows[good].groupby(keys[good], sort=False).seq_len.nunique()
+    return [(key, rows[keys == key]) for key in reach.index[reach == reach.max()]]
+
+
+def _label(model, key, keys):
+    """The model's name, plus the options that tell its tied sweeps apart."""
+    if len(keys) == 1:
+        return model
+    parts = [k.split("|") for k in keys]
+    own = key.split("|")
+    return model + "".join(f" {name}={own[i]}" for i, name in enumerate(OPTIONS)
+                           if len({p[i] for p in parts}) > 1)
+
+
+def model_sweeps(df, model, *, mode, dtype="float32"):
+    """label -> rows (any status) of each of a model's length sweeps; the label is the model's name alone
+    when it has one sweep, else the name and the options that differ, e.g. "gss kernel_N=64"."""
+    groups = _sweep_groups(df, model, mode=mode, dtype=dtype)
+    keys = [k for k, _ in groups]
+    return {_label(model, k, keys): rows for k, rows in groups}
+
+
+def sweep_rows(df, model, *, mode, dtype="float32", options=None):
+    """Every row (any status) of one model's length sweep: the option set whose ok cells cover the most
+    lengths; among sweeps of equal reach, the first in the CSV (see model_sweeps for all of them)."""
+    groups = _sweep_groups(df, model, mode=mode, dtype=dtype, options=options)
+    return groups[0][1] if groups else df.iloc[:0]
+
+
+def _series(rows, value):
+    rows = ok(rows)
+    if not len(rows):
+        return pd.Series(dtype=float)
+    return rows.groupby("seq_len")[value].median().sort_index()
 
 
 def length_series(df, model, *, mode, dtype="float32", options=None, value="time_ms"):
     """seq_len -> median `value` of one model's ok cells along its length sweep."""
-    rows = ok(sweep_rows(df, model, mode=mode, dtype=dtype, options=options))
-    if not len(rows):
-        return pd.Series(dtype=float)
-    return rows.groupby("seq_len")[value].median().sort_index()
+    return _series(sweep_rows(df, model, mode=mode, dtype=dtype, options=options), value)
 
 
 def fitted_slope(series, *, upper_half=True):
@@ -132,10 +180,21 @@ def crossover_text(a_series, b_series, *, a="gss", b="attention"):
     return f"none: {b} faster at seq_len {common[-1]:,} (longest common length)"
 
 
-def sweeps(df, *, mode, dtype, value="time_ms"):
-    """model -> length series of `value` for every model with a sweep in (mode, dtype)."""
-    out = {m: length_series(df, m, mode=mode, dtype=dtype, value=value) for m in ordered_models(df.model)}
-    return {m: s for m, s in out.items() if not s.empty}
+def sweeps(df, *, mode, dtype, value="time_ms", models=None):
+    """label -> length series of `value` for every length sweep in (mode, dtype) (labels: model_sweeps)."""
+    out = {}
+    for model in ordered_models(df.model) if models is None else models:
+        for label, rows in model_sweeps(df, model, mode=mode, dtype=dtype).items():
+            series = _series(rows, value)
+            if not series.empty:
+                out[label] = series
+    return out
+
+
+def crossovers(df, *, mode, dtype, a="gss", b="attention"):
+    """(label of a, label of b, crossover_text) for every pair of their length sweeps in (mode, dtype)."""
+    sa, sb = sweeps(df, mode=mode, dtype=dtype, models=[a]), sweeps(df, mode=mode, dtype=dtype, models=[b])
+    return [(la, lb, crossover_text(x, y, a=la, b=lb)) for la, x in sa.items() for lb, y in sb.items()]
 
 
 def key_lengths(series_by_model):
@@ -321,22 +380,23 @@ def failed_cells(run_dir):
 
 
 def headline(run_dir, *, a="gss", b="attention", dtype="float32"):
-    """Crossover of a over b per mode, and every model's fitted slope per mode."""
+    """Crossover of a over b per mode (each pair of their sweeps), and every sweep's fitted slope per mode."""
     df = load_scaling(run_dir)
     lines = []
     for mode in MODES:
         if df is None:
             break
-        sa, sb = length_series(df, a, mode=mode, dtype=dtype), length_series(df, b, mode=mode, dtype=dtype)
-        if sa.empty or sb.empty:
+        sa, sb = sweeps(df, mode=mode, dtype=dtype, models=[a]), sweeps(df, mode=mode, dtype=dtype, models=[b])
+        if not sa or not sb:
             continue
-        cross = crossover(sa, sb)
-        lines.append(f"{mode} {dtype}: {a} faster than {b} above seq_len "
-                     + (f"{cross:.0f}" if cross else "(no crossover in the measured range)"))
-        for model in sorted(df.model.unique()):
-            slope = fitted_slope(length_series(df, model, mode=mode, dtype=dtype))
+        for (la, x), (lb, y) in ((p, q) for p in sa.items() for q in sb.items()):
+            cross = crossover(x, y)
+            lines.append(f"{mode} {dtype}: {la} faster than {lb} above seq_len "
+                         + (f"{cross:.0f}" if cross else "(no crossover in the measured range)"))
+        for label, series in sorted(sweeps(df, mode=mode, dtype=dtype).items()):
+            slope = fitted_slope(series)
             if slope is not None:
-                lines.append(f"  {model}: time ~ seq_len^{slope:.2f}")
+                lines.append(f"  {label}: time ~ seq_len^{slope:.2f}")
     return lines
 
 

@@ -109,9 +109,7 @@ def scaling_section(run_dir, figs):
     pairs = analysis.modes_dtypes(df)
     rows = []
     for mode, dtype in pairs:
-        sa, sb = (analysis.length_series(df, m, mode=mode, dtype=dtype) for m in ("gss", "attention"))
-        if len(sa) and len(sb):
-            text = analysis.crossover_text(sa, sb)
+        for _, _, text in analysis.crossovers(df, mode=mode, dtype=dtype):
             rows.append((mode, dtype, text))
             findings.append(f"{mode} {dtype}: {text}")
     if rows:
@@ -137,10 +135,11 @@ def scaling_section(run_dir, figs):
         for mode, dtype in pairs:
             frame = analysis.at_lengths(df, mode=mode, dtype=dtype, value=value)
             for length, r in frame.iterrows():
-                winner = r.dropna().idxmin()
+                least = r.dropna()
+                winner = ", ".join(least.index[least == least.min()])  # every model of a tie
                 out.append((mode, dtype, tokens(length), *(f"{v:,.1f}" if pd.notna(v) else "" for v in r), winner))
                 missing = ", ".join(r.index[r.isna()])
-                findings.append(f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({r[winner]:,.1f} {unit})"
+                findings.append(f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({least.min():,.1f} {unit})"
                                 + (f"; {missing} did not reach it" if missing else ""))
             header = ["mode", "dtype", "seq_len", *frame.columns, best]
         lines += table(header, out) if out else []

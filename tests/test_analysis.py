@@ -7,20 +7,22 @@ import pandas as pd
 import pytest
 
 from bench.analysis import (crossover, crossover_text, decode_speedup, failed_cells, fitted_slope, headline,
-                            lambda_deltas, length_series, load_csv, load_scaling, numerics_worst, option_ablation,
-                            sweep_rows, with_labels)
+                            lambda_deltas, length_series, load_csv, load_scaling, model_sweeps, numerics_worst,
+                            option_ablation, sweep_rows, sweeps, with_labels)
 from bench.scaling import COLUMNS
 
 
 def write_fixture(path, times):
-    """times: {(model, mode): {seq_len: time_ms}} -> a scaling.csv in the suite's format."""
+    """times: {(model, mode) or (model, mode, kernel_N): {seq_len: time_ms}} -> a scaling.csv in the suite's
+    format."""
     with open(path / "scaling.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
-        for (model, mode), series in times.items():
+        for (model, mode, *kernel_N), series in times.items():
             for seq_len, time_ms in series.items():
                 writer.writerow(dict(run_id="fixture", model=model, mode=mode, dtype="float32", device="cpu", batch=1,
                                      seq_len=seq_len, dim=64, compiled="false", time_ms=time_ms,
+                                     kernel_N=kernel_N[0] if kernel_N else "", peak_mem_mb=1.0,
                                      status="ok" if time_ms is not None else "oom"))
 
 
@@ -37,6 +39,29 @@ def test_slope_and_crossover_of_power_laws(tmp_path):
     assert crossover(gss, attention) == pytest.approx(2000.0)
     assert headline(tmp_path) == ["fwdbwd float32: gss faster than attention above seq_len 2000",
                                   "  attention: time ~ seq_len^2.00", "  gss: time ~ seq_len^1.00"]
+
+
+def test_two_sweeps_of_equal_reach_are_both_kept_and_labelled(tmp_path):
+    # --kernel-n 64,512 over the same lengths: two gss sweeps; gss N=64 is twice as fast as N=512
+    write_fixture(tmp_path, {("gss", "fwdbwd", "512"): {L: 2.0 * L for L in LENGTHS},
+                             ("gss", "fwdbwd", "64"): {L: 1.0 * L for L in LENGTHS},
+                             ("gss", "fwdbwd", "1024"): {1024: 5000.0},  # an ablation cell: not a sweep
+                             ("attention", "fwdbwd"): {L: L * L / 1000 for L in LENGTHS}})
+    df = load_scaling(tmp_path)
+    assert list(model_sweeps(df, "gss", mode="fwdbwd")) == ["gss kernel_N=512", "gss kernel_N=64"]
+    assert list(model_sweeps(df, "attention", mode="fwdbwd")) == ["attention"]
+    series = sweeps(df, mode="fwdbwd", dtype="float32")
+    assert series["gss kernel_N=64"][8192] == 8192.0 and series["gss kernel_N=512"][8192] == 16384.0
+    assert headline(tmp_path)[:2] == ["fwdbwd float32: gss kernel_N=512 faster than attention above seq_len 2000",
+                                      "fwdbwd float32: gss kernel_N=64 faster than attention above seq_len 1000"]
+
+
+def test_a_single_length_keeps_every_option_set_apart(tmp_path):
+    write_fixture(tmp_path, {("gss", "fwd", "64"): {2048: 10.0}, ("gss", "fwd", "1024"): {2048: 30.0},
+                             ("attention", "fwd"): {2048: 20.0}})
+    series = sweeps(load_scaling(tmp_path), mode="fwd", dtype="float32")
+    assert {k: v[2048] for k, v in series.items()} == {"gss kernel_N=64": 10.0, "gss kernel_N=1024": 30.0,
+                                                        "attention": 20.0}
 
 
 def test_failed_cells_are_gaps_and_no_crossover_is_reported_as_none(tmp_path):

@@ -78,6 +78,25 @@ def test_an_empty_run_dir_renders_nothing(tmp_path, capsys):
     assert not (tmp_path / "plots").exists()
 
 
+@pytest.mark.parametrize("name,column", [("scaling.csv", "peak_mem_mb"), ("perplexity.csv", "kernel_N"),
+                                         ("decode.csv", "dtype"), ("numerics.csv", "grad_rel_err")])
+def test_a_csv_without_a_column_the_figures_read_exits_2_with_one_line(tmp_path, name, column):
+    import csv
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    rows = list(csv.DictReader(open(run / name, newline="")))
+    with open(run / name, "w", newline="") as f:
+        writer = csv.DictWriter(f, [c for c in rows[0] if c != column], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    for module in ("bench.plots", "bench.report"):
+        flags = ["--out", str(tmp_path / "figs")] if module == "bench.plots" else []
+        done = subprocess.run([sys.executable, "-m", module, str(run), *flags], cwd=REPO_ROOT, capture_output=True,
+                              text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == f"error: {run / name}: malformed, missing columns {column}"
+
+
 def test_failed_cells_are_gaps_and_all_failed_is_skipped(tmp_path, capsys):
     df = analysis.load_scaling(FIXTURE)
     only_attention = df[(df.model == "attention") & (df["mode"] == "fwd")]

@@ -99,6 +99,19 @@ def test_a_run_dir_outside_results_gets_plots_by_its_name(tmp_path):
     assert report.default_plots_dir(tmp_path / "x" / "run7") == REPO_ROOT / "plots" / "run7"
 
 
+def test_a_tie_names_every_model_and_tied_sweeps_each_get_a_crossover(tmp_path):
+    from tests.test_analysis import LENGTHS, write_fixture
+    write_fixture(tmp_path, {("gss", "fwd", "512"): {L: 2.0 * L for L in LENGTHS},
+                             ("gss", "fwd", "64"): {L: 1.0 * L for L in LENGTHS},
+                             ("conv", "fwd"): {L: 1.0 * L for L in LENGTHS},
+                             ("attention", "fwd"): {L: L * L / 1000 for L in LENGTHS}})
+    text = report.write_report(tmp_path, plots_dir=tmp_path / "no-plots").read_text()
+    assert "| fwd | float32 | gss kernel_N=512 faster than attention above seq_len ≈ 2,000 |" in text
+    assert "| fwd | float32 | gss kernel_N=64 faster than attention above seq_len ≈ 1,000 |" in text
+    assert "- fwd float32, seq_len 8,192: fastest gss kernel_N=64, conv (8,192.0 ms)" in text
+    assert "- fwd float32, seq_len 8,192: lowest memory gss kernel_N=512, gss kernel_N=64, conv, attention (1.0 MiB)" in text
+
+
 def test_shell_command_unquotes_the_module_invocation():
     command = "'python -m bench.scaling' --out '/tmp/a b'"
     assert report.shell_command(command) == "python -m bench.scaling --out '/tmp/a b'"

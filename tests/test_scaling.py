@@ -1,6 +1,7 @@
 """The scaling suite end to end: rows and formats, FLOPs against the analytic formulas, failures as rows,
 kill and resume, shards, and bad input."""
 
+import json
 import os
 import signal
 import subprocess
@@ -241,5 +242,9 @@ def test_run_all_runs_the_scaling_suite_into_one_directory(tmp_path, capsys):
     assert run_all.main(["--preset", "smoke", "--device", "cpu", "--out", str(tmp_path)]) == 0
     assert str(tmp_path) in capsys.readouterr().out
     assert len(read_rows(tmp_path / "scaling.csv")) == 16
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["command"] == f"run_all.py --preset smoke --device cpu --out {tmp_path}"  # the whole run's command
+    assert set(env["config"]["suites"]) == {"scaling", "perplexity", "profiling", "decode", "numerics"}
+    assert "python run_all.py --preset smoke" in (tmp_path / "REPORT.md").read_text()
     assert run_all.main(["--only", "plots,nope"]) == 2
     assert run_all.main(["--resume"]) == 2

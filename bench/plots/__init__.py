@@ -23,7 +23,7 @@ def render_all(run_dir, out_dir):
     out_dir, written = Path(out_dir), []
     scaling = analysis.load_scaling(run_dir)
     if scaling is None or ok(scaling).empty:
-        note(f"skipped scaling figures: scaling.csv {'absent' if scaling is None else 'has no ok rows'}")
+        note(f"skipped scaling figures: scaling.csv {'absent or without rows' if scaling is None else 'has no ok rows'}")
     else:
         pairs = analysis.modes_dtypes(scaling)
         written += [plot_time(scaling, out_dir / f"time_{m}_{d}.png", mode=m, dtype=d) for m, d in pairs]

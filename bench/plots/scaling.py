@@ -16,8 +16,9 @@ def plot_time(source, out_path, *, mode, dtype="float32"):
     lengths = _sweep_lines(ax, df, mode=mode, dtypes=[dtype], value="time_ms", err="time_iqr_ms", slope=True)
     if not lengths:
         return note(f"skipped time {mode} {dtype}: no ok sweep")
-    gss, att = (analysis.length_series(df, m, mode=mode, dtype=dtype) for m in ("gss", "attention"))
-    cross = analysis.crossover(gss, att) if len(gss) and len(att) else None
+    gss, att = (analysis.sweeps(df, mode=mode, dtype=dtype, models=[m]) for m in ("gss", "attention"))
+    # marked when there is one pair of sweeps; with several, REPORT.md gives each pair's crossover
+    cross = analysis.crossover(*gss.values(), *att.values()) if len(gss) == len(att) == 1 else None
     if cross:
         ax.axvline(cross, color="black", linestyle="--", linewidth=1)
         ax.annotate(f"crossover ≈ {cross:,.0f}:\ngss faster than\nattention above", (cross, 0.97),

@@ -52,7 +52,7 @@ def note(message):
 def _data(source, name, figure):
     df = source if isinstance(source, pd.DataFrame) else analysis.load_csv(source, name)
     if df is None or ok(df).empty:
-        note(f"skipped {figure}: {name} {'absent' if df is None else 'has no ok rows'}")
+        note(f"skipped {figure}: {name} {'absent or without rows' if df is None else 'has no ok rows'}")
         return None
     return df
 
@@ -119,14 +119,15 @@ def _context(df):
     return ", ".join(parts + [d.removeprefix("cuda:") for d in devices])
 
 
-def _mark_failed(ax, rows, *, model, k):
+def _mark_failed(ax, rows, *, model, k, color=None):
     """An x per failed length of a sweep along the bottom of the axes, in the model's colour."""
+    color = color or colour(model)
     for length, status in rows[rows.status != "ok"].groupby("seq_len").status.first().items():
         y = 0.04 + 0.08 * k
-        ax.plot([length], [y], transform=ax.get_xaxis_transform(), marker="x", ms=8, mew=2, color=colour(model),
+        ax.plot([length], [y], transform=ax.get_xaxis_transform(), marker="x", ms=8, mew=2, color=color,
                 linestyle="none", clip_on=False)
         ax.annotate(f"{model} {status}", (length, y), xycoords=ax.get_xaxis_transform(), xytext=(0, 6),
-                    textcoords="offset points", fontsize=7, color=colour(model), ha="center")
+                    textcoords="offset points", fontsize=7, color=color, ha="center")
 
 
 def _dtypes(df, mode):
@@ -139,17 +140,19 @@ def _sweep_lines(ax, df, *, mode, dtypes, value, err=None, slope=False, mark=Tru
     lengths, models = [], ordered_models(df.model)
     for j, dtype in enumerate(dtypes):
         for k, model in enumerate(models):
-            rows = analysis.sweep_rows(df, model, mode=mode, dtype=dtype)
-            good = ok(rows).dropna(subset=[value])
-            if good.empty:
-                continue
-            s = good.groupby("seq_len")[[value] + ([err] if err else [])].median()
-            label = model + (f" {dtype}" if len(dtypes) > 1 else "")
-            fit = analysis.fitted_slope(s[value]) if slope else None
-            label += f" (slope {fit:.2f})" if fit is not None else ""
-            yerr = (s[err] / 2).clip(upper=0.9 * s[value]) if err else None
-            ax.errorbar(s.index, s[value], yerr=yerr, linestyle=STYLES[j % 4], capsize=2, label=label, **look(model))
-            if mark:
-                _mark_failed(ax, rows, model=model, k=k)
-            lengths += list(rows.seq_len)
+            variants = analysis.model_sweeps(df, model, mode=mode, dtype=dtype)  # label -> rows; usually one
+            for i, (name, rows) in enumerate(variants.items()):
+                good = ok(rows).dropna(subset=[value])
+                if good.empty:
+                    continue
+                s = good.groupby("seq_len")[[value] + ([err] if err else [])].median()
+                label = name + (f" {dtype}" if len(dtypes) > 1 else "")
+                fit = analysis.fitted_slope(s[value]) if slope else None
+                label += f" (slope {fit:.2f})" if fit is not None else ""
+                yerr = (s[err] / 2).clip(upper=0.9 * s[value]) if err else None
+                style = {**look(model), "color": shade(model, i, len(variants))}
+                ax.errorbar(s.index, s[value], yerr=yerr, linestyle=STYLES[j % 4], capsize=2, label=label, **style)
+                if mark:
+                    _mark_failed(ax, rows, model=name, k=k, color=colour(model))
+                lengths += list(rows.seq_len)
     return lengths
