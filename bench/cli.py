@@ -16,7 +16,7 @@ from bench import config
 from bench.config import UsageError
 from bench.env import write_env
 from bench.results import (ENV_FILE, RESULTS_DIR, ResultsError, clear_in_flight, ensure_writable_dir, format_value,
-                           mark_in_flight, new_run_id, pending_in_flight)
+                           mark_in_flight, new_run_id, pending_in_flight, read_rows)
 
 GRID_FLAGS = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "conv_kernel")
 
@@ -94,7 +94,11 @@ def shard(cells, spec):
 def in_flight(out_dir, key_row, *, stem):
     """Mark a cell as running; a process killed inside leaves the marker for --resume to find."""
     mark_in_flight(out_dir, key_row, stem=stem)
-    yield
+    try:
+        yield
+    except KeyboardInterrupt:  # the user stopped the run: --resume runs this cell again
+        clear_in_flight(out_dir, stem=stem)
+        raise
     clear_in_flight(out_dir, stem=stem)
 
 
@@ -105,7 +109,9 @@ def take_in_flight(out_dir, *, stem):
 
 
 def cell_fields(cell):
-    return {k: format_value(v) for k, v in cell.__dict__.items() if v is not None}
+    """A cell's settings as the strings --list prints (a tuple, such as eval_lengths, comma-joined)."""
+    return {k: ",".join(map(format_value, v)) if isinstance(v, (tuple, list)) else format_value(v)
+            for k, v in cell.__dict__.items() if v is not None}
 
 
 @dataclass
@@ -138,6 +144,10 @@ def prepare(args, *, presets, csv_name, build_cells, convert=None):
     for name in (csv_name,) if isinstance(csv_name, str) else csv_name:
         if (out_dir / name).exists() and not args.resume:
             raise UsageError(f"{out_dir / name} exists; pass --resume to continue it, or another --out")
+        if (out_dir / name).exists():
+            read_rows(out_dir / name)  # a malformed CSV stops here (ResultsError), before anything is written
+    for marker in out_dir.glob("*.inflight.json") if out_dir.is_dir() else ():
+        pending_in_flight(out_dir, stem=marker.name.removesuffix(".inflight.json"))  # likewise
     ensure_writable_dir(out_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,6 +189,9 @@ def run_suite(p, argv, *, csv_name, presets, build_cells, run, convert=None):
         return 0
     suite = p.prog.split()[-1].removeprefix("bench.")
     record_env(ctx, args, [p.prog, *argv], suite=suite)
-    path = run(args, ctx.out_dir, ctx.run_id, ctx.device, ctx.preset)
+    try:
+        path = run(args, ctx.out_dir, ctx.run_id, ctx.device, ctx.preset)
+    except ResultsError as error:  # e.g. a CSV whose header is another version's: nothing was appended to it
+        return fail(error)
     print(path)
     return 0

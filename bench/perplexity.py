@@ -24,7 +24,7 @@ from bench.data import load_corpus
 from bench.recall import check as check_recall
 from bench.recall import recall_accuracy, recall_batch, recall_loss
 from bench.results import DIED_ERROR, KEY_COLUMNS, RowWriter, cell_key, read_rows
-from bench.sweep import progress
+from bench.sweep import is_oom, progress
 from bench.training import mean_loss, train
 
 KEY = KEY_COLUMNS["perplexity.csv"]
@@ -34,10 +34,11 @@ PPL_COLUMNS = ("run_id", "model", "corpus", "corpus_sha256", "seed", "dim", "dep
                "lambda_imag_exp", "conv_kernel", "train_seq_len", "eval_seq_len", "steps", "batch", "tokens", "lr",
                "dtype", "device", "train_loss", "eval_loss", "bits_per_byte", "ppl", "entropy_floor_bpb", "time_s",
                "status", "error")
-CURVE_COLUMNS = ("run_id", "model", "kernel_N", "lambda_imag_exp", "conv_kernel", "seed", "step", "loss", "corpus")
+CURVE_COLUMNS = ("run_id", "model", "kernel_N", "lambda_imag_exp", "conv_kernel", "seed", "step", "loss", "corpus",
+                 "train_seq_len", "steps", "kernel_H", "dim", "depth", "batch", "lr", "dtype")
 RECALL_COLUMNS = ("run_id", "model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps", "dim", "depth", "params",
                   "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "final_loss", "accuracy", "time_s",
-                  "status", "error")
+                  "status", "error", "batch", "lr", "dtype")
 CSVS = ("perplexity.csv", "train_curve.csv", "recall.csv")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CURVE_POINTS = 100  # train_curve.csv holds at most this many points per training
@@ -112,13 +113,15 @@ def convert(args):
     for name in ("steps", "depth"):
         if getattr(args, name) is not None:
             setattr(args, name, config.positive_int(getattr(args, name), name))
+    if args.dtype is not None and len(args.dtype) > 1:
+        raise UsageError(f"--dtype takes one dtype here (every model trains in it), got {','.join(args.dtype)}")
     if args.lr is not None:
         try:
             args.lr = float(args.lr)
         except ValueError:
             raise UsageError(f"--lr: {args.lr!r} is not a number") from None
-        if not args.lr > 0:
-            raise UsageError(f"--lr must be positive, got {args.lr}")
+        if not 0 < args.lr < math.inf:
+            raise UsageError(f"--lr must be a positive finite number, got {args.lr}")
     if args.corpus is not None:
         args.corpus = args.corpus.strip() or None
         if args.corpus is None:
@@ -148,7 +151,7 @@ class Suite:
         return dict(run_id=self.run_id, model=cell.model, seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs,
                     vocab=cell.vocab, seed=cell.seed, steps=cell.steps, dim=cell.dim, depth=cell.depth,
                     kernel_N=cell.kernel_N, kernel_H=cell.kernel_H, lambda_imag_exp=cell.lambda_imag_exp,
-                    conv_kernel=cell.conv_kernel)
+                    conv_kernel=cell.conv_kernel, batch=cell.batch, lr=cell.lr, dtype=cell.dtype)
 
     def build(self, cell, num_tokens):
         torch.manual_seed(cell.seed)
@@ -176,18 +179,19 @@ class Suite:
                 self.write_curve(cell, result.losses)
             except Exception as error:  # failures are rows; the sweep goes on
                 for row in rows:
-                    row.update(status="oom" if "out of memory" in str(error).lower() else "error",
-                               error=f"{type(error).__name__}: {error}")
+                    row.update(status="oom" if is_oom(error) else "error", error=f"{type(error).__name__}: {error}")
             for row in rows:
                 self.rows.append(row)
 
     def write_curve(self, cell, losses):
         every = max(1, len(losses) // CURVE_POINTS)
+        training = dict(run_id=self.run_id, model=cell.model, kernel_N=cell.kernel_N, lambda_imag_exp=cell.lambda_imag_exp,
+                        conv_kernel=cell.conv_kernel, seed=cell.seed, corpus=cell.corpus, train_seq_len=cell.seq_len,
+                        steps=cell.steps, kernel_H=cell.kernel_H, dim=cell.dim, depth=cell.depth, batch=cell.batch,
+                        lr=cell.lr, dtype=cell.dtype)
         for start in range(0, len(losses), every):
             chunk = losses[start:start + every]
-            self.curve.append(dict(run_id=self.run_id, model=cell.model, kernel_N=cell.kernel_N,
-                                   lambda_imag_exp=cell.lambda_imag_exp, conv_kernel=cell.conv_kernel, seed=cell.seed,
-                                   step=start + len(chunk), loss=sum(chunk) / len(chunk), corpus=cell.corpus))
+            self.curve.append(dict(training, step=start + len(chunk), loss=sum(chunk) / len(chunk)))
 
     def run_recall(self, cell):
         row = self.recall_row(cell)
@@ -205,7 +209,7 @@ class Suite:
                 row.update(params=lm.num_params(), final_loss=result.train_loss, accuracy=recall_accuracy(lm, *test),
                            time_s=result.time_s, status="ok")
             except Exception as error:
-                row.update(status="error", error=f"{type(error).__name__}: {error}")
+                row.update(status="oom" if is_oom(error) else "error", error=f"{type(error).__name__}: {error}")
             self.recall.append(row)
 
     def recover(self):

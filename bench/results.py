@@ -23,14 +23,18 @@ RESULTS_DIR = REPO_ROOT / "results"
 ENV_FILE = "env.json"  # written by bench.env
 DIED_ERROR = "process died in this cell"
 
+_TRAINING = ("kernel_H", "dim", "depth", "batch", "lr", "dtype")
 # Columns identifying one cell per CSV name; suites add their own entries.
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "scaling.csv": ("model", "mode", "dtype", "device", "batch", "seq_len", "dim",
                     "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "compiled"),
+    # trainings: what the gate joins on, then every other setting a grid can vary
     "perplexity.csv": ("model", "corpus", "corpus_sha256", "seed", "kernel_N", "lambda_imag_exp", "conv_kernel",
-                       "train_seq_len", "eval_seq_len", "steps"),
-    "train_curve.csv": ("model", "corpus", "kernel_N", "lambda_imag_exp", "conv_kernel", "seed", "step"),
-    "recall.csv": ("model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps"),
+                       "train_seq_len", "eval_seq_len", "steps", *_TRAINING),
+    "train_curve.csv": ("model", "corpus", "kernel_N", "lambda_imag_exp", "conv_kernel", "seed", "step",
+                        "train_seq_len", "steps", *_TRAINING),
+    "recall.csv": ("model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps", "kernel_N", "lambda_imag_exp",
+                   "conv_kernel", *_TRAINING),
     "decode.csv": ("model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens"),
     "numerics.csv": ("model", "dtype", "device", "seq_len", "dim", "batch"),
     "op_breakdown.csv": ("model", "mode", "seq_len", "dtype", "device", "batch", "dim", "kernel_N", "kernel_H",

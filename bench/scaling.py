@@ -17,7 +17,7 @@ from bench import cli
 from bench.config import SCALING_PRESETS, Grid, UsageError
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
-from bench.results import KEY_COLUMNS
+from bench.results import KEY_COLUMNS, cell_key
 from bench.sweep import Sweep, device_name, progress
 from bench.timing import make_step, measure
 
@@ -96,6 +96,12 @@ class ScalingSweep(Sweep):
         self.peaks = {}  # series -> {seq_len: peak MiB}
         super().__init__(csv=CSV, columns=COLUMNS, key=KEY, length="seq_len", stem=STEM, **kwargs)
 
+    def series_of(self, row):
+        """Taps covering the whole length are one series ("full"), so an OOM or the memory guard of gss-direct
+        with every tap carries over to its longer lengths."""
+        full = str(row["conv_kernel"]) == str(row["seq_len"])
+        return cell_key({**row, "conv_kernel": "full"} if full else row, self.series)
+
     def remember(self, row):
         super().remember(row)
         if row["status"] == "ok" and row["peak_mem_mb"] not in ("", None):
@@ -123,9 +129,11 @@ def build_cells(args, preset):
     overrides = {k: v for k, v in dict(modes=args.modes, dtypes=args.dtype, batch=args.batch, dim=args.dim,
                                         compiled=args.compile or None).items() if v is not None}
     grids = tuple(Grid(**{**g.__dict__, **overrides}) for g in grids)
-    cells = []
+    cells, keys = [], set()
     for cell in (c for g in grids for c in g.cells()):
-        if cell not in cells:  # a cell shared by two grids is measured once
+        key = cell_key(cell_row(cell, ""), KEY)  # gss-direct full taps at 4096 is the same cell as 4096 taps
+        if key not in keys:  # a cell shared by two grids is measured once
+            keys.add(key)
             cells.append(cell)
     if not cells:
         raise UsageError("the grid is empty: no model takes the options given")

@@ -86,6 +86,19 @@ def test_recall_rows_and_batches(tmp_path):
     assert not (tmp_path / "perplexity.csv").exists() or read_rows(tmp_path / "perplexity.csv") == []
 
 
+def test_list_prints_every_training_and_resume_tells_trainings_apart_by_every_setting(tmp_path, capsys):
+    assert perplexity.main([*TINY, "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert any("task=lm" in line and "eval_lengths=1,2" in line for line in listed)
+    assert any("task=recall" in line and "eval_lengths=" in line for line in listed)
+    recall = [*TINY, "--task", "recall", "--models", "gss", "--steps", "2", "--out", str(tmp_path)]
+    assert perplexity.main([*recall, "--kernel-n", "8"]) == 0
+    assert perplexity.main([*recall, "--kernel-n", "8,16", "--resume"]) == 0  # the kernel_N=16 training is new
+    rows = read_rows(tmp_path / "recall.csv")
+    assert [(r["kernel_N"], r["status"], r["batch"], r["dtype"]) for r in rows] == [
+        ("8", "ok", "2", "float32"), ("16", "ok", "2", "float32")]
+
+
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
     rates = [lr_at(s, steps=100, lr=1.0) for s in range(100)]
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
@@ -139,6 +152,8 @@ def test_resume_skips_finished_trainings_and_records_the_one_that_died(tmp_path)
     (["--lr", "fast"], "--lr: 'fast' is not a number"),
     (["--corpus", "synthetic", "--seq-len", "1000000", "--task", "lm"], "too few for seq_len 1000000"),
     (["--task", "recall", "--seq-len", "8"], "recall needs seq_len >= 4 * num_kv_pairs"),
+    (["--lr", "inf"], "--lr must be a positive finite number"),
+    (["--dtype", "float32,bfloat16"], "--dtype takes one dtype here"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     (tmp_path / "empty.txt").write_bytes(b"")

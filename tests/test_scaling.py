@@ -106,6 +106,31 @@ def test_an_oom_is_a_row_and_longer_lengths_of_that_series_are_skipped(tmp_path,
     assert "after an OOM at seq_len=16" in next(r for r in rows if r["status"] == "skipped")["error"]
 
 
+def test_an_oom_of_gss_direct_with_every_tap_skips_its_longer_lengths(tmp_path, monkeypatch):
+    real = scaling.measure_cell
+
+    def fake(cell, device, timing):
+        if cell.seq_len >= 16:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(cell, device, timing)
+
+    monkeypatch.setattr(scaling, "measure_cell", fake)
+    code, rows = run_scaling(tmp_path, "--models", "gss-direct", "--modes", "fwd", "--seq-lens", "8,16,32")
+    assert code == 0
+    assert [(r["conv_kernel"], r["status"]) for r in rows] == [("8", "ok"), ("16", "oom"), ("32", "skipped")]
+
+
+def test_a_cell_two_grids_share_under_different_names_is_listed_once(capsys):
+    # gss-direct with 64 taps at length 64 is gss-direct with every tap: one row key, one cell
+    assert scaling.main([*TINY, "--list", "--models", "gss-direct", "--seq-lens", "64", "--modes", "fwd",
+                         "--conv-kernel", "64,full"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert scaling.main(["--preset", "full", "--device", "cpu", "--list"]) == 0
+    cells = capsys.readouterr().out.splitlines()
+    keys = [c.replace("conv_kernel=4096 ", "") for c in cells if "model=gss-direct" in c and "seq_len=4096" in c]
+    assert len(keys) == len(set(keys))
+
+
 def test_cpu_cells_predicted_to_exceed_free_memory_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(scaling, "free_memory_mb", lambda: 0.1)  # only the first length of a series can run
     code, rows = run_scaling(tmp_path, "--models", "attention", "--modes", "fwd", "--seq-lens", "64,128")
@@ -215,6 +240,32 @@ def test_presets_hold_the_documented_grids(capsys):
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     assert_usage_error(scaling.main, argv, tmp_path / "run", capsys, message)
+
+
+@pytest.mark.parametrize("name,content", [("scaling.csv", "model,mode\ngss,fwd,extra\n"),
+                                          ("scaling.csv", "\xff\xfe,\n"),
+                                          ("scaling.inflight.json", "{not json")])
+def test_a_malformed_file_in_the_run_directory_exits_2_and_is_left_as_it_was(tmp_path, capsys, name, content):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_text(content, encoding="latin-1")
+    assert scaling.main([*TINY, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "malformed" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == [name]  # no env.json, no rows
+    assert (out / name).read_text(encoding="latin-1") == content
+
+
+def test_an_interrupted_cell_is_not_recorded_as_dead(tmp_path):
+    from bench import cli
+    with pytest.raises(KeyboardInterrupt):
+        with cli.in_flight(tmp_path, {"model": "gss"}, stem="scaling"):
+            raise KeyboardInterrupt
+    assert not (tmp_path / "scaling.inflight.json").exists()  # --resume runs the cell again
+    with pytest.raises(RuntimeError):
+        with cli.in_flight(tmp_path, {"model": "gss"}, stem="scaling"):
+            raise RuntimeError("a crash the suite did not catch")
+    assert (tmp_path / "scaling.inflight.json").exists()
 
 
 def test_an_unwritable_output_directory_exits_2(tmp_path, capsys):
