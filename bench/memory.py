@@ -15,25 +15,25 @@ MIB = 2**20
 
 
 class StorageTracker(TorchDispatchMode):
-    """Counts bytes of tensor storages first produced by an op while active.
+    """Counts the bytes of tensor storages allocated by ops while active.
 
-    Storages that already existed (parameters, inputs) are first seen as op
-    inputs and are never counted, even when an op returns a view of them or
-    writes into them in place. A counted storage is subtracted when it is
-    freed. Storage Python objects are preserved by torch for the storage's
-    lifetime, so a weakref finalizer on one fires exactly when it is freed.
-    Allocations that bypass the dispatcher (kernel scratch space) are not seen.
+    A storage an op produces is counted whole. A storage that already existed (parameters, inputs) is
+    first seen as an op input at its size then, which is not counted, even when an op returns a view of
+    it or writes into it in place; what an op grows it by (`resize_`, an `out=` tensor) is. Counted bytes
+    are subtracted when the storage is freed. Storage Python objects are preserved by torch for the
+    storage's lifetime, so a weakref finalizer on one fires exactly when it is freed. Allocations that
+    bypass the dispatcher (kernel scratch space) are not seen.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.live_bytes = 0
         self.peak_bytes = 0
-        self._seen = WeakIdKeyDictionary()  # storage -> counted (bool)
+        self._seen = WeakIdKeyDictionary()  # storage -> [bytes not counted (its size when first seen), counted]
         self._finalizers: list[weakref.finalize] = []
 
-    def _free(self, nbytes: int) -> None:
-        self.live_bytes -= nbytes
+    def _free(self, record: list[int]) -> None:
+        self.live_bytes -= record[1]
 
     def _storages(self, tree: object):
         for t in tree_flatten(tree)[0]:
@@ -44,19 +44,27 @@ class StorageTracker(TorchDispatchMode):
             except (NotImplementedError, RuntimeError):
                 continue  # sparse / wrapper tensors without a plain storage
 
+    def _count(self, storage) -> None:
+        """Count what a storage holds beyond what was already counted or pre-existed."""
+        record = self._seen.get(storage)
+        if record is None:  # produced by this op
+            record = self._seen[storage] = [0, 0]
+        grown = storage.nbytes() - record[0] - record[1]
+        if grown > 0:
+            if record[1] == 0:
+                self._finalizers.append(weakref.finalize(storage, self._free, record))
+            record[1] += grown
+            self.live_bytes += grown
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        for storage in self._storages((args, kwargs)):
+        inputs = list(self._storages((args, kwargs)))
+        for storage in inputs:
             if storage not in self._seen:
-                self._seen[storage] = False
+                self._seen[storage] = [storage.nbytes(), 0]
         out = func(*args, **kwargs)
-        for storage in self._storages(out):
-            if storage in self._seen:
-                continue
-            nbytes = storage.nbytes()
-            self._seen[storage] = True
-            self._finalizers.append(weakref.finalize(storage, self._free, nbytes))
-            self.live_bytes += nbytes
+        for storage in (*inputs, *self._storages(out)):
+            self._count(storage)
         self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         return out
 

@@ -85,3 +85,25 @@ def test_fwd_only_smaller_than_fwdbwd():
         module(x).mean().backward()
 
     assert 0 < peak_memory_mb(fwd, device="cpu") < peak_memory_mb(fwdbwd, device="cpu")
+
+
+def test_storages_grown_during_the_step_are_counted_by_their_growth():
+    a = torch.zeros(2**18)  # 1 MiB, allocated before the step
+
+    def resized():
+        t = torch.empty(0)
+        t.resize_(2**20)  # grows to 4 MiB after it was first seen empty
+        return t
+
+    def into_out():
+        out = torch.empty(0)
+        torch.mul(a, 2, out=out)  # the kernel resizes `out` to 1 MiB
+        return out
+
+    def grow_preexisting():
+        return b.resize_(2**19)  # 1 MiB -> 2 MiB: only the growth is new
+
+    b = torch.zeros(2**18)
+    assert peak_memory_mb(resized, device="cpu") == 4.0
+    assert peak_memory_mb(into_out, device="cpu") == 1.0
+    assert peak_memory_mb(grow_preexisting, device="cpu") == 1.0
