@@ -89,7 +89,9 @@ def build_cells(args, preset):
     grids = [replace(g, **{k: v for k, v in tuning.items() if v is not None}) for g in grids]
     cells = list(dict.fromkeys(c for g in grids for c in g.cells()))
     if not cells:
-        raise UsageError("nothing to train: no grid of the preset has the requested task")
+        raise UsageError("nothing to train: no grid of the preset has the requested task" if not grids else
+                         "nothing to train: no requested model takes the options given (conv_kernel 'full' is "
+                         "gss-direct's)")
     for cell in cells:  # bad input fails here, before anything is written
         models.build_layer(cell.model, dim=cell.dim, device="meta", **cell.layer_options())
         if cell.task == "recall":

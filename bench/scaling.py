@@ -136,7 +136,8 @@ def build_cells(args, preset):
             keys.add(key)
             cells.append(cell)
     if not cells:
-        raise UsageError("the grid is empty: no model takes the options given")
+        raise UsageError("the grid is empty: no requested model takes the options given (conv_kernel 'full' is "
+                         "gss-direct's)")
     return cells
 
 

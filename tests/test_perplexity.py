@@ -153,6 +153,7 @@ def test_resume_skips_finished_trainings_and_records_the_one_that_died(tmp_path)
     (["--corpus", "synthetic", "--seq-len", "1000000", "--task", "lm"], "too few for seq_len 1000000"),
     (["--task", "recall", "--seq-len", "8"], "recall needs seq_len >= 4 * num_kv_pairs"),
     (["--lr", "inf"], "--lr must be a positive finite number"),
+    (["--models", "conv", "--conv-kernel", "full"], "no requested model takes the options given"),
     (["--dtype", "float32,bfloat16"], "--dtype takes one dtype here"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):

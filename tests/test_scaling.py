@@ -237,6 +237,7 @@ def test_presets_hold_the_documented_grids(capsys):
     (["--shard", "3/2"], "--shard 3/2"),
     (["--shard", "x"], "--shard needs I/N"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--models", "conv", "--conv-kernel", "full"], "no requested model takes the options given"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     assert_usage_error(scaling.main, argv, tmp_path / "run", capsys, message)
