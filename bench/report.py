@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import analysis
+from bench import analysis, summaries
 from bench.analysis import ok
 from bench.results import REPO_ROOT, RESULTS_DIR, OneLineParser, ResultsError
 
@@ -169,7 +169,7 @@ def lm_section(run_dir, figs):
         curves = figs("lm_train_curves.png")
         return (["## Language modelling", "", *curves] if curves else []), []
     lines, findings = ["## Language modelling", ""], []
-    bpb = analysis.bpb_table(ppl)
+    bpb = summaries.bpb_table(ppl)
     lines += ["bits/byte of held-out text at the training length (mean ± std over seeds):", ""]
     lines += table(["corpus", "model", "bits/byte", "seeds", "entropy floor"],
                    [(r.corpus, r.label, pm(r.mean, r.std, n=r.n), r.n, f"{r.floor:.3f}" if pd.notna(r.floor) else "")
@@ -177,7 +177,7 @@ def lm_section(run_dir, figs):
     for corpus, g in bpb.groupby("corpus", sort=False):
         r = g.loc[g["mean"].idxmin()]
         findings.append(f"best bits/byte{on(corpus)}: {r.label} {pm(r['mean'], r['std'], n=r.n)} ({seeds(r.n)})")
-    deltas = analysis.lambda_deltas(ppl)
+    deltas = summaries.lambda_deltas(ppl)
     if not deltas.empty:
         lines += ["lambda_imag_exp ablation, paired by seed (Δ = true − false; negative: the imaginary exponent "
                   "helps):", ""]
@@ -188,12 +188,12 @@ def lm_section(run_dir, figs):
         findings += [f"lambda_imag_exp{on(r.corpus)}, {r.model} kernel_N={r.kernel_N}: Δ bits/byte (true − false) "
                      f"{r.delta_mean:+.3f}" + (f" ± {r.delta_std:.3f}" if r.n > 1 else "") + f" over {seeds(r.n)}"
                      for r in deltas.itertuples()]
-    kn = analysis.kernel_n_bpb(ppl)
+    kn = summaries.kernel_n_bpb(ppl)
     if not kn.empty:
         lines += ["Effect of kernel_N on bits/byte (pooled over lambda_imag_exp and seeds):", ""]
         lines += table(["corpus", "model", "kernel_N", "bits/byte", "trainings"],
                        [(r.corpus, r.model, r.kernel_N, pm(r.mean, r.std, n=r.n), r.n) for r in kn.itertuples()])
-    gen = analysis.length_generalisation(ppl)
+    gen = summaries.length_generalisation(ppl)
     ratios = sorted(gen.ratio.unique())
     if len(ratios) > 1:
         lines += ["Length generalisation: bits/byte when evaluated at a multiple of the training length:", ""]
@@ -214,7 +214,7 @@ def recall_section(run_dir, figs):
     df = analysis.load_csv(run_dir, "recall.csv")
     if df is None or ok(df).empty:
         return [], []
-    stats = analysis.recall_stats(df)
+    stats = summaries.recall_stats(df)
     lengths = sorted(stats.seq_len.unique())
     rows, findings = [], []
     for label, g in stats.groupby("label", sort=False):
@@ -231,7 +231,7 @@ def ops_section(run_dir, figs):
     df = analysis.load_csv(run_dir, "op_breakdown.csv")
     if df is None:
         return [], []
-    shares = analysis.op_shares(df)
+    shares = summaries.op_shares(df)
     cats = list(dict.fromkeys(shares.category))
     rows = []
     for (model, mode, length), g in shares.groupby(["model", "mode", "seq_len"], sort=False):
@@ -246,7 +246,7 @@ def decode_section(run_dir, figs):
     df = analysis.load_csv(run_dir, "decode.csv")
     if df is None or ok(df).empty:
         return [], []
-    speed, lines, findings = analysis.decode_speedup(df), ["## Decoding", ""], []
+    speed, lines, findings = summaries.decode_speedup(df), ["## Decoding", ""], []
     if not speed.empty:
         lines += ["Time per new token (ms): carrying a state (recurrent, kv_cache) vs re-running the prefix:", ""]
         lines += table(["model", "method", "dtype", "prompt_len", "method ms", "reforward ms", "speed-up"],
@@ -263,7 +263,7 @@ def numerics_section(run_dir, figs):
     df = analysis.load_csv(run_dir, "numerics.csv")
     if df is None or ok(df).empty:
         return [], []
-    worst = analysis.numerics_worst(df)
+    worst = summaries.numerics_worst(df)
     lines = ["## Numerics", "", "Worst relative error against the reference, per dtype:", ""]
     lines += table(["dtype", "error", "worst", "model", "seq_len"],
                    [(r.dtype, r.error, f"{r.value:.2e}", r.model, tokens(r.seq_len)) for r in worst.itertuples()])

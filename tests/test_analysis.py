@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.analysis import (crossover, crossover_text, decode_speedup, failed_cells, fitted_slope, headline,
-                            lambda_deltas, length_series, load_csv, load_scaling, model_sweeps, numerics_worst,
-                            option_ablation, sweep_rows, sweeps, with_labels)
+from bench.analysis import (crossover, crossover_text, failed_cells, fitted_slope, headline, length_series, load_csv,
+                            load_scaling, model_sweeps, option_ablation, sweep_rows, sweeps)
+from bench.summaries import decode_speedup, lambda_deltas, numerics_worst, with_labels
 from bench.scaling import COLUMNS
 
 

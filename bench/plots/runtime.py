@@ -1,6 +1,6 @@
 """Figures of op_breakdown.csv, decode.csv and numerics.csv."""
 
-from bench import analysis
+from bench import summaries
 from bench.analysis import ok, ordered_models
 from bench.plots.style import (
     colour, look, note, _data, _axes, _save, _tokens, _log2_axis, _log_y, _finish, CATEGORY_COLOURS, METHOD_STYLES)
@@ -11,7 +11,7 @@ def plot_ops(source, out_path):
     df = _data(source, "op_breakdown.csv", "op breakdown")
     if df is None:
         return None
-    shares = analysis.op_shares(df)
+    shares = summaries.op_shares(df)
     bars = shares[["model", "mode", "seq_len"]].drop_duplicates()
     order = {m: i for i, m in enumerate(ordered_models(bars.model))}
     bars = bars.sort_values(["mode", "seq_len"]).sort_values("model", key=lambda s: s.map(order), kind="stable")
@@ -65,7 +65,7 @@ def plot_decode(source, out_path):
         _log2_axis(ax, rows.prompt_len, label="prompt length (tokens)")
         _log_y(ax, ylabel)
         _finish(ax, title, loc=None)  # one legend for the figure, below
-    speed = analysis.decode_speedup(df)
+    speed = summaries.decode_speedup(df)
     ax = axes[1]
     for (model, method), g in (speed.groupby(["model", "method"], sort=False) if not speed.empty else []):
         g = g.groupby("prompt_len").speedup.median()

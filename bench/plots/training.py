@@ -1,6 +1,6 @@
 """Figures of perplexity.csv, train_curve.csv and recall.csv."""
 
-from bench import analysis
+from bench import summaries
 from bench.analysis import ok, ordered_models
 from bench.plots.style import (
     colour, look, shade, note, _data, _axes, _save, _log2_axis, _finish, STYLES)
@@ -62,13 +62,13 @@ def plot_bpb(source, out_path):
         ax.set_ylabel("bits/byte on held-out text (lower is better)")
         seeds = f"{s.n.iloc[0]} seeds" if s.n.nunique() == 1 else "seeds"
         _finish(ax, f"Bits/byte at the training length, {corpus}\n(mean ± std over {seeds})", loc="lower right")
-    return _per_corpus(analysis.bpb_table(df), out_path, draw, what="bits/byte", width=5.2)
+    return _per_corpus(summaries.bpb_table(df), out_path, draw, what="bits/byte", width=5.2)
 
 
 def plot_lambda(source, out_path):
     """Paired lambda_imag_exp true vs false bits/byte per (model, kernel_N), mean ± std over seeds, with the delta."""
     df = _data(source, "perplexity.csv", "lambda_imag_exp ablation")
-    deltas = analysis.lambda_deltas(df) if df is not None else None
+    deltas = summaries.lambda_deltas(df) if df is not None else None
     if deltas is None or deltas.empty:
         return note("skipped lambda_imag_exp ablation: no paired true/false trainings") if df is not None else None
 
@@ -104,7 +104,7 @@ def plot_curves(source, out_path):
         ax.set_ylabel("training loss (nats/byte)")
         ax.grid(True, alpha=0.3)
         _finish(ax, f"Training loss, {corpus} (mean over seeds, band ± std)", loc="upper right")
-    return _per_corpus(analysis.curve_stats(df), out_path, draw, what="training curves")
+    return _per_corpus(summaries.curve_stats(df), out_path, draw, what="training curves")
 
 
 def plot_length_generalisation(source, out_path):
@@ -112,7 +112,7 @@ def plot_length_generalisation(source, out_path):
     df = _data(source, "perplexity.csv", "length generalisation")
     if df is None:
         return None
-    floors = analysis.bpb_table(df).groupby("corpus")["floor"].first()
+    floors = summaries.bpb_table(df).groupby("corpus")["floor"].first()
 
     def draw(ax, s, corpus):
         _lines(ax, s, x="ratio")
@@ -121,7 +121,7 @@ def plot_length_generalisation(source, out_path):
         ax.set_ylabel("bits/byte (mean ± std over seeds)")
         ax.grid(True, alpha=0.3)
         _finish(ax, f"Length generalisation, {corpus}")
-    return _per_corpus(analysis.length_generalisation(df), out_path, draw, what="length generalisation")
+    return _per_corpus(summaries.length_generalisation(df), out_path, draw, what="length generalisation")
 
 
 def plot_recall(source, out_path):
@@ -129,7 +129,7 @@ def plot_recall(source, out_path):
     df = _data(source, "recall.csv", "recall")
     if df is None:
         return None
-    stats = analysis.recall_stats(df)
+    stats = summaries.recall_stats(df)
     fig, (ax,) = _axes()
     _lines(ax, stats, x="seq_len")
     if "vocab" in df and ok(df).vocab.notna().any():
