@@ -18,8 +18,9 @@ import pandas as pd
 from bench.results import KEY_COLUMNS, ResultsError, read_rows
 
 # Default relative time tolerance per device class. CPU: three times the largest spread of time ratios
-# between identical quick scaling runs on the development machine (14.6%, README); CUDA: not measured yet.
-TIME_TOLERANCE = {"cpu": 0.45, "cuda": 0.10}
+# between identical quick scaling runs on the development machine (25.3% over 8 pairs, README); CUDA: not
+# measured yet.
+TIME_TOLERANCE = {"cpu": 0.76, "cuda": 0.10}
 MEM_TOLERANCE = {"cpu": 0.02, "cuda": 0.01}
 BPB_TOLERANCE = 0.02  # relative
 ACCURACY_TOLERANCE = 0.05  # absolute

@@ -74,10 +74,21 @@ def test_a_baseline_edited_to_be_faster_fails_in_relative_mode(tmp_path, capsys)
 
 def test_slowdowns_within_the_measured_noise_pass(tmp_path, capsys):
     noisy = dict(iqr_fraction=0.6, repeats=3)
-    code, _, _ = gate(tmp_path, capsys, scaling_rows(**noisy), scaling_rows(**noisy, edit=slower("gss", 512, 1.5)))
+    tolerance = ["--tolerance", "0.3"]  # the noise term decides here, whatever the default tolerance
+    code, _, _ = gate(tmp_path, capsys, scaling_rows(**noisy), scaling_rows(**noisy, edit=slower("gss", 512, 1.5)),
+                      *tolerance)
     assert code == 0
-    code, _, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 512, 1.5)))
+    code, _, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 512, 1.5)), *tolerance)
     assert code == 1
+
+
+def test_the_default_cpu_tolerance_passes_the_measured_spread_and_fails_a_doubling(tmp_path, capsys):
+    spread = 0.253  # the largest change of a time ratio between two identical quick runs here (README)
+    assert regress.TIME_TOLERANCE["cpu"] >= 3 * spread
+    assert gate(tmp_path / "a", capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 1 + spread)),
+                "--relative")[0] == 0
+    assert gate(tmp_path / "b", capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 2.0)),
+                "--relative")[0] == 1
 
 
 def test_a_uniformly_slower_machine_passes_relative_but_not_absolute(tmp_path, capsys):
