@@ -40,6 +40,7 @@ class Finding:
     cell: str
     what: str
     severity: float  # for ordering, worst first
+    key: tuple = ()  # a time finding's cell: (column, value) pairs of its scaling.csv key
 
 
 # The measured columns each gated CSV must carry, numeric and positive in every ok row.
@@ -119,8 +120,13 @@ class Gate:
         self.time_tol, self.mem_tol, self.bpb_tol, self.acc_tol = time_tol, mem_tol, bpb_tol, acc_tol
         self.findings, self.compared = [], 0
 
-    def add(self, kind, csv, cell, what, severity=0.0):
-        self.findings.append(Finding(kind, csv, cell, what, severity))
+    def add(self, kind, csv, cell, what, severity=0.0, key=()):
+        self.findings.append(Finding(kind, csv, cell, what, severity, key))
+
+    def time_only_regressions(self):
+        """The cells of the time regressions when every regression is one (each key a dict), else []."""
+        regressions = [f for f in self.findings if f.kind == "regression"]
+        return [dict(f.key) for f in regressions] if regressions and all(f.key for f in regressions) else []
 
     def common_rows(self, name, base, cur, key):
         merged = join(base, cur, key)
@@ -161,7 +167,7 @@ class Gate:
             for column in ("params", "flops"):
                 self.exact("scaling.csv", row, cell, column)
             self.memory(row, cell)
-            self.time(row, cell, ratios)
+            self.time(row, cell, ratios, tuple((k, row[k]) for k in key))
 
     def memory(self, row, cell):
         mb, mc = number(row["peak_mem_mb_b"]), number(row["peak_mem_mb_c"])
@@ -176,7 +182,7 @@ class Gate:
         group = ["mode", "dtype", "batch", "seq_len", "dim", "compiled"]
         return {tuple(r[g] for g in group): r for _, r in ok.iterrows()}, group
 
-    def time(self, row, cell, ratios):
+    def time(self, row, cell, ratios, key):
         tb, tc = number(row["time_ms_b"]), number(row["time_ms_c"])
         rel_noise = [standard_error_ms({"time_iqr_ms": row["time_iqr_ms_" + s], "repeats": row["repeats_" + s]}) / t
                      for s, t in (("b", tb), ("c", tc))]
@@ -197,7 +203,7 @@ class Gate:
         what = ("time ratio to " + REFERENCE_MODEL if self.relative else "time_ms") + \
             f" {tb:.4g} -> {tc:.4g} ({change:+.1%}; tolerance {self.time_tol:.0%}, noise {noise:.1%})"
         if change > max(self.time_tol, noise):
-            self.add("regression", "scaling.csv", cell, what, change)
+            self.add("regression", "scaling.csv", cell, what, change, key)
         elif -change / (1 + change) > max(self.time_tol, noise):
             self.add("improvement", "scaling.csv", cell, what, -change)
 
@@ -254,10 +260,13 @@ def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, b
     return gate
 
 
-def render(gate):
+def render(gate, *, one_sided=True):
+    """The findings, worst first, and a summary line; one_sided=False leaves out the cells of one run only
+    (still counted)."""
     order = {"regression": 0, "improvement": 1, "only-baseline": 2, "only-current": 3, "note": 4}
     rows = sorted(gate.findings, key=lambda f: (order[f.kind], -f.severity))
-    lines = [f"{f.kind:<13} {f.csv:<15} {f.cell}: {f.what}" for f in rows]
+    lines = [f"{f.kind:<13} {f.csv:<15} {f.cell}: {f.what}" for f in rows
+             if one_sided or not f.kind.startswith("only-")]
     counts = {k: sum(f.kind == k for f in rows) for k in order}
     lines.append(f"{gate.compared} cells compared ({gate.cls}, {'relative' if gate.relative else 'absolute'} times, "
                  f"time tolerance {gate.time_tol:.0%}): {counts['regression']} regressions, "
@@ -280,6 +289,7 @@ def main(argv=None):
     p.add_argument("--mem-tolerance", type=float, help="relative peak-memory tolerance (0.02 CPU, 0.01 CUDA)")
     p.add_argument("--bpb-tolerance", type=float, default=BPB_TOLERANCE, help="relative bits-per-byte tolerance")
     p.add_argument("--accuracy-tolerance", type=float, default=ACCURACY_TOLERANCE, help="absolute recall tolerance")
+    p.add_argument("--no-one-sided", action="store_true", help="do not list cells measured in one run only")
     try:
         args = p.parse_args(argv)
         gate = compare(args.baseline, args.current, relative=args.relative, time_tol=args.tolerance,
@@ -287,7 +297,7 @@ def main(argv=None):
     except CompareError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    print(render(gate))
+    print(render(gate, one_sided=not args.no_one_sided))
     return 1 if any(f.kind == "regression" for f in gate.findings) else 0
 
 

@@ -41,6 +41,20 @@ def cell_row(cell, device_name):
                 compiled=cell.compiled)
 
 
+def flags_of(key_row, *, also=()):
+    """The command-line flags that select exactly the cell of a scaling.csv row's key (values as written),
+    plus the same cell of the models in `also` (e.g. the reference of --relative times)."""
+    full = key_row["model"] == "gss-direct" and str(key_row["conv_kernel"]) == str(key_row["seq_len"])
+    flags = ["--models", ",".join(dict.fromkeys([key_row["model"], *also])), "--modes", key_row["mode"],
+             "--dtype", key_row["dtype"], "--batch", str(key_row["batch"]), "--dim", str(key_row["dim"]),
+             "--seq-lens", str(key_row["seq_len"])]
+    for column, flag in (("kernel_N", "--kernel-n"), ("kernel_H", "--kernel-h"),
+                         ("lambda_imag_exp", "--lambda-imag-exp"), ("conv_kernel", "--conv-kernel")):
+        if str(key_row.get(column, "")) not in ("", "None"):
+            flags += [flag, "full" if column == "conv_kernel" and full else str(key_row[column])]
+    return flags + (["--compile"] if str(key_row.get("compiled")) == "true" else [])
+
+
 def measure_cell(cell, device, timing):
     """Build the layer, count FLOPs and peak memory in one instrumented step, then time the step."""
     torch.manual_seed(0)

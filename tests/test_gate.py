@@ -1,0 +1,83 @@
+"""run_all.py --check: the gate on a run, and the second measurement of the cells it flags for time alone."""
+
+import csv
+import shutil
+
+import run_all
+from bench import scaling
+from bench.results import read_rows
+
+SMOKE = ["--preset", "smoke", "--device", "cpu"]
+
+
+def test_flags_of_a_row_select_exactly_its_cell(capsys):
+    assert scaling.main(["--preset", "quick", "--device", "cpu", "--list"]) == 0
+    cells = capsys.readouterr().out.splitlines()
+    assert len(cells) == 62
+    for line in cells:
+        row = dict(field.split("=", 1) for field in line.split())
+        if row["model"] in ("gss-direct", "conv"):
+            row.setdefault("conv_kernel", row["seq_len"])  # as scaling.csv writes full taps
+        assert scaling.main(["--preset", "quick", "--device", "cpu", "--list", *scaling.flags_of(row)]) == 0
+        assert capsys.readouterr().out.splitlines() == [line]
+
+
+def slow_down(run_dir, model, factor):
+    """Make every `model` cell of a run's scaling.csv `factor` times slower, as a disturbed run would be."""
+    path = run_dir / "scaling.csv"
+    rows = read_rows(path)
+    for row in rows:
+        if row["model"] == model:
+            row["time_ms"] = str(float(row["time_ms"]) * factor)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_path, monkeypatch, capsys):
+    base, current = tmp_path / "base", tmp_path / "current"
+    assert scaling.main([*SMOKE, "--models", "gss,attention", "--out", str(base)]) == 0
+    shutil.copytree(base, current)
+    slow_down(current, "gss", 20.0)  # a disturbed first measurement of every gss cell
+    # smoke cells take microseconds, so the tolerance is wide; a planted 20x still stands out
+    args = run_all.parse(["--check", str(base), "--relative", "--tolerance", "3", *SMOKE, "--only", "scaling"])
+    capsys.readouterr()
+    assert run_all.check(args, current, SMOKE) == 0  # measured again: not a regression
+    captured = capsys.readouterr()
+    assert captured.out.count("regression    scaling.csv     model=gss") == 4  # flagged by the first gate
+    assert "4 cell(s) flagged for time alone" in captured.err
+    assert captured.out.strip().splitlines()[-1] == ("8 cells compared (cpu, relative times, time tolerance 300%): "
+                                                     "0 regressions, 0 improvements, 0 one-sided")
+    again = read_rows(current / "remeasured" / "scaling.csv")
+    assert sorted((r["model"], r["mode"], r["seq_len"]) for r in again) == sorted(
+        (m, mode, L) for m in ("gss", "attention") for mode in ("fwd", "fwdbwd") for L in ("32", "64"))
+
+    real = scaling.measure_cell
+
+    def slower_gss(cell, device, timing):  # a slow-down that is really in the code
+        measured = real(cell, device, timing)
+        if cell.model == "gss":
+            measured["time_ms"] *= 20.0
+        return measured
+
+    monkeypatch.setattr(scaling, "measure_cell", slower_gss)
+    shutil.rmtree(current / "remeasured")
+    assert run_all.check(args, current, SMOKE) == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(": 4 regressions, 0 improvements, 0 one-sided")
+
+
+def test_a_count_that_changed_is_not_measured_again(tmp_path, capsys):
+    base, current = tmp_path / "base", tmp_path / "current"
+    assert scaling.main([*SMOKE, "--models", "conv,attention", "--seq-lens", "32", "--out", str(base)]) == 0
+    shutil.copytree(base, current)
+    slow_down(current, "conv", 20.0)
+    rows = read_rows(current / "scaling.csv")
+    rows[0]["flops"] = str(int(rows[0]["flops"]) + 1)
+    with open(current / "scaling.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    args = run_all.parse(["--check", str(base), "--relative", *SMOKE, "--only", "scaling"])
+    assert run_all.check(args, current, SMOKE) == 1
+    assert not (current / "remeasured").exists() and "flops changed" in capsys.readouterr().out
