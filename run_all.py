@@ -84,11 +84,8 @@ def check(args, out_dir, suite_flags):
     gate = ["--baseline", args.check, *(["--relative"] * args.relative),
             *(["--tolerance", str(args.tolerance)] if args.tolerance else [])]
     print(f"== regression gate against {args.check}", file=sys.stderr, flush=True)
-    code = regress.main([*gate, "--current", str(out_dir)])
-    if code != 1 or "scaling" not in args.only:
-        return code
-    flagged = regress.compare(args.check, out_dir, relative=args.relative,
-                              time_tol=args.tolerance).time_only_regressions()
+    code, findings = regress.run([*gate, "--current", str(out_dir)])
+    flagged = findings.time_only_regressions() if code == 1 and "scaling" in args.only else []
     if not flagged:
         return code
     again = out_dir / "remeasured"

@@ -280,6 +280,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None):
+    return run(argv)[0]
+
+
+def run(argv=None):
+    """The command: prints the findings (or one error line) and returns (exit code, the Gate or None)."""
     p = _Parser(prog="python -m bench.regress", description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", required=True)
     p.add_argument("--current", required=True)
@@ -296,9 +301,9 @@ def main(argv=None):
                        mem_tol=args.mem_tolerance, bpb_tol=args.bpb_tolerance, acc_tol=args.accuracy_tolerance)
     except CompareError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+        return 2, None
     print(render(gate, one_sided=not args.no_one_sided))
-    return 1 if any(f.kind == "regression" for f in gate.findings) else 0
+    return (1 if any(f.kind == "regression" for f in gate.findings) else 0), gate
 
 
 if __name__ == "__main__":
