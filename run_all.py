@@ -13,17 +13,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
-from bench import cli, decode, env, numerics, perplexity, plots, profiling, regress, scaling  # noqa: E402
-from bench.config import UsageError  # noqa: E402
+from bench import decode, env, numerics, perplexity, plots, profiling, regress, scaling, usage  # noqa: E402
 from bench.results import RESULTS_DIR, new_run_id  # noqa: E402
+from bench.usage import Parser, UsageError, fail  # noqa: E402
 
 SUITES = {"scaling": scaling.main, "perplexity": perplexity.main, "profiling": profiling.main,  # in this order
           "decode": decode.main, "numerics": numerics.main}
 STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
 
 
-def parse(argv):
-    p = cli.Parser(prog="python run_all.py", description=__doc__.split("\n\n")[0])
+def make_parser():
+    p = Parser(prog="python run_all.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", help="quick (CPU default) or full (CUDA default); smoke for a seconds-long check")
     p.add_argument("--out", help="run directory (default: a fresh results/<run_id>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -32,8 +32,12 @@ def parse(argv):
     p.add_argument("--check", metavar="BASELINE_DIR", help="then gate the run against a baseline run (bench.regress)")
     p.add_argument("--relative", action="store_true", help="with --check: compare times as ratios between models")
     p.add_argument("--tolerance", help="with --check: relative time tolerance (default: bench.regress's per device)")
-    args = p.parse_args(argv)
-    args.only = cli.config.parse_list(args.only, "only", lambda s: cli.config.choice(s, "step", STEPS)) \
+    return p
+
+
+def parse(argv):
+    args = make_parser().parse_args(argv)
+    args.only = usage.parse_list(args.only, "only", lambda s: usage.choice(s, "step", STEPS)) \
         if args.only is not None else STEPS
     if args.tolerance is not None:
         try:
@@ -53,7 +57,7 @@ def main(argv=None):
     try:
         args = parse(sys.argv[1:] if argv is None else argv)
     except UsageError as error:
-        return cli.fail(error)
+        return fail(error)
     out_dir = Path(args.out) if args.out else RESULTS_DIR / new_run_id()
     common = ["--out", str(out_dir), "--device", args.device]
     common += ["--preset", args.preset] if args.preset else []

@@ -1,8 +1,6 @@
 """What every suite's command line shares: flags, the device and preset, the run directory, env.json,
-sharding, the in-flight marker, and the rule that bad input is one line on stderr and exit code 2."""
+sharding, and the rule that bad input is one line on stderr and exit code 2 (bench.usage)."""
 
-import argparse
-import contextlib
 import json
 import shlex
 import sys
@@ -12,18 +10,12 @@ from pathlib import Path
 import torch
 
 import models
-from bench import config
-from bench.config import UsageError
+from bench import config, usage
 from bench.env import write_env
-from bench.results import (ENV_FILE, RESULTS_DIR, ResultsError, clear_in_flight, ensure_writable_dir, format_value,
-                           mark_in_flight, new_run_id, pending_in_flight, read_rows)
-
-GRID_FLAGS = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "conv_kernel")
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+from bench.results import ENV_FILE, RESULTS_DIR, ResultsError, ensure_writable_dir, format_value, new_run_id, \
+    pending_in_flight, read_rows
+from bench.schema import TABLES
+from bench.usage import Parser, UsageError, fail
 
 
 def parser(prog, description):
@@ -55,26 +47,27 @@ def add_grid_flags(p):
 def convert_flags(args):
     """Turn the raw strings of the grid flags into values, or raise UsageError naming the flag."""
     def model_name(text, name):
-        return config.choice(text, "model", models.NAMES)
+        return usage.choice(text, "model", models.NAMES)
 
-    lists = dict(models=model_name, seq_lens=config.positive_int, kernel_n=config.positive_int,
-                 kernel_h=config.positive_int, lambda_imag_exp=config.boolean, conv_kernel=config.conv_kernel,
-                 modes=lambda t, n: config.choice(t, "mode", ("fwd", "fwdbwd")),
-                 dtype=lambda t, n: config.choice(t, "dtype", config.DTYPES))
+
+    lists = dict(models=model_name, seq_lens=usage.positive_int, kernel_n=usage.positive_int,
+                 kernel_h=usage.positive_int, lambda_imag_exp=usage.boolean, conv_kernel=config.conv_kernel,
+                 modes=lambda t, n: usage.choice(t, "mode", ("fwd", "fwdbwd")),
+                 dtype=lambda t, n: usage.choice(t, "dtype", config.DTYPES))
     for name, convert in lists.items():
         raw = getattr(args, name, None)
         if raw is not None:
             flag = name.replace("_", "-")
-            setattr(args, name, config.parse_list(raw, flag, lambda item: convert(item, flag)))
+            setattr(args, name, usage.parse_list(raw, flag, lambda item: convert(item, flag)))
     for name in ("batch", "dim", "threads"):
         if getattr(args, name, None) is not None:
-            setattr(args, name, config.positive_int(getattr(args, name), name))
-    args.shard = config.parse_shard(args.shard) if args.shard is not None else None
+            setattr(args, name, usage.positive_int(getattr(args, name), name))
+    args.shard = usage.parse_shard(args.shard) if args.shard is not None else None
     return args
 
 
 def resolve_device(text):
-    config.choice(text, "device", config.DEVICES)
+    usage.choice(text, "device", config.DEVICES)
     if text == "auto":
         text = "cuda" if torch.cuda.is_available() else "cpu"
     if text == "cuda" and not torch.cuda.is_available():
@@ -90,24 +83,6 @@ def shard(cells, spec):
     return [cell for i, cell in enumerate(cells) if i % count == index]
 
 
-@contextlib.contextmanager
-def in_flight(out_dir, key_row, *, stem):
-    """Mark a cell as running; a process killed inside leaves the marker for --resume to find."""
-    mark_in_flight(out_dir, key_row, stem=stem)
-    try:
-        yield
-    except KeyboardInterrupt:  # the user stopped the run: --resume runs this cell again
-        clear_in_flight(out_dir, stem=stem)
-        raise
-    clear_in_flight(out_dir, stem=stem)
-
-
-def take_in_flight(out_dir, *, stem):
-    pending = pending_in_flight(out_dir, stem=stem)
-    clear_in_flight(out_dir, stem=stem)
-    return pending
-
-
 def cell_fields(cell):
     """A cell's settings as the strings --list prints (a tuple, such as eval_lengths, comma-joined)."""
     return {k: ",".join(map(format_value, v)) if isinstance(v, (tuple, list)) else format_value(v)
@@ -116,15 +91,17 @@ def cell_fields(cell):
 
 @dataclass
 class Context:
+    """What a suite's run gets: the device, the preset, the run directory and id, and the cells (this shard's)."""
     device: torch.device
     preset: config.Preset
     out_dir: Path
     run_id: str
+    cells: list
 
 
-def prepare(args, *, presets, csv_name, build_cells, convert=None):
+def prepare(args, *, presets, csv_names, build_cells, convert=None):
     """Validate everything before anything is written; returns the run context (or None for --list).
-    csv_name: the suite's CSV(s); a run directory holding one already needs --resume."""
+    csv_names: the suite's CSVs; a run directory holding one already needs --resume."""
     convert_flags(args)
     if convert is not None:
         convert(args)
@@ -141,7 +118,7 @@ def prepare(args, *, presets, csv_name, build_cells, convert=None):
         return None
     # The run id is the run directory's name, so results/<run_id>/ and plots/<run_id>/ always match.
     out_dir = Path(args.out) if args.out else RESULTS_DIR / new_run_id()
-    for name in (csv_name,) if isinstance(csv_name, str) else csv_name:
+    for name in csv_names:
         if (out_dir / name).exists() and not args.resume:
             raise UsageError(f"{out_dir / name} exists; pass --resume to continue it, or another --out")
         if (out_dir / name).exists():
@@ -151,7 +128,7 @@ def prepare(args, *, presets, csv_name, build_cells, convert=None):
     ensure_writable_dir(out_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Context(device=device, preset=preset, out_dir=out_dir, run_id=out_dir.resolve().name)
+    return Context(device=device, preset=preset, out_dir=out_dir, run_id=out_dir.resolve().name, cells=cells)
 
 
 def _unknown_preset(name, presets):
@@ -172,25 +149,22 @@ def record_env(ctx, args, argv, *, suite):
     write_env(ctx.out_dir, argv=argv, config={"run_id": ctx.run_id, "suites": suites})
 
 
-def fail(message):
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    return 2
-
-
-def run_suite(p, argv, *, csv_name, presets, build_cells, run, convert=None):
-    """A suite's main: parse, validate (exit 2 on bad input), run, print where the rows are."""
+def run_suite(p, argv, *, presets, build_cells, run, convert=None):
+    """A suite's main: parse, validate (exit 2 on bad input), run(args, ctx) -> the path of its main CSV,
+    print where the rows are. The suite's CSVs are the bench.schema tables of its name (the prog's module)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    suite = p.prog.split()[-1].removeprefix("bench.")
+    csv_names = [name for name, t in TABLES.items() if t.suite == suite]
     try:
         args = p.parse_args(argv)
-        ctx = prepare(args, presets=presets, csv_name=csv_name, build_cells=build_cells, convert=convert)
+        ctx = prepare(args, presets=presets, csv_names=csv_names, build_cells=build_cells, convert=convert)
     except (UsageError, ResultsError, ValueError) as error:  # ValueError: the registry's option checks
         return fail(error)
     if ctx is None:
         return 0
-    suite = p.prog.split()[-1].removeprefix("bench.")
     record_env(ctx, args, [p.prog, *argv], suite=suite)
     try:
-        path = run(args, ctx.out_dir, ctx.run_id, ctx.device, ctx.preset)
+        path = run(args, ctx)
     except ResultsError as error:  # e.g. a CSV whose header is another version's: nothing was appended to it
         return fail(error)
     print(path)

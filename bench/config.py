@@ -1,4 +1,4 @@
-"""Sweeps as data: frozen cells and grids, the named presets, and the CLI parsing helpers every suite uses.
+"""Sweeps as data: frozen cells and grids and the named presets of the scaling and perplexity suites.
 
 A preset is a few named grids (a length sweep, a kernel_N x lambda_imag_exp ablation, a conv_kernel
 ablation), never one huge product. A grid multiplies out only the options that apply to each model.
@@ -8,59 +8,18 @@ import itertools
 from dataclasses import asdict, dataclass, field
 
 import models
+from bench.results import cell_key
+from bench.schema import TABLES
+from bench.usage import UsageError, choice, positive_int
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
 FULL = None  # conv_kernel None: every seq_len tap ("full" on command lines)
-
-
-class UsageError(ValueError):
-    """Bad input a user can cause: the CLI prints one line and exits 2."""
-
-
-def parse_list(text, name, convert):
-    items = [item.strip() for item in str(text).split(",")]
-    if not text or any(not item for item in items):
-        raise UsageError(f"--{name} needs a comma-separated list, got {text!r}")
-    return tuple(convert(item) for item in items)
-
-
-def positive_int(text, name="value"):
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise UsageError(f"--{name}: {text!r} is not an integer") from None
-    if value <= 0:
-        raise UsageError(f"--{name}: {value} is not positive")
-    return value
-
-
-def boolean(text, name="value"):
-    lowered = str(text).lower()
-    if lowered not in ("true", "false"):
-        raise UsageError(f"--{name}: {text!r} is not true or false")
-    return lowered == "true"
+LAYER_KEY = TABLES["scaling.csv"].key
 
 
 def conv_kernel(text, name="conv-kernel"):
     return FULL if str(text).lower() == "full" else positive_int(text, name)
-
-
-def choice(text, name, valid):
-    if text not in valid:
-        raise UsageError(f"--{name}: unknown {name} {text!r}; valid: {', '.join(valid)}")
-    return text
-
-
-def parse_shard(text):
-    """'I/N' -> (I, N) with 0 <= I < N."""
-    try:
-        index, count = (int(part) for part in str(text).split("/"))
-    except ValueError:
-        raise UsageError(f"--shard needs I/N (e.g. 0/4), got {text!r}") from None
-    if count <= 0 or not 0 <= index < count:
-        raise UsageError(f"--shard {text}: I must be in 0..N-1 with N >= 1")
-    return index, count
 
 
 @dataclass(frozen=True)
@@ -84,10 +43,14 @@ class Cell:
                       conv_kernel=self.conv_kernel)
         return {k: v for k, v in values.items() if k in models.options_of(self.model) and v is not None}
 
-    def series(self):
-        """Everything but seq_len: after an OOM, the longer cells of the same series are skipped."""
-        return (self.model, self.mode, self.dtype, self.batch, self.dim, self.kernel_N, self.kernel_H,
-                self.lambda_imag_exp, self.conv_kernel, self.compiled)
+    def key_row(self, device_name):
+        """The cell's key columns as written (scaling.csv, op_breakdown.csv); conv_kernel is the taps used."""
+        takes_taps = "conv_kernel" in models.options_of(self.model)
+        taps = (self.conv_kernel or self.seq_len) if takes_taps else None
+        return dict(model=self.model, mode=self.mode, dtype=self.dtype, device=device_name, batch=self.batch,
+                    seq_len=self.seq_len, dim=self.dim, kernel_N=self.kernel_N, kernel_H=self.kernel_H,
+                    lambda_imag_exp=self.lambda_imag_exp,
+                    conv_kernel=None if taps is None else min(taps, self.seq_len), compiled=self.compiled)
 
 
 SWEPT_OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")
@@ -149,15 +112,6 @@ class Preset:
     grids: tuple
     timing: dict = field(default_factory=dict)  # keyword arguments for bench.timing.measure
 
-    def cells(self):
-        seen, out = set(), []
-        for grid in self.grids:  # a cell shared by two grids is measured once
-            for cell in grid.cells():
-                if cell not in seen:
-                    seen.add(cell)
-                    out.append(cell)
-        return out
-
     def describe(self):
         return {"name": self.name, "grids": [asdict(g) for g in self.grids], "timing": self.timing}
 
@@ -186,6 +140,34 @@ SCALING_PRESETS = {
         Grid("length", tuple(models.NAMES), (32, 64), batch=1, dim=32),
     ), timing=dict(warmup=1, min_repeats=3, budget_s=0.05)),
 }
+
+
+GRID_FLAGS = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "conv_kernel")
+
+
+def layer_cells(args, preset):
+    """The layer cells of the scaling and profiling suites. With no grid flag, the preset's grids; with grid
+    flags, one grid from the flags and the preset's defaults. --modes, --dtype, --batch, --dim and --compile
+    apply to every grid. A cell two grids share (gss-direct's full taps at 4096 are 4096 taps) runs once."""
+    grids = preset.grids
+    if any(getattr(args, flag) is not None for flag in GRID_FLAGS):
+        base = grids[0]
+        grids = (Grid("custom", args.models or models.NAMES, args.seq_lens or base.seq_lens, modes=base.modes,
+                      dtypes=base.dtypes, batch=base.batch, dim=base.dim, kernel_N=args.kernel_n,
+                      kernel_H=args.kernel_h, lambda_imag_exp=args.lambda_imag_exp, conv_kernel=args.conv_kernel),)
+    overrides = {k: v for k, v in dict(modes=args.modes, dtypes=args.dtype, batch=args.batch, dim=args.dim,
+                                        compiled=args.compile or None).items() if v is not None}
+    grids = tuple(Grid(**{**g.__dict__, **overrides}) for g in grids)
+    cells, keys = [], set()
+    for cell in (c for g in grids for c in g.cells()):
+        key = cell_key(cell.key_row(""), LAYER_KEY)
+        if key not in keys:
+            keys.add(key)
+            cells.append(cell)
+    if not cells:
+        raise UsageError("the grid is empty: no requested model takes the options given (conv_kernel 'full' is "
+                         "gss-direct's)")
+    return cells
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.config import UsageError
+from bench.usage import UsageError
 
 CORPORA = ("synthetic", "stdlib", "enwik8")
 VALID_FRACTION = 0.1

@@ -36,20 +36,14 @@ from dataclasses import dataclass, replace
 import torch
 
 import models
-from bench import cli, config
-from bench.config import Preset, UsageError
+from bench import cli, usage
+from bench.config import Preset
 from bench.memory import MIB, peak_memory_mb
-from bench.results import KEY_COLUMNS
-from bench.scaling import AUTOCAST
-from bench.sweep import Sweep, device_name, frozen_gc, progress
-from bench.timing import measure
+from bench.sweep import Sweep, device_name
+from bench.timing import autocast, measure
+from bench.usage import UsageError
 
 CSV = "decode.csv"
-STEM = "decode"
-KEY = KEY_COLUMNS[CSV]
-COLUMNS = ("run_id", "model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens",
-           "prefill_ms", "time_per_token_ms", "tokens_per_s", "peak_mem_mb", "state_mb", "status", "error",
-           "time_per_token_iqr_ms", "repeats")
 METHODS = models.GENERATE_METHODS
 NUM_TOKENS = 256  # byte-level vocabulary
 
@@ -122,8 +116,7 @@ DECODE_PRESETS = {
 def _context(device, dtype):
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
-    if AUTOCAST[dtype] is not None:
-        stack.enter_context(torch.autocast(device_type=device.type, dtype=AUTOCAST[dtype]))
+    stack.enter_context(autocast(dtype, device.type))
     return stack
 
 
@@ -177,14 +170,14 @@ def measure_cell(cell, device, timing):
 def convert(args):
     """The suite's own flags (cli.convert_flags handles models, dtype, batch, dim, threads and shard)."""
     if args.prompt_lens is not None:
-        args.prompt_lens = config.parse_list(args.prompt_lens, "prompt-lens",
-                                             lambda t: config.positive_int(t, "prompt-lens"))
+        args.prompt_lens = usage.parse_list(args.prompt_lens, "prompt-lens",
+                                             lambda t: usage.positive_int(t, "prompt-lens"))
     if args.methods is not None:
-        args.methods = config.parse_list(args.methods, "methods", lambda t: config.choice(t, "method", METHODS))
+        args.methods = usage.parse_list(args.methods, "methods", lambda t: usage.choice(t, "method", METHODS))
     if args.depth is not None:
-        args.depth = config.positive_int(args.depth, "depth")
+        args.depth = usage.positive_int(args.depth, "depth")
     if args.new_tokens is not None:
-        args.new_tokens = config.positive_int(args.new_tokens, "new-tokens")
+        args.new_tokens = usage.positive_int(args.new_tokens, "new-tokens")
         if args.new_tokens < 2:
             raise UsageError("--new-tokens must be at least 2: one warm-up step and at least one timed step")
     return args
@@ -206,20 +199,16 @@ def build_cells(args, preset):
     return cells
 
 
-def run(args, out_dir, run_id, device, preset):
-    """Run (a shard of) the cells into out_dir; returns the path of the CSV."""
-    cells = cli.shard(build_cells(args, preset), args.shard)
-    sweep = Sweep(out_dir=out_dir, run_id=run_id, csv=CSV, columns=COLUMNS, key=KEY, length="prompt_len",
-                  stem=STEM, device=device, resume=args.resume)
-    name = device_name(device)
-    with frozen_gc():
-        for cell in progress(cells, "decode"):
-            key_row = {**cell.__dict__, "device": name}
-            sweep.run(key_row, lambda: measure_cell(cell, device, preset.timing))
-    return out_dir / CSV
+def run(args, ctx):
+    """Run the context's cells into its run directory; returns the path of the CSV."""
+    sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
+    name = device_name(ctx.device)
+    sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, desc="decode",
+                    measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing))
+    return ctx.out_dir / CSV
 
 
-def main(argv=None):
+def make_parser():
     p = cli.parser("python -m bench.decode", __doc__.split("\n\n")[0])
     p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
     p.add_argument("--prompt-lens", help="comma-separated positive prompt lengths")
@@ -229,7 +218,11 @@ def main(argv=None):
     p.add_argument("--batch", help="sequences decoded together")
     p.add_argument("--dim", help="model width")
     p.add_argument("--depth", help="layers")
-    return cli.run_suite(p, argv, csv_name=CSV, presets=DECODE_PRESETS, build_cells=build_cells, run=run,
+    return p
+
+
+def main(argv=None):
+    return cli.run_suite(make_parser(), argv, presets=DECODE_PRESETS, build_cells=build_cells, run=run,
                          convert=convert)
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bench.results import ENV_FILE, REPO_ROOT, _atomic_write_text
+from bench.results import ENV_FILE, REPO_ROOT, atomic_write_text
 
 
 def _git(*args: str) -> str | None:
@@ -57,7 +57,7 @@ def environment() -> dict[str, Any]:
 def write_env(run_dir: str | os.PathLike, *, config: Mapping[str, Any], argv: Sequence[str]) -> Path:
     env = {**environment(), "config": dict(config), "command": shlex.join(str(a) for a in argv)}
     path = Path(run_dir) / ENV_FILE
-    _atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
     return path
 
 
@@ -70,5 +70,5 @@ def record_command(run_dir: str | os.PathLike, argv: Sequence[str]) -> Path | No
     except (OSError, ValueError):
         return None
     env["command"] = shlex.join(str(a) for a in argv)
-    _atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
     return path

@@ -34,18 +34,14 @@ from dataclasses import dataclass, replace
 import torch
 
 import models
-from bench import cli, config
-from bench.config import Preset, UsageError
-from bench.sweep import Sweep, device_name, frozen_gc, progress
-from bench.results import KEY_COLUMNS
+from bench import cli, usage
+from bench.config import Preset
+from bench.sweep import Sweep, device_name
+from bench.timing import autocast
+from bench.usage import UsageError
 
 CSV = "numerics.csv"
-STEM = "numerics"
-KEY = KEY_COLUMNS[CSV]
-COLUMNS = ("run_id", "model", "dtype", "device", "seq_len", "out_rel_err", "grad_rel_err", "status", "error",
-           "dim", "batch", "out_branch_rel_err", "grad_branch_rel_err")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
-AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 SEEDS = dict(layer=0, x=1, w=2)
 
 
@@ -111,11 +107,8 @@ def _seeded(seed, shape, device):
 def forward_backward(layer, x, w, *, autocast_dtype=None):
     """The output (detached) and d((out * w).sum())/dx, the backward outside autocast."""
     x = x.detach().clone().requires_grad_(True)
-    if autocast_dtype is None:
+    with autocast(autocast_dtype, x.device.type):
         out = layer(x)
-    else:
-        with torch.autocast(device_type=x.device.type, dtype=autocast_dtype):
-            out = layer(x)
     (grad,) = torch.autograd.grad((out.to(w.dtype) * w).sum(), x)  # x's gradient only: weights' are not compared
     return out.detach(), grad
 
@@ -151,7 +144,7 @@ def measure_cell(cell, device, references):
     if cell.dtype == "float64":
         layer, x, w, autocast_dtype = copy.deepcopy(layer64), x64, w64, None
     else:
-        layer, x, w, autocast_dtype = copy.deepcopy(layer64).float(), x64.float(), w64.float(), AUTOCAST.get(cell.dtype)
+        layer, x, w, autocast_dtype = copy.deepcopy(layer64).float(), x64.float(), w64.float(), cell.dtype
     out, grad = forward_backward(layer, x, w, autocast_dtype=autocast_dtype)
     out, grad = out.double(), grad.double()
     row = dict(out_rel_err=rel_err(out, out_ref), grad_rel_err=rel_err(grad, grad_ref),
@@ -165,7 +158,7 @@ def measure_cell(cell, device, references):
 def convert(args):
     """--dtypes (float64 allowed; float16 only on CUDA); cli.convert_flags handles the shared flags."""
     if args.dtypes is not None:
-        args.dtypes = config.parse_list(args.dtypes, "dtypes", lambda t: config.choice(t, "dtype", DTYPES))
+        args.dtypes = usage.parse_list(args.dtypes, "dtypes", lambda t: usage.choice(t, "dtype", DTYPES))
         if "float16" in args.dtypes and cli.resolve_device(args.device).type != "cuda":
             raise UsageError("--dtypes float16 needs a CUDA device; use bfloat16 on CPU")
     return args
@@ -180,23 +173,22 @@ def build_cells(args, preset):
     return sorted(cells, key=lambda c: (models.NAMES.index(c.model), c.dim, c.batch, c.seq_len))
 
 
-def run(args, out_dir, run_id, device, preset):
-    """Run (a shard of) the cells into out_dir; returns the path of the CSV."""
-    cells = cli.shard(build_cells(args, preset), args.shard)
-    sweep = Sweep(out_dir=out_dir, run_id=run_id, csv=CSV, columns=COLUMNS, key=KEY, length="seq_len", stem=STEM,
-                  device=device, resume=args.resume)
-    name, references = device_name(device), References(device)
-    with frozen_gc():
-        for cell in progress(cells, "numerics"):
-            key_row = {**cell.__dict__, "device": name}
-            if cell.dtype == "float16" and device.type != "cuda":  # a CUDA preset run on a CPU
-                sweep.run(key_row, lambda: dict(status="skipped", error="float16 autocast runs on CUDA only"))
-            else:
-                sweep.run(key_row, lambda: measure_cell(cell, device, references))
-    return out_dir / CSV
+def run(args, ctx):
+    """Run the context's cells into its run directory; returns the path of the CSV."""
+    sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
+    name, references = device_name(ctx.device), References(ctx.device)
+
+    def measure(cell):
+        if cell.dtype == "float16" and ctx.device.type != "cuda":  # a CUDA preset run on a CPU
+            return dict(status="skipped", error="float16 autocast runs on CUDA only")
+        return measure_cell(cell, ctx.device, references)
+
+    sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, measure=measure,
+                    desc="numerics")
+    return ctx.out_dir / CSV
 
 
-def main(argv=None):
+def make_parser():
     p = cli.parser("python -m bench.numerics", __doc__.split("\n\n")[0])
     p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
     p.add_argument("--seq-lens", help="comma-separated positive integers")
@@ -204,7 +196,11 @@ def main(argv=None):
     p.add_argument("--dim", help="model width")
     p.add_argument("--batch", help="batch size")
     p.set_defaults(dtype=None)  # cli.prepare's --dtype check: numerics validates --dtypes itself
-    return cli.run_suite(p, argv, csv_name=CSV, presets=NUMERICS_PRESETS, build_cells=build_cells, run=run,
+    return p
+
+
+def main(argv=None):
+    return cli.run_suite(make_parser(), argv, presets=NUMERICS_PRESETS, build_cells=build_cells, run=run,
                          convert=convert)
 
 

@@ -18,29 +18,16 @@ from dataclasses import replace
 import torch
 
 import models
-from bench import cli, config
-from bench.config import PERPLEXITY_PRESETS, TASKS, TrainGrid, UsageError
+from bench import cli, usage
+from bench.config import PERPLEXITY_PRESETS, TASKS, TrainGrid
 from bench.data import load_corpus
 from bench.recall import check as check_recall
 from bench.recall import recall_accuracy, recall_batch, recall_loss
-from bench.results import DIED_ERROR, KEY_COLUMNS, RowWriter, cell_key, read_rows
-from bench.sweep import is_oom, progress
+from bench.sweep import Rows, Sweep, drive
 from bench.training import mean_loss, train
+from bench.usage import UsageError
 
-KEY = KEY_COLUMNS["perplexity.csv"]
-RECALL_KEY = KEY_COLUMNS["recall.csv"]
-TRAINING_KEY = tuple(c for c in KEY if c != "eval_seq_len")
-PPL_COLUMNS = ("run_id", "model", "corpus", "corpus_sha256", "seed", "dim", "depth", "params", "kernel_N", "kernel_H",
-               "lambda_imag_exp", "conv_kernel", "train_seq_len", "eval_seq_len", "steps", "batch", "tokens", "lr",
-               "dtype", "device", "train_loss", "eval_loss", "bits_per_byte", "ppl", "entropy_floor_bpb", "time_s",
-               "status", "error")
-CURVE_COLUMNS = ("run_id", "model", "kernel_N", "lambda_imag_exp", "conv_kernel", "seed", "step", "loss", "corpus",
-                 "train_seq_len", "steps", "kernel_H", "dim", "depth", "batch", "lr", "dtype")
-RECALL_COLUMNS = ("run_id", "model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps", "dim", "depth", "params",
-                  "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "final_loss", "accuracy", "time_s",
-                  "status", "error", "batch", "lr", "dtype")
-CSVS = ("perplexity.csv", "train_curve.csv", "recall.csv")
-DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CSV, CURVE_CSV, RECALL_CSV = "perplexity.csv", "train_curve.csv", "recall.csv"
 CURVE_POINTS = 100  # train_curve.csv holds at most this many points per training
 RECALL_EVAL_SEQUENCES = 256
 
@@ -75,7 +62,7 @@ def corpus_of(spec):
 
 def build_cells(args, preset):
     """The preset's grids for the requested task(s); with grid flags, one grid per task from the flags."""
-    tasks = config.parse_list(args.task, "task", lambda t: config.choice(t, "task", TASKS)) if args.task else TASKS
+    tasks = usage.parse_list(args.task, "task", lambda t: usage.choice(t, "task", TASKS)) if args.task else TASKS
     grids = [g for g in preset.grids if g.task in tasks]
     flags = dict(models=args.models, corpus=args.corpus, seq_lens=args.seq_len, kernel_N=args.kernel_n,
                  lambda_imag_exp=args.lambda_imag_exp, conv_kernel=args.conv_kernel, seeds=args.seeds,
@@ -106,15 +93,15 @@ def build_cells(args, preset):
 
 def convert(args):
     """The suite's own flags (cli.convert_flags handles the shared ones)."""
-    for name, parse in [("seq_len", config.positive_int), ("eval_lengths", config.positive_int),
+    for name, parse in [("seq_len", usage.positive_int), ("eval_lengths", usage.positive_int),
                         ("seeds", _seed)]:
         raw = getattr(args, name)
         if raw is not None:
             flag = name.replace("_", "-")
-            setattr(args, name, config.parse_list(raw, flag, lambda t: parse(t, flag)))
+            setattr(args, name, usage.parse_list(raw, flag, lambda t: parse(t, flag)))
     for name in ("steps", "depth"):
         if getattr(args, name) is not None:
-            setattr(args, name, config.positive_int(getattr(args, name), name))
+            setattr(args, name, usage.positive_int(getattr(args, name), name))
     if args.dtype is not None and len(args.dtype) > 1:
         raise UsageError(f"--dtype takes one dtype here (every model trains in it), got {','.join(args.dtype)}")
     if args.lr is not None:
@@ -131,111 +118,94 @@ def convert(args):
     return args
 
 
-class Suite:
-    def __init__(self, *, run_id, out_dir, device, resume):
-        self.run_id, self.out_dir, self.device = run_id, out_dir, device
-        self.rows = RowWriter(out_dir / "perplexity.csv", PPL_COLUMNS)
-        self.curve = RowWriter(out_dir / "train_curve.csv", CURVE_COLUMNS)
-        self.recall = RowWriter(out_dir / "recall.csv", RECALL_COLUMNS)
-        self.done = set()
-        if resume:
-            self.done |= {cell_key(r, TRAINING_KEY) for r in read_rows(out_dir / "perplexity.csv")}
-            self.done |= {cell_key(r, RECALL_KEY) for r in read_rows(out_dir / "recall.csv")}
-
-    def lm_row(self, cell, corpus):
-        return dict(run_id=self.run_id, model=cell.model, corpus=cell.corpus, corpus_sha256=corpus.sha256,
-                    seed=cell.seed, dim=cell.dim, depth=cell.depth, kernel_N=cell.kernel_N, kernel_H=cell.kernel_H,
-                    lambda_imag_exp=cell.lambda_imag_exp, conv_kernel=cell.conv_kernel, train_seq_len=cell.seq_len,
-                    steps=cell.steps, batch=cell.batch, tokens=cell.steps * cell.batch * cell.seq_len, lr=cell.lr,
-                    dtype=cell.dtype, device=str(self.device), entropy_floor_bpb=corpus.entropy_floor_bpb)
-
-    def recall_row(self, cell):
-        return dict(run_id=self.run_id, model=cell.model, seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs,
-                    vocab=cell.vocab, seed=cell.seed, steps=cell.steps, dim=cell.dim, depth=cell.depth,
-                    kernel_N=cell.kernel_N, kernel_H=cell.kernel_H, lambda_imag_exp=cell.lambda_imag_exp,
-                    conv_kernel=cell.conv_kernel, batch=cell.batch, lr=cell.lr, dtype=cell.dtype)
-
-    def build(self, cell, num_tokens):
-        torch.manual_seed(cell.seed)
-        return models.build_lm(cell.model, num_tokens=num_tokens, dim=cell.dim, depth=cell.depth,
-                               device=self.device, **cell.layer_options())
-
-    def run_lm(self, cell):
-        corpus = corpus_of(cell.corpus)
-        base = self.lm_row(cell, corpus)
-        if cell_key(base, TRAINING_KEY) in self.done:
-            return
-        rows = [{**base, "eval_seq_len": m * cell.seq_len} for m in cell.eval_lengths]
-        windows = [corpus.eval_windows(seq_len=r["eval_seq_len"], count=max(1, cell.eval_tokens // r["eval_seq_len"]))
-                   for r in rows]
-        with cli.in_flight(self.out_dir, base, stem="perplexity"):
-            try:
-                lm = self.build(cell, 256)
-                gen = torch.Generator().manual_seed(cell.seed)
-                result = train(lm, lambda: corpus.batch("train", batch=cell.batch, seq_len=cell.seq_len, generator=gen),
-                               steps=cell.steps, lr=cell.lr, device=self.device, dtype=DTYPES[cell.dtype])
-                for row, (ids, labels) in zip(rows, windows):
-                    loss = mean_loss(lm, ids, labels, device=self.device, dtype=DTYPES[cell.dtype])
-                    row.update(params=lm.num_params(), train_loss=result.train_loss, eval_loss=loss,
-                               bits_per_byte=loss / math.log(2), ppl=math.exp(loss), time_s=result.time_s, status="ok")
-                self.write_curve(cell, result.losses)
-            except Exception as error:  # failures are rows; the sweep goes on
-                for row in rows:
-                    row.update(status="oom" if is_oom(error) else "error", error=f"{type(error).__name__}: {error}")
-            for row in rows:
-                self.rows.append(row)
-
-    def write_curve(self, cell, losses):
-        every = max(1, len(losses) // CURVE_POINTS)
-        training = dict(run_id=self.run_id, model=cell.model, kernel_N=cell.kernel_N, lambda_imag_exp=cell.lambda_imag_exp,
-                        conv_kernel=cell.conv_kernel, seed=cell.seed, corpus=cell.corpus, train_seq_len=cell.seq_len,
-                        steps=cell.steps, kernel_H=cell.kernel_H, dim=cell.dim, depth=cell.depth, batch=cell.batch,
-                        lr=cell.lr, dtype=cell.dtype)
-        for start in range(0, len(losses), every):
-            chunk = losses[start:start + every]
-            self.curve.append(dict(training, step=start + len(chunk), loss=sum(chunk) / len(chunk)))
-
-    def run_recall(self, cell):
-        row = self.recall_row(cell)
-        if cell_key(row, RECALL_KEY) in self.done:
-            return
-        data = dict(seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs, vocab=cell.vocab)
-        with cli.in_flight(self.out_dir, row, stem="recall"):
-            try:
-                lm = self.build(cell, cell.vocab)
-                gen = torch.Generator().manual_seed(cell.seed)
-                result = train(lm, lambda: recall_batch(batch=cell.batch, generator=gen, **data), steps=cell.steps,
-                               lr=cell.lr, device=self.device, dtype=DTYPES[cell.dtype], loss_fn=recall_loss)
-                test = recall_batch(batch=RECALL_EVAL_SEQUENCES, generator=torch.Generator().manual_seed(10_000 + cell.seed),
-                                    **data)
-                row.update(params=lm.num_params(), final_loss=result.train_loss, accuracy=recall_accuracy(lm, *test),
-                           time_s=result.time_s, status="ok")
-            except Exception as error:
-                row.update(status="oom" if is_oom(error) else "error", error=f"{type(error).__name__}: {error}")
-            self.recall.append(row)
-
-    def recover(self):
-        """A training that was running when the process died is recorded as an error, not run again."""
-        for stem, writer, key in (("perplexity", self.rows, TRAINING_KEY), ("recall", self.recall, RECALL_KEY)):
-            pending = cli.take_in_flight(self.out_dir, stem=stem)
-            if pending is not None and cell_key(pending, key) not in self.done:
-                writer.append({**pending, "status": "error", "error": DIED_ERROR})
-                self.done.add(cell_key(pending, key))
+def lm_rows(cell, corpus, device):
+    """The rows of one training, one per evaluation length, with every column known before it runs."""
+    base = dict(model=cell.model, corpus=cell.corpus, corpus_sha256=corpus.sha256, seed=cell.seed, dim=cell.dim,
+                depth=cell.depth, kernel_N=cell.kernel_N, kernel_H=cell.kernel_H, lambda_imag_exp=cell.lambda_imag_exp,
+                conv_kernel=cell.conv_kernel, train_seq_len=cell.seq_len, steps=cell.steps, batch=cell.batch,
+                tokens=cell.steps * cell.batch * cell.seq_len, lr=cell.lr, dtype=cell.dtype, device=str(device),
+                entropy_floor_bpb=corpus.entropy_floor_bpb)
+    return [{**base, "eval_seq_len": m * cell.seq_len} for m in cell.eval_lengths]
 
 
-def run(args, out_dir, run_id, device, preset):
-    cells = cli.shard(build_cells(args, preset), args.shard)
-    suite = Suite(run_id=run_id, out_dir=out_dir, device=device, resume=args.resume)
-    suite.recover()
-    for cell in progress(cells, "perplexity"):
-        (suite.run_lm if cell.task == "lm" else suite.run_recall)(cell)
-    return out_dir / "perplexity.csv"
+def recall_row(cell):
+    return dict(model=cell.model, seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs, vocab=cell.vocab,
+                seed=cell.seed, steps=cell.steps, dim=cell.dim, depth=cell.depth, kernel_N=cell.kernel_N,
+                kernel_H=cell.kernel_H, lambda_imag_exp=cell.lambda_imag_exp, conv_kernel=cell.conv_kernel,
+                batch=cell.batch, lr=cell.lr, dtype=cell.dtype)
+
+
+def build_lm(cell, num_tokens, device):
+    torch.manual_seed(cell.seed)
+    return models.build_lm(cell.model, num_tokens=num_tokens, dim=cell.dim, depth=cell.depth, device=device,
+                           **cell.layer_options())
+
+
+def curve_rows(cell, losses):
+    """At most CURVE_POINTS points of a training's loss curve, each the mean of the steps since the last."""
+    every = max(1, len(losses) // CURVE_POINTS)
+    training = dict(model=cell.model, kernel_N=cell.kernel_N, lambda_imag_exp=cell.lambda_imag_exp,
+                    conv_kernel=cell.conv_kernel, seed=cell.seed, corpus=cell.corpus, train_seq_len=cell.seq_len,
+                    steps=cell.steps, kernel_H=cell.kernel_H, dim=cell.dim, depth=cell.depth, batch=cell.batch,
+                    lr=cell.lr, dtype=cell.dtype)
+    return [dict(training, step=start + len(losses[start:start + every]),
+                 loss=sum(losses[start:start + every]) / len(losses[start:start + every]))
+            for start in range(0, len(losses), every)]
+
+
+def measure_lm(cell, rows, corpus, device):
+    """Train, then evaluate at every length on the corpus's fixed validation windows."""
+    windows = [corpus.eval_windows(seq_len=r["eval_seq_len"], count=max(1, cell.eval_tokens // r["eval_seq_len"]))
+               for r in rows]
+    lm = build_lm(cell, 256, device)
+    gen = torch.Generator().manual_seed(cell.seed)
+    result = train(lm, lambda: corpus.batch("train", batch=cell.batch, seq_len=cell.seq_len, generator=gen),
+                   steps=cell.steps, lr=cell.lr, device=device, dtype=cell.dtype)
+    measured = []
+    for ids, labels in windows:
+        loss = mean_loss(lm, ids, labels, device=device, dtype=cell.dtype)
+        measured.append(dict(params=lm.num_params(), train_loss=result.train_loss, eval_loss=loss,
+                             bits_per_byte=loss / math.log(2), ppl=math.exp(loss), time_s=result.time_s, status="ok"))
+    return Rows(measured, also={CURVE_CSV: curve_rows(cell, result.losses)})
+
+
+def measure_recall(cell, device):
+    data = dict(seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs, vocab=cell.vocab)
+    lm = build_lm(cell, cell.vocab, device)
+    gen = torch.Generator().manual_seed(cell.seed)
+    result = train(lm, lambda: recall_batch(batch=cell.batch, generator=gen, **data), steps=cell.steps, lr=cell.lr,
+                   device=device, dtype=cell.dtype, loss_fn=recall_loss)
+    test = recall_batch(batch=RECALL_EVAL_SEQUENCES, generator=torch.Generator().manual_seed(10_000 + cell.seed),
+                        **data)
+    return dict(params=lm.num_params(), final_loss=result.train_loss, accuracy=recall_accuracy(lm, *test),
+                time_s=result.time_s, status="ok")
+
+
+def run(args, ctx):
+    """Train the context's cells (LMs and recall) into its run directory; returns the path of perplexity.csv."""
+    shared = dict(out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
+    lm, recall = Sweep(CSV, also=(CURVE_CSV,), **shared), Sweep(RECALL_CSV, **shared)
+
+    def run_cell(cell):
+        if cell.task == "lm":
+            corpus = corpus_of(cell.corpus)
+            rows = lm_rows(cell, corpus, ctx.device)
+            lm.run(rows, lambda: measure_lm(cell, rows, corpus, ctx.device))
+        else:
+            recall.run(recall_row(cell), lambda: measure_recall(cell, ctx.device))
+
+    drive(ctx.cells, run_cell, desc="perplexity")
+    return ctx.out_dir / CSV
+
+
+def make_parser():
+    parser = cli.parser("python -m bench.perplexity", __doc__.split("\n\n")[0])
+    add_flags(parser)
+    return parser
 
 
 def main(argv=None):
-    parser = cli.parser("python -m bench.perplexity", __doc__.split("\n\n")[0])
-    add_flags(parser)
-    return cli.run_suite(parser, argv, csv_name=CSVS, presets=PERPLEXITY_PRESETS, run=run, build_cells=build_cells,
+    return cli.run_suite(make_parser(), argv, presets=PERPLEXITY_PRESETS, run=run, build_cells=build_cells,
                          convert=convert)
 
 

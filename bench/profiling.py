@@ -34,23 +34,17 @@ from torch.profiler import ProfilerActivity, profile, record_function, schedule,
 
 import models
 from bench import cli
-from bench.config import Grid, Preset
+from bench.config import Grid, Preset, layer_cells
 from bench.results import format_value
-from bench.scaling import AUTOCAST, build_cells, cell_row
-from bench.sweep import Sweep, device_name, progress
+from bench.sweep import Sweep, device_name
 from bench.timing import make_step
 
 CSV = "op_breakdown.csv"
-STEM = "profiling"
 TRACES = "traces"
 STEP = "step"
 BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 RANGES = ("dss_kernel", "fft_conv", "direct_conv", "projection", "norm", "attention")
 CATEGORIES = (*RANGES, "backward", "other")
-KEY = ("model", "mode", "seq_len", "dtype", "device", "batch", "dim", "kernel_N", "kernel_H", "lambda_imag_exp",
-       "conv_kernel", "compiled")
-COLUMNS = ("model", "mode", "seq_len", "category", "time_ms", "fraction", "run_id", *KEY[3:], "step_ms",
-           "profiled_steps", "basis", "trace", "status", "error")
 
 _MODELS = ("gss", "gss-direct", "conv", "attention")
 PROFILE_PRESETS = {
@@ -162,7 +156,7 @@ def profile_cell(cell, device, trace_dir, *, warmup=1, active=2):
     layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
     x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
     step = make_step(torch.compile(layer) if cell.compiled else layer, x, mode=cell.mode,
-                     autocast_dtype=AUTOCAST[cell.dtype])
+                     autocast_dtype=cell.dtype)
     on_cuda = device.type == "cuda"
 
     def profiled_step():
@@ -189,32 +183,39 @@ def profile_cell(cell, device, trace_dir, *, warmup=1, active=2):
     return found[0]
 
 
-def rows_of(result, key_row, trace):
+def rows_of(result, trace):
+    """A cell's measured rows, one per category."""
     fractions = result.fractions()
     shared = dict(step_ms=result.step_ms, profiled_steps=result.steps, basis=result.basis, trace=trace, status="ok")
     # 12 digits, not the CSV's usual 6: a cell's fractions read back must still sum to 1 within 1e-9.
-    return [{**key_row, "category": c, "time_ms": t, "fraction": format(fractions[c], ".12g"), **shared}
+    return [{"category": c, "time_ms": t, "fraction": format(fractions[c], ".12g"), **shared}
             for c, t in result.times_ms.items()]
 
 
-def run(args, out_dir, run_id, device, preset):
-    """Profile (a shard of) the cells into out_dir; returns the path of the CSV."""
-    cells = cli.shard(build_cells(args, preset), args.shard)
+def run(args, ctx):
+    """Profile the context's cells into its run directory; returns the path of the CSV."""
     # a cell is complete once its last row (`other`) or its failure is in
-    sweep = Sweep(out_dir=out_dir, run_id=run_id, csv=CSV, columns=COLUMNS, key=KEY, length="seq_len", stem=STEM,
-                  device=device, resume=args.resume, done=lambda r: r["category"] == "other" or r["status"] != "ok")
-    name = device_name(device)
-    for cell in progress(cells, "profiling"):
-        key_row, trace = cell_row(cell, name), trace_name(cell)
-        sweep.run(key_row, lambda: rows_of(profile_cell(cell, device, out_dir / TRACES / trace, **preset.timing),
-                                           key_row, f"{TRACES}/{trace}"))
-    return out_dir / CSV
+    sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume,
+                  done=lambda r: r["category"] == "other" or r["status"] != "ok")
+    name = device_name(ctx.device)
+
+    def measure(cell):
+        trace = trace_name(cell)
+        result = profile_cell(cell, ctx.device, ctx.out_dir / TRACES / trace, **ctx.preset.timing)
+        return rows_of(result, f"{TRACES}/{trace}")
+
+    sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), measure=measure, desc="profiling")
+    return ctx.out_dir / CSV
+
+
+def make_parser():
+    parser = cli.parser("python -m bench.profiling", __doc__.split("\n\n")[0])
+    cli.add_grid_flags(parser)
+    return parser
 
 
 def main(argv=None):
-    parser = cli.parser("python -m bench.profiling", __doc__.split("\n\n")[0])
-    cli.add_grid_flags(parser)
-    return cli.run_suite(parser, argv, csv_name=CSV, presets=PROFILE_PRESETS, build_cells=build_cells, run=run)
+    return cli.run_suite(make_parser(), argv, presets=PROFILE_PRESETS, build_cells=layer_cells, run=run)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ SIGKILL leaves at worst an unterminated last line, which readers ignore and writ
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import csv
 import io
 import json
@@ -18,29 +18,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from bench.schema import KEY_COLUMNS
+from bench.usage import Parser, UsageError, fail
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
 ENV_FILE = "env.json"  # written by bench.env
 DIED_ERROR = "process died in this cell"
-
-_TRAINING = ("kernel_H", "dim", "depth", "batch", "lr", "dtype")
-# Columns identifying one cell per CSV name; suites add their own entries.
-KEY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "scaling.csv": ("model", "mode", "dtype", "device", "batch", "seq_len", "dim",
-                    "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "compiled"),
-    # trainings: what the issue's gate joins on, then every other setting a grid can vary
-    "perplexity.csv": ("model", "corpus", "corpus_sha256", "seed", "kernel_N", "lambda_imag_exp", "conv_kernel",
-                       "train_seq_len", "eval_seq_len", "steps", *_TRAINING),
-    "train_curve.csv": ("model", "corpus", "kernel_N", "lambda_imag_exp", "conv_kernel", "seed", "step",
-                        "train_seq_len", "steps", *_TRAINING),
-    "recall.csv": ("model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps", "kernel_N", "lambda_imag_exp",
-                   "conv_kernel", *_TRAINING),
-    "decode.csv": ("model", "method", "dtype", "device", "batch", "dim", "depth", "prompt_len", "new_tokens"),
-    "numerics.csv": ("model", "dtype", "device", "seq_len", "dim", "batch"),
-    "op_breakdown.csv": ("model", "mode", "seq_len", "dtype", "device", "batch", "dim", "kernel_N", "kernel_H",
-                         "lambda_imag_exp", "conv_kernel", "compiled", "category"),
-}
-
 
 class ResultsError(ValueError):
     """Bad results input or output (malformed file, duplicate cell, unwritable dir)."""
@@ -161,13 +145,8 @@ def cell_key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[str, .
     return tuple(_one_line(format_value(row.get(c))) for c in key_columns)
 
 
-def done_keys(path: str | os.PathLike, key_columns: Sequence[str]) -> set[tuple[str, ...]]:
-    """Keys of the cells already in PATH (empty if it does not exist yet), for --resume."""
-    rows = read_rows(path) if Path(path).exists() else []
-    return {cell_key(row, key_columns) for row in rows}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a whole file so that a reader sees the old text or the new, never a part."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -189,7 +168,7 @@ def mark_in_flight(run_dir: str | os.PathLike, key: Mapping[str, Any], *, stem: 
     """Record the cell about to run, so a resume can tell which cell killed the process."""
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     payload = {"key": dict(key), "pid": os.getpid(), "started_utc": started}
-    _atomic_write_text(_inflight_path(run_dir, stem), json.dumps(payload, default=format_value) + "\n")
+    atomic_write_text(_inflight_path(run_dir, stem), json.dumps(payload, default=format_value) + "\n")
 
 
 def clear_in_flight(run_dir: str | os.PathLike, *, stem: str) -> None:
@@ -205,6 +184,25 @@ def pending_in_flight(run_dir: str | os.PathLike, *, stem: str) -> dict[str, Any
         return None
     except (ValueError, KeyError, TypeError) as e:
         raise ResultsError(f"{path}: malformed in-flight marker: {e}") from e
+
+
+@contextlib.contextmanager
+def in_flight(run_dir: str | os.PathLike, key: Mapping[str, Any], *, stem: str):
+    """Mark a cell as running; a process killed inside leaves the marker for --resume to find."""
+    mark_in_flight(run_dir, key, stem=stem)
+    try:
+        yield
+    except KeyboardInterrupt:  # the user stopped the run: --resume runs this cell again
+        clear_in_flight(run_dir, stem=stem)
+        raise
+    clear_in_flight(run_dir, stem=stem)
+
+
+def take_in_flight(run_dir: str | os.PathLike, *, stem: str) -> dict[str, Any] | None:
+    """The pending cell's key (see pending_in_flight), removing its marker."""
+    pending = pending_in_flight(run_dir, stem=stem)
+    clear_in_flight(run_dir, stem=stem)
+    return pending
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -234,8 +232,7 @@ def merge_runs(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.PathLik
     if not names:
         raise ResultsError(f"no .csv files in shard directories {[str(d) for d in shards]}")
     if unknown := [n for n in names if n not in keys_by]:
-        raise ResultsError(f"no key columns known for {unknown} (known: {sorted(keys_by)}); "
-                           f"pass them with --keys NAME=COL,COL")
+        raise ResultsError(f"no key columns known for {unknown} (known: {sorted(keys_by)})")
     outputs = {n: _merge_csv(n, shards, keys_by[n], required=csv_names is not None) for n in names}
     outputs = {name: text for name, text in outputs.items() if text is not None}
     env_src = next((d / ENV_FILE for d in shards if (d / ENV_FILE).exists()), None)
@@ -249,7 +246,7 @@ def merge_runs(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.PathLik
         raise ResultsError(f"{out_dir}: already contains {', '.join(clash)}")
     ensure_writable_dir(out_dir)
     for name, text in outputs.items():
-        _atomic_write_text(out_dir / name, text)
+        atomic_write_text(out_dir / name, text)
     return [out_dir / n for n in outputs]
 
 
@@ -277,34 +274,21 @@ def _merge_csv(name: str, shards: Sequence[Path], key_cols: Sequence[str], *, re
     return None if header is None else _csv_line(header) + "".join(lines)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """A command line whose errors are one `error:` line on stderr and exit code 2 (no usage dump)."""
-
-    def error(self, message: str) -> None:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m bench.results", description="Results utilities.")
+def make_parser() -> Parser:
+    parser = Parser(prog="python -m bench.results", description="Results utilities.")
     sub = parser.add_subparsers(dest="command", required=True)
     merge = sub.add_parser("merge", help="join shard run directories OUT <- SHARD...")
     merge.add_argument("out")
     merge.add_argument("shards", nargs="+")
-    merge.add_argument("--keys", action="append", default=[], metavar="NAME=COL,COL",
-                       help="key columns for a CSV not in KEY_COLUMNS (repeatable)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        keys: dict[str, Sequence[str]] = dict(KEY_COLUMNS)
-        for spec in args.keys:
-            name, sep, cols = spec.partition("=")
-            if not sep or not name or not cols:
-                raise ResultsError(f"--keys {spec!r}: expected NAME=COL,COL")
-            keys[name] = tuple(c for c in cols.split(",") if c)
-        written = merge_runs(args.out, args.shards, key_columns_by_csv=keys)
-    except (ResultsError, OSError) as e:
-        print(f"error: {_one_line(str(e))}", file=sys.stderr)
-        return 2
+        args = make_parser().parse_args(argv)
+        written = merge_runs(args.out, args.shards)
+    except (UsageError, ResultsError, OSError) as e:
+        return fail(e)
     print("\n".join(map(str, written)))
     return 0
 

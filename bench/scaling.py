@@ -14,31 +14,15 @@ import torch
 
 import models
 from bench import cli
-from bench.config import SCALING_PRESETS, Grid, UsageError
+from bench.config import SCALING_PRESETS, layer_cells
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
-from bench.results import KEY_COLUMNS, cell_key
-from bench.sweep import Sweep, device_name, progress
+from bench.results import cell_key
+from bench.sweep import Sweep, device_name
 from bench.timing import make_step, measure
 
 CSV = "scaling.csv"
-STEM = "scaling"
-KEY = KEY_COLUMNS[CSV]
-SERIES = tuple(c for c in KEY if c != "seq_len")  # a cell's key without its length
-COLUMNS = ("run_id", *KEY, "params", "flops", "tflops_per_s", "tokens_per_s", "time_ms", "time_iqr_ms",
-           "repeats", "peak_mem_mb", "status", "error")
-AUTOCAST = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
-
-
-def cell_row(cell, device_name):
-    """The key columns of a cell, formatted as in the CSV; conv_kernel is the taps actually used."""
-    takes_taps = "conv_kernel" in models.options_of(cell.model)
-    taps = (cell.conv_kernel or cell.seq_len) if takes_taps else None
-    return dict(model=cell.model, mode=cell.mode, dtype=cell.dtype, device=device_name, batch=cell.batch,
-                seq_len=cell.seq_len, dim=cell.dim, kernel_N=cell.kernel_N, kernel_H=cell.kernel_H,
-                lambda_imag_exp=cell.lambda_imag_exp, conv_kernel=None if taps is None else min(taps, cell.seq_len),
-                compiled=cell.compiled)
 
 
 def flags_of(key_row, *, also=()):
@@ -60,14 +44,14 @@ def measure_cell(cell, device, timing):
     torch.manual_seed(0)
     layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
     x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
-    eager = make_step(layer, x, mode=cell.mode, autocast_dtype=AUTOCAST[cell.dtype])
+    eager = make_step(layer, x, mode=cell.mode, autocast_dtype=cell.dtype)
     peak = []
     # FLOPs are counted on the eager step (the same arithmetic as the compiled one); the dispatch modes
     # make this step slow, so it doubles as the first warm-up, not as a timed repeat.
     flops = count_flops(lambda: peak.append(peak_memory_mb(eager, device=device)))
     step = eager
     if cell.compiled:
-        step = make_step(torch.compile(layer), x, mode=cell.mode, autocast_dtype=AUTOCAST[cell.dtype])
+        step = make_step(torch.compile(layer), x, mode=cell.mode, autocast_dtype=cell.dtype)
         layer.zero_grad(set_to_none=True)  # CUDA peak stats would credit the freeing of stale gradients
         peak = [peak_memory_mb(step, device=device)] if device.type == "cuda" else peak
     result = measure(step, device=device, **timing)
@@ -108,7 +92,7 @@ class ScalingSweep(Sweep):
 
     def __init__(self, **kwargs):
         self.peaks = {}  # series -> {seq_len: peak MiB}
-        super().__init__(csv=CSV, columns=COLUMNS, key=KEY, length="seq_len", stem=STEM, **kwargs)
+        super().__init__(CSV, **kwargs)
 
     def series_of(self, row):
         """Taps covering the whole length are one series ("full"), so an OOM or the memory guard of gss-direct
@@ -131,44 +115,23 @@ class ScalingSweep(Sweep):
         return reason
 
 
-def build_cells(args, preset):
-    """With no grid flag, the preset's grids; with grid flags, one grid from the flags and the preset's
-    defaults. --modes, --dtype, --batch, --dim and --compile apply to every grid."""
-    grids = preset.grids
-    if any(getattr(args, flag) is not None for flag in cli.GRID_FLAGS):
-        base = grids[0]
-        grids = (Grid("custom", args.models or models.NAMES, args.seq_lens or base.seq_lens, modes=base.modes,
-                      dtypes=base.dtypes, batch=base.batch, dim=base.dim, kernel_N=args.kernel_n,
-                      kernel_H=args.kernel_h, lambda_imag_exp=args.lambda_imag_exp, conv_kernel=args.conv_kernel),)
-    overrides = {k: v for k, v in dict(modes=args.modes, dtypes=args.dtype, batch=args.batch, dim=args.dim,
-                                        compiled=args.compile or None).items() if v is not None}
-    grids = tuple(Grid(**{**g.__dict__, **overrides}) for g in grids)
-    cells, keys = [], set()
-    for cell in (c for g in grids for c in g.cells()):
-        key = cell_key(cell_row(cell, ""), KEY)  # gss-direct full taps at 4096 is the same cell as 4096 taps
-        if key not in keys:  # a cell shared by two grids is measured once
-            keys.add(key)
-            cells.append(cell)
-    if not cells:
-        raise UsageError("the grid is empty: no requested model takes the options given (conv_kernel 'full' is "
-                         "gss-direct's)")
-    return cells
+def run(args, ctx):
+    """Run the context's cells into its run directory; returns the path of the CSV."""
+    sweep = ScalingSweep(out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
+    name = device_name(ctx.device)
+    sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), desc="scaling",
+                    measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing))
+    return ctx.out_dir / CSV
 
 
-def run(args, out_dir, run_id, device, preset):
-    """Run (a shard of) the sweep into out_dir; returns the path of the CSV."""
-    cells = cli.shard(build_cells(args, preset), args.shard)
-    sweep = ScalingSweep(out_dir=out_dir, run_id=run_id, device=device, resume=args.resume)
-    name = device_name(device)
-    for cell in progress(cells, "scaling"):
-        sweep.run(cell_row(cell, name), lambda: measure_cell(cell, device, preset.timing))
-    return out_dir / CSV
+def make_parser():
+    parser = cli.parser("python -m bench.scaling", __doc__.split("\n\n")[0])
+    cli.add_grid_flags(parser)
+    return parser
 
 
 def main(argv=None):
-    parser = cli.parser("python -m bench.scaling", __doc__.split("\n\n")[0])
-    cli.add_grid_flags(parser)
-    return cli.run_suite(parser, argv, csv_name=CSV, presets=SCALING_PRESETS, build_cells=build_cells, run=run)
+    return cli.run_suite(make_parser(), argv, presets=SCALING_PRESETS, build_cells=layer_cells, run=run)
 
 
 if __name__ == "__main__":

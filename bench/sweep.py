@@ -1,22 +1,25 @@
-"""The one sweep runner every measuring suite uses: cells in order, rows appended as they are measured,
-failures as rows, OOM-aware skipping, and a resume that neither repeats nor loses a cell.
+"""The one sweep runner every suite uses: cells in order, rows appended as they are measured, failures as
+rows, OOM-aware skipping, and a resume that neither repeats nor loses a cell.
 
-A cell is a dict of its key columns. `run(key_row, measure)` calls measure() -> the measured columns (or
-a list of row dicts, for suites that write several rows per cell); an exception becomes an `oom` or
-`error` row and the sweep goes on. After an OOM, the longer cells of the same series (the key without
-its length column) are `skipped`. The cell in flight is marked on disk, so a resumed run records a cell
-that killed the process as `error` ("process died in this cell") instead of running it again forever.
+A Sweep writes one CSV of bench.schema (and, where a cell writes more, the rows of others beside it, such as
+a training's loss curve). `run(key_row, measure)` calls measure() -> the measured columns: a dict (one
+row), a list of row dicts (a cell of several rows, e.g. one per op category), or `Rows` (rows of this CSV
+plus rows of the others). An exception becomes an `oom` or `error` row and the sweep goes on. After an OOM,
+the longer cells of the same series (the cell's key without its length column) are `skipped`. The cell in
+flight is marked on disk, so a resumed run records a cell that killed the process as `error` ("process died
+in this cell") instead of running it again forever. `drive` feeds a suite's cells to its sweeps.
 """
 
 import contextlib
 import gc
 import sys
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
-from bench import cli
-from bench.results import DIED_ERROR, RowWriter, cell_key, format_value, read_rows
+from bench.results import DIED_ERROR, RowWriter, cell_key, format_value, in_flight, read_rows, take_in_flight
+from bench.schema import table
 
 
 def is_oom(error):
@@ -41,24 +44,35 @@ def frozen_gc():
         gc.unfreeze()
 
 
-def progress(cells, desc):
-    """A progress bar on stderr: cells done of total, with an ETA."""
-    return tqdm(cells, desc=desc, unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+def drive(cells, run_cell, *, desc):
+    """The one driver: run_cell(cell) for every cell in order, with a progress bar (cells done of total and
+    an ETA, on stderr) and garbage collection frozen for what lives before the sweep."""
+    with frozen_gc():
+        for cell in tqdm(cells, desc=desc, unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+            run_cell(cell)
+
+
+@dataclass
+class Rows:
+    """A measured cell that writes to more than its sweep's CSV: `rows` of it, `also` {csv name: rows}."""
+    rows: list
+    also: dict = field(default_factory=dict)
 
 
 class Sweep:
-    def __init__(self, *, out_dir, run_id, csv, columns, key, length, stem, device, resume, done=None):
-        """done(row) -> whether a recorded row completes its cell (default: every row does)."""
-        self.out_dir, self.run_id, self.key, self.length, self.stem = out_dir, run_id, key, length, stem
-        self.device = device
-        self.series = tuple(c for c in key if c != length)
-        self.writer = RowWriter(out_dir / csv, columns)
+    def __init__(self, csv, *, out_dir, run_id, device, resume, also=(), done=None):
+        """csv: the bench.schema table written; also: the names of other tables a cell writes rows to;
+        done(row) -> whether a recorded row completes its cell (default: every row does)."""
+        self.table, self.out_dir, self.run_id, self.device = table(csv), out_dir, run_id, device
+        self.key, self.length, self.series = self.table.cell, self.table.length, self.table.series
+        self.writer = RowWriter(out_dir / csv, self.table.columns)
+        self.also = {name: RowWriter(out_dir / name, table(name).columns) for name in also}
         self.completes = done or (lambda row: True)
         self.oom_at = {}  # series -> shortest length that ran out of memory
         rows = read_rows(out_dir / csv) if resume else []
         for row in rows:
             self.remember(row)
-        self.done = {cell_key(row, key) for row in rows if self.completes(row)}
+        self.done = {cell_key(row, self.key) for row in rows if self.completes(row)}
         self.recover_in_flight()
 
     def series_of(self, row):
@@ -85,27 +99,46 @@ class Sweep:
         self.done.add(cell_key(rows[-1], self.key))
 
     def run(self, key_row, measure):
-        if cell_key(key_row, self.key) in self.done:
+        """Measure one cell unless it is done or skipped. key_row: the cell's key columns (and any column known
+        before measuring); a list of them for a cell of several rows known in advance (one per evaluation
+        length), zipped with the measured rows, each of which then fails or is skipped on its own row."""
+        keys = key_row if isinstance(key_row, list) else [key_row]
+        if cell_key(keys[0], self.key) in self.done:
             return
-        reason = self.skip_reason(key_row)
+        reason = self.skip_reason(keys[0])
         if reason:
-            self.record([{**key_row, "status": "skipped", "error": reason}])
+            self.record([{**k, "status": "skipped", "error": reason} for k in keys])
             return
-        with cli.in_flight(self.out_dir, key_row, stem=self.stem):
+        marker = {c: v for c, v in keys[0].items() if c != self.table.per_cell}
+        with in_flight(self.out_dir, marker, stem=self.table.stem):
+            also = {}
             try:
                 measured = measure()
-                rows = [{**key_row, **r} for r in measured] if isinstance(measured, list) else [{**key_row, **measured}]
+                if isinstance(measured, Rows):
+                    measured, also = measured.rows, measured.also
+                if isinstance(key_row, list):
+                    rows = [{**k, **m} for k, m in zip(keys, measured, strict=True)]
+                else:
+                    rows = [{**key_row, **m} for m in (measured if isinstance(measured, list) else [measured])]
             except Exception as error:  # failures are rows; the sweep goes on
-                rows = [{**key_row, "status": "oom" if is_oom(error) else "error",
-                         "error": f"{type(error).__name__}: {error}"}]
+                also = {}
+                rows = [{**k, "status": "oom" if is_oom(error) else "error", "error": f"{type(error).__name__}: {error}"}
+                        for k in keys]
             finally:
                 gc.collect()
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+            for name, extra in also.items():
+                for row in extra:
+                    self.also[name].append({"run_id": self.run_id, **row})
             self.record(rows)
+
+    def run_cells(self, cells, *, key_row, measure, desc):
+        """Every cell through run(), driven by drive(): key_row(cell) and measure(cell) as run() takes them."""
+        drive(cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc)
 
     def recover_in_flight(self):
         """A cell that was running when the process died is recorded as an error, not run again."""
-        pending = cli.take_in_flight(self.out_dir, stem=self.stem)
+        pending = take_in_flight(self.out_dir, stem=self.table.stem)
         if pending is not None and cell_key(pending, self.key) not in self.done:
             self.record([{**pending, "status": "error", "error": DIED_ERROR}])

@@ -155,12 +155,24 @@ def _scalar_loss(out: object) -> torch.Tensor:
     return loss
 
 
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast(dtype, device_type):
+    """The one mixed-precision context: `dtype` (a name or a torch dtype) bfloat16 or float16 runs under
+    torch.autocast with the parameters as they are; anything else (float32, float64, None) runs plainly."""
+    dtype = AUTOCAST_DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if dtype not in AUTOCAST_DTYPES.values():
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
 def make_step(
     module: torch.nn.Module,
     x: torch.Tensor,
     *,
     mode: str,
-    autocast_dtype: torch.dtype | None = None,
+    autocast_dtype: torch.dtype | str | None = None,
 ) -> Callable[[], None]:
     """Zero-arg step for `mode`: "fwd" (inference_mode forward) or "fwdbwd".
 
@@ -174,15 +186,10 @@ def make_step(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {MODES}")
 
-    def autocast():
-        if autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
-
     if mode == "fwd":
 
         def step() -> None:
-            with torch.inference_mode(), autocast():
+            with torch.inference_mode(), autocast(autocast_dtype, x.device.type):
                 module(x)
 
         step.x = x
@@ -195,7 +202,7 @@ def make_step(
     def step() -> None:
         module.zero_grad(set_to_none=True)
         x_in.grad = None
-        with autocast():
+        with autocast(autocast_dtype, x.device.type):
             out = module(x_in)
         # Backward outside autocast, as autocast recommends.
         _scalar_loss(out).backward()

@@ -6,12 +6,13 @@ callable that draws from a torch.Generator seeded per training, so at one seed e
 same data in the same order.
 """
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
 
 import torch
+
+from bench.timing import autocast
 
 CLIP_NORM = 1.0
 WARMUP_FRACTION = 0.1
@@ -23,13 +24,6 @@ class TrainResult:
     losses: tuple  # per step, nats per token
     train_loss: float  # mean over the last 10% of the steps
     time_s: float
-
-
-def autocast(device, dtype):
-    """Mixed precision as autocast (parameters stay float32); float32 runs without it."""
-    if dtype in (None, torch.float32):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def lr_at(step, *, steps, lr):
@@ -52,14 +46,14 @@ def train(model, next_batch, *, steps, lr, device, dtype=None, loss_fn=None):
     loss_fn(model, inputs, labels) defaults to the LM's own cross-entropy, model(ids, labels)."""
     loss_fn = loss_fn or (lambda m, x, y: m(x, y))
     opt = optimizer(model, lr=lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype in (torch.float16, "float16"))
     model.train()
     losses, start = [], time.perf_counter()
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps=steps, lr=lr)
         inputs, labels = (t.to(device, non_blocking=True) for t in next_batch())
-        with autocast(device, dtype):
+        with autocast(dtype, device.type):
             loss = loss_fn(model, inputs, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
@@ -84,7 +78,7 @@ def mean_loss(model, inputs, labels, *, device, dtype=None, batch=8):
     total, count = 0.0, 0
     for i in range(0, len(inputs), batch):
         x, y = inputs[i:i + batch].to(device), labels[i:i + batch].to(device)
-        with autocast(device, dtype):
+        with autocast(dtype, device.type):
             loss = model(x, y)
         total += loss.float().item() * y.numel()
         count += y.numel()

@@ -1,5 +1,5 @@
-"""Bad input a user can cause, in one place (torch-free): the error, the one argument parser, and the one line
-on stderr with exit code 2 that every command prints for it."""
+"""Bad input a user can cause, in one place (torch-free): the error, the one argument parser, the parsers of flag
+values, and the one line on stderr with exit code 2 that every command prints for it."""
 
 import argparse
 import sys
@@ -21,3 +21,44 @@ def fail(message):
     """The one error line on stderr; returns the exit code 2."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     return 2
+
+
+def parse_list(text, name, convert):
+    items = [item.strip() for item in str(text).split(",")]
+    if not text or any(not item for item in items):
+        raise UsageError(f"--{name} needs a comma-separated list, got {text!r}")
+    return tuple(convert(item) for item in items)
+
+
+def positive_int(text, name="value"):
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name}: {text!r} is not an integer") from None
+    if value <= 0:
+        raise UsageError(f"--{name}: {value} is not positive")
+    return value
+
+
+def boolean(text, name="value"):
+    lowered = str(text).lower()
+    if lowered not in ("true", "false"):
+        raise UsageError(f"--{name}: {text!r} is not true or false")
+    return lowered == "true"
+
+
+def choice(text, name, valid):
+    if text not in valid:
+        raise UsageError(f"--{name}: unknown {name} {text!r}; valid: {', '.join(valid)}")
+    return text
+
+
+def parse_shard(text):
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise UsageError(f"--shard needs I/N (e.g. 0/4), got {text!r}") from None
+    if count <= 0 or not 0 <= index < count:
+        raise UsageError(f"--shard {text}: I must be in 0..N-1 with N >= 1")
+    return index, count
