@@ -1,0 +1,28 @@
+"""GSS Bench's measuring and reporting code, in floors: a module imports only from the floors below it.
+
+    floor 3  run_all.py            preset -> every suite -> CSVs, figures, REPORT.md, the gate
+    floor 2  suites                bench.scaling, bench.perplexity, bench.profiling, bench.decode, bench.numerics:
+                                   cells -> rows; no suite imports another, and only run_all imports a suite
+             read side             bench.analysis < summaries < report_sections < report < plots; regress:
+                                   CSVs -> findings, figures, the gate; torch-free (plots alone imports matplotlib)
+    floor 1  ground                models/ (knows nothing of bench), then bench.schema and bench.usage
+                                   (torch-free facts), results, env, timing, memory, flops, synthetic, data, recall,
+                                   training, config, sweep, cli
+
+IMPORT_ORDER below is that map as data, and tests/test_imports.py holds the code to it: a module may import
+a module listed before it (floor by floor; within a floor, only an earlier one), never a suite unless it is
+run_all, and a TORCH_FREE module nothing that imports torch.
+"""
+
+FLOORS = {
+    "ground": ("models", "bench.schema", "bench.usage", "bench.results", "bench.env", "bench.timing", "bench.memory",
+               "bench.flops", "bench.synthetic", "bench.data", "bench.recall", "bench.training", "bench.config", "bench.sweep",
+               "bench.cli"),
+    "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
+    "read side": ("bench.analysis", "bench.summaries", "bench.report_sections", "bench.report", "bench.plots",
+                  "bench.regress"),
+    "top": ("run_all",),
+}
+IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)
+SUITES = FLOORS["suites"]
+TORCH_FREE = ("bench.schema", "bench.usage", "bench.results", *FLOORS["read side"])

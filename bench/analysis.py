@@ -1,7 +1,8 @@
 """Scaling findings computed from the CSVs alone (pandas, no torch): length sweeps, slopes, crossovers, ablations.
 
-Shared by the plots and the report (bench.summaries holds the trainings, decoding and numerics); prints
-the headline numbers of a scaling run:
+Shared by the plots and the report (bench.summaries holds the trainings, decoding and numerics); every CSV fact
+(columns read, numeric columns, options, modes, model order) comes from bench.schema. Prints the headline
+numbers of a scaling run:
 
     python -m bench.analysis results/<run_id>
 """
@@ -13,30 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench.results import ResultsError, read_rows
+from bench.schema import MODELS_ORDER, MODES, NUMERIC, OPTIONS, TABLES
+from bench.usage import Parser, UsageError, fail
 
-NUMERIC = {"batch", "seq_len", "dim", "params", "flops", "tflops_per_s", "tokens_per_s", "time_ms", "time_iqr_ms",
-           "repeats", "peak_mem_mb", "seed", "depth", "train_seq_len", "eval_seq_len", "steps", "tokens",
-           "train_loss", "eval_loss", "bits_per_byte", "ppl", "entropy_floor_bpb", "time_s", "step", "loss",
-           "num_kv_pairs", "vocab", "accuracy", "fraction", "prompt_len", "new_tokens", "prefill_ms",
-           "time_per_token_ms", "state_mb", "out_rel_err", "grad_rel_err"}
-OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")  # kept as the strings written
-KNOWN_MODELS = ("gss", "gss-direct", "conv", "attention")
-MODES = ("fwd", "fwdbwd")
-
-
-# The columns the findings and figures read, per CSV.
-READ_COLUMNS = {
-    "scaling.csv": ("model", "mode", "dtype", "seq_len", *OPTIONS, "status", "time_ms", "time_iqr_ms",
-                    "peak_mem_mb", "flops", "tflops_per_s"),
-    "perplexity.csv": ("model", "corpus", "seed", "kernel_N", "lambda_imag_exp", "conv_kernel", "train_seq_len",
-                       "eval_seq_len", "status", "bits_per_byte", "entropy_floor_bpb"),
-    "train_curve.csv": ("model", "seed", "step", "loss"),
-    "recall.csv": ("model", "seq_len", "status", "accuracy"),
-    "op_breakdown.csv": ("model", "mode", "seq_len", "category", "status", "time_ms", "fraction"),
-    "decode.csv": ("model", "method", "dtype", "prompt_len", "status", "prefill_ms", "time_per_token_ms",
-                   "peak_mem_mb", "state_mb"),
-    "numerics.csv": ("model", "dtype", "seq_len", "status", "out_rel_err", "grad_rel_err"),
-}
+LENGTHS = tuple(dict.fromkeys(t.length for t in TABLES.values()))  # every CSV's length column, once each
 
 
 def load_csv(run_dir, name):
@@ -48,7 +29,7 @@ def load_csv(run_dir, name):
     rows = read_rows(path)  # ignores a torn last line of a run still in flight
     if not rows:
         return None
-    missing = [c for c in READ_COLUMNS.get(name, ()) if c not in rows[0]]
+    missing = [c for c in (TABLES[name].read if name in TABLES else ()) if c not in rows[0]]
     if missing:
         raise ResultsError(f"{path}: malformed, missing columns {', '.join(missing)}")
     df = pd.DataFrame(rows)
@@ -70,7 +51,7 @@ def ok(df):
 def ordered_models(names):
     """Known models in a fixed order, then any others alphabetically."""
     names = set(names)
-    return [m for m in KNOWN_MODELS if m in names] + sorted(names - set(KNOWN_MODELS))
+    return [m for m in MODELS_ORDER if m in names] + sorted(names - set(MODELS_ORDER))
 
 
 def modes_dtypes(df):
@@ -82,19 +63,21 @@ def modes_dtypes(df):
 # ---- scaling: length sweeps, slopes, crossovers, ablations
 
 def _series_key(rows):
-    """Cells of one sweep share every option; for gss-direct, full taps means conv_kernel == seq_len."""
+    """Cells of one sweep share every option ("a|b|c|d", in OPTIONS order); for gss-direct, full taps means
+    conv_kernel == seq_len."""
     full = pd.to_numeric(rows.conv_kernel, errors="coerce") == rows.seq_len
-    taps = rows.conv_kernel.where(~full, "full")
-    return rows.kernel_N + "|" + rows.kernel_H + "|" + rows.lambda_imag_exp + "|" + taps
+    key = None
+    for option in OPTIONS:
+        value = rows[option].where(~full, "full") if option == "conv_kernel" else rows[option]
+        key = value if key is None else key + "|" + value
+    return key
 
 
-def _sweep_groups(df, model, *, mode, dtype, options=None):
+def _sweep_groups(df, model, *, mode, dtype):
     """A model's length sweeps in (mode, dtype): every option set whose ok cells cover the most lengths
     (ablations hold one length each, so a preset's sweep stands alone; two sweeps of equal reach, as from
     `--kernel-n 64,512`, are both kept), as (key, rows of any status), in the order of the CSV."""
     rows = df[(df.model == model) & (df["mode"] == mode) & (df.dtype == dtype)]
-    for column, value in (options or {}).items():
-        rows = rows[rows[column] == value]
     keys = _series_key(rows)
     good = rows.status == "ok"
     if not good.any():
@@ -121,23 +104,11 @@ def model_sweeps(df, model, *, mode, dtype="float32"):
     return {_label(model, k, keys): rows for k, rows in groups}
 
 
-def sweep_rows(df, model, *, mode, dtype="float32", options=None):
-    """Every row (any status) of one model's length sweep: the option set whose ok cells cover the most
-    lengths; among sweeps of equal reach, the first in the CSV (see model_sweeps for all of them)."""
-    groups = _sweep_groups(df, model, mode=mode, dtype=dtype, options=options)
-    return groups[0][1] if groups else df.iloc[:0]
-
-
 def _series(rows, value):
     rows = ok(rows)
     if not len(rows):
         return pd.Series(dtype=float)
     return rows.groupby("seq_len")[value].median().sort_index()
-
-
-def length_series(df, model, *, mode, dtype="float32", options=None, value="time_ms"):
-    """seq_len -> median `value` of one model's ok cells along its length sweep."""
-    return _series(sweep_rows(df, model, mode=mode, dtype=dtype, options=options), value)
 
 
 def fitted_slope(series, *, upper_half=True):
@@ -150,7 +121,7 @@ def fitted_slope(series, *, upper_half=True):
     x = [math.log(v) for v in series.index]
     y = [math.log(v) for v in series.values]
     mx, my = sum(x) / len(x), sum(y) / len(y)
-    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
 
 
 def crossover(fast_at_long, slow_at_long):
@@ -241,7 +212,7 @@ def failed_cells(run_dir):
         if df is None or "status" not in df.columns:
             continue
         for _, row in df[df.status != "ok"].iterrows():
-            length = next((row[c] for c in ("seq_len", "train_seq_len", "prompt_len") if c in row), "")
+            length = next((row[c] for c in LENGTHS if c in row), "")
             options = ", ".join(f"{c}={row[c]}" for c in OPTIONS if c in row and row[c] != "")
             out.append(dict(csv=path.name, model=row.get("model", ""), mode=row.get("mode", ""),
                             dtype=row.get("dtype", ""), seq_len=length, options=options, status=row.status,
@@ -270,5 +241,23 @@ def headline(run_dir, *, a="gss", b="attention", dtype="float32"):
     return lines
 
 
+def make_parser():
+    p = Parser(prog="python -m bench.analysis", description="Headline scaling numbers of a run, from its CSVs.")
+    p.add_argument("run_dir", help="a run directory (results/<run_id>)")
+    return p
+
+
+def main(argv=None):
+    try:
+        args = make_parser().parse_args(argv)
+        if not Path(args.run_dir).is_dir():
+            raise UsageError(f"{args.run_dir}: no such run directory")
+        lines = headline(args.run_dir)
+    except (UsageError, ResultsError, OSError) as error:
+        return fail(error)
+    print("\n".join(lines))
+    return 0
+
+
 if __name__ == "__main__":
-    print("\n".join(headline(sys.argv[1])))
+    sys.exit(main())

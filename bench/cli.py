@@ -12,8 +12,16 @@ import torch
 import models
 from bench import config, usage
 from bench.env import write_env
-from bench.results import ENV_FILE, RESULTS_DIR, ResultsError, ensure_writable_dir, format_value, new_run_id, \
-    pending_in_flight, read_rows
+from bench.results import (
+    ENV_FILE,
+    RESULTS_DIR,
+    ResultsError,
+    ensure_writable_dir,
+    format_value,
+    new_run_id,
+    pending_in_flight,
+    read_rows,
+)
 from bench.schema import TABLES
 from bench.usage import Parser, UsageError, fail
 

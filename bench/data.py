@@ -1,7 +1,7 @@
 """Byte-level corpora (vocabulary 256) for the perplexity suite, each with a deterministic, disjoint
 train/validation split and the SHA-256 of the bytes the splits come from.
 
-    synthetic      seeded Markov text with copy segments; its entropy rate is known exactly
+    synthetic      seeded first-order Markov text with copy segments; its entropy rate is known exactly (bench.synthetic)
     stdlib         the top-level *.py files of the running Python's standard library, sorted, concatenated
     enwik8         the first 10^8 bytes of English Wikipedia (Hutter prize), downloaded once into the cache
     enwik8:PATH    enwik8 (or enwik8.zip) from a file you supply
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.usage import UsageError
+from bench.synthetic import CorpusError, Synthetic, synthetic_entropy_rate
 
 CORPORA = ("synthetic", "stdlib", "enwik8")
 VALID_FRACTION = 0.1
@@ -43,12 +43,6 @@ ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
 ENWIK8_ZIP_SHA256 = "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc"
 ENWIK8_SHA256 = "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8"
 ENWIK8_TRAIN, ENWIK8_VALID = 0.90, 0.05  # of 10^8 bytes: 90M train, then 5M validation
-MARKOV_ALPHABET = b"abcdefghijklmnopqrstuvwxyz .,;'-"
-MARKER = ord("|")
-
-
-class CorpusError(UsageError):
-    """A corpus that cannot be loaded or cannot serve the requested windows."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field-wise is ambiguous
@@ -118,101 +112,6 @@ def _fraction(valid_fraction):
     if not isinstance(valid_fraction, (int, float)) or not 0 < valid_fraction < 1:
         raise CorpusError(f"valid_fraction must be strictly between 0 and 1, got {valid_fraction!r}")
     return valid_fraction
-
-
-def _entropy_bits(p):
-    p = np.asarray(p, dtype=np.float64)
-    return -np.sum(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
-
-
-def stationary_distribution(transition_matrix):
-    """pi with pi T = pi, sum(pi) = 1, solved in float64; the chain must have exactly one."""
-    t = np.asarray(transition_matrix, dtype=np.float64)
-    if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] == 0:
-        raise ValueError(f"transition matrix must be square, got shape {t.shape}")
-    if (t < 0).any() or not np.allclose(t.sum(axis=1), 1.0, rtol=0, atol=1e-9):
-        raise ValueError("transition matrix rows must be probability distributions (non-negative, sum 1)")
-    n = len(t)
-    system = np.vstack([t.T - np.eye(n), np.ones((1, n))])
-    if np.linalg.matrix_rank(system) < n:
-        raise ValueError("the chain has more than one stationary distribution (it is reducible)")
-    return np.linalg.lstsq(system, np.r_[np.zeros(n), 1.0], rcond=None)[0]
-
-
-def markov_entropy_rate(transition_matrix):
-    """Entropy rate of a stationary first-order Markov chain in bits per symbol:
-    H = -sum_i pi_i sum_j T_ij log2 T_ij, with pi the stationary distribution."""
-    pi = stationary_distribution(transition_matrix)
-    return float(pi @ _entropy_bits(transition_matrix))
-
-
-def synthetic_entropy_rate(transition_matrix, *, markov_len, copy_len):
-    """Exact entropy rate, in bits per byte, of the synthetic source (see Synthetic):
-    (H(pi) + (markov_len - 1) * H_markov) / (markov_len + 1 + copy_len)."""
-    h_first = float(_entropy_bits(stationary_distribution(transition_matrix)))
-    return (h_first + (markov_len - 1) * markov_entropy_rate(transition_matrix)) / (markov_len + 1 + copy_len)
-
-
-def unigram_entropy_bpb(data):
-    """Empirical unigram (order-0) entropy of a byte tensor, bits per byte."""
-    data = torch.as_tensor(data).reshape(-1)
-    if data.numel() == 0:
-        raise ValueError("unigram entropy of no bytes")
-    counts = torch.bincount(data.long(), minlength=256).double().numpy()
-    return float(_entropy_bits(counts / counts.sum()))
-
-
-@dataclass(frozen=True)
-class Synthetic:
-    """Blocks of markov_len + 1 + copy_len bytes: markov_len symbols of a first-order Markov chain over
-    `alphabet` printable bytes, the marker byte '|', then an exact copy of the block's last copy_len
-    Markov bytes (so each copied byte repeats the byte copy_len + 1 positions back).
-
-    Each block's chain starts afresh from the stationary distribution pi, so blocks are independent and
-    every block can be sampled at once. Transition rows are Dirichlet(concentration) mixed with
-    `smoothing` of the uniform distribution (irreducible, so pi is unique). The marker and the copy are
-    determined by the past, hence the exact entropy rate (bits per byte)
-
-        (H(pi) + (markov_len - 1) * H_markov) / (markov_len + 1 + copy_len),
-        H_markov = -sum_i pi_i sum_j T_ij log2 T_ij.
-
-    Sampling is inverse-CDF in float64, exact up to float64 rounding of the cumulative sums.
-    """
-    size: int = 2_250_000  # bytes, rounded up to whole blocks (about 2 MB of training data)
-    alphabet: int = 32
-    concentration: float = 0.1
-    smoothing: float = 0.01
-    markov_len: int = 96
-    copy_len: int = 32
-
-    def __post_init__(self):
-        if not (2 <= self.alphabet <= len(MARKOV_ALPHABET) and 0 < self.copy_len <= self.markov_len
-                and self.concentration > 0 and 0 < self.smoothing <= 1 and self.size > 0):
-            raise CorpusError(f"bad synthetic source {self}: needs 2 <= alphabet <= {len(MARKOV_ALPHABET)}, "
-                              f"1 <= copy_len <= markov_len, concentration > 0, 0 < smoothing <= 1, size > 0")
-
-    @property
-    def block_len(self):
-        return self.markov_len + 1 + self.copy_len
-
-    def transition(self, rng):
-        rows = rng.dirichlet(np.full(self.alphabet, self.concentration), size=self.alphabet)
-        return (1 - self.smoothing) * rows + self.smoothing / self.alphabet
-
-    def sample(self, transition, *, blocks, rng):
-        """(blocks, block_len) uint8 bytes."""
-        cdf, first = np.cumsum(transition, axis=1), np.cumsum(stationary_distribution(transition))
-        cdf[:, -1] = first[-1] = 1.0  # so that every u in [0, 1) falls inside
-        u = rng.random((self.markov_len, blocks))
-        symbols = np.empty((self.markov_len, blocks), dtype=np.int64)
-        symbols[0] = np.searchsorted(first, u[0], side="right")
-        for i in range(1, self.markov_len):  # vectorised over blocks; inverse CDF = #{j: cdf_j <= u}
-            symbols[i] = (cdf[symbols[i - 1]] <= u[i, :, None]).sum(axis=1)
-        out = np.empty((blocks, self.block_len), dtype=np.uint8)
-        out[:, :self.markov_len] = np.frombuffer(MARKOV_ALPHABET, dtype=np.uint8)[symbols.T]
-        out[:, self.markov_len] = MARKER
-        out[:, self.markov_len + 1:] = out[:, self.markov_len - self.copy_len:self.markov_len]
-        return out
 
 
 def synthetic(*, seed=0, config=Synthetic(), valid_fraction=VALID_FRACTION):

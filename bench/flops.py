@@ -26,11 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 aten = torch.ops.aten
 
-__all__ = ["count_flops", "count_flops_by_op", "flop_counter", "matmul_flops", "fft_flops", "attention_flops"]
-
-
-def matmul_flops(m: int, n: int, k: int, *, batch: int = 1, complex_input: bool = False) -> int:
-    return (8 if complex_input else 2) * batch * m * n * k
+__all__ = ["count_flops", "count_flops_by_op", "flop_counter", "fft_flops", "attention_flops"]
 
 
 def fft_flops(n: int, *, count: int = 1, complex_input: bool = False) -> float:

@@ -7,7 +7,6 @@ Exit code 0: no regression; 1: at least one; 2: the runs cannot be compared (mis
 files, another device class, no cell in common). Reads CSVs only (pandas; no torch).
 """
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
@@ -15,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import KEY_COLUMNS, ResultsError, read_rows
+from bench.results import ResultsError, read_rows
+from bench.schema import KEY_COLUMNS, OPTIONS, TABLES
+from bench.usage import Parser, UsageError, fail
 
 # Default relative time tolerance per device class. CPU: three times the largest spread of time ratios
 # between identical quick scaling runs on the development machine (25.3% over 8 pairs, README); CUDA: not
@@ -26,10 +27,12 @@ BPB_TOLERANCE = 0.02  # relative
 ACCURACY_TOLERANCE = 0.05  # absolute
 NOISE_SIGMAS = 3.0
 REFERENCE_MODEL = "attention"  # --relative: times are ratios to this model's time in the same run
+# ... in the cell of the same shape: the scaling key without the model, its options and the device
+SHAPE = tuple(c for c in KEY_COLUMNS["scaling.csv"] if c not in ("model", "device", *OPTIONS))
 FAILED = ("oom", "error")
 
 
-class CompareError(ValueError):
+class CompareError(UsageError):
     """The runs cannot be compared: exit 2."""
 
 
@@ -43,9 +46,8 @@ class Finding:
     key: tuple = ()  # a time finding's cell: (column, value) pairs of its scaling.csv key
 
 
-# The measured columns each gated CSV must carry, numeric and positive in every ok row.
-VALUE_COLUMNS = {"scaling.csv": ("params", "flops", "time_ms", "time_iqr_ms", "repeats", "peak_mem_mb"),
-                 "perplexity.csv": ("params", "bits_per_byte"), "recall.csv": ("params", "accuracy")}
+# The gated CSVs and the measured columns each must carry, numeric and positive in every ok row.
+VALUE_COLUMNS = {name: table.values for name, table in TABLES.items() if table.values}
 MAY_BE_ZERO = {"time_iqr_ms", "accuracy", "peak_mem_mb"}
 
 
@@ -59,21 +61,20 @@ def load(run_dir, name):
         rows = read_rows(path)
     except ResultsError as error:
         raise CompareError(f"malformed CSV: {error}") from None
-    columns = (*KEY_COLUMNS[name], "status", *VALUE_COLUMNS[name])
+    key, values = KEY_COLUMNS[name], VALUE_COLUMNS[name]
     header = list(rows[0]) if rows else _header(path)
-    missing = [c for c in columns if c not in header]
+    missing = [c for c in (*key, "status", *values) if c not in header]
     if missing:
         raise CompareError(f"{path}: malformed, missing columns {', '.join(missing)}")
     df = pd.DataFrame(rows, columns=header, dtype=str)
-    twice = df[df.duplicated(list(KEY_COLUMNS[name]), keep=False)]
+    twice = df[df.duplicated(list(key), keep=False)]
     if len(twice):
-        raise CompareError(f"{path}: malformed, cell measured twice ({describe(twice.iloc[0], KEY_COLUMNS[name])})")
+        raise CompareError(f"{path}: malformed, cell measured twice ({describe(twice.iloc[0], key)})")
     for _, row in df[df.status == "ok"].iterrows():
-        for column in VALUE_COLUMNS[name]:
+        for column in values:
             value = number(row[column])
             if not (value > 0 or (value == 0 and column in MAY_BE_ZERO)):
-                raise CompareError(f"{path}: malformed, {column}={row[column]!r} in an ok cell "
-                                   f"({describe(row, KEY_COLUMNS[name])})")
+                raise CompareError(f"{path}: malformed, {column}={row[column]!r} in an ok cell ({describe(row, key)})")
     return df
 
 
@@ -109,11 +110,6 @@ def describe(row, key):
     return " ".join(f"{k}={row[k]}" for k in key if row[k] != "")
 
 
-def join(base, cur, key):
-    merged = base.merge(cur, on=list(key), how="outer", suffixes=("_b", "_c"), indicator=True)
-    return merged
-
-
 class Gate:
     def __init__(self, *, relative, time_tol, mem_tol, bpb_tol, acc_tol, cls):
         self.relative, self.cls = relative, cls
@@ -129,7 +125,7 @@ class Gate:
         return [dict(f.key) for f in regressions] if regressions and all(f.key for f in regressions) else []
 
     def common_rows(self, name, base, cur, key):
-        merged = join(base, cur, key)
+        merged = base.merge(cur, on=list(key), how="outer", suffixes=("_b", "_c"), indicator=True)
         for _, row in merged[merged["_merge"] != "both"].iterrows():
             side = "only-baseline" if row["_merge"] == "left_only" else "only-current"
             self.add(side, name, describe(row, key), "cell measured in one run only")
@@ -156,9 +152,9 @@ class Gate:
         key = [k for k in KEY_COLUMNS["scaling.csv"] if not (self.relative and k == "device")]
         both = self.common_rows("scaling.csv", base, cur, key)
         ratios = {"b": self.reference_times(base), "c": self.reference_times(cur)}
-        if self.relative and not (ratios["b"][0] and ratios["c"][0]):
+        if self.relative and not (ratios["b"] and ratios["c"]):
             raise CompareError(f"--relative compares times as ratios to {REFERENCE_MODEL}, and "
-                               f"{'the baseline' if not ratios['b'][0] else 'the current run'} has no ok "
+                               f"{'the baseline' if not ratios['b'] else 'the current run'} has no ok "
                                f"{REFERENCE_MODEL} cell in scaling.csv")
         for _, row in both.iterrows():
             cell = describe(row, key)
@@ -179,8 +175,7 @@ class Gate:
 
     def reference_times(self, df):
         ok = df[(df["model"] == REFERENCE_MODEL) & (df["status"] == "ok")]
-        group = ["mode", "dtype", "batch", "seq_len", "dim", "compiled"]
-        return {tuple(r[g] for g in group): r for _, r in ok.iterrows()}, group
+        return {tuple(r[c] for c in SHAPE): r for _, r in ok.iterrows()}
 
     def time(self, row, cell, ratios, key):
         tb, tc = number(row["time_ms_b"]), number(row["time_ms_c"])
@@ -189,10 +184,7 @@ class Gate:
         if self.relative:
             if row["model"] == REFERENCE_MODEL:
                 return
-            refs = []
-            for side in ("b", "c"):
-                table, group = ratios[side]
-                refs.append(table.get(tuple(row[g] for g in group)))
+            refs = [ratios[side].get(tuple(row[c] for c in SHAPE)) for side in ("b", "c")]
             if any(r is None for r in refs):
                 self.add("note", "scaling.csv", cell, f"no {REFERENCE_MODEL} cell to compare times against")
                 return
@@ -235,12 +227,11 @@ class Gate:
 def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, bpb_tol=BPB_TOLERANCE,
             acc_tol=ACCURACY_TOLERANCE):
     """The gate's findings; raises CompareError when the runs cannot be compared."""
-    for run_dir in (baseline, current):
-        if not Path(run_dir).is_dir():
-            raise CompareError(f"not a run directory: {run_dir}")
-    names = [n for n in ("scaling.csv", "perplexity.csv", "recall.csv") if (Path(current) / n).exists()]
+    if missing := [d for d in (baseline, current) if not Path(d).is_dir()]:
+        raise CompareError(f"not a run directory: {missing[0]}")
+    names = [n for n in VALUE_COLUMNS if (Path(current) / n).exists()]
     if not names:
-        raise CompareError(f"{current} holds none of scaling.csv, perplexity.csv, recall.csv")
+        raise CompareError(f"{current} holds none of {', '.join(VALUE_COLUMNS)}")
     tables = {n: (load(baseline, n), load(current, n)) for n in names}
     cls = None
     if "scaling.csv" in tables and tables["scaling.csv"][0] is not None:
@@ -274,9 +265,19 @@ def render(gate, *, one_sided=True):
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise CompareError(message)
+def make_parser():
+    p = Parser(prog="python -m bench.regress", description=__doc__.split("\n\n")[0])
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--current", required=True)
+    p.add_argument("--relative", action="store_true", help=f"compare times as ratios to {REFERENCE_MODEL}'s")
+    p.add_argument("--tolerance", type=float, help="relative time tolerance (default: "
+                   f"{TIME_TOLERANCE['cpu']:g} CPU, {TIME_TOLERANCE['cuda']:g} CUDA)")
+    p.add_argument("--mem-tolerance", type=float, help="relative peak-memory tolerance (default: "
+                   f"{MEM_TOLERANCE['cpu']:g} CPU, {MEM_TOLERANCE['cuda']:g} CUDA)")
+    p.add_argument("--bpb-tolerance", type=float, default=BPB_TOLERANCE, help="relative bits-per-byte tolerance")
+    p.add_argument("--accuracy-tolerance", type=float, default=ACCURACY_TOLERANCE, help="absolute recall tolerance")
+    p.add_argument("--no-one-sided", action="store_true", help="do not list cells measured in one run only")
+    return p
 
 
 def main(argv=None):
@@ -285,23 +286,12 @@ def main(argv=None):
 
 def run(argv=None):
     """The command: prints the findings (or one error line) and returns (exit code, the Gate or None)."""
-    p = _Parser(prog="python -m bench.regress", description=__doc__.split("\n\n")[0])
-    p.add_argument("--baseline", required=True)
-    p.add_argument("--current", required=True)
-    p.add_argument("--relative", action="store_true", help=f"compare times as ratios to {REFERENCE_MODEL}'s")
-    p.add_argument("--tolerance", type=float, help="relative time tolerance (default: "
-                   f"{TIME_TOLERANCE['cpu']:g} CPU, {TIME_TOLERANCE['cuda']:g} CUDA)")
-    p.add_argument("--mem-tolerance", type=float, help="relative peak-memory tolerance (0.02 CPU, 0.01 CUDA)")
-    p.add_argument("--bpb-tolerance", type=float, default=BPB_TOLERANCE, help="relative bits-per-byte tolerance")
-    p.add_argument("--accuracy-tolerance", type=float, default=ACCURACY_TOLERANCE, help="absolute recall tolerance")
-    p.add_argument("--no-one-sided", action="store_true", help="do not list cells measured in one run only")
     try:
-        args = p.parse_args(argv)
+        args = make_parser().parse_args(argv)
         gate = compare(args.baseline, args.current, relative=args.relative, time_tol=args.tolerance,
                        mem_tol=args.mem_tolerance, bpb_tol=args.bpb_tolerance, acc_tol=args.accuracy_tolerance)
-    except CompareError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2, None
+    except UsageError as error:  # a CompareError too
+        return fail(error), None
     print(render(gate, one_sided=not args.no_one_sided))
     return (1 if any(f.kind == "regression" for f in gate.findings) else 0), gate
 

@@ -1,6 +1,9 @@
 """REPORT.md of a run: environment, findings computed from its CSVs, figures, failed cells, how to reproduce.
 
     python -m bench.report RUN_DIR [--plots DIR]      # writes RUN_DIR/REPORT.md (no matplotlib, no torch)
+
+The sections of findings, one per CSV, are in bench.report_sections (this file would be two ideas and
+over 300 lines with them); here they are put together with what is not a finding.
 """
 
 import json
@@ -9,12 +12,10 @@ import shlex
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from bench import analysis, summaries
-from bench.analysis import ok
-from bench.results import REPO_ROOT, RESULTS_DIR, OneLineParser, ResultsError
-
+from bench import analysis
+from bench.report_sections import SECTIONS, table, tokens
+from bench.results import REPO_ROOT, RESULTS_DIR
+from bench.usage import Parser, UsageError, fail
 
 
 def default_plots_dir(run_dir):
@@ -24,37 +25,6 @@ def default_plots_dir(run_dir):
         return REPO_ROOT / "plots" / run_dir.relative_to(RESULTS_DIR.resolve())
     except ValueError:
         return REPO_ROOT / "plots" / run_dir.name
-
-
-def table(header, rows):
-    def cell(v):
-        return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v).replace("|", "\\|")
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows] + [""]
-
-
-def pm(mean, std, *, n=None, digits=3):
-    """mean ± std; a single seed has no spread to show."""
-    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def stat_at(stats, key, *, digits=3):
-    """pm of one row of a seed-stats frame indexed by key; empty where it is missing."""
-    if key not in stats.index:
-        return ""
-    return pm(stats.at[key, "mean"], stats.at[key, "std"], n=stats.at[key, "n"], digits=digits)
-
-
-def on(corpus):
-    return f" on {corpus}" if corpus else ""
-
-
-def seeds(n):
-    return f"{n} seed{'s' if n != 1 else ''}"
-
-
-def tokens(v):
-    return f"{int(v):,}" if pd.notna(v) else ""
 
 
 def figures(plots_dir, report_dir, *patterns):
@@ -90,7 +60,7 @@ def environment_section(env, run_dir):
     return ["## Environment", "", *table(["", ""], rows)]
 
 
-def reproduce_section(env, run_dir):
+def reproduce_section(env, run_dir, report_dir=None):
     suites = (env or {}).get("config", {}).get("suites", {})
     commands = [shell_command(s["command"]) for s in suites.values() if s.get("command")]
     top = shell_command(env["command"]) if env and env.get("command") else None
@@ -98,178 +68,7 @@ def reproduce_section(env, run_dir):
         top = f"python {top}" if top.split()[0].endswith(".py") else top
         commands = ["# the whole run", top, "# or suite by suite", *commands]
     return ["## Reproduce", "", "```bash", *commands, "# re-render the figures and this report from the CSVs",
-            f"python -m bench.plots {run_dir}", "```", ""]
-
-
-def scaling_section(run_dir, figs):
-    df = analysis.load_scaling(run_dir)
-    if df is None:
-        return [], []
-    lines, findings = ["## Scaling", ""], []
-    pairs = analysis.modes_dtypes(df)
-    rows = []
-    for mode, dtype in pairs:
-        for _, _, text in analysis.crossovers(df, mode=mode, dtype=dtype):
-            rows.append((mode, dtype, text))
-            findings.append(f"{mode} {dtype}: {text}")
-    if rows:
-        lines += ["Crossover of gss and attention (interpolated on log-log axes between measured lengths):", ""]
-        lines += table(["mode", "dtype", "gss vs attention"], rows)
-    slopes = {}
-    for mode, dtype in pairs:
-        for model, s in analysis.sweeps(df, mode=mode, dtype=dtype).items():
-            fit, upper = analysis.fitted_slope(s), s.index[len(s) // 2:]
-            if fit is not None:
-                slopes.setdefault(model, {})[(mode, dtype)] = f"{fit:.2f} ({tokens(upper[0])}..{tokens(upper[-1])})"
-    if slopes:
-        lines += ["Fitted exponent k of time ~ seq_len^k over the upper half of each sweep's lengths:", ""]
-        lines += table(["model", *(f"{m} {d}" for m, d in pairs)],
-                       [(m, *(v.get(p, "") for p in pairs)) for m, v in slopes.items()])
-        for mode, dtype in pairs:
-            text = ", ".join(f"{m} {v[(mode, dtype)].split()[0]}" for m, v in slopes.items() if (mode, dtype) in v)
-            findings.append(f"{mode} {dtype}: fitted exponents {text}")
-    for value, what, unit, best in (("time_ms", "Time per step", "ms", "fastest"),
-                                    ("peak_mem_mb", "Peak memory", "MiB", "lowest memory")):
-        lines += [f"{what} ({unit}) at the longest length all models reached and the longest any reached:", ""]
-        out = []
-        for mode, dtype in pairs:
-            frame = analysis.at_lengths(df, mode=mode, dtype=dtype, value=value)
-            for length, r in frame.iterrows():
-                least = r.dropna()
-                winner = ", ".join(least.index[least == least.min()])  # every model of a tie
-                out.append((mode, dtype, tokens(length), *(f"{v:,.1f}" if pd.notna(v) else "" for v in r), winner))
-                missing = ", ".join(r.index[r.isna()])
-                findings.append(f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({least.min():,.1f} {unit})"
-                                + (f"; {missing} did not reach it" if missing else ""))
-            header = ["mode", "dtype", "seq_len", *frame.columns, best]
-        lines += table(header, out) if out else []
-    for option, by in (("kernel_N", ["lambda_imag_exp"]), ("conv_kernel", [])):
-        abl = analysis.option_ablation(df, option)
-        if abl is None:
-            continue
-        values = sorted(abl.x.unique())
-        out = []
-        for key, g in abl.groupby(["model", "mode", "dtype", "seq_len", *by]):
-            t = g.groupby("x").time_ms.median()
-            out.append((*key[:3], tokens(key[3]), *key[4:], *(f"{t[v]:,.1f}" if v in t else "" for v in values),
-                        f"{t.iloc[-1] / t.iloc[0]:.2f}×"))
-        order = analysis.ordered_models(abl.model)
-        out.sort(key=lambda r: (order.index(r[0]), r[1], r[2], [v != "true" for v in r[4:4 + len(by)]]))
-        full = set(abl[abl.x == abl.seq_len].x) if option == "conv_kernel" else set()
-        names = [tokens(v) + (" (full)" if v in full else "") for v in values]
-        lines += [f"Effect of {option} on time per step (ms), at one length:", ""]
-        header = ["model", "mode", "dtype", "seq_len", *by, *(f"{option}={n}" for n in names), "largest / smallest"]
-        lines += table(header, out)
-    return lines + figs("time_*.png", "memory_*.png", "flops_*.png", "ablation_*.png"), findings
-
-
-def lm_section(run_dir, figs):
-    ppl = analysis.load_csv(run_dir, "perplexity.csv")
-    if ppl is None or ok(ppl).empty:
-        curves = figs("lm_train_curves.png")
-        return (["## Language modelling", "", *curves] if curves else []), []
-    lines, findings = ["## Language modelling", ""], []
-    bpb = summaries.bpb_table(ppl)
-    lines += ["bits/byte of held-out text at the training length (mean ± std over seeds):", ""]
-    lines += table(["corpus", "model", "bits/byte", "seeds", "entropy floor"],
-                   [(r.corpus, r.label, pm(r.mean, r.std, n=r.n), r.n, f"{r.floor:.3f}" if pd.notna(r.floor) else "")
-                    for r in bpb.itertuples()])
-    for corpus, g in bpb.groupby("corpus", sort=False):
-        r = g.loc[g["mean"].idxmin()]
-        findings.append(f"best bits/byte{on(corpus)}: {r.label} {pm(r['mean'], r['std'], n=r.n)} ({seeds(r.n)})")
-    deltas = summaries.lambda_deltas(ppl)
-    if not deltas.empty:
-        lines += ["lambda_imag_exp ablation, paired by seed (Δ = true − false; negative: the imaginary exponent "
-                  "helps):", ""]
-        lines += table(["corpus", "model", "kernel_N", "true", "false", "Δ true − false", "pairs"],
-                       [(r.corpus, r.model, r.kernel_N, pm(r.true_mean, r.true_std, n=r.n),
-                         pm(r.false_mean, r.false_std, n=r.n), pm(r.delta_mean, r.delta_std, n=r.n), r.n)
-                        for r in deltas.itertuples()])
-        findings += [f"lambda_imag_exp{on(r.corpus)}, {r.model} kernel_N={r.kernel_N}: Δ bits/byte (true − false) "
-                     f"{r.delta_mean:+.3f}" + (f" ± {r.delta_std:.3f}" if r.n > 1 else "") + f" over {seeds(r.n)}"
-                     for r in deltas.itertuples()]
-    kn = summaries.kernel_n_bpb(ppl)
-    if not kn.empty:
-        lines += ["Effect of kernel_N on bits/byte (pooled over lambda_imag_exp and seeds):", ""]
-        lines += table(["corpus", "model", "kernel_N", "bits/byte", "trainings"],
-                       [(r.corpus, r.model, r.kernel_N, pm(r.mean, r.std, n=r.n), r.n) for r in kn.itertuples()])
-    gen = summaries.length_generalisation(ppl)
-    ratios = sorted(gen.ratio.unique())
-    if len(ratios) > 1:
-        lines += ["Length generalisation: bits/byte when evaluated at a multiple of the training length:", ""]
-        out = []
-        for (corpus, label), g in gen.groupby(["corpus", "label"], sort=False):
-            by = g.set_index("ratio")
-            change = by["mean"].iloc[-1] - by["mean"].iloc[0] if len(by) > 1 else float("nan")
-            out.append((corpus, label, *(stat_at(by, x) for x in ratios), f"{change:+.3f}" if pd.notna(change) else ""))
-            if pd.notna(change):
-                first, last = by.index[0], by.index[-1]
-                findings.append(f"length generalisation{on(corpus)}, {label}: bits/byte {by.at[first, 'mean']:.3f} "
-                                f"at {first:g}× -> {by.at[last, 'mean']:.3f} at {last:g}×")
-        lines += table(["corpus", "model", *(f"{x:g}×" for x in ratios), "change 1× → longest"], out)
-    return lines + figs("lm_*.png"), findings
-
-
-def recall_section(run_dir, figs):
-    df = analysis.load_csv(run_dir, "recall.csv")
-    if df is None or ok(df).empty:
-        return [], []
-    stats = summaries.recall_stats(df)
-    lengths = sorted(stats.seq_len.unique())
-    rows, findings = [], []
-    for label, g in stats.groupby("label", sort=False):
-        by = g.set_index("seq_len")
-        rows.append((label, *(stat_at(by, L, digits=2) for L in lengths)))
-    longest = stats[stats.seq_len == lengths[-1]]
-    findings += [f"recall accuracy at seq_len {tokens(lengths[-1])}: "
-                 + ", ".join(f"{r.label} {r.mean:.2f}" for r in longest.itertuples())]
-    lines = ["## Associative recall", "", "Accuracy on held-out sequences (mean ± std over seeds):", ""]
-    return lines + table(["model", *(f"seq_len {tokens(L)}" for L in lengths)], rows) + figs("recall.png"), findings
-
-
-def ops_section(run_dir, figs):
-    df = analysis.load_csv(run_dir, "op_breakdown.csv")
-    if df is None:
-        return [], []
-    shares = summaries.op_shares(df)
-    cats = list(dict.fromkeys(shares.category))
-    rows = []
-    for (model, mode, length), g in shares.groupby(["model", "mode", "seq_len"], sort=False):
-        by = g.set_index("category").share
-        total = f"{g.time_ms.sum():,.1f}" if "time_ms" in g else ""
-        rows.append((model, mode, tokens(length), total, *(f"{by[c]:.0%}" if c in by else "" for c in cats)))
-    lines = ["## Op breakdown", "", "Share of the step's time per profiler category:", ""]
-    return lines + table(["model", "mode", "seq_len", "total ms", *cats], rows) + figs("op_breakdown.png"), []
-
-
-def decode_section(run_dir, figs):
-    df = analysis.load_csv(run_dir, "decode.csv")
-    if df is None or ok(df).empty:
-        return [], []
-    speed, lines, findings = summaries.decode_speedup(df), ["## Decoding", ""], []
-    if not speed.empty:
-        lines += ["Time per new token (ms): carrying a state (recurrent, kv_cache) vs re-running the prefix:", ""]
-        lines += table(["model", "method", "dtype", "prompt_len", "method ms", "reforward ms", "speed-up"],
-                       [(r.model, r.method, getattr(r, "dtype", ""), tokens(r.prompt_len), f"{r.step_ms:.3f}",
-                         f"{r.reforward:.3f}", f"{r.speedup:.1f}×") for r in speed.itertuples()])
-        for (model, method), g in speed.groupby(["model", "method"], sort=False):
-            r = g.loc[g.prompt_len.idxmax()]
-            findings.append(f"decode {model}: {method} {r.speedup:.1f}× faster per token than reforward "
-                            f"at prompt_len {tokens(r.prompt_len)}")
-    return lines + figs("decode.png"), findings
-
-
-def numerics_section(run_dir, figs):
-    df = analysis.load_csv(run_dir, "numerics.csv")
-    if df is None or ok(df).empty:
-        return [], []
-    worst = summaries.numerics_worst(df)
-    lines = ["## Numerics", "", "Worst relative error against the reference, per dtype:", ""]
-    lines += table(["dtype", "error", "worst", "model", "seq_len"],
-                   [(r.dtype, r.error, f"{r.value:.2e}", r.model, tokens(r.seq_len)) for r in worst.itertuples()])
-    findings = [f"numerics {r.dtype}: worst {r.error} {r.value:.2e} ({r.model}, seq_len {tokens(r.seq_len)})"
-                for r in worst.itertuples()]
-    return lines + figs("numerics.png"), findings
+            f"python -m bench.plots {run_dir}" + (f" --out {report_dir}" if report_dir else ""), "```", ""]
 
 
 def failed_section(run_dir):
@@ -278,20 +77,21 @@ def failed_section(run_dir):
     if failed.empty:
         return lines + ["None: every recorded cell ran (status ok).", ""]
     failed = failed.assign(seq_len=failed.seq_len.map(lambda v: tokens(v) if v != "" else ""))
-    columns = ["csv", "model", "mode", "dtype", "seq_len", "options", "status", "error"]
-    return lines + table(columns, failed[columns].itertuples(index=False))
+    return lines + table(list(failed.columns), failed.itertuples(index=False))
 
 
-SECTIONS = (scaling_section, lm_section, recall_section, ops_section, decode_section, numerics_section)
-
-
-def write_report(run_dir, *, plots_dir=None):
-    """Writes RUN_DIR/REPORT.md and returns its path; figures are embedded when plots_dir holds them."""
+def write_report(run_dir, *, plots_dir=None, report_dir=None):
+    """Writes REPORT.md into report_dir (default: the run directory) and returns its path; figures are
+    embedded, linked relative to it, when plots_dir holds them. Nothing else is written."""
     run_dir = Path(run_dir)
     plots_dir = default_plots_dir(run_dir) if plots_dir is None else Path(plots_dir)
+    where = run_dir if report_dir is None else Path(report_dir)
     env_path = run_dir / "env.json"
     env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.exists() else None
-    figs = lambda *patterns: figures(plots_dir, run_dir, *patterns)  # noqa: E731
+
+    def figs(*patterns):
+        return figures(plots_dir, where, *patterns)
+
     body, findings = [], []
     for section in SECTIONS:
         lines, found = section(run_dir, figs)
@@ -300,27 +100,32 @@ def write_report(run_dir, *, plots_dir=None):
     run_id = (env or {}).get("config", {}).get("run_id") or run_dir.name
     head = [f"# GSS Bench report: {run_id}", "",
             "Every number below is computed from the run's CSVs by `bench/report.py`; figures are in "
-            f"`{os.path.relpath(plots_dir.resolve(), run_dir.resolve())}`.", ""]
+            f"`{os.path.relpath(plots_dir.resolve(), where.resolve())}`.", ""]
     head += ["## Findings", "", *(f"- {f}" for f in findings), ""] if findings else []
     text = "\n".join(head + environment_section(env, run_dir) + body + failed_section(run_dir)
-                     + reproduce_section(env, run_dir))
-    path = run_dir / "REPORT.md"
+                     + reproduce_section(env, run_dir, report_dir))
+    if report_dir is not None:  # beside figures that may not exist yet
+        where.mkdir(parents=True, exist_ok=True)
+    path = where / "REPORT.md"
     path.write_text(text.rstrip() + "\n", encoding="utf-8")
     return path
 
 
-def main(argv=None):
-    p = OneLineParser(prog="python -m bench.report", description="REPORT.md of a run, from its CSVs.")
+def make_parser():
+    p = Parser(prog="python -m bench.report", description="REPORT.md of a run, from its CSVs.")
     p.add_argument("run_dir")
     p.add_argument("--plots", help="figure directory to embed (default: plots/<run_id>/, mirroring results/)")
-    args = p.parse_args(argv)
-    if not Path(args.run_dir).is_dir():
-        p.error(f"{args.run_dir}: no such run directory")
+    return p
+
+
+def main(argv=None):
     try:
+        args = make_parser().parse_args(argv)
+        if not Path(args.run_dir).is_dir():
+            raise UsageError(f"{args.run_dir}: no such run directory")
         print(write_report(args.run_dir, plots_dir=args.plots))
-    except (ResultsError, OSError, ValueError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as error:  # a UsageError, a malformed CSV (ResultsError), an env.json not JSON
+        return fail(error)
     return 0
 
 

@@ -220,20 +220,17 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def merge_runs(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.PathLike], *,
-               csv_names: Sequence[str] | None = None,
-               key_columns_by_csv: Mapping[str, Sequence[str]] | None = None) -> list[Path]:
+def merge_runs(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.PathLike]) -> list[Path]:
     """Join the CSVs (and env.json) of shard run dirs into OUT_DIR; writes nothing on error."""
-    keys_by = KEY_COLUMNS if key_columns_by_csv is None else key_columns_by_csv
     out_dir, shards = Path(out_dir), [Path(d) for d in shard_dirs]
     if missing := [str(d) for d in shards if not d.is_dir()]:
         raise ResultsError(f"not a directory: {', '.join(missing)}")
-    names = sorted({p.name for d in shards for p in d.glob("*.csv")}) if csv_names is None else list(csv_names)
+    names = sorted({p.name for d in shards for p in d.glob("*.csv")})
     if not names:
         raise ResultsError(f"no .csv files in shard directories {[str(d) for d in shards]}")
-    if unknown := [n for n in names if n not in keys_by]:
-        raise ResultsError(f"no key columns known for {unknown} (known: {sorted(keys_by)})")
-    outputs = {n: _merge_csv(n, shards, keys_by[n], required=csv_names is not None) for n in names}
+    if unknown := [n for n in names if n not in KEY_COLUMNS]:
+        raise ResultsError(f"no key columns known for {unknown} (known: {sorted(KEY_COLUMNS)})")
+    outputs = {n: _merge_csv(n, shards, KEY_COLUMNS[n]) for n in names}
     outputs = {name: text for name, text in outputs.items() if text is not None}
     env_src = next((d / ENV_FILE for d in shards if (d / ENV_FILE).exists()), None)
     try:
@@ -250,7 +247,7 @@ def merge_runs(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.PathLik
     return [out_dir / n for n in outputs]
 
 
-def _merge_csv(name: str, shards: Sequence[Path], key_cols: Sequence[str], *, required: bool) -> str | None:
+def _merge_csv(name: str, shards: Sequence[Path], key_cols: Sequence[str]) -> str | None:
     header, first, lines, seen = None, None, [], {}
     for path in (d / name for d in shards if (d / name).exists()):
         h, rows = _read(path)
@@ -269,8 +266,6 @@ def _merge_csv(name: str, shards: Sequence[Path], key_cols: Sequence[str], *, re
                 raise ResultsError(f"duplicate cell ({cell}) in {seen[k]} and {path}")
             seen[k] = path
             lines.append(_csv_line([row[c] for c in header]))
-    if header is None and required:
-        raise ResultsError(f"{name}: not found in any shard")
     return None if header is None else _csv_line(header) + "".join(lines)
 
 

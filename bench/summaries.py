@@ -1,10 +1,11 @@
 """Summaries of trained models, profiles, decoding and numerics from a run's CSVs (pandas, no torch):
 labels, seed statistics, ablation deltas, op shares, speed-ups, worst errors. Shared by the plots and
-the report; the scaling findings are in bench.analysis."""
+the report; the scaling findings are in bench.analysis, the CSVs' columns in bench.schema."""
 
 import pandas as pd
 
-from bench.analysis import OPTIONS, ok
+from bench.analysis import ok
+from bench.schema import OPTIONS, TABLES
 
 # ---- training runs: labels, seed statistics, ablation deltas
 
@@ -111,8 +112,8 @@ def decode_speedup(decode):
     """Per model, stepping method (recurrent state, or attention's kv_cache) and prompt length: time per token
     of reforward over the stepping method, i.e. how much faster carrying a state is than re-running the prefix."""
     rows = ok(decode)
-    keys = [c for c in ("model", "dtype", "device", "batch", "dim", "depth", "prompt_len")
-            if c in rows.columns and rows[c].notna().all()]
+    # a decode cell without its method: the rows whose methods are compared
+    keys = [c for c in TABLES["decode.csv"].cell if c != "method" and c in rows.columns and rows[c].notna().all()]
     wide = rows.pivot_table(index=keys, columns="method", values="time_per_token_ms").reset_index()
     parts = []
     for method in ("recurrent", "kv_cache"):

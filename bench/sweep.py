@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from bench.results import DIED_ERROR, RowWriter, cell_key, format_value, in_flight, read_rows, take_in_flight
+from bench.results import (
+    DIED_ERROR,
+    RowWriter,
+    cell_key,
+    format_value,
+    in_flight,
+    read_rows,
+    take_in_flight,
+)
 from bench.schema import table
 
 

@@ -17,12 +17,13 @@ Every layer also decodes incrementally (inference only; a state is advanced in p
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .attention import AttentionBlock, KVCache
+from .block import GatedUnit
 from .conv import GatedConv
-from .gss import DSS, GSS, GatedStateSpacesLM, GatedUnit, RecurrentState
+from .gss import DSS, GSS, GatedStateSpacesLM, RecurrentState
 from .lm import GENERATE_METHODS, LM
 from .ops import ConvState, state_nbytes
 

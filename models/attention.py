@@ -3,8 +3,10 @@
 Attention runs through F.scaled_dot_product_attention(is_causal=True), which dispatches to the flash
 kernels on GPU and to the fused flash kernel on CPU, so the baseline is what a practitioner would use.
 Decoding keeps a KV cache (`KVCache`) that grows with every position, unlike the fixed GSS state.
+`attention_ref` is the SDPA path's slow reference, softmax attention written out, for the tests.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +49,19 @@ def rotary(x, base=10000.0, *, start=0):
     sin = torch.cat((angles.sin(), angles.sin()), dim=-1).to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def attention_ref(q, k, v):
+    """Reference for F.scaled_dot_product_attention(q, k, v, is_causal=True), written out: scores q k^T / sqrt(hd),
+    each query masked from the keys after it, softmax over keys, weighted sum of the values.
+    q, k, v (B, heads, L, hd) -> (B, heads, L, hd), in their dtype."""
+    L, hd = q.shape[-2], q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hd)  # (B, heads, L, L): query i, key j
+    future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)  # j > i
+    scores = scores.masked_fill(future, float("-inf"))
+    weights = (scores - scores.amax(dim=-1, keepdim=True)).exp()  # the diagonal is never masked: max is finite
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights @ v
 
 
 @dataclass

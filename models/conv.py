@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
-from .gss import GatedUnit
+from .block import GatedUnit
 from .ops import ConvState, check_sequence, check_token, direct_conv, direct_conv_flops
 
 

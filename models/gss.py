@@ -7,6 +7,10 @@ the DSS convolution can run in the time domain (`conv_mode="direct"`, optionally
 
 Incremental decoding (`init_state`, `step`, `prefill`) runs the DSS as its diagonal recurrence, whose
 state has the same size at every position; a kernel truncated to T taps is stepped as a convolution.
+
+`dss_recurrence_ref` and `dss_ref` are the slow references of the convolution paths: the same recurrence,
+stepped one position at a time in complex128, which the tests compare with the FFT and direct paths on
+outputs and gradients. The gated unit around the DSS lives in block.py, shared with the gated CNN.
 """
 
 from dataclasses import dataclass, field
@@ -15,9 +19,19 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
+from .block import GatedUnit
 from .lm import LM
-from .ops import (CONSTANT, ConvState, check_sequence, check_token, direct_conv, direct_conv_flops, fft_conv,
-                  fft_conv_flops, matmul_flops)
+from .ops import (
+    CONSTANT,
+    ConvState,
+    check_sequence,
+    check_token,
+    direct_conv,
+    direct_conv_flops,
+    fft_conv,
+    fft_conv_flops,
+    matmul_flops,
+)
 
 CONV_MODES = ("fft", "direct")
 
@@ -155,85 +169,26 @@ class DSS(nn.Module):
         return kernel + direct_conv_flops(batch, seq_len, self.dim, taps)
 
 
-class GatedUnit(nn.Module):
-    """GSS Pseudocode 3.2 with the token mixer left to the subclass: norm, u = GELU(W_u x),
-    v = GELU(W_v x), mix v over time, out = W_o((W_g mixed) * u) + x."""
+def dss_recurrence_ref(u, Lambda, C):
+    """Reference for the DSS convolution (fft_conv or direct_conv with DSS.kernel's full length): the diagonal
+    recurrence whose impulse response is the kernel (DSS sec. 3), s_t = exp(Lambda) s_{t-1} + u_t and
+    y_t = Re(sum_n C'[h, n] s_t[h, n]), stepped one position at a time in complex128 (O(B L H N), differentiable).
+    u (B, L, H) real; Lambda (N,) and C' (H, N) complex, as DSS.lambda_and_c returns them -> y (B, L, H) float64."""
+    decay, C = Lambda.to(torch.complex128).exp(), C.to(torch.complex128)
+    s = torch.zeros(u.shape[0], *C.shape, device=u.device, dtype=torch.complex128)  # (B, H, N)
+    ys = []
+    for t in range(u.shape[1]):
+        s = decay * s + u[:, t, :, None].double()
+        ys.append(torch.einsum("bhn,hn->bh", s, C).real)
+    return torch.stack(ys, dim=1)
 
-    def __init__(self, *, dim, dim_expansion_factor, hidden_H, reverse_seq, device, dtype):
-        super().__init__()
-        factory = dict(device=device, dtype=dtype)
-        self.dim, self.reverse_seq = dim, reverse_seq
-        self.dim_hidden, self.hidden_H = int(dim_expansion_factor * dim), hidden_H
-        if self.dim_hidden < 1:
-            raise ValueError(f"dim_expansion_factor * dim must be at least 1, got {dim_expansion_factor} * {dim}")
-        self.norm = nn.LayerNorm(dim, **factory)
-        self.to_u = nn.Sequential(nn.Linear(dim, self.dim_hidden, bias=False, **factory), nn.GELU())
-        self.to_v = nn.Sequential(nn.Linear(dim, hidden_H, bias=False, **factory), nn.GELU())
-        self.to_gate = nn.Linear(hidden_H, self.dim_hidden, bias=False, **factory)
-        self.to_out = nn.Linear(self.dim_hidden, dim, **factory)
 
-    @property
-    def mixer(self):
-        """The token mixer module, which carries `init_state`, `step` and `prefill` over H channels."""
-        raise NotImplementedError
-
-    def mix(self, v):
-        return self.mixer(v)
-
-    def mix_flops(self, batch, seq_len):
-        return self.mixer.flops(batch, seq_len)
-
-    def forward(self, x):
-        check_sequence(x, self.dim)
-        if self.reverse_seq:
-            x = x.flip(1)
-        u, v = self._project(x)
-        out = self._gate(self.mix(v), u, x)
-        return out.flip(1) if self.reverse_seq else out
-
-    def _project(self, x):
-        with record_function("norm"):
-            h = self.norm(x)
-        with record_function("projection"):
-            return self.to_u(h), self.to_v(h)  # (..., E), (..., H)
-
-    def _gate(self, mixed, u, residual):
-        with record_function("projection"):
-            return self.to_out(self.to_gate(mixed) * u) + residual
-
-    def _require_causal(self):
-        if self.reverse_seq:
-            raise ValueError("a reverse_seq layer reads the sequence backwards and cannot be stepped causally")
-
-    def init_state(self, batch, *, max_len=None, device=None, dtype=None):
-        """The mixer's state for an empty prefix (the projections and gate keep none)."""
-        self._require_causal()
-        return self.mixer.init_state(batch, max_len=max_len, device=device, dtype=dtype)
-
-    def step(self, x_t, state):
-        """Pseudocode 3.2 on one position x_t (B, dim): norm, u, v, mixer step, gate, out, residual."""
-        self._require_causal()
-        check_token(x_t, self.dim)
-        u, v = self._project(x_t)
-        mixed, state = self.mixer.step(v, state)
-        return self._gate(mixed, u, x_t), state
-
-    def prefill(self, x, *, max_len=None):
-        """forward(x) for a prompt x (B, L, dim) and the mixer's state after it."""
-        self._require_causal()
-        check_sequence(x, self.dim)
-        u, v = self._project(x)
-        mixed, state = self.mixer.prefill(v, max_len=max_len)
-        return self._gate(mixed, u, x), state
-
-    def flops(self, batch, seq_len):
-        tokens, d, e, h = batch * seq_len, self.dim, self.dim_hidden, self.hidden_H
-        projections = matmul_flops(tokens, e, d) + matmul_flops(tokens, h, d)
-        projections += matmul_flops(tokens, e, h) + matmul_flops(tokens, d, e)
-        return projections + self.mix_flops(batch, seq_len)
-
-    def num_params(self):
-        return sum(p.numel() for p in self.parameters())
+def dss_ref(dss, x):
+    """Reference for DSS.forward with the full kernel: norm, the recurrence above, plus the D residual.
+    x (B, L, H) -> (B, L, H) float64; the norm and the kernel's constants are computed in the module's dtype,
+    so a float64 reference of a float32 module takes a float64 copy of it."""
+    u = dss.norm(x)
+    return dss_recurrence_ref(u, *dss.lambda_and_c()) + u * dss.param_D
 
 
 class GSS(GatedUnit):

@@ -9,6 +9,7 @@ elementwise ops not counted.
 
 Incremental decoding shares the state helpers here: a `ConvState` (the last T inputs) steps any of
 these convolutions one position at a time, and `state_nbytes` sizes any layer's or LM's state.
+`causal_conv_ref` is the slow reference both fast convolutions are tested against.
 """
 
 import dataclasses
@@ -103,6 +104,14 @@ def direct_conv(u, K):
         weight = K.flip(0).t().unsqueeze(1).to(u.dtype)  # (H, 1, T): conv1d correlates, so flip the taps
         y = F.conv1d(F.pad(u.transpose(1, 2), (T - 1, 0)), weight, groups=H)  # (B, H, L)
         return y.transpose(1, 2)
+
+
+def causal_conv_ref(u, K):
+    """Reference for fft_conv and direct_conv: the sum in this module's docstring written out, one tap at a time,
+    y[:, t] = sum_k K[k] * u[:, t - k] (no FFT, no conv1d; O(B L H T)). u (B, L, H), K (T, H) -> (B, L, H)."""
+    L = u.shape[-2]
+    delayed = (F.pad(u, (0, 0, k, 0))[..., :L, :] for k in range(min(K.shape[0], L)))  # u delayed by k positions
+    return sum(K[k] * u_k for k, u_k in enumerate(delayed))
 
 
 def matmul_flops(m, n, k, *, complex_=False):

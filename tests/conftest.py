@@ -1,17 +1,23 @@
-"""Keep the performance tests (marked perf, under tests/perf) out of the default run; they run when
-tests/perf is named on the command line or a -m expression is given; and the fixtures the suites' tests share."""
+"""Keep the performance tests (marked perf, under tests/perf) and the slow tests (marked slow: real processes
+killed and resumed, nested pytest runs) out of the default run; they run when a -m expression selects them
+(`.ci/run` runs `-m slow` as its second step) or, for perf, when tests/perf is named on the command line.
+And the fixtures the suites' tests share."""
 
 import pytest
 import torch
 
 
+DESELECTED = ("perf", "slow")
+
+
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("markexpr") or any("perf" in str(arg) for arg in config.args):
+    if config.getoption("markexpr"):
         return
-    perf = [item for item in items if item.get_closest_marker("perf")]
-    if perf:
-        config.hook.pytest_deselected(items=perf)
-        items[:] = [item for item in items if not item.get_closest_marker("perf")]
+    markers = [m for m in DESELECTED if not (m == "perf" and any("perf" in str(arg) for arg in config.args))]
+    out = [item for item in items if any(item.get_closest_marker(m) for m in markers)]
+    if out:
+        config.hook.pytest_deselected(items=out)
+        items[:] = [item for item in items if item not in out]
 
 
 @pytest.fixture(scope="module")

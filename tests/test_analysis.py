@@ -6,10 +6,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.analysis import (crossover, crossover_text, failed_cells, fitted_slope, headline, length_series, load_csv,
-                            load_scaling, model_sweeps, option_ablation, sweep_rows, sweeps)
+from bench import analysis
+from bench.analysis import (
+    crossover,
+    crossover_text,
+    failed_cells,
+    fitted_slope,
+    headline,
+    load_csv,
+    load_scaling,
+    model_sweeps,
+    option_ablation,
+    sweeps,
+)
+from bench.schema import TABLES
 from bench.summaries import decode_speedup, lambda_deltas, numerics_worst, with_labels
-from bench.scaling import COLUMNS
+
+COLUMNS = TABLES["scaling.csv"].columns
 
 
 def write_fixture(path, times):
@@ -33,8 +46,9 @@ def test_slope_and_crossover_of_power_laws(tmp_path):
     # gss = 2 L, attention = L^2 / 1000: equal at L = 2000, gss faster above it
     write_fixture(tmp_path, {("gss", "fwdbwd"): {L: 2.0 * L for L in LENGTHS},
                              ("attention", "fwdbwd"): {L: L * L / 1000 for L in LENGTHS}})
-    df = load_scaling(tmp_path)
-    gss, attention = length_series(df, "gss", mode="fwdbwd"), length_series(df, "attention", mode="fwdbwd")
+    series = sweeps(load_scaling(tmp_path), mode="fwdbwd", dtype="float32")
+    assert list(series) == ["gss", "attention"] and list(series["gss"].index) == LENGTHS
+    gss, attention = series["gss"], series["attention"]
     assert fitted_slope(gss) == pytest.approx(1.0) and fitted_slope(attention) == pytest.approx(2.0)
     assert crossover(gss, attention) == pytest.approx(2000.0)
     assert headline(tmp_path) == ["fwdbwd float32: gss faster than attention above seq_len 2000",
@@ -67,22 +81,23 @@ def test_a_single_length_keeps_every_option_set_apart(tmp_path):
 def test_failed_cells_are_gaps_and_no_crossover_is_reported_as_none(tmp_path):
     write_fixture(tmp_path, {("gss", "fwd"): {256: 10.0, 512: 20.0, 1024: None},
                              ("attention", "fwd"): {256: 1.0, 512: 2.0, 1024: 4.0}})
-    df = load_scaling(tmp_path)
-    gss = length_series(df, "gss", mode="fwd")
+    series = sweeps(load_scaling(tmp_path), mode="fwd", dtype="float32")
+    gss = series["gss"]
     assert list(gss.index) == [256, 512]
-    assert crossover(gss, length_series(df, "attention", mode="fwd")) is None
+    assert crossover(gss, series["attention"]) is None
     assert fitted_slope(gss, upper_half=False) == pytest.approx(1.0)
 
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
 
 
-def test_sweep_rows_keep_the_failed_cells_of_the_sweep_only():
+def test_a_sweep_keeps_its_failed_cells_and_leaves_the_ablations_out():
     df = load_scaling(FIXTURE)
-    rows = sweep_rows(df, "gss-direct", mode="fwd")
-    assert list(rows.seq_len) == [256, 512, 1024, 2048, 4096]  # full taps: conv_kernel == seq_len
+    (label, rows), = model_sweeps(df, "gss-direct", mode="fwd").items()
+    assert label == "gss-direct" and list(rows.seq_len) == [256, 512, 1024, 2048, 4096]  # full taps: conv_kernel == seq_len
     assert list(rows.status) == ["ok"] * 4 + ["error"]
-    assert list(sweep_rows(df, "gss", mode="fwd").kernel_N.unique()) == ["512"]  # not the kernel_N ablation
+    (rows,) = model_sweeps(df, "gss", mode="fwd").values()
+    assert list(rows.kernel_N.unique()) == ["512"]  # not the kernel_N ablation
 
 
 def test_option_ablation_includes_the_sweep_cell_at_the_ablation_length():
@@ -137,3 +152,15 @@ def test_absent_csv_is_none_and_a_torn_last_line_is_ignored(tmp_path):
     (tmp_path / "recall.csv").write_text("model,seq_len,accuracy,status\ngss,64,0.9,ok\ngss,128,0.")
     df = load_csv(tmp_path, "recall.csv")
     assert len(df) == 1 and df.accuracy.tolist() == [0.9]
+
+
+def test_cli_prints_the_headline_and_a_missing_run_dir_is_one_error_line(tmp_path, capsys):
+    write_fixture(tmp_path, {("gss", "fwd"): {L: 2.0 * L for L in LENGTHS},
+                             ("attention", "fwd"): {L: L * L / 1000 for L in LENGTHS}})
+    assert analysis.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["fwd float32: gss faster than attention above seq_len 2000",
+                                                    "  attention: time ~ seq_len^2.00", "  gss: time ~ seq_len^1.00"]
+    for argv in ([str(tmp_path / "nope")], []):
+        assert analysis.main(argv) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("error: ") and len(err.splitlines()) == 1

@@ -1,5 +1,6 @@
 """The numerics suite: float64 against itself is exactly zero, float32 is close, bfloat16 less so; rows,
-failures, resume and bad input."""
+the float64 reference's failures, float16 on CPU and bad input (the sweep's failures and resume:
+tests/test_sweep.py)."""
 
 from collections import defaultdict
 
@@ -8,7 +9,8 @@ import torch
 
 import models
 from bench import numerics
-from bench.results import KEY_COLUMNS, read_rows
+from bench.results import read_rows
+from bench.schema import TABLES
 from tests.helpers import SMOKE_ONE_THREAD, assert_usage_error
 
 SMOKE = [*SMOKE_ONE_THREAD, "--device", "cpu"]
@@ -28,10 +30,7 @@ def smoke_rows(tmp_path_factory):
 
 
 def test_rows_have_the_documented_columns(smoke_rows):
-    assert tuple(smoke_rows[0]) == numerics.COLUMNS
-    assert numerics.COLUMNS[:8] == ("run_id", "model", "dtype", "device", "seq_len", "out_rel_err", "grad_rel_err",
-                                    "status")
-    assert KEY_COLUMNS["numerics.csv"][:4] == ("model", "dtype", "device", "seq_len")
+    assert tuple(smoke_rows[0]) == TABLES["numerics.csv"].columns
     cells = {(r["model"], r["dtype"], r["seq_len"]) for r in smoke_rows}
     assert len(cells) == len(smoke_rows) == len(models.NAMES) * 3 * 2
     assert all(r["status"] == "ok" and r["error"] == "" and r["device"] == "cpu" for r in smoke_rows)
@@ -62,21 +61,6 @@ def test_errors_are_measured_against_a_float64_reference():
     assert out.dtype == grad.dtype == torch.float64
     torch.testing.assert_close(grad, torch.func.vjp(layer, x)[1](w)[0])
     assert numerics.rel_err(out * (1 + 1e-3), out) == pytest.approx(1e-3)
-
-
-def test_a_failure_is_a_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real = numerics.measure_cell
-
-    def fake(cell, device, references):
-        if cell.model == "attention":
-            raise RuntimeError("kernel exploded")
-        return real(cell, device, references)
-
-    monkeypatch.setattr(numerics, "measure_cell", fake)
-    code, rows = run_numerics(tmp_path, "--models", "attention,conv", "--seq-lens", "8", "--dtypes", "float32")
-    assert code == 0
-    assert [(r["model"], r["status"], r["error"], r["out_rel_err"]) for r in rows] == [
-        ("conv", "ok", "", rows[0]["out_rel_err"]), ("attention", "error", "RuntimeError: kernel exploded", "")]
 
 
 def test_an_oom_in_the_float64_reference_is_an_oom_row_that_says_so(tmp_path, monkeypatch):

@@ -5,12 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import models
 from bench.timing import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_perf_tests_run_once_with_benchmark_disabled():
     done = subprocess.run([sys.executable, "-m", "pytest", "tests/perf", "--benchmark-disable", "-q", "-p",
                            "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True)

@@ -1,13 +1,7 @@
-"""The perplexity and recall suites: honest losses against the entropy floor, determinism, rows, resume,
+"""The perplexity and recall suites: honest losses against the entropy floor, determinism, rows, resume by every setting,
 and bad input."""
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,9 +10,10 @@ import pytest
 import torch
 
 from bench import perplexity
-from bench.data import load_corpus, unigram_entropy_bpb
+from bench.data import load_corpus
 from bench.recall import IGNORE, recall_batch
-from bench.results import DIED_ERROR, read_rows
+from bench.results import read_rows
+from bench.synthetic import unigram_entropy_bpb
 from bench.training import lr_at
 from tests.helpers import assert_usage_error
 
@@ -104,40 +99,6 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert rates[10] == pytest.approx(1.0) and rates[-1] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in zip(rates[9:], rates[10:]))
-
-
-HANGING = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {root!r})
-    from bench import perplexity
-    real = perplexity.train
-    def hang(model, *args, **kwargs):
-        if model.num_params() > 20000:
-            time.sleep(600)
-        return real(model, *args, **kwargs)
-    perplexity.train = hang
-    sys.exit(perplexity.main({argv!r}))
-""")
-
-
-def test_resume_skips_finished_trainings_and_records_the_one_that_died(tmp_path):
-    argv = [*TINY, "--task", "lm", "--models", "gss,attention", "--corpus", "synthetic", "--seq-len", "32",
-            "--steps", "2", "--dim", "16", "--depth", "1", "--kernel-n", "8", "--eval-lengths", "1",
-            "--out", str(tmp_path)]
-    child = subprocess.Popen([sys.executable, "-c", HANGING.format(root=str(ROOT), argv=[*argv[:-2], "--dim", "64",
-                                                                                         "--out", str(tmp_path)])],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker, deadline = tmp_path / "perplexity.inflight.json", time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    resumed = [*argv[:-2], "--dim", "64", "--out", str(tmp_path), "--resume"]
-    assert perplexity.main(resumed) == 0
-    rows = read_rows(tmp_path / "perplexity.csv")
-    assert [(r["model"], r["status"], r["error"]) for r in rows] == [("gss", "error", DIED_ERROR),
-                                                                     ("attention", "ok", "")]
-    assert perplexity.main(resumed) == 0 and read_rows(tmp_path / "perplexity.csv") == rows
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -1,6 +1,7 @@
 """Figures from fixture CSVs: every plot writes a real PNG, absent or failed data never crash, no torch."""
 
 import contextlib
+import csv
 import io
 import re
 import shutil
@@ -12,6 +13,7 @@ import pytest
 
 from bench import analysis, plots, report
 from bench.results import REPO_ROOT
+from bench.schema import MODELS_ORDER
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
 SCALING_FIGURES = ["time_fwd_float32.png", "time_fwdbwd_float32.png", "memory_fwd.png", "memory_fwdbwd.png",
@@ -24,38 +26,62 @@ def is_png(path):
     return data.startswith(PNG_SIGNATURE) and len(data) > 1024
 
 
+def files(directory):
+    """Every file under a directory, by relative path, with its bytes."""
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+
+
+def links(report_md):
+    return re.findall(r"!\[[^]]*\]\(([^)]+)\)", Path(report_md).read_text())
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """The fixture run rendered once through the CLI's main: (run_dir, plots_dir, stdout)."""
+    """A copy of the fixture run rendered once through the CLI's main with --out elsewhere:
+    (run_dir, out_dir, stdout, the run dir's files before)."""
     root = tmp_path_factory.mktemp("rendered")
-    run_dir, plots_dir = root / "results" / "fixture", root / "plots" / "fixture"
+    run_dir, out_dir = root / "results" / "fixture", root / "elsewhere" / "figures"
     shutil.copytree(FIXTURE, run_dir)
+    before = files(run_dir)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        assert plots.main([str(run_dir), "--out", str(plots_dir)]) == 0
-    return run_dir, plots_dir, out.getvalue()
+        assert plots.main([str(run_dir), "--out", str(out_dir)]) == 0
+    return run_dir, out_dir, out.getvalue(), before
 
 
 @pytest.mark.parametrize("name", SCALING_FIGURES + list(plots.FIGURES))
 def test_every_figure_is_a_png(rendered, name):
-    _, plots_dir, stdout = rendered
-    assert is_png(plots_dir / name)
-    assert str(plots_dir / name) in stdout.splitlines()
+    _, out_dir, stdout, _ = rendered
+    assert is_png(out_dir / name)
+    assert str(out_dir / name) in stdout.splitlines()
 
 
-def test_main_prints_the_figures_then_the_report(rendered):
-    run_dir, plots_dir, stdout = rendered
+def test_main_prints_the_figures_then_the_report_beside_them(rendered):
+    _, out_dir, stdout, _ = rendered
     lines = stdout.splitlines()
-    assert lines[-1] == str(run_dir / "REPORT.md") and (run_dir / "REPORT.md").exists()
-    assert sorted(Path(p).name for p in lines[:-1]) == sorted(p.name for p in plots_dir.glob("*.png"))
+    assert lines[-1] == str(out_dir / "REPORT.md")
+    assert sorted(Path(p).name for p in lines[:-1]) == sorted(p.name for p in out_dir.glob("*.png"))
 
 
-def test_report_links_resolve_relative_to_the_report(rendered):
-    run_dir, plots_dir, _ = rendered
-    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", (run_dir / "REPORT.md").read_text())
-    assert len(links) == len(list(plots_dir.glob("*.png")))
-    for link in links:
-        assert link.startswith("../../plots/fixture/") and (run_dir / link).resolve().is_file()
+def test_out_leaves_the_run_dir_untouched_and_links_resolve_from_out(rendered):
+    run_dir, out_dir, _, before = rendered
+    assert files(run_dir) == before  # no REPORT.md written or rewritten there, every CSV byte-identical
+    found = links(out_dir / "REPORT.md")
+    assert sorted(found) == sorted(p.name for p in out_dir.glob("*.png"))  # relative to DIR: beside it
+    assert all((out_dir / link).is_file() for link in found)
+
+
+def test_without_out_the_report_goes_to_the_run_dir_and_links_to_plots(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(report, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path / "results")
+    run_dir = tmp_path / "results" / "abc"
+    run_dir.mkdir(parents=True)
+    shutil.copy(FIXTURE / "decode.csv", run_dir)  # one figure is enough here
+    assert plots.main([str(run_dir)]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "plots" / "abc" / "decode.png"),
+                                                    str(run_dir / "REPORT.md")]
+    assert links(run_dir / "REPORT.md") == ["../../plots/abc/decode.png"]
+    assert (run_dir / "../../plots/abc/decode.png").resolve().is_file()
 
 
 def test_plot_functions_take_a_frame_or_a_run_dir(tmp_path):
@@ -80,21 +106,19 @@ def test_an_empty_run_dir_renders_nothing(tmp_path, capsys):
 
 @pytest.mark.parametrize("name,column", [("scaling.csv", "peak_mem_mb"), ("perplexity.csv", "kernel_N"),
                                          ("decode.csv", "dtype"), ("numerics.csv", "grad_rel_err")])
-def test_a_csv_without_a_column_the_figures_read_exits_2_with_one_line(tmp_path, name, column):
-    import csv
-    run = tmp_path / "run"
-    shutil.copytree(FIXTURE, run)
-    rows = list(csv.DictReader(open(run / name, newline="")))
+def test_a_csv_without_a_column_the_figures_read_exits_2_with_one_line(tmp_path, capsys, name, column):
+    run = tmp_path / "run"  # that CSV alone: the error comes before any figure is drawn
+    run.mkdir()
+    with open(FIXTURE / name, newline="") as f:
+        rows = list(csv.DictReader(f))
     with open(run / name, "w", newline="") as f:
         writer = csv.DictWriter(f, [c for c in rows[0] if c != column], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    for module in ("bench.plots", "bench.report"):
-        flags = ["--out", str(tmp_path / "figs")] if module == "bench.plots" else []
-        done = subprocess.run([sys.executable, "-m", module, str(run), *flags], cwd=REPO_ROOT, capture_output=True,
-                              text=True)
-        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-        assert done.stderr.strip().splitlines()[-1] == f"error: {run / name}: malformed, missing columns {column}"
+    for main, flags in ((plots.main, ["--out", str(tmp_path / "figs")]), (report.main, [])):
+        assert main([str(run), *flags]) == 2  # an exception other than the user's would fail the test here
+        assert capsys.readouterr().err.strip().splitlines()[-1] == \
+            f"error: {run / name}: malformed, missing columns {column}"
 
 
 def test_failed_cells_are_gaps_and_all_failed_is_skipped(tmp_path, capsys):
@@ -117,9 +141,11 @@ def test_one_ok_row_and_the_failed_ones_never_crash(tmp_path, capsys, name):
     assert "## Failed cells" in report.write_report(tmp_path, plots_dir=tmp_path / "plots").read_text()
 
 
-def test_colours_are_fixed_per_model():
-    assert plots.colour("gss") == plots.MODEL_COLOURS["gss"]
-    assert plots.colour("mamba") == plots.colour("mamba") in plots.FALLBACK_COLOURS
+def test_every_known_model_has_its_own_colour_and_other_models_one_apart():
+    known = [plots.colour(m) for m in MODELS_ORDER]
+    assert len(set(known)) == len(known) and not set(known) & set(plots.FALLBACK_COLOURS)
+    others = {plots.colour(name) for name in ("mamba", "hyena", "rwkv", "s4", "retnet")}
+    assert others <= set(plots.FALLBACK_COLOURS) and not others & set(known)
 
 
 def test_plots_imports_neither_torch_nor_models():

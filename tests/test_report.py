@@ -95,6 +95,18 @@ def test_default_plots_dir_mirrors_results_and_links_are_relative(tmp_path, monk
     assert all((run_dir / link).resolve().is_file() for link in links)
 
 
+def test_a_report_dir_gets_the_report_linked_from_there_and_the_run_dir_nothing(tmp_path):
+    run_dir, out = tmp_path / "run", tmp_path / "elsewhere" / "figs"
+    shutil.copytree(FIXTURE, run_dir)
+    fake_figures(out)
+    path = report.write_report(run_dir, plots_dir=out, report_dir=out)
+    assert path == out / "REPORT.md" and not (run_dir / "REPORT.md").exists()
+    text = path.read_text()
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert links == ["time_fwd_float32.png", "lm_bits_per_byte.png", "decode.png"]
+    assert f"python -m bench.plots {run_dir} --out {out}" in text.splitlines()
+
+
 def test_a_run_dir_outside_results_gets_plots_by_its_name(tmp_path):
     assert report.default_plots_dir(tmp_path / "x" / "run7") == REPO_ROOT / "plots" / "run7"
 

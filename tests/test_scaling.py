@@ -2,12 +2,8 @@
 kill and resume, shards, and bad input."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +14,8 @@ import run_all
 from bench import scaling
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
-from bench.results import DIED_ERROR, KEY_COLUMNS, read_rows
+from bench.results import read_rows
+from bench.schema import TABLES
 from bench.timing import make_step
 from tests.helpers import assert_usage_error
 
@@ -34,7 +31,7 @@ def run_scaling(tmp_path, *extra):
 def test_rows_have_the_documented_columns_and_formats(tmp_path):
     code, rows = run_scaling(tmp_path, "--seq-lens", "8,24", "--conv-kernel", "full,5")
     assert code == 0
-    assert tuple(rows[0]) == scaling.COLUMNS
+    assert tuple(rows[0]) == TABLES["scaling.csv"].columns
     for column in ("run_id", "model", "mode", "dtype", "device", "batch", "seq_len", "dim", "kernel_N", "kernel_H",
                    "lambda_imag_exp", "conv_kernel", "compiled", "params", "flops", "tflops_per_s", "tokens_per_s",
                    "time_ms", "time_iqr_ms", "repeats", "peak_mem_mb", "status", "error"):
@@ -86,26 +83,6 @@ def test_cpu_peak_memory_repeats_between_identical_runs(name):
     assert first > 0 and abs(first - second) <= 0.02 * first
 
 
-def test_an_oom_is_a_row_and_longer_lengths_of_that_series_are_skipped(tmp_path, monkeypatch):
-    real = scaling.measure_cell
-
-    def fake(cell, device, timing):
-        if cell.model == "gss" and cell.mode == "fwd" and cell.seq_len >= 16:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(cell, device, timing)
-
-    monkeypatch.setattr(scaling, "measure_cell", fake)
-    code, rows = run_scaling(tmp_path, "--models", "gss,attention", "--seq-lens", "8,16,32,64")
-    assert code == 0
-    status = {(r["model"], r["mode"], r["seq_len"]): r["status"] for r in rows}
-    assert [status[("gss", "fwd", L)] for L in ("8", "16", "32", "64")] == ["ok", "oom", "skipped", "skipped"]
-    assert all(status[("gss", "fwdbwd", L)] == "ok" for L in ("8", "16", "32", "64"))
-    assert all(status[("attention", m, L)] == "ok" for m in ("fwd", "fwdbwd") for L in ("8", "16", "32", "64"))
-    oom = next(r for r in rows if r["status"] == "oom")
-    assert "OutOfMemoryError" in oom["error"] and oom["time_ms"] == ""
-    assert "after an OOM at seq_len=16" in next(r for r in rows if r["status"] == "skipped")["error"]
-
-
 def test_an_oom_of_gss_direct_with_every_tap_skips_its_longer_lengths(tmp_path, monkeypatch):
     real = scaling.measure_cell
 
@@ -137,70 +114,6 @@ def test_cpu_cells_predicted_to_exceed_free_memory_are_skipped(tmp_path, monkeyp
     assert code == 0
     assert [r["status"] for r in rows] == ["ok", "skipped"]
     assert "exceeds 80% of 0 MiB free" in rows[1]["error"]
-
-
-def test_an_error_is_a_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real = scaling.measure_cell
-
-    def fake(cell, device, timing):
-        if cell.model == "conv":
-            raise RuntimeError("kernel exploded")
-        return real(cell, device, timing)
-
-    monkeypatch.setattr(scaling, "measure_cell", fake)
-    code, rows = run_scaling(tmp_path, "--models", "conv,gss", "--modes", "fwd", "--seq-lens", "8,16")
-    assert code == 0
-    assert [(r["model"], r["status"], r["error"]) for r in rows] == [
-        ("conv", "error", "RuntimeError: kernel exploded"), ("conv", "error", "RuntimeError: kernel exploded"),
-        ("gss", "ok", ""), ("gss", "ok", "")]
-
-
-HANGING_RUN = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {root!r})
-    from bench import scaling
-    real = scaling.measure_cell
-    def hang(cell, device, timing):
-        if cell.model == "gss" and cell.seq_len == 16 and cell.mode == "fwd":
-            time.sleep(600)
-        return real(cell, device, timing)
-    scaling.measure_cell = hang
-    sys.exit(scaling.main({argv!r}))
-""")
-
-
-def test_a_sweep_killed_mid_cell_resumes_without_duplicate_or_missing_cells(tmp_path):
-    argv = [*TINY, "--models", "gss,conv", "--seq-lens", "8,16,32", "--out", str(tmp_path)]
-    child = subprocess.Popen([sys.executable, "-c", HANGING_RUN.format(root=str(ROOT), argv=argv)],
-                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    marker, deadline = tmp_path / "scaling.inflight.json", time.monotonic() + 60
-    while not (marker.exists() and '"seq_len": 16' in marker.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    before = read_rows(tmp_path / "scaling.csv")
-    assert [(r["model"], r["mode"], r["seq_len"]) for r in before] == [("gss", "fwd", "8")]
-    assert scaling.main(argv) == 2  # the directory holds a run: refuse rather than overwrite it
-    assert scaling.main([*argv, "--resume"]) == 0
-    rows = read_rows(tmp_path / "scaling.csv")
-    keys = [tuple(r[c] for c in KEY_COLUMNS["scaling.csv"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 2 * 2 * 3  # 2 models x 2 modes x 3 lengths, each once
-    died = [r for r in rows if r["status"] == "error"]
-    assert [(r["model"], r["mode"], r["seq_len"], r["error"]) for r in died] == [("gss", "fwd", "16", DIED_ERROR)]
-    assert rows[0] == before[0]  # what was written before the kill is kept as it was
-    assert scaling.main([*argv, "--resume"]) == 0 and read_rows(tmp_path / "scaling.csv") == rows
-
-
-def test_shards_partition_the_grid(capsys):
-    def listed(*extra):
-        assert scaling.main([*TINY, "--list", *extra]) == 0
-        return capsys.readouterr().out.splitlines()
-
-    everything = listed()
-    shards = [listed("--shard", f"{i}/3") for i in range(3)]
-    assert sorted(sum(shards, [])) == sorted(everything) and len(everything) == 16
-    assert all(not set(a) & set(b) for i, a in enumerate(shards) for b in shards[i + 1:])
-    assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
 def test_options_that_do_not_apply_are_not_multiplied_out(capsys):
@@ -255,18 +168,6 @@ def test_a_malformed_file_in_the_run_directory_exits_2_and_is_left_as_it_was(tmp
     assert err.startswith("error: ") and "malformed" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == [name]  # no env.json, no rows
     assert (out / name).read_text(encoding="latin-1") == content
-
-
-def test_an_interrupted_cell_is_not_recorded_as_dead(tmp_path):
-    from bench import cli
-    with pytest.raises(KeyboardInterrupt):
-        with cli.in_flight(tmp_path, {"model": "gss"}, stem="scaling"):
-            raise KeyboardInterrupt
-    assert not (tmp_path / "scaling.inflight.json").exists()  # --resume runs the cell again
-    with pytest.raises(RuntimeError):
-        with cli.in_flight(tmp_path, {"model": "gss"}, stem="scaling"):
-            raise RuntimeError("a crash the suite did not catch")
-    assert (tmp_path / "scaling.inflight.json").exists()
 
 
 def test_an_unwritable_output_directory_exits_2(tmp_path, capsys):

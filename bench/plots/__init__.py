@@ -1,21 +1,23 @@
 """Figures of a run, from its CSVs alone (pandas + matplotlib, no torch), then its REPORT.md.
 
-    python -m bench.plots RUN_DIR [--out DIR]      # default DIR: plots/<run_id>/ (mirrors results/...)
+    python -m bench.plots RUN_DIR              # figures in plots/<run_id>/ (mirrors results/...), RUN_DIR/REPORT.md
+    python -m bench.plots RUN_DIR --out DIR    # figures and REPORT.md in DIR; RUN_DIR is left untouched
 
-The only module that imports matplotlib. Every plot_xxx(df_or_run_dir, out_path, ...) returns the PNG written,
-or None (with a note on stderr) when its CSV is absent or has no ok rows.
+Only this package imports matplotlib, and within it only bench/plots/style.py does (the one door: the Agg
+backend, colours, axes, saving). Every plot_xxx(df_or_run_dir, out_path, ...) returns the PNG written, or None
+(with a note on stderr) when its CSV is absent or has no ok rows.
 """
 
-import sys
 from pathlib import Path
 
 from bench import analysis, report
 from bench.analysis import ok
 from bench.plots.runtime import plot_decode, plot_numerics, plot_ops
 from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_kernel_n, plot_memory, plot_time
-from bench.plots.training import plot_bpb, plot_curves, plot_lambda, plot_length_generalisation, plot_recall
 from bench.plots.style import FALLBACK_COLOURS, MODEL_COLOURS, colour, note  # noqa: F401  (the public look)
-from bench.results import OneLineParser, ResultsError
+from bench.plots.training import plot_bpb, plot_curves, plot_lambda, plot_length_generalisation, plot_recall
+from bench.results import ResultsError
+from bench.usage import Parser, UsageError, fail
 
 
 def render_all(run_dir, out_dir):
@@ -42,21 +44,25 @@ FIGURES = {"lm_bits_per_byte.png": plot_bpb, "lm_lambda_imag_exp.png": plot_lamb
            "op_breakdown.png": plot_ops, "decode.png": plot_decode, "numerics.png": plot_numerics}
 
 
-def main(argv=None):
-    p = OneLineParser(prog="python -m bench.plots", description="Figures and REPORT.md of a run, from its CSVs.")
+def make_parser():
+    p = Parser(prog="python -m bench.plots", description="Figures and REPORT.md of a run, from its CSVs.")
     p.add_argument("run_dir")
-    p.add_argument("--out", help="figure directory (default: plots/<run_id>/, mirroring results/)")
-    args = p.parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        p.error(f"{run_dir}: no such run directory")
-    out_dir = Path(args.out) if args.out else report.default_plots_dir(run_dir)
+    p.add_argument("--out", help="directory for the figures and REPORT.md, leaving RUN_DIR untouched (default: "
+                                 "figures in plots/<run_id>/, mirroring results/, and REPORT.md in RUN_DIR)")
+    return p
+
+
+def main(argv=None):
     try:
-        written = render_all(run_dir, out_dir)
-        for path in written:
+        args = make_parser().parse_args(argv)
+        run_dir = Path(args.run_dir)
+        if not run_dir.is_dir():
+            raise UsageError(f"{run_dir}: no such run directory")
+        out_dir = Path(args.out) if args.out else report.default_plots_dir(run_dir)
+        for path in render_all(run_dir, out_dir):
             print(path)
-        print(report.write_report(run_dir, plots_dir=out_dir))
-    except (ResultsError, OSError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+        # with --out, REPORT.md goes beside the figures: re-rendering a run elsewhere never rewrites its report
+        print(report.write_report(run_dir, plots_dir=out_dir, report_dir=out_dir if args.out else None))
+    except (UsageError, ResultsError, OSError) as error:
+        return fail(error)
     return 0

@@ -3,7 +3,19 @@
 from bench import summaries
 from bench.analysis import ok, ordered_models
 from bench.plots.style import (
-    colour, look, note, _data, _axes, _save, _tokens, _log2_axis, _log_y, _finish, CATEGORY_COLOURS, METHOD_STYLES)
+    CATEGORY_COLOURS,
+    METHOD_STYLES,
+    _axes,
+    _data,
+    _finish,
+    _log2_axis,
+    _log_y,
+    _save,
+    _tokens,
+    colour,
+    look,
+    note,
+)
 
 
 def plot_ops(source, out_path):
@@ -24,7 +36,7 @@ def plot_ops(source, out_path):
         heights = [part.get(tuple(b), 0.0) for b in bars.itertuples(index=False)]
         ax.bar(range(len(bars)), heights, bottom=bottom, color=CATEGORY_COLOURS.get(category, colour(category)),
                label=category, edgecolor="white", linewidth=0.5)
-        bottom = [b + h for b, h in zip(bottom, heights)]
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     if "time_ms" in shares:
         totals = shares.groupby(["model", "mode", "seq_len"]).time_ms.sum()
         for i, b in enumerate(bars.itertuples(index=False)):
@@ -32,7 +44,7 @@ def plot_ops(source, out_path):
                         ha="center", fontsize=7)
     ax.set_xticks(range(len(bars)), [f"{m}\n{mo} {_tokens(L)}" for m, mo, L in bars.itertuples(index=False)],
                   fontsize=8)
-    for tick, model in zip(ax.get_xticklabels(), bars.model):
+    for tick, model in zip(ax.get_xticklabels(), bars.model, strict=True):
         tick.set_color(colour(model))
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("share of step time (total above each bar)")
@@ -53,7 +65,7 @@ def plot_decode(source, out_path):
               ("state_mb", "decoding state (MiB)", "State held while decoding"),
               ("peak_mem_mb", "working memory (MiB)", "Extra memory of one new token (beyond state)"))
     multi = rows.dtype.nunique() > 1 if "dtype" in rows else False
-    for ax, (value, ylabel, title) in zip([axes[0], axes[2], axes[3]], panels):
+    for ax, (value, ylabel, title) in zip([axes[0], axes[2], axes[3]], panels, strict=True):
         lines = rows.dropna(subset=[value]) if value in rows else rows.iloc[:0]
         for (model, method, dtype), g in lines.groupby(["model", "method", "dtype"], sort=False):
             g = g.groupby("prompt_len")[value].median()
@@ -77,7 +89,7 @@ def plot_decode(source, out_path):
         _finish(ax, "Speed-up per token over re-running the prefix", loc=None)
     else:
         ax.set_axis_off()
-    legend = {label: handle for a in axes for handle, label in zip(*a.get_legend_handles_labels())}
+    legend = {label: handle for a in axes for handle, label in zip(*a.get_legend_handles_labels(), strict=True)}
     fig.legend(legend.values(), legend.keys(), loc="outside right upper", title="model, method", fontsize=9)
     return _save(fig, out_path)
 
@@ -94,7 +106,7 @@ def plot_numerics(source, out_path):
     if not errors:
         return note("skipped numerics: no relative errors in numerics.csv")
     fig, axes = _axes(len(errors), rows=len(dtypes), width=5.4, height=3.8)
-    for ax, (dtype, error) in zip(axes, [(d, e) for d in dtypes for e in errors]):
+    for ax, (dtype, error) in zip(axes, [(d, e) for d in dtypes for e in errors], strict=True):
         part = rows[(rows.dtype == dtype)].dropna(subset=[error])
         for model in ordered_models(part.model):
             g = part[part.model == model].groupby("seq_len")[error].max()

@@ -3,8 +3,23 @@
 from bench import analysis
 from bench.analysis import ok, ordered_models
 from bench.plots.style import (
-    look, shade, note, _data, _axes, _save, _tokens, _log2_axis, _log_y, _finish, _context, _dtypes, _sweep_lines,
-    STYLES, MODE_TITLES)
+    MODE_TITLES,
+    STYLES,
+    _axes,
+    _context,
+    _data,
+    _dtypes,
+    _finish,
+    _log2_axis,
+    _log_y,
+    _save,
+    _sweep_lines,
+    _tokens,
+    look,
+    note,
+    shade,
+)
+from bench.schema import MODES
 
 
 def plot_time(source, out_path, *, mode, dtype="float32"):
@@ -73,21 +88,24 @@ def _ablation(source, out_path, *, option, by, xlabel, what):
     rows = analysis.option_ablation(df, option) if df is not None else None
     if rows is None:
         return note(f"skipped {option} ablation: no cells varying {option} at one length") if df is not None else None
-    modes = [m for m in analysis.MODES if m in set(rows["mode"])] or sorted(set(rows["mode"]))
+    modes = [m for m in MODES if m in set(rows["mode"])] or sorted(set(rows["mode"]))
     fig, axes = _axes(len(modes), width=5.4)
-    for ax, mode in zip(axes, modes):
+    for ax, mode in zip(axes, modes, strict=True):
         part = rows[rows["mode"] == mode]
         dtypes, order = _dtypes(part, mode), ordered_models(part.model)
         groups = sorted(part.groupby(["model", "dtype", *by]), key=lambda kv: (
             order.index(kv[0][0]), dtypes.index(kv[0][1]), [v != "true" for v in kv[0][2:]]))
         for key, line in groups:
             model, dtype, *rest = key
-            label = " ".join([model, *([dtype] if len(dtypes) > 1 else []), *(f"{c}={v}" for c, v in zip(by, rest))])
+            options = (f"{c}={v}" for c, v in zip(by, rest, strict=True))
+            label = " ".join([model, *([dtype] if len(dtypes) > 1 else []), *options])
             style = STYLES[0 if not rest or rest[0] in ("true", "") else 1]
             ax.plot(line.x, line.time_ms, linestyle=style, label=label, **{
                 **look(model), "color": shade(model, dtypes.index(dtype), len(dtypes)), "linewidth": 1.8, "ms": 6})
         full = set(part[part.x == part.seq_len].x) if option == "conv_kernel" else set()
-        fmt = (lambda v, full=full: _tokens(v) + ("\n(full)" if v in full else ""))  # bound now: drawn at save
+
+        def fmt(v, full=full):  # full bound now: the ticks are drawn at save, after the loop has moved on
+            return _tokens(v) + ("\n(full)" if v in full else "")
         _log2_axis(ax, part.x, label=xlabel, fmt=fmt)
         _log_y(ax, "time per step (ms)")
         lengths = "/".join(_tokens(v) for v in sorted(set(part.seq_len)))

@@ -1,4 +1,7 @@
-"""The look shared by every figure: one colour and marker per model, log axes, failed cells, saving."""
+"""The look shared by every figure: one colour and marker per model, log axes, failed cells, saving.
+
+The one module of GSS Bench that imports matplotlib (the house rule: only bench.plots draws); it selects the
+Agg backend before anything else of matplotlib is imported, so figures render without a display."""
 
 import math
 import sys
@@ -8,10 +11,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display: figures go to files
+import pandas as pd  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator  # noqa: E402
-import pandas as pd  # noqa: E402
+
 from bench import analysis  # noqa: E402
 from bench.analysis import ok, ordered_models  # noqa: E402
 

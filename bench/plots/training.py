@@ -2,8 +2,7 @@
 
 from bench import summaries
 from bench.analysis import ok, ordered_models
-from bench.plots.style import (
-    colour, look, shade, note, _data, _axes, _save, _log2_axis, _finish, STYLES)
+from bench.plots.style import STYLES, _axes, _data, _finish, _log2_axis, _save, colour, look, note, shade
 
 
 def _lines(ax, stats, *, x, band=False):
@@ -30,7 +29,7 @@ def _per_corpus(stats, out_path, draw, *, what, width=6.0):
         return note(f"skipped {what}: no ok rows to compare")
     corpora = list(dict.fromkeys(stats.corpus))
     fig, axes = _axes(len(corpora), width=width)
-    for ax, corpus in zip(axes, corpora):
+    for ax, corpus in zip(axes, corpora, strict=True):
         draw(ax, stats[stats.corpus == corpus], f"corpus {corpus}" if corpus else "")
     return _save(fig, out_path)
 
@@ -51,7 +50,7 @@ def plot_bpb(source, out_path):
     def draw(ax, s, corpus):
         s = s.reset_index(drop=True)
         variant = s.groupby("model").cumcount()
-        colours = [shade(m, i, (s.model == m).sum()) for m, i in zip(s.model, variant)]
+        colours = [shade(m, i, (s.model == m).sum()) for m, i in zip(s.model, variant, strict=True)]
         ax.bar(s.index, s["mean"], yerr=s["std"], capsize=3, color=colours)
         for i, r in s.iterrows():
             ax.annotate(f"{r['mean']:.3f}\n±{r['std']:.3f}", (i, r["mean"] + r["std"]), xytext=(0, 2),
@@ -84,7 +83,7 @@ def plot_lambda(source, out_path):
             top = max(r.true_mean + r.true_std, r.false_mean + r.false_std)
             ax.annotate(f"Δ {r.delta_mean:+.3f} ± {r.delta_std:.3f}", (i, top), xytext=(0, 6),
                         textcoords="offset points", ha="center", fontsize=8)
-        ax.set_xticks(s.index, [f"{m} N={n}" if n else m for m, n in zip(s.model, s.kernel_N)])
+        ax.set_xticks(s.index, [f"{m} N={n}" if n else m for m, n in zip(s.model, s.kernel_N, strict=True)])
         ax.set_xlim(-0.6, len(s) - 0.4)
         ax.margins(y=0.25)
         ax.set_ylabel("bits/byte at the training length (lower is better)")

@@ -1,0 +1,217 @@
+"""The findings sections of REPORT.md, one per CSV (scaling, language modelling, recall, op breakdown,
+decoding, numerics): each reads its CSV through bench.analysis and bench.summaries and returns (Markdown lines,
+findings), the findings being the one-line facts REPORT.md lists first. bench.report puts them together with
+the environment, the failed cells and the commands to reproduce (pandas, no matplotlib, no torch)."""
+
+import pandas as pd
+
+from bench import analysis, summaries
+from bench.analysis import ok
+
+
+def table(header, rows):
+    """A Markdown table (a blank line after it); empty cells for None and NaN."""
+    def cell(v):
+        return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v).replace("|", "\\|")
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows] + [""]
+
+
+def pm(mean, std, *, n=None, digits=3):
+    """mean ± std; a single seed has no spread to show."""
+    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def stat_at(stats, key, *, digits=3):
+    """pm of one row of a seed-stats frame indexed by key; empty where it is missing."""
+    if key not in stats.index:
+        return ""
+    return pm(stats.at[key, "mean"], stats.at[key, "std"], n=stats.at[key, "n"], digits=digits)
+
+
+def on(corpus):
+    return f" on {corpus}" if corpus else ""
+
+
+def seeds(n):
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def tokens(v):
+    return f"{int(v):,}" if pd.notna(v) else ""
+
+
+def scaling_section(run_dir, figs):
+    df = analysis.load_scaling(run_dir)
+    if df is None:
+        return [], []
+    lines, findings = ["## Scaling", ""], []
+    pairs = analysis.modes_dtypes(df)
+    rows = []
+    for mode, dtype in pairs:
+        for _, _, text in analysis.crossovers(df, mode=mode, dtype=dtype):
+            rows.append((mode, dtype, text))
+            findings.append(f"{mode} {dtype}: {text}")
+    if rows:
+        lines += ["Crossover of gss and attention (interpolated on log-log axes between measured lengths):", ""]
+        lines += table(["mode", "dtype", "gss vs attention"], rows)
+    slopes = {}
+    for mode, dtype in pairs:
+        for model, s in analysis.sweeps(df, mode=mode, dtype=dtype).items():
+            fit, upper = analysis.fitted_slope(s), s.index[len(s) // 2:]
+            if fit is not None:
+                slopes.setdefault(model, {})[(mode, dtype)] = f"{fit:.2f} ({tokens(upper[0])}..{tokens(upper[-1])})"
+    if slopes:
+        lines += ["Fitted exponent k of time ~ seq_len^k over the upper half of each sweep's lengths:", ""]
+        lines += table(["model", *(f"{m} {d}" for m, d in pairs)],
+                       [(m, *(v.get(p, "") for p in pairs)) for m, v in slopes.items()])
+        for mode, dtype in pairs:
+            text = ", ".join(f"{m} {v[(mode, dtype)].split()[0]}" for m, v in slopes.items() if (mode, dtype) in v)
+            findings.append(f"{mode} {dtype}: fitted exponents {text}")
+    for value, what, unit, best in (("time_ms", "Time per step", "ms", "fastest"),
+                                    ("peak_mem_mb", "Peak memory", "MiB", "lowest memory")):
+        lines += [f"{what} ({unit}) at the longest length all models reached and the longest any reached:", ""]
+        out = []
+        for mode, dtype in pairs:
+            frame = analysis.at_lengths(df, mode=mode, dtype=dtype, value=value)
+            for length, r in frame.iterrows():
+                least = r.dropna()
+                winner = ", ".join(least.index[least == least.min()])  # every model of a tie
+                out.append((mode, dtype, tokens(length), *(f"{v:,.1f}" if pd.notna(v) else "" for v in r), winner))
+                missing = ", ".join(r.index[r.isna()])
+                findings.append(f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({least.min():,.1f} {unit})"
+                                + (f"; {missing} did not reach it" if missing else ""))
+            header = ["mode", "dtype", "seq_len", *frame.columns, best]
+        lines += table(header, out) if out else []
+    for option, by in (("kernel_N", ["lambda_imag_exp"]), ("conv_kernel", [])):
+        abl = analysis.option_ablation(df, option)
+        if abl is None:
+            continue
+        values = sorted(abl.x.unique())
+        out = []
+        for key, g in abl.groupby(["model", "mode", "dtype", "seq_len", *by]):
+            t = g.groupby("x").time_ms.median()
+            out.append((*key[:3], tokens(key[3]), *key[4:], *(f"{t[v]:,.1f}" if v in t else "" for v in values),
+                        f"{t.iloc[-1] / t.iloc[0]:.2f}×"))
+        order = analysis.ordered_models(abl.model)
+        out.sort(key=lambda r: (order.index(r[0]), r[1], r[2], [v != "true" for v in r[4:4 + len(by)]]))
+        full = set(abl[abl.x == abl.seq_len].x) if option == "conv_kernel" else set()
+        names = [tokens(v) + (" (full)" if v in full else "") for v in values]
+        lines += [f"Effect of {option} on time per step (ms), at one length:", ""]
+        header = ["model", "mode", "dtype", "seq_len", *by, *(f"{option}={n}" for n in names), "largest / smallest"]
+        lines += table(header, out)
+    return lines + figs("time_*.png", "memory_*.png", "flops_*.png", "ablation_*.png"), findings
+
+
+def lm_section(run_dir, figs):
+    ppl = analysis.load_csv(run_dir, "perplexity.csv")
+    if ppl is None or ok(ppl).empty:
+        curves = figs("lm_train_curves.png")
+        return (["## Language modelling", "", *curves] if curves else []), []
+    lines, findings = ["## Language modelling", ""], []
+    bpb = summaries.bpb_table(ppl)
+    lines += ["bits/byte of held-out text at the training length (mean ± std over seeds):", ""]
+    lines += table(["corpus", "model", "bits/byte", "seeds", "entropy floor"],
+                   [(r.corpus, r.label, pm(r.mean, r.std, n=r.n), r.n, f"{r.floor:.3f}" if pd.notna(r.floor) else "")
+                    for r in bpb.itertuples()])
+    for corpus, g in bpb.groupby("corpus", sort=False):
+        r = g.loc[g["mean"].idxmin()]
+        findings.append(f"best bits/byte{on(corpus)}: {r.label} {pm(r['mean'], r['std'], n=r.n)} ({seeds(r.n)})")
+    deltas = summaries.lambda_deltas(ppl)
+    if not deltas.empty:
+        lines += ["lambda_imag_exp ablation, paired by seed (Δ = true − false; negative: the imaginary exponent "
+                  "helps):", ""]
+        lines += table(["corpus", "model", "kernel_N", "true", "false", "Δ true − false", "pairs"],
+                       [(r.corpus, r.model, r.kernel_N, pm(r.true_mean, r.true_std, n=r.n),
+                         pm(r.false_mean, r.false_std, n=r.n), pm(r.delta_mean, r.delta_std, n=r.n), r.n)
+                        for r in deltas.itertuples()])
+        findings += [f"lambda_imag_exp{on(r.corpus)}, {r.model} kernel_N={r.kernel_N}: Δ bits/byte (true − false) "
+                     f"{r.delta_mean:+.3f}" + (f" ± {r.delta_std:.3f}" if r.n > 1 else "") + f" over {seeds(r.n)}"
+                     for r in deltas.itertuples()]
+    kn = summaries.kernel_n_bpb(ppl)
+    if not kn.empty:
+        lines += ["Effect of kernel_N on bits/byte (pooled over lambda_imag_exp and seeds):", ""]
+        lines += table(["corpus", "model", "kernel_N", "bits/byte", "trainings"],
+                       [(r.corpus, r.model, r.kernel_N, pm(r.mean, r.std, n=r.n), r.n) for r in kn.itertuples()])
+    gen = summaries.length_generalisation(ppl)
+    ratios = sorted(gen.ratio.unique())
+    if len(ratios) > 1:
+        lines += ["Length generalisation: bits/byte when evaluated at a multiple of the training length:", ""]
+        out = []
+        for (corpus, label), g in gen.groupby(["corpus", "label"], sort=False):
+            by = g.set_index("ratio")
+            change = by["mean"].iloc[-1] - by["mean"].iloc[0] if len(by) > 1 else float("nan")
+            out.append((corpus, label, *(stat_at(by, x) for x in ratios), f"{change:+.3f}" if pd.notna(change) else ""))
+            if pd.notna(change):
+                first, last = by.index[0], by.index[-1]
+                findings.append(f"length generalisation{on(corpus)}, {label}: bits/byte {by.at[first, 'mean']:.3f} "
+                                f"at {first:g}× -> {by.at[last, 'mean']:.3f} at {last:g}×")
+        lines += table(["corpus", "model", *(f"{x:g}×" for x in ratios), "change 1× → longest"], out)
+    return lines + figs("lm_*.png"), findings
+
+
+def recall_section(run_dir, figs):
+    df = analysis.load_csv(run_dir, "recall.csv")
+    if df is None or ok(df).empty:
+        return [], []
+    stats = summaries.recall_stats(df)
+    lengths = sorted(stats.seq_len.unique())
+    rows, findings = [], []
+    for label, g in stats.groupby("label", sort=False):
+        by = g.set_index("seq_len")
+        rows.append((label, *(stat_at(by, L, digits=2) for L in lengths)))
+    longest = stats[stats.seq_len == lengths[-1]]
+    findings += [f"recall accuracy at seq_len {tokens(lengths[-1])}: "
+                 + ", ".join(f"{r.label} {r.mean:.2f}" for r in longest.itertuples())]
+    lines = ["## Associative recall", "", "Accuracy on held-out sequences (mean ± std over seeds):", ""]
+    return lines + table(["model", *(f"seq_len {tokens(L)}" for L in lengths)], rows) + figs("recall.png"), findings
+
+
+def ops_section(run_dir, figs):
+    df = analysis.load_csv(run_dir, "op_breakdown.csv")
+    if df is None:
+        return [], []
+    shares = summaries.op_shares(df)
+    cats = list(dict.fromkeys(shares.category))
+    rows = []
+    for (model, mode, length), g in shares.groupby(["model", "mode", "seq_len"], sort=False):
+        by = g.set_index("category").share
+        total = f"{g.time_ms.sum():,.1f}" if "time_ms" in g else ""
+        rows.append((model, mode, tokens(length), total, *(f"{by[c]:.0%}" if c in by else "" for c in cats)))
+    lines = ["## Op breakdown", "", "Share of the step's time per profiler category:", ""]
+    return lines + table(["model", "mode", "seq_len", "total ms", *cats], rows) + figs("op_breakdown.png"), []
+
+
+def decode_section(run_dir, figs):
+    df = analysis.load_csv(run_dir, "decode.csv")
+    if df is None or ok(df).empty:
+        return [], []
+    speed, lines, findings = summaries.decode_speedup(df), ["## Decoding", ""], []
+    if not speed.empty:
+        lines += ["Time per new token (ms): carrying a state (recurrent, kv_cache) vs re-running the prefix:", ""]
+        lines += table(["model", "method", "dtype", "prompt_len", "method ms", "reforward ms", "speed-up"],
+                       [(r.model, r.method, getattr(r, "dtype", ""), tokens(r.prompt_len), f"{r.step_ms:.3f}",
+                         f"{r.reforward:.3f}", f"{r.speedup:.1f}×") for r in speed.itertuples()])
+        for (model, method), g in speed.groupby(["model", "method"], sort=False):
+            r = g.loc[g.prompt_len.idxmax()]
+            findings.append(f"decode {model}: {method} {r.speedup:.1f}× faster per token than reforward "
+                            f"at prompt_len {tokens(r.prompt_len)}")
+    return lines + figs("decode.png"), findings
+
+
+def numerics_section(run_dir, figs):
+    df = analysis.load_csv(run_dir, "numerics.csv")
+    if df is None or ok(df).empty:
+        return [], []
+    worst = summaries.numerics_worst(df)
+    lines = ["## Numerics", "", "Worst relative error against the reference, per dtype:", ""]
+    lines += table(["dtype", "error", "worst", "model", "seq_len"],
+                   [(r.dtype, r.error, f"{r.value:.2e}", r.model, tokens(r.seq_len)) for r in worst.itertuples()])
+    findings = [f"numerics {r.dtype}: worst {r.error} {r.value:.2e} ({r.model}, seq_len {tokens(r.seq_len)})"
+                for r in worst.itertuples()]
+    return lines + figs("numerics.png"), findings
+
+
+# In REPORT.md's order; each is section(run_dir, figs), figs(*patterns) giving the Markdown images of the
+# figures that match, and returns (Markdown lines, findings), empty when there is nothing to report.
+SECTIONS = (scaling_section, lm_section, recall_section, ops_section, decode_section, numerics_section)
