@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
-from bench import decode, env, numerics, perplexity, plots, profiling, regress, scaling, usage  # noqa: E402
-from bench.results import RESULTS_DIR, new_run_id  # noqa: E402
-from bench.usage import Parser, UsageError, fail  # noqa: E402
+from bench import decode, env, numerics, perplexity, plots, profiling, regress, scaling, usage
+from bench.results import RESULTS_DIR, new_run_id
+from bench.usage import Parser, UsageError, fail
 
 SUITES = {"scaling": scaling.main, "perplexity": perplexity.main, "profiling": profiling.main,  # in this order
           "decode": decode.main, "numerics": numerics.main}

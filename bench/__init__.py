@@ -16,8 +16,8 @@ run_all, and a TORCH_FREE module nothing that imports torch.
 
 FLOORS = {
     "ground": ("models", "bench.schema", "bench.usage", "bench.results", "bench.env", "bench.timing", "bench.memory",
-               "bench.flops", "bench.synthetic", "bench.data", "bench.recall", "bench.training", "bench.config", "bench.sweep",
-               "bench.cli"),
+               "bench.flops", "bench.synthetic", "bench.data", "bench.recall", "bench.training", "bench.config",
+               "bench.sweep", "bench.cli"),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
     "read side": ("bench.analysis", "bench.summaries", "bench.report_sections", "bench.report", "bench.plots",
                   "bench.regress"),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import usage
 from bench.results import ResultsError, read_rows
 from bench.schema import MODELS_ORDER, MODES, NUMERIC, OPTIONS, TABLES
 from bench.usage import Parser, UsageError, fail
@@ -249,10 +250,7 @@ def make_parser():
 
 def main(argv=None):
     try:
-        args = make_parser().parse_args(argv)
-        if not Path(args.run_dir).is_dir():
-            raise UsageError(f"{args.run_dir}: no such run directory")
-        lines = headline(args.run_dir)
+        lines = headline(usage.run_dir(make_parser().parse_args(argv).run_dir))
     except (UsageError, ResultsError, OSError) as error:
         return fail(error)
     print("\n".join(lines))

@@ -25,9 +25,29 @@ from bench.results import (
 from bench.schema import TABLES
 from bench.usage import Parser, UsageError, fail
 
+# The value flags suites share, with their help; a suite names those it takes.
+FLAGS = {
+    "--models": f"comma-separated, from: {', '.join(models.NAMES)}",
+    "--seq-lens": "comma-separated positive integers",
+    "--kernel-n": "DSS state sizes kernel_N (GSS family)",
+    "--kernel-h": "DSS channels kernel_H (GSS family, conv)",
+    "--lambda-imag-exp": "true,false (GSS family)",
+    "--conv-kernel": "taps (conv, gss-direct); 'full' = seq_len taps (gss-direct)",
+    "--modes": "fwd,fwdbwd",
+    "--dtype": "float32, bfloat16 (autocast), float16 (autocast, CUDA)",
+    "--batch": "batch size",
+    "--dim": "model width",
+    "--depth": "layers",
+}
+LAYER_FLAGS = ("--models", "--seq-lens", "--kernel-n", "--kernel-h", "--lambda-imag-exp", "--conv-kernel", "--modes",
+               "--dtype", "--batch", "--dim")  # and --compile: the scaling and profiling suites' layer cells
 
-def parser(prog, description):
-    p = Parser(prog=prog, description=description)
+
+def parser(module_doc, prog, flags=(), **own):
+    """A suite's parser: its description is the first paragraph of its module docstring; the common flags, the
+    shared `flags` it takes (FLAGS), and its own flags `own` (name -> help; a shared flag's help may be
+    replaced there too)."""
+    p = Parser(prog=prog, description=module_doc.split("\n\n")[0])
     p.add_argument("--preset", help="named preset (default: quick on CPU, full on CUDA)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--threads", help="torch CPU threads (default: torch's choice)")
@@ -35,21 +55,14 @@ def parser(prog, description):
     p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded cells")
     p.add_argument("--shard", help="I/N: run the I-th of N deterministic slices of the cells")
     p.add_argument("--list", action="store_true", help="print the cells and exit")
+    own = {"--" + name.replace("_", "-"): text for name, text in own.items()}
+    for flag in flags:
+        p.add_argument(flag, help=own.pop(flag, FLAGS[flag]))
+    for flag, text in own.items():
+        p.add_argument(flag, help=text)
+    if flags == LAYER_FLAGS:
+        p.add_argument("--compile", action="store_true", help="torch.compile the layer")
     return p
-
-
-def add_grid_flags(p):
-    p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
-    p.add_argument("--seq-lens", help="comma-separated positive integers")
-    p.add_argument("--kernel-n", help="DSS state sizes kernel_N (GSS family)")
-    p.add_argument("--kernel-h", help="DSS channels kernel_H (GSS family, conv)")
-    p.add_argument("--lambda-imag-exp", help="true,false (GSS family)")
-    p.add_argument("--conv-kernel", help="taps (conv, gss-direct); 'full' = seq_len taps (gss-direct)")
-    p.add_argument("--modes", help="fwd,fwdbwd")
-    p.add_argument("--dtype", help="float32, bfloat16 (autocast), float16 (autocast, CUDA)")
-    p.add_argument("--batch", help="batch size")
-    p.add_argument("--dim", help="model width")
-    p.add_argument("--compile", action="store_true", help="torch.compile the layer")
 
 
 def convert_flags(args):
@@ -66,7 +79,7 @@ def convert_flags(args):
         raw = getattr(args, name, None)
         if raw is not None:
             flag = name.replace("_", "-")
-            setattr(args, name, usage.parse_list(raw, flag, lambda item: convert(item, flag)))
+            setattr(args, name, usage.parse_list(raw, flag, lambda item, convert=convert, flag=flag: convert(item, flag)))
     for name in ("batch", "dim", "threads"):
         if getattr(args, name, None) is not None:
             setattr(args, name, usage.positive_int(getattr(args, name), name))

@@ -209,16 +209,10 @@ def run(args, ctx):
 
 
 def make_parser():
-    p = cli.parser("python -m bench.decode", __doc__.split("\n\n")[0])
-    p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
-    p.add_argument("--prompt-lens", help="comma-separated positive prompt lengths")
-    p.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)}")
-    p.add_argument("--new-tokens", help="tokens generated per prompt (at least 2)")
-    p.add_argument("--dtype", help="float32, bfloat16 (autocast), float16 (autocast, CUDA)")
-    p.add_argument("--batch", help="sequences decoded together")
-    p.add_argument("--dim", help="model width")
-    p.add_argument("--depth", help="layers")
-    return p
+    return cli.parser(__doc__, "python -m bench.decode", ("--models", "--dtype", "--batch", "--dim", "--depth"),
+                      prompt_lens="comma-separated positive prompt lengths", batch="sequences decoded together",
+                      methods=f"comma-separated, from: {', '.join(METHODS)}",
+                      new_tokens="tokens generated per prompt (at least 2)")
 
 
 def main(argv=None):

@@ -7,9 +7,10 @@ import platform
 import shlex
 import socket
 import subprocess
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from bench.results import ENV_FILE, REPO_ROOT, atomic_write_text
 
@@ -43,7 +44,7 @@ def environment() -> dict[str, Any]:
     # dirty: a change to the code; run outputs (results/, plots/, the baselines included) do not count
     commit, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--", ".", ":!results", ":!plots")
     return {
-        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(), "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cudnn": cudnn,
         "cuda_available": cuda, "cuda_device_count": count,

@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 aten = torch.ops.aten
 
-__all__ = ["count_flops", "count_flops_by_op", "flop_counter", "fft_flops", "attention_flops"]
+__all__ = ["attention_flops", "count_flops", "count_flops_by_op", "fft_flops", "flop_counter"]
 
 
 def fft_flops(n: int, *, count: int = 1, complex_input: bool = False) -> float:

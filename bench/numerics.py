@@ -189,12 +189,8 @@ def run(args, ctx):
 
 
 def make_parser():
-    p = cli.parser("python -m bench.numerics", __doc__.split("\n\n")[0])
-    p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
-    p.add_argument("--seq-lens", help="comma-separated positive integers")
-    p.add_argument("--dtypes", help=f"comma-separated, from: {', '.join(DTYPES)} (float16: CUDA only)")
-    p.add_argument("--dim", help="model width")
-    p.add_argument("--batch", help="batch size")
+    p = cli.parser(__doc__, "python -m bench.numerics", ("--models", "--seq-lens", "--dim", "--batch"),
+                   dtypes=f"comma-separated, from: {', '.join(DTYPES)} (float16: CUDA only)")
     p.set_defaults(dtype=None)  # cli.prepare's --dtype check: numerics validates --dtypes itself
     return p
 

@@ -32,19 +32,6 @@ CURVE_POINTS = 100  # train_curve.csv holds at most this many points per trainin
 RECALL_EVAL_SEQUENCES = 256
 
 
-def add_flags(p):
-    p.add_argument("--task", help="lm, recall (default: the preset's tasks)")
-    p.add_argument("--models", help=f"comma-separated, from: {', '.join(models.NAMES)}")
-    p.add_argument("--corpus", help="synthetic, stdlib, enwik8[:PATH], or a path to a text file")
-    for flag, text in [("--seq-len", "training length (recall: comma-separated lengths)"), ("--batch", "batch size"),
-                       ("--steps", "optimiser steps"), ("--dim", "model width"), ("--depth", "layers"),
-                       ("--kernel-n", "DSS state sizes"), ("--lambda-imag-exp", "true,false"),
-                       ("--conv-kernel", "taps (conv, gss-direct), or full"), ("--seeds", "comma-separated seeds"),
-                       ("--eval-lengths", "multiples of the training length, e.g. 1,2,4"), ("--lr", "peak rate"),
-                       ("--dtype", "float32, bfloat16 or float16 (autocast)")]:
-        p.add_argument(flag, help=text)
-
-
 def _seed(text, name):
     try:
         value = int(text)
@@ -98,7 +85,7 @@ def convert(args):
         raw = getattr(args, name)
         if raw is not None:
             flag = name.replace("_", "-")
-            setattr(args, name, usage.parse_list(raw, flag, lambda t: parse(t, flag)))
+            setattr(args, name, usage.parse_list(raw, flag, lambda t, parse=parse, flag=flag: parse(t, flag)))
     for name in ("steps", "depth"):
         if getattr(args, name) is not None:
             setattr(args, name, usage.positive_int(getattr(args, name), name))
@@ -199,9 +186,12 @@ def run(args, ctx):
 
 
 def make_parser():
-    parser = cli.parser("python -m bench.perplexity", __doc__.split("\n\n")[0])
-    add_flags(parser)
-    return parser
+    shared = ("--models", "--batch", "--dim", "--depth", "--kernel-n", "--lambda-imag-exp", "--conv-kernel", "--dtype")
+    return cli.parser(__doc__, "python -m bench.perplexity", shared, task="lm, recall (default: the preset's tasks)",
+                      corpus="synthetic, stdlib, enwik8[:PATH], or a path to a text file",
+                      seq_len="training length (recall: comma-separated lengths)", steps="optimiser steps",
+                      seeds="comma-separated seeds", eval_lengths="multiples of the training length, e.g. 1,2,4",
+                      lr="peak rate", dtype="float32, bfloat16 or float16 (autocast; one dtype)")
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ from bench.schema import KEY_COLUMNS, OPTIONS, TABLES
 from bench.usage import Parser, UsageError, fail
 
 # Default relative time tolerance per device class. CPU: three times the largest spread of time ratios
-# between identical quick scaling runs on the development machine (25.3% over 8 pairs, README); CUDA: not
+# between identical quick scaling runs on the development machine (25.3% over 8 pairs, docs/regression-gate.md); CUDA: not
 # measured yet.
 TIME_TOLERANCE = {"cpu": 0.76, "cuda": 0.10}
 MEM_TOLERANCE = {"cpu": 0.02, "cuda": 0.01}

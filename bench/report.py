@@ -12,10 +12,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench import analysis
+from bench import analysis, usage
 from bench.report_sections import SECTIONS, table, tokens
 from bench.results import REPO_ROOT, RESULTS_DIR
-from bench.usage import Parser, UsageError, fail
+from bench.usage import Parser, fail
 
 
 def default_plots_dir(run_dir):
@@ -121,9 +121,7 @@ def make_parser():
 def main(argv=None):
     try:
         args = make_parser().parse_args(argv)
-        if not Path(args.run_dir).is_dir():
-            raise UsageError(f"{args.run_dir}: no such run directory")
-        print(write_report(args.run_dir, plots_dir=args.plots))
+        print(write_report(usage.run_dir(args.run_dir), plots_dir=args.plots))
     except (ValueError, OSError) as error:  # a UsageError, a malformed CSV (ResultsError), an env.json not JSON
         return fail(error)
     return 0

@@ -14,9 +14,10 @@ import os
 import secrets
 import sys
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from bench.schema import KEY_COLUMNS
 from bench.usage import Parser, UsageError, fail
@@ -166,7 +167,7 @@ def _inflight_path(run_dir: str | os.PathLike, stem: str) -> Path:
 
 def mark_in_flight(run_dir: str | os.PathLike, key: Mapping[str, Any], *, stem: str) -> None:
     """Record the cell about to run, so a resume can tell which cell killed the process."""
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     payload = {"key": dict(key), "pid": os.getpid(), "started_utc": started}
     atomic_write_text(_inflight_path(run_dir, stem), json.dumps(payload, default=format_value) + "\n")
 
@@ -217,7 +218,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 def new_run_id() -> str:
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def merge_runs(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.PathLike]) -> list[Path]:

@@ -125,9 +125,7 @@ def run(args, ctx):
 
 
 def make_parser():
-    parser = cli.parser("python -m bench.scaling", __doc__.split("\n\n")[0])
-    cli.add_grid_flags(parser)
-    return parser
+    return cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS)
 
 
 def main(argv=None):

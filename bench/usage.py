@@ -3,6 +3,7 @@ values, and the one line on stderr with exit code 2 that every command prints fo
 
 import argparse
 import sys
+from pathlib import Path
 
 
 class UsageError(ValueError):
@@ -12,6 +13,9 @@ class UsageError(ValueError):
 class Parser(argparse.ArgumentParser):
     """Every command's argument parser: an error raises UsageError (no usage dump), which main() turns into
     `fail()`; `make_parser()` in each command module returns one, so the documentation's commands are checked."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)  # --model is a typo, not --models
 
     def error(self, message):
         raise UsageError(message)
@@ -62,3 +66,11 @@ def parse_shard(text):
     if count <= 0 or not 0 <= index < count:
         raise UsageError(f"--shard {text}: I must be in 0..N-1 with N >= 1")
     return index, count
+
+
+def run_dir(text):
+    """A run directory that exists, as a Path; otherwise the usage error every reader of runs gives."""
+    path = Path(text)
+    if not path.is_dir():
+        raise UsageError(f"{text}: no such run directory")
+    return path

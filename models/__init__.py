@@ -133,6 +133,23 @@ def build_lm(name, *, num_tokens, dim, depth, device=None, dtype=None, **options
               make_layer=lambda: build_layer(name, dim=dim, device=device, dtype=dtype, **options))
 
 
-__all__ = ["NAMES", "SPECS", "build_layer", "build_lm", "options_of", "resolve_options", "DSS", "GSS",
-           "GatedStateSpacesLM", "GatedUnit", "GatedConv", "AttentionBlock", "LM", "GENERATE_METHODS",
-           "state_nbytes", "RecurrentState", "ConvState", "KVCache"]
+__all__ = [
+    "DSS",
+    "GENERATE_METHODS",
+    "GSS",
+    "LM",
+    "NAMES",
+    "SPECS",
+    "AttentionBlock",
+    "ConvState",
+    "GatedConv",
+    "GatedStateSpacesLM",
+    "GatedUnit",
+    "KVCache",
+    "RecurrentState",
+    "build_layer",
+    "build_lm",
+    "options_of",
+    "resolve_options",
+    "state_nbytes",
+]

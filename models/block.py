@@ -11,6 +11,21 @@ from torch.profiler import record_function
 from .ops import check_sequence, check_token, matmul_flops
 
 
+class NormedMixer(nn.Module):
+    """Base of the mixers GatedUnit wraps (the DSS, the learned convolution): each normalises its input first,
+    as the seed's DSS does (see GatedUnit.mix). `_forward(x)` returns (y, u), u the normalised input, which
+    prefill needs too; forward is y alone."""
+
+    def forward(self, x):
+        return self._forward(x)[0]
+
+    def normed(self, x):
+        """u = norm(x) (B, L, H), after checking x's shape."""
+        check_sequence(x, self.dim)
+        with record_function("norm"):
+            return self.norm(x)
+
+
 class GatedUnit(nn.Module):
     """GSS Pseudocode 3.2 with the token mixer left to the subclass: norm, u = GELU(W_u x),
     v = GELU(W_v x), mix v over time, out = W_o((W_g mixed) * u) + x."""

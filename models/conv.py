@@ -9,13 +9,12 @@ import math
 
 import torch
 from torch import nn
-from torch.profiler import record_function
 
-from .block import GatedUnit
-from .ops import ConvState, check_sequence, check_token, direct_conv, direct_conv_flops
+from .block import GatedUnit, NormedMixer
+from .ops import ConvState, check_token, direct_conv, direct_conv_flops
 
 
-class LearnedConv(nn.Module):
+class LearnedConv(NormedMixer):
     """y = causal_conv(norm(x), W) + norm(x) * D with W of shape (conv_kernel, H), one filter per channel."""
 
     def __init__(self, *, dim, conv_kernel=64, device=None, dtype=None):
@@ -34,14 +33,9 @@ class LearnedConv(nn.Module):
         """Taps beyond the sequence only ever meet padding, so they are not run."""
         return min(self.conv_kernel, seq_len)
 
-    def forward(self, x):
-        return self._forward(x)[0]
-
     def _forward(self, x):
         """y (B, L, H) and the normalised input u (B, L, H)."""
-        check_sequence(x, self.dim)
-        with record_function("norm"):
-            u = self.norm(x)
+        u = self.normed(x)
         return direct_conv(u, self.weight[: self.taps(x.shape[1])]) + u * self.param_D, u
 
     def init_state(self, batch, *, max_len=None, device=None, dtype=None):

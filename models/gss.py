@@ -19,12 +19,11 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
-from .block import GatedUnit
+from .block import GatedUnit, NormedMixer
 from .lm import LM
 from .ops import (
     CONSTANT,
     ConvState,
-    check_sequence,
     check_token,
     direct_conv,
     direct_conv_flops,
@@ -44,7 +43,7 @@ class RecurrentState:
     C: torch.Tensor = field(metadata=CONSTANT)
 
 
-class DSS(nn.Module):
+class DSS(NormedMixer):
     """Diagonal state space (DSS-EXP) mixer over H channels with N complex modes per kernel.
 
     Kernel (Gupta et al. 2022, used by GSS section 3.1): K[l, h] = Re(sum_n C'[h, n] exp(Lambda_n l))
@@ -102,14 +101,9 @@ class DSS(nn.Module):
         """Whether every tap is used, so that the kernel is exactly the recurrence's impulse response."""
         return self.conv_mode == "fft" or self.conv_kernel is None
 
-    def forward(self, x):
-        return self._forward(x)[0]
-
     def _forward(self, x):
         """y (B, L, H) and the normalised input u (B, L, H) in the kernel's dtype."""
-        check_sequence(x, self.dim)
-        with record_function("norm"):
-            u = self.norm(x)
+        u = self.normed(x)
         residual = u * self.param_D
         # FFTs and complex kernels have no low-precision CPU path and lose accuracy in one: keep float32.
         with torch.autocast(x.device.type, enabled=False):

@@ -6,8 +6,13 @@ And the fixtures the suites' tests share."""
 import pytest
 import torch
 
-
 DESELECTED = ("perf", "slow")
+
+
+def pytest_configure(config):
+    # One torch thread for the whole run: the tests' ops are small, and on a shared 2-core machine two OpenMP
+    # threads per process thrash (small ops up to 10x slower). Suites run with --threads reset it (restore_threads).
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -142,7 +142,7 @@ def test_eval_windows_are_fixed_spaced_and_from_validation(synth):
         start = i * span // 15
         assert torch.equal(ids[i], valid[start:start + 256]) and torch.equal(labels[i], valid[start + 1:start + 257])
     assert span // 15 >= 257  # non-overlapping
-    last_ids, last_labels = synth.eval_windows(seq_len=256, count=1)
+    last_ids, _ = synth.eval_windows(seq_len=256, count=1)
     assert torch.equal(last_ids[0], valid[:256])
     many, _ = synth.eval_windows(seq_len=len(valid) - 1, count=3)  # overlapping when they cannot fit
     assert torch.equal(many[0], many[2])

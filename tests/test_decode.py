@@ -1,5 +1,6 @@
-"""The decode suite end to end: rows and formats, every model with its methods, state sizes, failures as
-presets and bad input (failures, OOM skips and resume: tests/test_sweep.py). (Greedy tokens by stepping == by reforward: tests/test_step.py.)"""
+"""The decode suite end to end: rows and formats, every model with its methods, state sizes, presets and bad
+input. (Failures, OOM skips and resume: tests/test_sweep.py; greedy tokens by stepping == by reforward:
+tests/test_step.py.)"""
 
 import pytest
 

@@ -1,7 +1,10 @@
-"""run_all.py --check: the gate on a run, and the second measurement of the cells it flags for time alone."""
+"""run_all.py --check: the gate on a run, and the second measurement of the cells it flags for time alone.
+Cells are measured by a fake (fixed times, counts and memory), so no assertion depends on the machine's speed."""
 
 import csv
 import shutil
+
+import pytest
 
 import run_all
 from bench import scaling
@@ -35,12 +38,26 @@ def slow_down(run_dir, model, factor):
         writer.writerows(rows)
 
 
-def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_path, monkeypatch, capsys):
+TIME_MS = {"gss": 2.0, "attention": 3.0, "conv": 1.0}
+
+
+def fake_cell(cell, device, timing, *, factor=1.0):
+    """A measured cell with the same numbers every time: the time depends on the model and length alone."""
+    time_ms = TIME_MS[cell.model] * cell.seq_len / 32 * (factor if cell.model == "gss" else 1.0)
+    return dict(params=1000, flops=10_000 * cell.seq_len, tflops_per_s=1e-6, tokens_per_s=1e3, time_ms=time_ms,
+                time_iqr_ms=0.01 * time_ms, repeats=5, peak_mem_mb=1.0, status="ok")
+
+
+@pytest.fixture
+def fake_measure(monkeypatch):
+    monkeypatch.setattr(scaling, "measure_cell", fake_cell)
+
+
+def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_path, monkeypatch, capsys, fake_measure):
     base, current = tmp_path / "base", tmp_path / "current"
     assert scaling.main([*SMOKE, "--models", "gss,attention", "--out", str(base)]) == 0
     shutil.copytree(base, current)
     slow_down(current, "gss", 20.0)  # a disturbed first measurement of every gss cell
-    # smoke cells take microseconds, so the tolerance is wide; a planted 20x still stands out
     args = run_all.parse(["--check", str(base), "--relative", "--tolerance", "3", *SMOKE, "--only", "scaling"])
     capsys.readouterr()
     assert run_all.check(args, current, SMOKE) == 0  # measured again: not a regression
@@ -53,21 +70,14 @@ def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_p
     assert sorted((r["model"], r["mode"], r["seq_len"]) for r in again) == sorted(
         (m, mode, L) for m in ("gss", "attention") for mode in ("fwd", "fwdbwd") for L in ("32", "64"))
 
-    real = scaling.measure_cell
-
-    def slower_gss(cell, device, timing):  # a slow-down that is really in the code
-        measured = real(cell, device, timing)
-        if cell.model == "gss":
-            measured["time_ms"] *= 20.0
-        return measured
-
-    monkeypatch.setattr(scaling, "measure_cell", slower_gss)
+    # a slow-down that is really in the code: the second measurement shows it too
+    monkeypatch.setattr(scaling, "measure_cell", lambda *a: fake_cell(*a, factor=20.0))
     shutil.rmtree(current / "remeasured")
     assert run_all.check(args, current, SMOKE) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(": 4 regressions, 0 improvements, 0 one-sided")
 
 
-def test_a_count_that_changed_is_not_measured_again(tmp_path, capsys):
+def test_a_count_that_changed_is_not_measured_again(tmp_path, capsys, fake_measure):
     base, current = tmp_path / "base", tmp_path / "current"
     assert scaling.main([*SMOKE, "--models", "conv,attention", "--seq-lens", "32", "--out", str(base)]) == 0
     shutil.copytree(base, current)

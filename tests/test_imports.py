@@ -1,5 +1,5 @@
 """The floors hold: every import of bench/, models/ and run_all.py (relative ones included) points down the map
-in bench/__init__.py, no suite imports another, and the torch-free modules stay torch-free."""
+in bench/__init__.py, no suite imports another, the torch-free modules stay torch-free, and no file is over 300 lines."""
 
 import ast
 from pathlib import Path
@@ -88,8 +88,15 @@ def test_torch_free_modules_import_nothing_that_imports_torch():
 
 
 @pytest.mark.parametrize("module, source, expected", [
-    ("bench.probe", "from . import scaling", "bench.scaling"), ("bench.probe", "from .results import x", "bench.results"),
-    ("bench.probe", "from ..models import gss", "models.gss"), ("bench.plots.probe", "from .. import decode", "bench.decode"),
+    ("bench.probe", "from . import scaling", "bench.scaling"),
+    ("bench.probe", "from .results import x", "bench.results"),
+    ("bench.probe", "from ..models import gss", "models.gss"),
+    ("bench.plots.probe", "from .. import decode", "bench.decode"),
     ("bench.probe", "def f():\n    import bench.decode as d", "bench.decode")])
 def test_relative_aliased_and_local_imports_are_resolved(module, source, expected):
     assert node(expected) in [node(name) for _, name in imports_of(source, module)]
+
+
+def test_no_file_of_bench_models_or_run_all_is_over_300_lines():
+    """The house rule: a file past 300 lines holds two ideas."""
+    assert {str(p.relative_to(ROOT)): n for p in SOURCES if (n := len(p.read_text().splitlines())) > 300} == {}

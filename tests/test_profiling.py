@@ -37,7 +37,7 @@ def test_suite_writes_one_breakdown_per_cell_whose_fractions_sum_to_one(smoke_ru
     assert tuple(rows[0])[:6] == ("model", "mode", "seq_len", "category", "time_ms", "fraction")
     cells = cells_of(rows)
     assert len(cells) == 8  # smoke: every model, fwd and fwdbwd
-    for (model, mode, _), split in cells.items():
+    for (_, mode, _), split in cells.items():
         assert all(r["status"] == "ok" and r["basis"] == "cpu_wall" and r["run_id"] == "run" for r in split.values())
         assert set(split) <= set(profiling.CATEGORIES) and "other" in split
         assert abs(sum(float(r["fraction"]) for r in split.values()) - 1) < 1e-9

@@ -70,9 +70,8 @@ def test_header_mismatch_raises(tmp_path):
 
 
 def test_unknown_key_raises(tmp_path):
-    with RowWriter(tmp_path / "t.csv", COLS) as w:
-        with pytest.raises(ValueError, match="unknown columns \\['bogus'\\]"):
-            w.append({"model": "x", "bogus": 1})
+    with RowWriter(tmp_path / "t.csv", COLS) as w, pytest.raises(ValueError, match="unknown columns \\['bogus'\\]"):
+        w.append({"model": "x", "bogus": 1})
     assert read_rows(tmp_path / "t.csv") == []
 
 
@@ -160,7 +159,7 @@ def test_a_row_read_back_and_a_fresh_row_have_the_same_cell_key(tmp_path):
 
 
 def _scaling_row(model, batch, **extra):
-    row = {c: "" for c in SCALING}
+    row = dict.fromkeys(SCALING, "")
     row.update(model=model, mode="fwd", dtype="float32", device="cpu", batch=batch, seq_len=128, compiled=False)
     row.update(extra)
     return row

@@ -65,7 +65,7 @@ def test_an_oom_skips_the_longer_cells_of_its_series_only(tmp_path):
     s.run(numerics_key(seq_len=32), oom)
     ran = []
     for model, length in [("gss", 16), ("gss", 64), ("attention", 64)]:
-        s.run(numerics_key(model, length), lambda: ran.append((model, length)) or dict(status="ok"))
+        s.run(numerics_key(model, length), lambda m=model, n=length: ran.append((m, n)) or dict(status="ok"))
     assert ran == [("gss", 16), ("attention", 64)]
     assert statuses(tmp_path / "numerics.csv") == [("gss", "32", "oom"), ("gss", "16", "ok"), ("gss", "64", "skipped"),
                                                    ("attention", "64", "ok")]
@@ -86,7 +86,7 @@ def test_resume_runs_only_the_cells_not_recorded_and_remembers_ooms(tmp_path):
     first.writer.close()
     again, ran = sweep(tmp_path, resume=True), []
     for model, length in [("gss", 16), ("gss", 32), ("conv", 32)]:
-        again.run(numerics_key(model, length), lambda: ran.append((model, length)) or dict(status="ok"))
+        again.run(numerics_key(model, length), lambda m=model, n=length: ran.append((m, n)) or dict(status="ok"))
     assert ran == [("gss", 32)]
     assert statuses(tmp_path / "numerics.csv")[2:] == [("gss", "32", "ok"), ("conv", "32", "skipped")]
 
@@ -102,7 +102,7 @@ def test_a_cell_that_killed_the_process_is_an_error_row_not_a_rerun(tmp_path):
     mark_in_flight(tmp_path, numerics_key(seq_len=32), stem="numerics")
     s, ran = sweep(tmp_path, resume=True), []
     for length in (16, 32):
-        s.run(numerics_key(seq_len=length), lambda: ran.append(length) or dict(status="ok"))
+        s.run(numerics_key(seq_len=length), lambda length=length: ran.append(length) or dict(status="ok"))
     assert ran == [16]
     rows = read_rows(tmp_path / "numerics.csv")
     assert [(r["seq_len"], r["status"], r["error"]) for r in rows] == [("32", "error", DIED_ERROR), ("16", "ok", "")]
@@ -143,7 +143,7 @@ def test_a_cell_of_several_rows_is_done_only_when_its_last_row_is_in(tmp_path):
     s.writer.close()
     again, ran = sweep(tmp_path, csv="op_breakdown.csv", resume=True, done=done), []
     for length in (16, 32):
-        again.run(op_key(length), lambda: ran.append(length) or [dict(category="other", status="ok")])
+        again.run(op_key(length), lambda length=length: ran.append(length) or [dict(category="other", status="ok")])
     assert ran == [32]
 
 

@@ -18,6 +18,7 @@ from bench.plots.style import FALLBACK_COLOURS, MODEL_COLOURS, colour, note  # n
 from bench.plots.training import plot_bpb, plot_curves, plot_lambda, plot_length_generalisation, plot_recall
 from bench.results import ResultsError
 from bench.usage import Parser, UsageError, fail
+from bench.usage import run_dir as existing_run_dir
 
 
 def render_all(run_dir, out_dir):
@@ -55,9 +56,7 @@ def make_parser():
 def main(argv=None):
     try:
         args = make_parser().parse_args(argv)
-        run_dir = Path(args.run_dir)
-        if not run_dir.is_dir():
-            raise UsageError(f"{run_dir}: no such run directory")
+        run_dir = existing_run_dir(args.run_dir)
         out_dir = Path(args.out) if args.out else report.default_plots_dir(run_dir)
         for path in render_all(run_dir, out_dir):
             print(path)

@@ -99,8 +99,7 @@ def plot_numerics(source, out_path):
     df = _data(source, "numerics.csv", "numerics")
     if df is None:
         return None
-    rows = ok(df)
-    rows = rows[rows.dtype != "float64"]  # the reference against itself: exactly zero, nothing to draw on log axes
+    rows = ok(df).query("dtype != 'float64'")  # the reference against itself: exactly zero, nothing to draw on log axes
     dtypes = list(dict.fromkeys(rows.dtype))
     errors = [c for c in ("out_rel_err", "grad_rel_err") if c in rows and (rows[c] > 0).any()]
     if not errors:

@@ -11,13 +11,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display: figures go to files
-import pandas as pd  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator  # noqa: E402
+import pandas as pd
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
-from bench import analysis  # noqa: E402
-from bench.analysis import ok, ordered_models  # noqa: E402
+from bench import analysis
+from bench.analysis import ok, ordered_models
 
 DPI = 130
 MODEL_COLOURS = {"gss": "#1f77b4", "gss-direct": "#9467bd", "conv": "#2ca02c", "attention": "#d62728"}
