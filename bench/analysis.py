@@ -19,6 +19,13 @@ from bench.schema import MODELS_ORDER, MODES, NUMERIC, OPTIONS, TABLES
 from bench.usage import Parser, UsageError, fail
 
 LENGTHS = tuple(dict.fromkeys(t.length for t in TABLES.values()))  # every CSV's length column, once each
+# Numbers the training findings compute with, beyond those bench.schema parses.
+TRAINING_NUMERIC = frozenset({"lr", "window_floor_bpb", "chance_accuracy", "val_accuracy"})
+# Older CSVs (before learning-rate selection, issue 12) trained every model at one rate and evaluated the test
+# text only: read as what the new protocol writes for a single rate, test rows with lr_selected true. Their
+# floors and chance were not recorded (the older recall generator's chance is not 1/num_kv_pairs): empty.
+PROTOCOL_DEFAULTS = {"perplexity.csv": dict(split="test", lr_selected="true", window_floor_bpb=""),
+                     "recall.csv": dict(lr_selected="true", chance_accuracy="", val_accuracy="")}
 
 
 def load_csv(run_dir, name):
@@ -34,7 +41,11 @@ def load_csv(run_dir, name):
     if missing:
         raise ResultsError(f"{path}: malformed, missing columns {', '.join(missing)}")
     df = pd.DataFrame(rows)
-    for column in NUMERIC.intersection(df.columns):
+    filled = [c for c in PROTOCOL_DEFAULTS.get(name, {}) if c not in df.columns]
+    for column in filled:
+        df[column] = PROTOCOL_DEFAULTS[name][column]
+    df.attrs["older"] = bool(filled)  # a CSV of the older protocol (the readers say so)
+    for column in (NUMERIC | TRAINING_NUMERIC).intersection(df.columns):
         df[column] = pd.to_numeric(df[column], errors="coerce")
     return df
 

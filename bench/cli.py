@@ -120,7 +120,7 @@ class Context:
     cells: list
 
 
-def prepare(args, *, presets, csv_names, build_cells, convert=None):
+def prepare(args, *, presets, csv_names, build_cells, convert=None, shard=shard):
     """Validate everything before anything is written; returns the run context (or None for --list).
     csv_names: the suite's CSVs; a run directory holding one already needs --resume."""
     convert_flags(args)
@@ -170,7 +170,7 @@ def record_env(ctx, args, argv, *, suite):
     write_env(ctx.out_dir, argv=argv, config={"run_id": ctx.run_id, "suites": suites})
 
 
-def run_suite(p, argv, *, presets, build_cells, run, convert=None):
+def run_suite(p, argv, *, presets, build_cells, run, convert=None, shard=shard):
     """A suite's main: parse, validate (exit 2 on bad input), run(args, ctx) -> the path of its main CSV,
     print where the rows are. The suite's CSVs are the bench.schema tables of its name (the prog's module)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -178,7 +178,8 @@ def run_suite(p, argv, *, presets, build_cells, run, convert=None):
     csv_names = [name for name, t in TABLES.items() if t.suite == suite]
     try:
         args = p.parse_args(argv)
-        ctx = prepare(args, presets=presets, csv_names=csv_names, build_cells=build_cells, convert=convert)
+        ctx = prepare(args, presets=presets, csv_names=csv_names, build_cells=build_cells, convert=convert,
+                      shard=shard)
     except (UsageError, ResultsError, ValueError) as error:  # ValueError: the registry's option checks
         return fail(error)
     if ctx is None:

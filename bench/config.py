@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import models
 from bench.results import cell_key
 from bench.schema import TABLES
-from bench.usage import UsageError, choice, positive_int
+from bench.usage import UsageError, positive_int
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
@@ -168,105 +168,3 @@ def layer_cells(args, preset):
         raise UsageError("the grid is empty: no requested model takes the options given (conv_kernel 'full' is "
                          "gss-direct's)")
     return cells
-
-
-@dataclass(frozen=True)
-class Training:
-    """One training of the perplexity suite (task lm) or of associative recall (task recall)."""
-    task: str
-    model: str
-    seed: int
-    corpus: str | None
-    seq_len: int
-    batch: int
-    steps: int
-    lr: float
-    dim: int
-    depth: int
-    eval_lengths: tuple = (1,)  # multiples of seq_len (lm)
-    eval_tokens: int = 16384  # per eval length, the same fixed validation windows for every model (lm)
-    num_kv_pairs: int | None = None  # recall
-    vocab: int | None = None  # recall
-    kernel_N: int | None = None
-    kernel_H: int | None = None
-    lambda_imag_exp: bool | None = None
-    conv_kernel: int | None = None
-    dtype: str = "float32"
-
-    def layer_options(self):
-        values = dict(kernel_N=self.kernel_N, kernel_H=self.kernel_H, lambda_imag_exp=self.lambda_imag_exp,
-                      conv_kernel=self.conv_kernel)
-        return {k: v for k, v in values.items() if k in models.options_of(self.model) and v is not None}
-
-
-@dataclass(frozen=True)
-class TrainGrid:
-    """models x applicable options x seeds (x seq_lens for recall); everything else shared, so every
-    model gets the same token budget, optimiser, batch and seeds."""
-    name: str
-    task: str
-    models: tuple
-    seeds: tuple = (0,)
-    corpus: str | None = "stdlib"
-    seq_lens: tuple = (256,)
-    batch: int = 8
-    steps: int = 200
-    lr: float = 2e-3
-    dim: int = 64
-    depth: int = 2
-    eval_lengths: tuple = (1, 2, 4)
-    eval_tokens: int = 16384
-    num_kv_pairs: int = 8
-    vocab: int = 64
-    kernel_N: tuple | None = None
-    kernel_H: tuple | None = None
-    lambda_imag_exp: tuple | None = None
-    conv_kernel: tuple | None = None
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        choice(self.task, "task", TASKS)
-        for name in self.models:
-            models.spec(name)
-
-    def cells(self):
-        recall = self.task == "recall"
-        shared = dict(task=self.task, batch=self.batch, steps=self.steps, lr=self.lr, dim=self.dim, depth=self.depth,
-                      dtype=self.dtype, corpus=None if recall else self.corpus,
-                      eval_lengths=() if recall else self.eval_lengths, eval_tokens=self.eval_tokens,
-                      num_kv_pairs=self.num_kv_pairs if recall else None, vocab=self.vocab if recall else None)
-        return [Training(model=model, seed=seed, seq_len=seq_len, **shared, **options)
-                for model in self.models for options in option_combos(model, self)
-                for seq_len in self.seq_lens for seed in self.seeds]
-
-
-TASKS = ("lm", "recall")
-_TINY = dict(dim=64, depth=2, batch=8, kernel_H=(32,))  # the GSS paper's H = dim / 2 ratio at a tiny width
-PERPLEXITY_PRESETS = {
-    # CPU, 2 cores: tiny byte-level LMs; the perplexity and recall part of run_all.py within 4 minutes.
-    "quick": Preset("quick", (
-        TrainGrid("models", "lm", ("gss", "conv", "attention"), seeds=(0, 1), corpus="stdlib", steps=300,
-                  seq_lens=(256,), kernel_N=(64,), **_TINY),
-        TrainGrid("ablation", "lm", ("gss",), seeds=(0, 1), corpus="synthetic", steps=300, seq_lens=(256,),
-                  kernel_N=(16, 128), lambda_imag_exp=(True, False), **_TINY),
-        TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0,), seq_lens=(64, 256), steps=400,
-                  num_kv_pairs=8, vocab=64, kernel_N=(64,), **_TINY),
-    )),
-    # One GPU: the byte-level setting of the original training script (dim 512, depth 8, seq_len 4096,
-    # bf16 autocast) for a fixed budget.
-    "full": Preset("full", (
-        TrainGrid("models", "lm", ("gss", "conv", "attention"), seeds=(0,), corpus="stdlib", seq_lens=(4096,),
-                  batch=4, steps=300, lr=6e-4, dim=512, depth=8, eval_lengths=(1, 2, 4, 8), eval_tokens=131072,
-                  dtype="bfloat16"),
-        TrainGrid("ablation", "lm", ("gss",), seeds=(0, 1), corpus="synthetic", seq_lens=(1024,), batch=8, steps=300,
-                  lr=1e-3, dim=256, depth=4, kernel_N=(64, 512), lambda_imag_exp=(True, False), dtype="bfloat16"),
-        TrainGrid("recall", "recall", ("gss", "conv", "attention"), seq_lens=(256, 1024, 4096), batch=32, steps=500,
-                  lr=1e-3, dim=128, depth=2, num_kv_pairs=32, vocab=256),
-    )),
-    "smoke": Preset("smoke", (
-        TrainGrid("models", "lm", tuple(models.NAMES), seeds=(0,), corpus="synthetic", seq_lens=(32,), batch=2,
-                  steps=3, dim=16, depth=1, eval_lengths=(1, 2), eval_tokens=256, kernel_N=(8,), kernel_H=(16,)),
-        TrainGrid("recall", "recall", ("gss", "attention"), seq_lens=(32,), batch=2, steps=3, dim=16, depth=1,
-                  num_kv_pairs=4, vocab=16, kernel_N=(8,), kernel_H=(16,)),
-    )),
-}

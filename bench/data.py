@@ -7,8 +7,9 @@ train/validation split and the SHA-256 of the bytes the splits come from.
     enwik8:PATH    enwik8 (or enwik8.zip) from a file you supply
     PATH           any file of at least MIN_FILE_BYTES bytes
 
-Split: the last `valid_fraction` (default 10%) of the bytes is validation, the rest training, except
-enwik8, which keeps the standard 90M/5M/5M convention (train, validation, unused test).
+Splits: train / validation / test, disjoint and in that order: the last `valid_fraction` (default 10%) of the
+bytes is test, the `valid_fraction` before it validation, the rest (80%) training; synthetic splits between
+whole blocks; enwik8 keeps the standard 90M/5M/5M convention. Validation selects learning rates, test reports.
 """
 from __future__ import annotations
 
@@ -24,16 +25,19 @@ import tempfile
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.synthetic import CorpusError, Synthetic, synthetic_entropy_rate
+from bench.synthetic import CorpusError, Synthetic, synthetic_entropy_rate, window_floor_bpb
 
 CORPORA = ("synthetic", "stdlib", "enwik8")
-VALID_FRACTION = 0.1
+VALID_FRACTION = 0.1  # of the bytes, for validation and again for test
+SPLITS = ("train", "valid", "test")
+IGNORE = -100  # a label that is not scored (torch's cross-entropy default)
 MIN_FILE_BYTES = 2 * 1024
 CACHE_ENV = "GSS_BENCH_CACHE"
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
@@ -50,14 +54,16 @@ class Corpus:
     name: str
     train: torch.Tensor  # uint8, 1-D
     valid: torch.Tensor
+    test: torch.Tensor
     sha256: str  # of the full content the splits come from
     entropy_floor_bpb: float | None  # exact entropy rate for synthetic, None for real text
     source: str
+    window_floor: Callable | None = None  # (*, seq_len, multiple) -> bits/byte, synthetic only
 
     def split(self, split):
-        if split not in ("train", "valid"):
-            raise CorpusError(f"unknown split {split!r}; valid: train, valid")
-        return self.train if split == "train" else self.valid
+        if split not in SPLITS:
+            raise CorpusError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        return getattr(self, split)
 
     def _check(self, split, seq_len):
         data = self.split(split)
@@ -72,13 +78,21 @@ class Corpus:
         starts = torch.randint(0, len(data) - seq_len, (_positive(batch, "batch"),), generator=generator)
         return _windows(data, starts, seq_len)
 
-    def eval_windows(self, *, seq_len, count):
-        """`count` fixed validation windows with evenly spaced starts (first at 0, last at the end),
-        non-overlapping when count * (seq_len + 1) bytes fit, so every model sees identical data."""
-        data = self._check("valid", seq_len)
-        span, count = len(data) - (seq_len + 1), _positive(count, "count")
-        starts = torch.arange(count) * span // max(1, count - 1)
-        return _windows(data, starts, seq_len)
+    def scored_windows(self, split, *, seq_len, count, multiple=1, max_multiple=None):
+        """Fixed evaluation windows that score the same target bytes at every `multiple`: `count` end offsets
+        evenly spaced over the split (the first max_multiple * seq_len + 1 bytes in, the last at its end), and
+        for each the window of multiple * seq_len + 1 bytes that ends there -> (ids, labels), both
+        (count, multiple * seq_len), labels IGNORE but on the last seq_len positions. Only the context grows
+        with `multiple`, so every model and every multiple is scored on identical bytes."""
+        max_multiple = _positive(max_multiple or multiple, "max_multiple")
+        if _positive(multiple, "multiple") > max_multiple:
+            raise CorpusError(f"multiple {multiple} exceeds max_multiple {max_multiple}")
+        data = self._check(split, max_multiple * _positive(seq_len, "seq_len"))
+        first, count = max_multiple * seq_len + 1, _positive(count, "count")
+        ends = first + torch.arange(count) * (len(data) - first) // max(1, count - 1)
+        ids, labels = _windows(data, ends - (multiple * seq_len + 1), multiple * seq_len)
+        labels[:, :-seq_len] = IGNORE
+        return ids, labels
 
 
 def _positive(value, name):
@@ -93,36 +107,43 @@ def _windows(data, starts, seq_len):
 
 
 def _corpus(name, content, *, source, valid_fraction=None, bounds=None, floor=None):
-    """Corpus from the content bytes (bytes or uint8 array); bounds = (train_end, valid_end) or a fraction."""
+    """Corpus from the content bytes (bytes or uint8 array); bounds = (train_end, valid_end) (test: the rest),
+    or else valid_fraction of the bytes each for validation and test."""
     array = np.frombuffer(content, dtype=np.uint8).copy() if isinstance(content, bytes) else content
+    n = len(array)
     if bounds is None:
-        bounds = (len(array) - round(len(array) * _fraction(valid_fraction)), len(array))
-    (train_end, valid_end), n = bounds, len(array)
+        held = round(n * _fraction(valid_fraction))
+        bounds = (n - 2 * held, n - held)
+    train_end, valid_end = bounds
     if n == 0:
         raise CorpusError(f"corpus {name} ({source}) is empty")
-    if n < MIN_FILE_BYTES or train_end < 2 or valid_end - train_end < 2:
-        raise CorpusError(f"corpus {name} ({source}) has {n:,} bytes, too few for its train/validation split "
+    if n < MIN_FILE_BYTES or train_end < 2 or valid_end - train_end < 2 or n - valid_end < 2:
+        raise CorpusError(f"corpus {name} ({source}) has {n:,} bytes, too few for its train/validation/test split "
                           f"(a corpus needs at least {MIN_FILE_BYTES:,})")
     data = torch.from_numpy(array)
-    return Corpus(name=name, train=data[:train_end], valid=data[train_end:valid_end],
+    return Corpus(name=name, train=data[:train_end], valid=data[train_end:valid_end], test=data[valid_end:],
                   sha256=hashlib.sha256(array).hexdigest(), entropy_floor_bpb=floor, source=source)
 
 
 def _fraction(valid_fraction):
-    if not isinstance(valid_fraction, (int, float)) or not 0 < valid_fraction < 1:
-        raise CorpusError(f"valid_fraction must be strictly between 0 and 1, got {valid_fraction!r}")
+    if not isinstance(valid_fraction, (int, float)) or not 0 < valid_fraction < 0.5:
+        raise CorpusError(f"valid_fraction must be strictly between 0 and 0.5 (validation and test each take it), "
+                          f"got {valid_fraction!r}")
     return valid_fraction
 
 
 def synthetic(*, seed=0, config=Synthetic(), valid_fraction=VALID_FRACTION):
-    """The synthetic corpus; validation is the last round(valid_fraction * blocks) whole blocks."""
+    """The synthetic corpus; test is the last round(valid_fraction * blocks) whole blocks, validation as many
+    before it."""
     transition = config.transition(rng := np.random.default_rng(seed))
     blocks = -(-config.size // config.block_len)
-    valid_blocks = round(blocks * _fraction(valid_fraction))
+    held = round(blocks * _fraction(valid_fraction))
     data = config.sample(transition, blocks=blocks, rng=rng).reshape(-1)
     floor = synthetic_entropy_rate(transition, markov_len=config.markov_len, copy_len=config.copy_len)
-    return _corpus("synthetic", data, bounds=((blocks - valid_blocks) * config.block_len, len(data)), floor=floor,
-                   source=f"synthetic seed={seed} {config}")
+    bounds = ((blocks - 2 * held) * config.block_len, (blocks - held) * config.block_len)
+    corpus = _corpus("synthetic", data, bounds=bounds, floor=floor, source=f"synthetic seed={seed} {config}")
+    # the least expected bits/byte on the scored bytes of a window (seq_len=T, multiple=k), knowing the phase
+    return replace(corpus, window_floor=functools.partial(window_floor_bpb, transition, config))
 
 
 def stdlib_files():

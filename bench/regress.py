@@ -18,9 +18,8 @@ from bench.results import ResultsError, read_rows
 from bench.schema import KEY_COLUMNS, OPTIONS, TABLES
 from bench.usage import Parser, UsageError, fail
 
-# Default relative time tolerance per device class. CPU: three times the largest spread of time ratios
-# between identical quick scaling runs on the development machine (25.3% over 8 pairs, docs/regression-gate.md); CUDA: not
-# measured yet.
+# Default relative time tolerance per device class. CPU: three times the largest spread of time ratios between identical
+# quick scaling runs on the development machine (25.3% over 8 pairs, docs/regression-gate.md); CUDA: not measured yet.
 TIME_TOLERANCE = {"cpu": 0.76, "cuda": 0.10}
 MEM_TOLERANCE = {"cpu": 0.02, "cuda": 0.01}
 BPB_TOLERANCE = 0.02  # relative
@@ -49,6 +48,8 @@ class Finding:
 # The gated CSVs and the measured columns each must carry, numeric and positive in every ok row.
 VALUE_COLUMNS = {name: table.values for name, table in TABLES.items() if table.values}
 MAY_BE_ZERO = {"time_iqr_ms", "accuracy", "peak_mem_mb"}
+# Older CSVs, from before learning-rate selection (issue 12), hold the test rows of one rate: read as such.
+OLDER = {"perplexity.csv": dict(split="test", lr_selected="true"), "recall.csv": dict(lr_selected="true")}
 
 
 def load(run_dir, name):
@@ -62,13 +63,14 @@ def load(run_dir, name):
     except ResultsError as error:
         raise CompareError(f"malformed CSV: {error}") from None
     key, values = KEY_COLUMNS[name], VALUE_COLUMNS[name]
-    header = list(rows[0]) if rows else _header(path)
+    header = list(rows[0]) if rows else path.read_text(encoding="utf-8", errors="replace").partition("\n")[0].split(",")
+    older = {c: v for c, v in OLDER.get(name, {}).items() if c not in header}
+    header, rows = header + list(older), [{**r, **older} for r in rows]
     missing = [c for c in (*key, "status", *values) if c not in header]
     if missing:
         raise CompareError(f"{path}: malformed, missing columns {', '.join(missing)}")
     df = pd.DataFrame(rows, columns=header, dtype=str)
-    twice = df[df.duplicated(list(key), keep=False)]
-    if len(twice):
+    if len(twice := df[df.duplicated(list(key), keep=False)]):
         raise CompareError(f"{path}: malformed, cell measured twice ({describe(twice.iloc[0], key)})")
     for _, row in df[df.status == "ok"].iterrows():
         for column in values:
@@ -76,13 +78,6 @@ def load(run_dir, name):
             if not (value > 0 or (value == 0 and column in MAY_BE_ZERO)):
                 raise CompareError(f"{path}: malformed, {column}={row[column]!r} in an ok cell ({describe(row, key)})")
     return df
-
-
-def _header(path):
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").partition("\n")[0].split(",")
-    except OSError as error:
-        raise CompareError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def device_class(df):
@@ -200,13 +195,18 @@ class Gate:
             self.add("improvement", "scaling.csv", cell, what, -change)
 
     def trained(self, name, base, cur, column, *, tol, relative, lower_is_better, fmt):
-        """A trained model's quality (bits/byte, recall accuracy) within a relative or absolute tolerance."""
+        """A trained model's quality (bits/byte, recall accuracy) within a tolerance, on the selected rates' test rows
+        (other rows: status only); the rate is in the key, so a selection that moved leaves one-sided cells."""
         key = KEY_COLUMNS[name]
         for _, row in self.common_rows(name, base, cur, key).iterrows():
             cell = describe(row, key)
             if not self.statuses(name, row, cell):
                 continue
             self.exact(name, row, cell, "params")
+            if (chosen := (row["lr_selected_b"], row["lr_selected_c"]))[0] != chosen[1]:
+                self.add("note", name, cell, "the selection moved: lr_selected {} -> {}".format(*chosen))
+            if chosen != ("true", "true") or row.get("split", "test") != "test":
+                continue
             vb, vc = number(row[column + "_b"]), number(row[column + "_c"])
             change = vc / vb - 1 if relative else vc - vb
             if abs(change) > tol:

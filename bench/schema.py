@@ -61,7 +61,13 @@ COLUMNS_DOC = {
     "num_kv_pairs": "key-value pairs per recall sequence",
     "vocab": "recall vocabulary size",
     "final_loss": "mean training loss over the last 10% of the steps, nats per token",
-    "accuracy": "share of queried values recalled correctly",
+    "accuracy": "share of queried values recalled correctly, on the test draw",
+    "val_accuracy": "the same on the validation draw that selects the learning rate",
+    "chance_accuracy": "accuracy of answering with a random one of the sequence's values: 1 / num_kv_pairs",
+    "split": "`val` (selects the learning rate: first seed, 1x only) or `test` (reported)",
+    "lr_selected": "`true` on the rows of the rate selected for this model and option set",
+    "window_floor_bpb": "the least expected bits/byte on the scored bytes of a window with its context, "
+                        "knowing the source's phase (synthetic only)",
     "category": "a range of `models/`, `backward` or `other`",
     "fraction": "the category's share of the step (a cell's fractions sum to 1)",
     "step_ms": "profiled step time, ms",
@@ -87,7 +93,7 @@ NUMERIC = frozenset({
     "repeats", "peak_mem_mb", "seed", "depth", "train_seq_len", "eval_seq_len", "steps", "tokens", "train_loss",
     "eval_loss", "bits_per_byte", "ppl", "entropy_floor_bpb", "time_s", "step", "loss", "num_kv_pairs", "vocab",
     "accuracy", "fraction", "prompt_len", "new_tokens", "prefill_ms", "time_per_token_ms", "state_mb", "out_rel_err",
-    "grad_rel_err"})
+    "grad_rel_err", "lr", "window_floor_bpb", "chance_accuracy", "val_accuracy"})
 
 
 @dataclass(frozen=True)
@@ -143,9 +149,9 @@ TABLES = {t.name: t for t in (
           ("run_id", "model", "corpus", "corpus_sha256", "seed", "dim", "depth", "params", "kernel_N", "kernel_H",
            "lambda_imag_exp", "conv_kernel", "train_seq_len", "eval_seq_len", "steps", "batch", "tokens", "lr",
            "dtype", "device", "train_loss", "eval_loss", "bits_per_byte", "ppl", "entropy_floor_bpb", "time_s",
-           "status", "error"),
+           "status", "error", "split", "lr_selected", "window_floor_bpb"),
           key=("model", "corpus", "corpus_sha256", "seed", "kernel_N", "lambda_imag_exp", "conv_kernel",
-               "train_seq_len", "eval_seq_len", "steps", *_TRAINING), length="train_seq_len",
+               "train_seq_len", "eval_seq_len", "steps", *_TRAINING, "split"), length="train_seq_len",
           read=("model", "corpus", "seed", "kernel_N", "lambda_imag_exp", "conv_kernel", "train_seq_len",
                 "eval_seq_len", "status", "bits_per_byte", "entropy_floor_bpb"),
           values=("params", "bits_per_byte"), per_cell="eval_seq_len"),
@@ -158,7 +164,7 @@ TABLES = {t.name: t for t in (
     Table("recall.csv", "perplexity",
           ("run_id", "model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps", "dim", "depth", "params",
            "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "final_loss", "accuracy", "time_s", "status",
-           "error", "batch", "lr", "dtype"),
+           "error", "batch", "lr", "dtype", "chance_accuracy", "val_accuracy", "lr_selected"),
           key=("model", "seq_len", "num_kv_pairs", "vocab", "seed", "steps", "kernel_N", "lambda_imag_exp",
                "conv_kernel", *_TRAINING), length="seq_len",
           read=("model", "seq_len", "status", "accuracy"), values=("params", "accuracy")),

@@ -2,6 +2,8 @@
 labels, seed statistics, ablation deltas, op shares, speed-ups, worst errors. Shared by the plots and
 the report; the scaling findings are in bench.analysis, the CSVs' columns in bench.schema."""
 
+import math
+
 import pandas as pd
 
 from bench.analysis import ok
@@ -30,23 +32,85 @@ def seed_stats(df, value, by):
     return out
 
 
-def _lm(ppl):
-    return ok(with_labels(ppl))
+def _lm(df):
+    return ok(with_labels(df))
+
+
+# The synthetic corpus's blocks (bench.synthetic.Synthetic().block_len: 96 Markov bytes, the marker, a 32-byte
+# copy). window_floor_bpb is the floor of a predictor that knows a window's phase in these blocks; a real one
+# must infer it, which is worth at most log2(block_len) bits over a window's T scored bytes.
+SYNTHETIC_BLOCK_LEN = 129
+
+
+def phase_bound_bpb(train_seq_len):
+    """The most that knowing the phase is worth, bits per byte over T = train_seq_len scored bytes."""
+    return math.log2(SYNTHETIC_BLOCK_LEN) / train_seq_len
+
+
+def reported(ppl):
+    """The rows every bits/byte finding uses: ok test rows of the selected rate (never a validation row)."""
+    rows = _lm(ppl)
+    return rows[(rows.split == "test") & (rows.lr_selected == "true")]
+
+
+def rates(values):
+    """Learning rates as text, ascending: "0.002, 0.006"."""
+    return ", ".join(f"{v:g}" for v in sorted(set(values.dropna())))
 
 
 def bpb_table(ppl):
-    """bits/byte at the training length, mean ± std over seeds per (corpus, label), with the corpus's floor."""
-    rows = _lm(ppl)
+    """Test bits/byte at the training length, mean ± std over seeds per (corpus, label), with the selected rate,
+    the entropy floor (the source's infinite-context rate) and the window floor (the windows' optimum knowing the
+    source's phase), and the gaps of the mean to each (NaN for real text)."""
+    rows = reported(ppl)
     rows = rows[rows.eval_seq_len == rows.train_seq_len]
-    out = seed_stats(rows, "bits_per_byte", ["corpus", "label", "model"])
-    floors = rows.groupby("corpus").entropy_floor_bpb.max() if "entropy_floor_bpb" in rows else pd.Series()
-    return out.assign(floor=out.corpus.map(floors))
+    by = ["corpus", "label", "model"]
+    out = seed_stats(rows, "bits_per_byte", by)
+    extra = rows.groupby(by, sort=False).agg(lr=("lr", rates), floor=("entropy_floor_bpb", "max"),
+                                             window_floor=("window_floor_bpb", "max"), T=("train_seq_len", "max"))
+    out = out.merge(extra.reset_index(), on=by)
+    return out.assign(gap=out["mean"] - out["floor"], window_gap=out["mean"] - out.window_floor)
+
+
+def _selection(rows, candidates, by):
+    """Per group of `by`: candidates (all rates tried), selected (ok rows with lr_selected true) and edge, true
+    when a grid of several rates chose its smallest or largest: the grid may not bracket the optimum."""
+    chosen = rows[rows.lr_selected == "true"].groupby(by, sort=False).lr.agg(lambda v: sorted(set(v)))
+    tried = candidates.groupby(by, sort=False).lr.agg(lambda v: sorted(set(v.dropna())))
+    out = pd.DataFrame({"selected": chosen}).join(tried.rename("candidates")).reset_index()
+    out["candidates"] = [c if isinstance(c, list) and c else s for c, s in zip(out.candidates, out.selected,
+                                                                              strict=True)]
+    out["edge"] = [len(c) > 1 and any(r in (c[0], c[-1]) for r in s) for c, s in zip(out.candidates, out.selected,
+                                                                                        strict=True)]
+    out["side"] = [("smallest" if s[0] == c[0] else "largest") if e else ""
+                    for c, s, e in zip(out.candidates, out.selected, out.edge, strict=True)]
+    return out
+
+
+def lr_selection(ppl):
+    """Per (corpus, label): the rates tried on validation, the one selected and its validation bits/byte (NaN
+    with a single rate: nothing was selected), and the edge flag (_selection)."""
+    labelled = with_labels(ppl)
+    val = labelled[labelled.split == "val"]
+    by = ["corpus", "label", "model"]
+    out = _selection(reported(ppl), val, by)
+    best = ok(val)[ok(val).lr_selected == "true"].groupby(by, sort=False).bits_per_byte.min().rename("val_bpb")
+    return out.merge(best.reset_index(), on=by, how="left")
+
+
+def val_curves(ppl):
+    """Validation bits/byte per (corpus, label, lr), with selected: the rate the selection chose."""
+    val = _lm(ppl)
+    val = val[val.split == "val"]
+    out = seed_stats(val, "bits_per_byte", ["corpus", "label", "model", "lr"])
+    chosen = val[val.lr_selected == "true"].groupby(["corpus", "label"]).lr.agg(set)
+    return out.assign(selected=[r.lr in chosen.get((r.corpus, r.label), ()) for r in out.itertuples()])
 
 
 def lambda_deltas(ppl):
-    """Paired (same model, options, seed) bits/byte at the training length with lambda_imag_exp true and false:
-    means, stds and the mean ± std over seeds of the difference true - false."""
-    rows = _lm(ppl)
+    """Paired (same model, options, seed) test bits/byte at the training length with lambda_imag_exp true and
+    false, each at its own selected rate: means, stds and the mean ± std over seeds of the difference."""
+    rows = reported(ppl)
     if "lambda_imag_exp" not in rows.columns:
         return pd.DataFrame()
     rows = rows[(rows.eval_seq_len == rows.train_seq_len) & rows.lambda_imag_exp.isin(["true", "false"])]
@@ -66,9 +130,9 @@ def lambda_deltas(ppl):
 
 
 def kernel_n_bpb(ppl):
-    """bits/byte at the training length per (corpus, model, kernel_N), pooled over the other options and seeds;
-    only where a model was trained with more than one kernel_N."""
-    rows = _lm(ppl)
+    """Test bits/byte at the training length per (corpus, model, kernel_N), pooled over the other options and
+    seeds; only where a model was trained with more than one kernel_N."""
+    rows = reported(ppl)
     if "kernel_N" not in rows.columns:
         return pd.DataFrame()
     rows = rows[(rows.eval_seq_len == rows.train_seq_len) & (rows.kernel_N != "")]
@@ -78,20 +142,38 @@ def kernel_n_bpb(ppl):
 
 
 def length_generalisation(ppl):
-    """bits/byte per (corpus, label) and eval/train length ratio, mean ± std over seeds."""
-    rows = _lm(ppl)
+    """Test bits/byte per (corpus, label) and eval/train length ratio, mean ± std over seeds (the same target
+    bytes at every ratio), with the window floor at that ratio (NaN for real text)."""
+    rows = reported(ppl)
     rows = rows.assign(ratio=rows.eval_seq_len / rows.train_seq_len)
-    return seed_stats(rows, "bits_per_byte", ["corpus", "label", "model", "ratio"]).sort_values(["corpus", "ratio"])
+    by = ["corpus", "label", "model", "ratio"]
+    out = seed_stats(rows, "bits_per_byte", by)
+    floors = rows.groupby(by, sort=False).window_floor_bpb.max().rename("window_floor").reset_index()
+    return out.merge(floors, on=by).sort_values(["corpus", "ratio"])
 
 
-def curve_stats(curve):
-    """Training loss per (corpus, label, step), mean ± std over seeds."""
+def curve_stats(curve, ppl=None):
+    """Training loss per (corpus, label, step), mean ± std over seeds: the trainings at the selected rate when
+    perplexity.csv is given (the selection's other rates left out), else every curve."""
+    if ppl is not None and "lr" in curve.columns:
+        chosen = reported(ppl)
+        on = [c for c in TABLES["train_curve.csv"].key if c in chosen and c in curve and c not in ("seed", "step")]
+        if not chosen.empty:
+            curve = curve.merge(chosen[on].drop_duplicates(), on=on)
     return seed_stats(_lm(curve), "loss", ["corpus", "label", "model", "step"]).sort_values("step")
 
 
 def recall_stats(recall):
-    """Accuracy per (label, seq_len), mean ± std over seeds."""
-    return seed_stats(_lm(recall), "accuracy", ["label", "model", "seq_len"]).sort_values("seq_len")
+    """Test accuracy of the selected rate per (label, seq_len), mean ± std over seeds, with chance (NaN when not
+    recorded), the selection (_selection, over every rate the first seed tried) and accuracy / chance."""
+    labelled = with_labels(recall)
+    rows = ok(labelled)
+    rows = rows[rows.lr_selected == "true"]
+    by = ["label", "model", "seq_len"]
+    out = seed_stats(rows, "accuracy", by)
+    out = out.merge(rows.groupby(by, sort=False).chance_accuracy.max().rename("chance").reset_index(), on=by)
+    out = out.merge(_selection(rows, labelled, by), on=by, how="left")
+    return out.assign(ratio=out["mean"] / out.chance).sort_values("seq_len", kind="stable")
 
 
 # ---- op breakdown, decode, numerics, failures

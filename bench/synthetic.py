@@ -1,5 +1,6 @@
 """The synthetic source of the perplexity suite: blocks of first-order Markov text, each followed by an announced
-copy of its tail, sampled exactly, with the source's exact entropy rate (the floor no model can beat).
+copy of its tail, sampled exactly, with the source's exact entropy rate (the floor no model can beat with unbounded
+context) and the floor a finite evaluation window allows (window_floor_bpb).
 """
 
 from dataclasses import dataclass
@@ -111,3 +112,62 @@ class Synthetic:
         out[:, self.markov_len] = MARKER
         out[:, self.markov_len + 1:] = out[:, self.markov_len - self.copy_len:self.markov_len]
         return out
+
+
+def _gap_entropies(transition, pi, max_gap):
+    """h[g] = H(X_{t+g} | X_t) = sum_a pi_a H(row a of T^g) for g = 1..max_gap (h[0] unused), in bits."""
+    h, power = np.zeros(max_gap + 1), np.eye(len(pi))
+    for g in range(1, max_gap + 1):
+        power = power @ transition
+        h[g] = pi @ _entropy_bits(power)
+    return h
+
+
+def _revealed_bits(lo, hi, *, config, h_first, h):
+    """Entropy of bytes lo..hi-1 of one block: that of the Markov bytes they show, directly or through a copy
+    (the marker and the copies are functions of Markov bytes). The chain is stationary at every position (each
+    block starts from pi), so a sorted set of positions costs H(pi), then h[g] per next position at gap g."""
+    m, c = config.markov_len, config.copy_len
+    spans = sorted(s for s in [(lo, min(hi, m)), (max(lo, m + 1) - 1 - c, hi - 1 - c)] if s[0] < s[1])
+    bits, end = 0.0, None  # copy byte i repeats Markov byte i - 1 - c
+    for start, stop in spans:
+        if end is None or start >= end:
+            bits += (h_first if end is None else h[start - end + 1]) + (stop - start - 1) * h[1]
+        elif stop > end:  # overlapping spans: only the new positions, each one step after the last
+            bits += (stop - end) * h[1]
+        end = stop if end is None else max(end, stop)
+    return bits
+
+
+def window_floor_bpb(transition, config, *, seq_len, multiple):
+    """Minimum expected bits per scored byte at evaluation length k*T (T = seq_len, k = multiple): the last T
+    predictions of a window w[0..kT] that starts at a uniformly random offset of the source, each predicted from
+    the window's earlier bytes by a predictor that also knows the window's phase p (start offset mod block_len):
+
+        floor = (1/T) * mean over p of [H(w[0..kT] | p) - H(w[0..(k-1)T] | p)]
+
+    computed exactly in float64 (blocks are independent; see _revealed_bits). It is >= the entropy rate, does
+    not increase with k, and equals the rate once (k-1)T >= copy_len (every copy's source and every byte's
+    predecessor then lie in the window). Knowing the phase is worth at most log2(block_len)/T bits per byte:
+    the floor without it exceeds this one by I(targets; p | context) / T <= H(p) / T <= log2(block_len) / T.
+    """
+    for name, value in (("seq_len", seq_len), ("multiple", multiple)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    t = np.asarray(transition, dtype=np.float64)
+    if t.shape != (config.alphabet, config.alphabet):
+        raise ValueError(f"transition matrix of shape {t.shape} for a source of alphabet {config.alphabet}")
+    pi = stationary_distribution(t)
+    h, h_first, n = _gap_entropies(t, pi, config.markov_len), float(_entropy_bits(pi)), config.block_len
+
+    def block(lo, hi):
+        return _revealed_bits(lo, hi, config=config, h_first=h_first, h=h)
+
+    def segment(phase, length):  # H of `length` bytes from `phase`: a partial block, full blocks, a partial block
+        if phase + length <= n:
+            return block(phase, phase + length)
+        full, rest = divmod(phase + length, n)
+        return block(phase, n) + (full - 1) * block(0, n) + block(0, rest)
+
+    total, context = multiple * seq_len + 1, (multiple - 1) * seq_len + 1
+    return float(np.mean([segment(p, total) - segment(p, context) for p in range(n)]) / seq_len)

@@ -14,6 +14,8 @@ import torch
 
 from bench.timing import autocast
 
+IGNORE = -100  # an unscored label (cross-entropy's default ignore_index)
+
 CLIP_NORM = 1.0
 WARMUP_FRACTION = 0.1
 FINAL_LR_FRACTION = 0.1
@@ -80,7 +82,8 @@ def mean_loss(model, inputs, labels, *, device, dtype=None, batch=8):
         x, y = inputs[i:i + batch].to(device), labels[i:i + batch].to(device)
         with autocast(dtype, device.type):
             loss = model(x, y)
-        total += loss.float().item() * y.numel()
-        count += y.numel()
+        scored = (y != IGNORE).sum().item()  # the LM's loss is a mean over the scored labels
+        total += loss.float().item() * scored
+        count += scored
     model.train()
     return total / count

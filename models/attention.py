@@ -17,14 +17,20 @@ from torch.profiler import record_function
 from .ops import check_sequence, check_token, matmul_flops
 
 
+def default_head_dim(dim):
+    """The default head width: the largest even divisor of dim that is at most min(64, dim // 4) (at least 2).
+    Small models get several heads (4 of 16 at dim 64) instead of one as wide as the model; from dim 256 up,
+    multiples of 64 keep 64-wide heads. Even because rotary embedding rotates channel pairs."""
+    if dim % 2:
+        raise ValueError(f"attention needs an even dim (rotary embedding), got dim={dim}")
+    target = max(2, min(64, dim // 4))
+    return max(w for w in range(2, target + 1, 2) if dim % w == 0)  # 2 always divides an even dim
+
+
 def resolve_heads(dim, heads=None, head_dim=None):
-    """Number of heads from `heads` or `head_dim` (default: the most heads, at most dim // 64 and at least
-    one, that split dim into even head sizes: 64 channels each when 64 divides dim)."""
+    """Number of heads from `heads` or `head_dim`; with neither, heads of `default_head_dim(dim)` channels."""
     if heads is None and head_dim is None:
-        fits = [h for h in range(max(1, dim // 64), 0, -1) if dim % h == 0 and (dim // h) % 2 == 0]
-        if not fits:
-            raise ValueError(f"attention needs an even dim (rotary embedding), got dim={dim}")
-        heads = fits[0]
+        heads = dim // default_head_dim(dim)
     elif heads is None:
         if head_dim <= 0 or dim % head_dim:
             raise ValueError(f"head_dim must be a positive divisor of dim={dim}, got {head_dim}")

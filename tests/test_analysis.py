@@ -1,6 +1,7 @@
 """Findings from CSVs: slopes and crossovers on fixtures whose answers are known."""
 
 import csv
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,20 @@ from bench.analysis import (
     sweeps,
 )
 from bench.schema import TABLES
-from bench.summaries import decode_speedup, lambda_deltas, numerics_worst, with_labels
+from bench.summaries import (
+    bpb_table,
+    curve_stats,
+    decode_speedup,
+    kernel_n_bpb,
+    lambda_deltas,
+    length_generalisation,
+    lr_selection,
+    numerics_worst,
+    phase_bound_bpb,
+    recall_stats,
+    val_curves,
+    with_labels,
+)
 
 COLUMNS = TABLES["scaling.csv"].columns
 
@@ -124,6 +138,92 @@ def test_lambda_deltas_are_paired_by_seed():
     assert list(d.kernel_N) == ["16", "64"] and list(d.n) == [2, 2]
     assert d.delta_mean.tolist() == pytest.approx([-0.11, -0.11])
     assert d.delta_std.tolist() == pytest.approx([0.02 ** 0.5 / 10] * 2)
+
+
+def ppl_fixture(edit=None):
+    df = load_csv(FIXTURE, "perplexity.csv")
+    return df if edit is None else edit(df)
+
+
+def test_the_bits_per_byte_tables_hold_the_selected_rates_test_rows_only():
+    # planted: validation rows differ from the test rows at every rate; raising them to 100 changes nothing
+    raised = ppl_fixture(lambda df: df.assign(bits_per_byte=df.bits_per_byte.where(df.split == "test", 100.0)))
+    for ppl in (ppl_fixture(), raised):
+        bpb = bpb_table(ppl).set_index(["corpus", "label"])
+        assert bpb.loc[("stdlib", "gss"), "mean"] == pytest.approx(2.41)  # seeds 0, 1 at 0.006: 2.40, 2.42
+        assert bpb.loc[("stdlib", "conv"), "lr"] == "0.012" and bpb.loc[("stdlib", "conv"), "n"] == 2
+        gen = length_generalisation(ppl).set_index(["corpus", "label", "ratio"])
+        assert gen.loc[("stdlib", "attention", 4.0), "mean"] == pytest.approx(2.92)
+        assert kernel_n_bpb(ppl)["mean"].tolist() == pytest.approx([2.065, 2.015])
+        assert lambda_deltas(ppl).delta_mean.tolist() == pytest.approx([-0.11, -0.11])
+    unselected = ppl_fixture(lambda df: df.assign(lr_selected="false"))
+    assert bpb_table(unselected).empty and lambda_deltas(unselected).empty
+
+
+def test_the_selected_rate_is_named_and_flagged_at_the_edge_of_its_grid():
+    sel = lr_selection(ppl_fixture()).set_index(["corpus", "label"])
+    grid = [0.002, 0.006, 0.012]
+    assert sel.loc[("stdlib", "gss")].to_dict() == dict(model="gss", selected=[0.006], candidates=grid, edge=False,
+                                                        side="", val_bpb=pytest.approx(2.45))
+    assert sel.loc[("stdlib", "conv"), ["selected", "edge", "side"]].tolist() == [[0.012], True, "largest"]
+    assert sel.loc[("stdlib", "attention"), ["selected", "edge", "side"]].tolist() == [[0.002], True, "smallest"]
+    assert sel.loc[("synthetic", "gss N=16 λexp=false"), ["selected", "edge"]].tolist() == [[0.002], True]
+    one = sel.loc[("synthetic", "attention")]  # a single rate: nothing selected, nothing to bracket
+    assert one.candidates == [0.002] and not one.edge and pd.isna(one.val_bpb)
+
+
+def test_validation_curves_mark_the_selected_rate():
+    curves = val_curves(ppl_fixture())
+    conv = curves[curves.label == "conv"]
+    assert conv.lr.tolist() == [0.002, 0.006, 0.012] and conv["mean"].tolist() == pytest.approx([2.70, 2.60, 2.52])
+    assert conv.selected.tolist() == [False, False, True]
+    assert curves.selected.sum() == 7  # one per option set that selected; attention on synthetic had one rate
+    assert val_curves(ppl_fixture(lambda df: df[df.split == "test"])).empty
+
+
+def test_the_window_floor_gap_beside_the_entropy_floor_gap():
+    bpb = bpb_table(ppl_fixture()).set_index(["corpus", "label"])
+    r = bpb.loc[("synthetic", "gss N=64 λexp=true")]  # mean (1.95 + 1.97) / 2 = 1.96; floors 1.7 and 1.5
+    assert (r.window_floor, r.window_gap, r.floor, r.gap) == pytest.approx((1.7, 0.26, 1.5, 0.46))
+    assert bpb.loc[("synthetic", "attention"), "window_gap"] == pytest.approx(0.10)
+    assert bpb.loc["stdlib"][["window_floor", "window_gap", "floor", "gap"]].isna().all().all()  # real text
+    gen = length_generalisation(ppl_fixture())
+    floors = gen[gen.label == "attention"].groupby(["corpus", "ratio"]).window_floor.max()
+    assert floors["synthetic"].tolist() == [1.7, 1.5, 1.5] and floors["stdlib"].isna().all()
+    assert phase_bound_bpb(256) == pytest.approx(math.log2(129) / 256)
+
+
+def test_recall_reports_the_selected_rate_beside_chance():
+    stats = recall_stats(load_csv(FIXTURE, "recall.csv")).set_index(["label", "seq_len"])
+    gss = stats.loc[("gss", 64)]  # seeds 0.90, 0.86 at 0.006; the other rates' 0.40 and 0.60 left out
+    assert (gss["mean"], gss.n, gss.chance, gss.ratio) == pytest.approx((0.88, 2, 0.25, 3.52))
+    assert gss.selected == [0.006] and not gss.edge
+    conv = stats.loc[("conv", 256)]
+    assert (conv["mean"], conv.chance, conv.selected, conv.side) == (pytest.approx(0.065), 0.0625, [0.002],
+                                                                     "smallest")
+    assert ("attention", 1024) not in stats.index  # its one training failed
+
+
+def test_training_curves_keep_the_selected_rate_when_perplexity_says_which():
+    curve = load_csv(FIXTURE, "train_curve.csv")
+    assert curve_stats(curve)["mean"].max() > 6  # every rate: the selection's others planted at 9 nats
+    selected = curve_stats(curve, ppl_fixture())
+    assert selected["mean"].max() < 6 and selected.groupby("label").n.max().to_dict()["gss"] == 2
+
+
+def test_an_older_csv_reads_as_test_rows_of_its_one_rate(tmp_path):
+    with open(FIXTURE / "perplexity.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    older = [c for c in TABLES["perplexity.csv"].columns if c not in ("split", "lr_selected", "window_floor_bpb")]
+    with open(tmp_path / "perplexity.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, older, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    df = load_csv(tmp_path, "perplexity.csv")
+    assert df.attrs["older"] and set(df.split) == {"test"} and set(df.lr_selected) == {"true"}
+    assert df.window_floor_bpb.isna().all() and not load_csv(FIXTURE, "perplexity.csv").attrs["older"]
+    assert bpb_table(df)["mean"].tolist() == pytest.approx(bpb_table(ppl_fixture())["mean"].tolist())
+    assert lr_selection(df).edge.tolist() == [False] * 8 and val_curves(df).empty
 
 
 def test_labels_name_only_the_options_that_vary():

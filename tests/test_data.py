@@ -24,7 +24,7 @@ def h2(p):
 
 
 def content_of(corpus):
-    return torch.cat([corpus.train, corpus.valid]).numpy().tobytes()
+    return torch.cat([corpus.train, corpus.valid, corpus.test]).numpy().tobytes()
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +81,15 @@ def test_synthetic_split_sha_and_size(synth):
     content = content_of(synth)
     assert hashlib.sha256(content).hexdigest() == synth.sha256
     assert synth.train.dtype == torch.uint8 and synth.train.ndim == 1
-    assert len(synth.train) > 2_000_000
+    assert len(synth.train) > 1_750_000
     block = Synthetic().block_len
-    assert len(synth.train) % block == 0 and len(synth.valid) % block == 0  # split between whole blocks
-    assert len(synth.valid) / len(content) == pytest.approx(0.1, abs=0.001)
+    assert all(len(part) % block == 0 for part in (synth.train, synth.valid, synth.test))  # whole blocks
+    assert len(synth.valid) / len(content) == len(synth.test) / len(content) == pytest.approx(0.1, abs=0.001)
 
 
 def test_synthetic_copy_segments_copy(synth):
     cfg = Synthetic()
-    blocks = torch.cat([synth.train, synth.valid]).view(-1, cfg.block_len)
+    blocks = torch.cat([synth.train, synth.valid, synth.test]).view(-1, cfg.block_len)
     markov, marker, copy = (blocks[:, :cfg.markov_len], blocks[:, cfg.markov_len],
                             blocks[:, cfg.markov_len + 1:])
     assert (marker == S.MARKER).all()
@@ -102,7 +102,7 @@ def test_synthetic_empirical_entropy_matches_floor(synth):
     cfg = Synthetic()
     lut = torch.full((256,), -1, dtype=torch.long)
     lut[torch.tensor(list(S.MARKOV_ALPHABET))] = torch.arange(len(S.MARKOV_ALPHABET))
-    blocks = torch.cat([synth.train, synth.valid]).view(-1, cfg.block_len)
+    blocks = torch.cat([synth.train, synth.valid, synth.test]).view(-1, cfg.block_len)
     symbols = lut[blocks[:, :cfg.markov_len].long()]
     first = torch.bincount(symbols[:, 0], minlength=cfg.alphabet).double()
     pairs = symbols[:, :-1] * cfg.alphabet + symbols[:, 1:]  # bigrams within each block
@@ -130,21 +130,21 @@ def test_synthetic_rejects_bad_config():
 
 # ----- windows -----
 
-def test_eval_windows_are_fixed_spaced_and_from_validation(synth):
-    ids, labels = synth.eval_windows(seq_len=256, count=16)
-    again = load_corpus("synthetic").eval_windows(seq_len=256, count=16)  # another model, another load
+def test_scored_windows_are_fixed_evenly_spaced_and_end_in_their_split(synth):
+    ids, labels = synth.scored_windows("valid", seq_len=256, count=16)
+    again = load_corpus("synthetic").scored_windows("valid", seq_len=256, count=16)  # another model, another load
     assert torch.equal(ids, again[0]) and torch.equal(labels, again[1])
     assert ids.shape == labels.shape == (16, 256) and ids.dtype == torch.long
     assert torch.equal(ids[:, 1:], labels[:, :-1])
     valid = synth.valid.long()
     span = len(valid) - 257
     for i in range(16):
-        start = i * span // 15
-        assert torch.equal(ids[i], valid[start:start + 256]) and torch.equal(labels[i], valid[start + 1:start + 257])
+        end = 257 + i * span // 15
+        assert torch.equal(ids[i], valid[end - 257:end - 1]) and torch.equal(labels[i], valid[end - 256:end])
     assert span // 15 >= 257  # non-overlapping
-    last_ids, _ = synth.eval_windows(seq_len=256, count=1)
-    assert torch.equal(last_ids[0], valid[:256])
-    many, _ = synth.eval_windows(seq_len=len(valid) - 1, count=3)  # overlapping when they cannot fit
+    (first,), _ = synth.scored_windows("valid", seq_len=256, count=1)
+    assert torch.equal(first, valid[:256])
+    many, _ = synth.scored_windows("valid", seq_len=len(valid) - 1, count=3)  # overlapping when they cannot fit
     assert torch.equal(many[0], many[2])
 
 
@@ -163,15 +163,17 @@ def test_batch_windows(synth):
 
 
 def test_windows_too_long_or_bad_arguments(synth):
-    n = len(synth.valid)
-    with pytest.raises(CorpusError, match=f"valid split has {n:,} bytes.*seq_len {n}"):
-        synth.eval_windows(seq_len=n, count=1)
+    n = len(synth.test)
+    with pytest.raises(CorpusError, match=f"test split has {n:,} bytes.*seq_len {n}"):
+        synth.scored_windows("test", seq_len=n, count=1)
+    with pytest.raises(CorpusError, match="test split"):  # room for the longest evaluation's context too
+        synth.scored_windows("test", seq_len=n // 4, count=1, max_multiple=4)
     with pytest.raises(CorpusError, match="train split"):
         synth.batch("train", batch=1, seq_len=len(synth.train), generator=torch.Generator())
     with pytest.raises(CorpusError, match="split"):
-        synth.batch("test", batch=1, seq_len=8, generator=torch.Generator())
+        synth.batch("holdout", batch=1, seq_len=8, generator=torch.Generator())
     with pytest.raises(CorpusError):
-        synth.eval_windows(seq_len=8, count=0)
+        synth.scored_windows("valid", seq_len=8, count=0)
     assert issubclass(CorpusError, UsageError)
 
 
@@ -188,7 +190,7 @@ def test_stdlib_corpus():
     content = content_of(corpus)
     assert content == b"".join(p.read_bytes() for p in files)
     assert len(content) > 1_000_000 and hashlib.sha256(content).hexdigest() == corpus.sha256
-    assert len(corpus.valid) == round(0.1 * len(content)) and corpus.entropy_floor_bpb is None
+    assert len(corpus.valid) == len(corpus.test) == round(0.1 * len(content)) and corpus.entropy_floor_bpb is None
 
 
 def test_file_corpus(tmp_path):
@@ -196,10 +198,10 @@ def test_file_corpus(tmp_path):
     corpus = load_corpus(str(path))
     assert content_of(corpus) == path.read_bytes()
     assert corpus.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert (len(corpus.train), len(corpus.valid)) == (9000, 1000)
+    assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (8000, 1000, 1000)
     assert corpus.name == str(path) and corpus.entropy_floor_bpb is None
     custom = load_corpus(str(path), valid_fraction=0.25)
-    assert (len(custom.train), len(custom.valid)) == (7500, 2500)
+    assert (len(custom.train), len(custom.valid), len(custom.test)) == (5000, 2500, 2500)
 
 
 def test_bad_files_raise_corpus_error(tmp_path):
@@ -257,7 +259,7 @@ def test_enwik8_downloads_once_then_uses_the_cache(tmp_path):
     assert calls == [served.as_uri()] and sorted(os.listdir(cache)) == ["enwik8.zip"]
     assert corpus.sha256 == hashlib.sha256(content).hexdigest()
     n = len(content)
-    assert content_of(corpus) == content[:int(0.95 * n)]  # 90% train, then 5% validation
+    assert content_of(corpus) == content  # 90% train, then 5% validation, then 5% test
     assert len(corpus.train) == int(0.9 * n)
 
     def offline(url):
@@ -306,6 +308,7 @@ def test_enwik8_from_a_path(tmp_path):
     for path in (raw, served):
         corpus = D.enwik8(path=path, sha256=digest)
         assert corpus.sha256 == digest and len(corpus.valid) == int(0.95 * len(content)) - int(0.9 * len(content))
+        assert len(corpus.test) == len(content) - int(0.95 * len(content))  # the standard 90M/5M/5M
     with pytest.raises(CorpusError, match="checksum did not match"):
         load_corpus(f"enwik8:{raw}")  # not the real enwik8
     assert raw.exists()  # a file the user supplied is never deleted

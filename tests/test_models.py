@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from models.attention import attention_ref
+from models.attention import attention_ref, rotary
 from models.gss import dss_recurrence_ref, dss_ref
 from models.ops import causal_conv_ref, direct_conv, fft_conv
 
@@ -286,10 +286,71 @@ def test_attention_parameter_count_is_within_ten_percent_of_gss_at_dim_512():
     assert models.build_layer("attention", dim=512, device="meta").heads == 8  # head dim 64
 
 
-@pytest.mark.parametrize("dim,heads", [(512, 8), (200, 2), (130, 1), (96, 1), (32, 1)])
-def test_default_heads_split_dim_into_even_heads(dim, heads):
+# The default head rule, by hand: heads of the largest even divisor of dim that is at most max(2, min(64, dim // 4)).
+DEFAULT_HEADS = {  # dim: (heads, head width)
+    2: (1, 2), 4: (2, 2), 16: (4, 4), 32: (4, 8), 36: (6, 6), 40: (4, 10), 48: (4, 12), 64: (4, 16),
+    96: (4, 24), 100: (5, 20), 128: (4, 32), 130: (5, 26), 200: (4, 50), 256: (4, 64), 320: (5, 64),
+    512: (8, 64), 1024: (16, 64),
+}
+OLD_DEFAULT_HEADS = {16: 1, 36: 1, 64: 1, 100: 1, 130: 1, 200: 2, 256: 4, 512: 8}  # the rule before issue 12
+
+
+@pytest.mark.parametrize("dim", DEFAULT_HEADS)
+def test_default_heads_by_hand(dim):
     layer = models.build_layer("attention", dim=dim, device="meta")
-    assert layer.heads == heads and (dim // heads) % 2 == 0
+    assert (layer.heads, dim // layer.heads) == DEFAULT_HEADS[dim]
+
+
+def test_default_head_width_is_the_largest_even_divisor_up_to_min_64_or_dim_over_4():
+    for dim in range(2, 2050, 2):
+        width = dim // models.attention.resolve_heads(dim)
+        target = max(2, min(64, dim // 4))
+        assert width % 2 == 0 and dim % width == 0 and width <= target, dim
+        assert all(dim % w for w in range(width + 2, target + 1, 2)), dim  # no wider even divisor fits
+        if dim >= 256 and dim % 64 == 0:
+            assert width == 64, dim
+
+
+@pytest.mark.parametrize("dim", OLD_DEFAULT_HEADS)
+def test_default_heads_keep_the_parameter_count(dim):
+    """Heads split the same projections: the count is the hand count, as with the old rule's heads."""
+    layer = models.build_layer("attention", dim=dim, device="meta")
+    old = models.build_layer("attention", dim=dim, heads=OLD_DEFAULT_HEADS[dim], device="meta")
+    assert layer.heads != OLD_DEFAULT_HEADS[dim] or dim >= 256
+    assert layer.num_params() == old.num_params() == 12 * dim * dim + 9 * dim  # norms 4d, qkv+out 4d^2, MLP 8d^2+5d
+    lm = models.build_lm("attention", num_tokens=256, dim=dim, depth=2, device="meta")
+    assert lm.num_params() == 2 * 256 * dim + 2 * (12 * dim * dim + 9 * dim)
+
+
+def attention_block_per_head_ref(block, x):
+    """The attention block with every head computed on its own: head i takes channels i*hd, ..., (i+1)*hd - 1 of
+    the query, key and value projections, and the heads' outputs are concatenated in order before to_out."""
+    hd = block.dim // block.heads
+    h = block.norm_attn(x)
+    w_q, w_k, w_v = block.to_qkv.weight.chunk(3, dim=0)  # (dim, dim) each
+    outputs = []
+    for i in range(block.heads):
+        rows = slice(i * hd, (i + 1) * hd)
+        q, k, v = (h @ w[rows].T for w in (w_q, w_k, w_v))  # (B, L, hd)
+        outputs.append(attention_ref(rotary(q[:, None]), rotary(k[:, None]), v[:, None])[:, 0])
+    x = x + block.to_out(torch.cat(outputs, dim=-1))  # (B, L, dim)
+    return x + block.mlp(block.norm_mlp(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dim", [64, 36, 100])
+def test_default_multi_head_attention_matches_the_per_head_reference(dim, dtype):
+    torch.manual_seed(dim)
+    layer = models.build_layer("attention", dim=dim, dtype=dtype)
+    assert layer.heads == DEFAULT_HEADS[dim][0] > 1
+    x = torch.randn(2, 33, dim, dtype=dtype)
+    reference = layer_output_and_grads(attention_block_per_head_ref, copy.deepcopy(layer).double(), x.double())
+    fast = layer_output_and_grads(layer_forward, layer, x)
+    assert_paths_agree(fast, reference, f"attention dim {dim} ({layer.heads} heads) {dtype}")
+    one_head = models.build_layer("attention", dim=dim, heads=1, dtype=dtype)
+    one_head.load_state_dict(layer.state_dict())
+    with torch.no_grad():  # the heads matter: the same weights as one head give another output
+        assert (one_head(x) - layer(x)).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("name", models.NAMES)

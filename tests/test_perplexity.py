@@ -7,11 +7,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench import perplexity
 from bench.data import load_corpus
-from bench.recall import IGNORE, recall_batch
 from bench.results import read_rows
 from bench.synthetic import unigram_entropy_bpb
 from bench.training import lr_at
@@ -30,11 +28,11 @@ def test_a_trained_model_beats_the_unigram_entropy_and_stays_above_the_floor(tmp
     unigram = unigram_entropy_bpb(corpus.valid)
     assert [r["eval_seq_len"] for r in rows] == ["64", "128"]
     for row in rows:
-        bpb, floor = float(row["bits_per_byte"]), float(row["entropy_floor_bpb"])
-        print(f"bits/byte {bpb:.3f}, floor {floor:.3f}, unigram {unigram:.3f}")
-        assert row["status"] == "ok"
+        bpb, floor, window = (float(row[c]) for c in ("bits_per_byte", "entropy_floor_bpb", "window_floor_bpb"))
+        print(f"bits/byte {bpb:.3f}, window floor {window:.3f}, entropy rate {floor:.3f}, unigram {unigram:.3f}")
+        assert row["status"] == "ok" and (row["split"], row["lr_selected"], row["lr"]) == ("test", "true", "0.003")
         assert floor == pytest.approx(corpus.entropy_floor_bpb, rel=1e-5)
-        assert floor < bpb < unigram  # below the floor would mean the model sees the future
+        assert floor <= window < bpb < unigram  # below the window's floor would mean the model sees the future
         assert bpb == pytest.approx(float(row["eval_loss"]) / math.log(2), rel=1e-5)
         assert float(row["ppl"]) == pytest.approx(math.exp(float(row["eval_loss"])), rel=1e-5)
         assert int(row["tokens"]) == 120 * 8 * 64 and row["corpus_sha256"] == corpus.sha256
@@ -59,24 +57,22 @@ def test_ablation_in_one_command_and_real_corpora_have_no_floor(tmp_path):
     text.write_bytes(bytes(range(32, 127)) * 200)
     assert perplexity.main([*TINY, "--task", "lm", "--models", "gss,attention", "--corpus", str(text), "--seq-len", "32",
                             "--steps", "2", "--kernel-n", "4,8", "--lambda-imag-exp", "true,false", "--seeds", "0,1",
-                            "--eval-lengths", "1", "--out", str(tmp_path / "run")]) == 0
+                            "--eval-lengths", "1", "--lr", "2e-3", "--out", str(tmp_path / "run")]) == 0
     rows = read_rows(tmp_path / "run" / "perplexity.csv")
     gss = {(r["kernel_N"], r["lambda_imag_exp"], r["seed"]) for r in rows if r["model"] == "gss"}
     assert len(gss) == 8 and len([r for r in rows if r["model"] == "attention"]) == 2
-    assert {r["entropy_floor_bpb"] for r in rows} == {""} and {r["status"] for r in rows} == {"ok"}
+    assert {r["entropy_floor_bpb"] for r in rows} == {r["window_floor_bpb"] for r in rows} == {""}
+    assert {r["status"] for r in rows} == {"ok"}
 
 
-def test_recall_rows_and_batches(tmp_path):
-    inputs, labels = recall_batch(batch=4, seq_len=48, num_kv_pairs=6, vocab=32, generator=torch.Generator().manual_seed(0))
-    for x, y in zip(inputs, labels):
-        pairs = dict(zip(x[0:12:2].tolist(), x[1:12:2].tolist()))
-        scored = (y != IGNORE).nonzero().flatten().tolist()
-        assert len(scored) == 6 and all(int(y[i]) == pairs[int(x[i])] for i in scored)
-        assert all(i >= 12 for i in scored)
+def test_recall_rows_with_the_vocabulary_rule_and_chance(tmp_path):
     assert perplexity.main([*TINY, "--task", "recall", "--out", str(tmp_path)]) == 0
-    rows = read_rows(tmp_path / "recall.csv")
-    assert [(r["model"], r["seq_len"], r["num_kv_pairs"], r["vocab"]) for r in rows] == [
-        ("gss", "32", "4", "16"), ("attention", "32", "4", "16")]
+    rows = read_rows(tmp_path / "recall.csv")  # smoke: length 32, no vocabulary above it -> the next power of two
+    assert [(r["model"], r["seq_len"], r["num_kv_pairs"], r["vocab"], r["chance_accuracy"], r["lr_selected"])
+            for r in rows] == [("gss", "32", "4", "64", "0.25", "true"), ("attention", "32", "4", "64", "0.25", "true")]
+    assert perplexity.main([*TINY, "--task", "recall", "--vocab", "33", "--num-kv-pairs", "2", "--models", "gss",
+                            "--out", str(tmp_path / "b")]) == 0
+    assert [(r["vocab"], r["chance_accuracy"]) for r in read_rows(tmp_path / "b" / "recall.csv")] == [("33", "0.5")]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 and r["status"] == "ok" for r in rows)
     assert not (tmp_path / "perplexity.csv").exists() or read_rows(tmp_path / "perplexity.csv") == []
 
@@ -105,7 +101,7 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     (["--corpus", "nosuch"], "unknown corpus"),
     (["--corpus", "{empty}"], "empty"),
     (["--corpus", "{missing}"], "does not exist"),
-    (["--corpus", "{short}"], "too few for its train/validation split"),
+    (["--corpus", "{short}"], "too few for its train/validation/test split"),
     (["--task", "translate"], "unknown task 'translate'"),
     (["--models", "rnn"], "unknown model 'rnn'"),
     (["--seq-len", "0"], "--seq-len: 0 is not positive"),
@@ -113,7 +109,9 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     (["--lr", "fast"], "--lr: 'fast' is not a number"),
     (["--corpus", "synthetic", "--seq-len", "1000000", "--task", "lm"], "too few for seq_len 1000000"),
     (["--task", "recall", "--seq-len", "8"], "recall needs seq_len >= 4 * num_kv_pairs"),
-    (["--lr", "inf"], "--lr must be a positive finite number"),
+    (["--lr", "inf"], "--lr must be a positive finite number, got inf"),
+    (["--lr", "1e-3,0"], "--lr must be a positive finite number, got 0"),
+    (["--task", "recall", "--vocab", "32"], "recall needs vocab > seq_len"),
     (["--models", "conv", "--conv-kernel", "full"], "no requested model takes the options given"),
     (["--dtype", "float32,bfloat16"], "--dtype takes one dtype here"),
 ])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import analysis, plots, report
+from bench.plots import training
 from bench.results import REPO_ROOT
 from bench.schema import MODELS_ORDER
 
@@ -139,6 +140,52 @@ def test_one_ok_row_and_the_failed_ones_never_crash(tmp_path, capsys, name):
     for path in plots.render_all(tmp_path, tmp_path / "plots"):
         assert is_png(path)
     assert "## Failed cells" in report.write_report(tmp_path, plots_dir=tmp_path / "plots").read_text()
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the training plots save, kept instead of written: a list of matplotlib Figures."""
+    figures = []
+    monkeypatch.setattr(training, "_save", lambda fig, out_path: figures.append(fig) or out_path)
+    return figures
+
+
+def lines_by_label(fig):
+    """label -> Line2D of every plotted line, an error-bar series by its data line."""
+    lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+    return lines | {c.get_label(): c.lines[0] for ax in fig.axes for c in ax.containers if hasattr(c, "has_xerr")}
+
+
+def test_recall_draws_chance_at_each_length(drawn):
+    plots.plot_recall(FIXTURE, "recall.png")
+    chance = lines_by_label(drawn[0])["chance (1 / num_kv_pairs)"]
+    assert list(chance.get_xdata()) == [64, 256] and list(chance.get_ydata()) == [0.25, 0.0625]
+    gss = lines_by_label(drawn[0])["gss"]  # the selected rate's mean over seeds, not the other rates'
+    assert list(gss.get_ydata()) == pytest.approx([0.88, 0.68])
+
+
+def test_the_window_floor_is_drawn_where_the_entropy_floor_is(drawn):
+    plots.plot_bpb(FIXTURE, "bpb.png")
+    plots.plot_length_generalisation(FIXTURE, "gen.png")
+    bpb, gen = (lines_by_label(fig) for fig in drawn)
+    assert list(bpb["window floor 1.700 (the optimum knowing the phase)"].get_ydata()) == [1.7, 1.7]
+    assert list(bpb["entropy floor 1.500 (infinite context)"].get_ydata()) == [1.5, 1.5]
+    window = gen["window floor (the optimum knowing the phase)"]
+    assert list(window.get_xdata()) == [1, 2, 4] and list(window.get_ydata()) == [1.7, 1.5, 1.5]
+
+
+def test_the_learning_rate_figure_rings_each_selected_rate(drawn, capsys):
+    plots.plot_lr_selection(FIXTURE, "lr.png")
+    stdlib = drawn[0].axes[0]
+    assert stdlib.get_xscale() == "log"
+    (ring,) = stdlib.collections[-1:]
+    # attention selected 0.002, gss 0.006, conv 0.012
+    assert sorted(ring.get_offsets().tolist()) == [pytest.approx(p) for p in ([0.002, 2.35], [0.006, 2.45], [0.012, 2.52])]
+    assert list(lines_by_label(drawn[0])["conv"].get_ydata()) == pytest.approx([2.70, 2.60, 2.52])
+    test_only = analysis.load_csv(FIXTURE, "perplexity.csv")
+    assert plots.plot_lr_selection(test_only[test_only.split == "test"], "lr.png") is None
+    assert capsys.readouterr().err.strip() == ("note: skipped learning-rate selection: perplexity.csv has no "
+                                               "validation rows (one rate per model)")
 
 
 def test_every_known_model_has_its_own_colour_and_other_models_one_apart():

@@ -1,5 +1,6 @@
 """REPORT.md: findings computed from fixture CSVs with known answers, sections per CSV, relative figure links."""
 
+import csv
 import re
 import shutil
 import subprocess
@@ -33,20 +34,43 @@ def text(tmp_path_factory):
     "- fwdbwd float32, seq_len 16,384: fastest gss (32,768.0 ms); gss-direct, conv, attention did not reach it",
     "| gss | fwdbwd | float32 | 1,024 | true | 724.1 | 1,448.2 | 2,048.0 | 2,896.3 | 4.00× |",
     "| gss-direct | fwd | float32 | 2,048 | 129.3 | 341.3 | 900.8 | 2,377.2 | 3,861.8 | 29.86× |",
-    # bits/byte: true = 2.0 + 0.02 seed, false = 2.1 + 0.04 seed -> delta -0.10, -0.12
-    "- best bits/byte on stdlib: attention 2.320 ± 0.028 (2 seeds)",
+    # bits/byte, test rows of the selected rate: true = 2.0 + 0.02 seed, false = 2.1 + 0.04 seed -> delta -0.10, -0.12
+    "- best bits/byte on stdlib: attention 2.320 ± 0.028 (2 seeds, lr 0.002)",
     "| synthetic | gss | 16 | 2.010 ± 0.014 | 2.120 ± 0.028 | -0.110 ± 0.014 | 2 |",
     "- lambda_imag_exp on synthetic, gss kernel_N=64: Δ bits/byte (true − false) -0.110 ± 0.014 over 2 seeds",
-    "| synthetic | gss N=64 λexp=true | 1.960 ± 0.014 | 2 | 1.500 |",
     "| synthetic | gss | 64 | 2.015 ± 0.066 | 4 |",
     "| stdlib | attention | 2.320 ± 0.028 | 2.470 ± 0.028 | 2.920 ± 0.028 | +0.600 |",
-    "- recall accuracy at seq_len 256: gss 0.70, conv 0.20, attention 0.95",
+    # the window floor (planted 1.7 at 1x, 1.5 from 2x) beside the entropy floor (1.5)
+    "| synthetic | gss N=64 λexp=true | 0.006 | 1.960 ± 0.014 | 2 | 1.700 | +0.260 | 1.500 | +0.460 |",
+    "| stdlib | gss | 0.006 | 2.410 ± 0.014 | 2 |  |  |  |  |",
+    "- best bits/byte on synthetic: attention 1.800 (1 seed, lr 0.002); +0.100 above the window floor 1.700 (the "
+    "optimum for these windows, knowing the phase), +0.300 above the entropy floor 1.500",
+    "| synthetic | window floor | 1.700 | 1.500 | 1.500 | -0.200 |",
+    "- length generalisation on synthetic, gss N=16 λexp=true: bits/byte 2.010 at 1× -> 2.210 at 4× (window floor "
+    "1.700 -> 1.500)",
+    # the selected rates: the middle of the grid unflagged, an edge flagged, a single rate not selected
+    "| stdlib | gss | 0.002, 0.006, 0.012 | 0.006 | 2.450 |  |",
+    "| stdlib | conv | 0.002, 0.006, 0.012 | 0.012 | 2.520 | the largest rate tried: the grid may not bracket the "
+    "optimum |",
+    "| synthetic | gss N=16 λexp=false | 0.002, 0.006, 0.012 | 0.002 | 2.130 | the smallest rate tried: the grid may "
+    "not bracket the optimum |",
+    "| synthetic | attention | 0.002 | 0.002 |  | one rate: nothing selected |",
+    "- learning rate selected on stdlib: gss 0.006, conv 0.012 (the largest rate tried: the grid may not bracket the "
+    "optimum), attention 0.002 (the smallest rate tried: the grid may not bracket the optimum)",
+    # recall: the selected rate's test accuracy (the other rates' left out) beside chance 1/num_kv_pairs
+    "| gss | 64 | 0.25 | 0.880 ± 0.028 | 2 | 3.52× chance | 0.006 | 0.002, 0.006, 0.012 |  |",
+    "| conv | 256 | 0.0625 | 0.065 ± 0.007 | 2 | 1.04× chance, within one std of chance | 0.002 | 0.002, 0.006, 0.012 "
+    "| the smallest rate tried: the grid may not bracket the optimum |",
+    "- recall at seq_len 256 (chance 0.0625): gss 0.680 ± 0.028 (10.9× chance), conv 0.065 ± 0.007 (1.04× chance, "
+    "within one std of chance), attention 0.940 ± 0.014 (15.0× chance)",
+    "- recall learning rate, gss: 0.006 at every seq_len",
+    "- recall learning rate, conv: 0.012 (the largest rate tried: the grid may not bracket the optimum) at seq_len 64, "
+    "0.002 (the smallest rate tried: the grid may not bracket the optimum) at seq_len 256",
     "- decode gss: recurrent 25.6× faster per token than reforward at prompt_len 2,048",
     "- decode attention: kv_cache 13.4× faster per token than reforward at prompt_len 2,048",
     "| gss | recurrent | float32 | 2,048 | 1.000 | 25.600 | 25.6× |",
     "- numerics bfloat16: worst out_rel_err 1.20e-02 (attention, seq_len 4,096)",
     "| gss | fwd | 2,048 | 341.5 | 33% | 18% | 42% | 4% | 2% |  |  |  |",
-    "| gss | 0.90 | 0.70 |",  # one seed: no ± 0.00
     "| git commit | 6f9e9f48cd76 (dirty) |",
     "| torch | 2.13.0+cpu |",
     "python run_all.py --out results/fixture",
@@ -54,6 +78,36 @@ def text(tmp_path_factory):
 ])
 def test_findings_are_the_known_numbers(text, expected):
     assert expected in text.splitlines()
+
+
+def test_the_window_floor_is_the_optimum_only_knowing_the_phase(text):
+    # log2(129) / 256 = 0.0274: what knowing the phase of the synthetic source's 129-byte blocks is worth
+    assert "at most log2(129)/T bits per byte (0.027 at T = 256)" in text
+    assert "predates" not in text and "the same target bytes at every multiple, only the context grows" in text
+
+
+def older(run_dir):
+    """The fixture as the protocol before learning-rate selection wrote it: test rows, no split, lr_selected,
+    window_floor_bpb, chance_accuracy or val_accuracy columns."""
+    shutil.copytree(FIXTURE, run_dir)
+    for name, columns in (("perplexity.csv", ("split", "lr_selected", "window_floor_bpb")),
+                          ("recall.csv", ("lr_selected", "chance_accuracy", "val_accuracy"))):
+        with open(run_dir / name, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("split", "test") == "test" and r["lr_selected"] != "false"]
+        with open(run_dir / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, [c for c in rows[0] if c not in columns], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    return run_dir
+
+
+def test_an_older_run_is_read_as_test_rows_of_one_rate_and_says_so(tmp_path):
+    lines = report.write_report(older(tmp_path / "run"), plots_dir=tmp_path / "none").read_text().splitlines()
+    assert "- best bits/byte on stdlib: attention 2.320 ± 0.028 (2 seeds, lr 0.002)" in lines
+    assert "| stdlib | conv | 0.012 | 0.012 |  | one rate: nothing selected |" in lines
+    assert sum("predates learning-rate selection" in line for line in lines) == 2  # perplexity.csv, recall.csv
+    assert "| gss | 64 |  | 0.880 ± 0.028 | 2 | chance not recorded | 0.006 | 0.006 | one rate: nothing selected |" in lines
+    assert not any("may not bracket" in line for line in lines)
 
 
 def test_failed_cells_are_listed(text):

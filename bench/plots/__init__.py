@@ -15,7 +15,14 @@ from bench.analysis import ok
 from bench.plots.runtime import plot_decode, plot_numerics, plot_ops
 from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_kernel_n, plot_memory, plot_time
 from bench.plots.style import FALLBACK_COLOURS, MODEL_COLOURS, colour, note  # noqa: F401  (the public look)
-from bench.plots.training import plot_bpb, plot_curves, plot_lambda, plot_length_generalisation, plot_recall
+from bench.plots.training import (
+    plot_bpb,
+    plot_curves,
+    plot_lambda,
+    plot_length_generalisation,
+    plot_lr_selection,
+    plot_recall,
+)
 from bench.results import ResultsError
 from bench.usage import Parser, UsageError, fail
 from bench.usage import run_dir as existing_run_dir
@@ -40,7 +47,8 @@ def render_all(run_dir, out_dir):
     return [p for p in written if p is not None]
 
 
-FIGURES = {"lm_bits_per_byte.png": plot_bpb, "lm_lambda_imag_exp.png": plot_lambda, "lm_train_curves.png": plot_curves,
+FIGURES = {"lm_bits_per_byte.png": plot_bpb, "lm_lr_selection.png": plot_lr_selection,
+           "lm_lambda_imag_exp.png": plot_lambda, "lm_train_curves.png": plot_curves,
            "lm_length_generalisation.png": plot_length_generalisation, "recall.png": plot_recall,
            "op_breakdown.png": plot_ops, "decode.png": plot_decode, "numerics.png": plot_numerics}
 

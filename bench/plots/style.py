@@ -61,6 +61,16 @@ def _data(source, name, figure):
     return df
 
 
+def _summary(source, name, figure, summarise, empty):
+    """summarise(frame) of a run's CSV, or None (with a note) when the CSV is absent or the summary is empty."""
+    df = _data(source, name, figure)
+    summary = None if df is None else summarise(df)
+    if summary is not None and summary.empty:
+        note(empty)
+        return None
+    return summary
+
+
 def _axes(n=1, *, width=6.4, height=4.4, rows=1):
     fig = Figure(figsize=(width * n, height * rows), layout="constrained")
     return fig, list(fig.subplots(rows, n, squeeze=False).flat)
@@ -82,9 +92,9 @@ def _number(v, _=None):
     return f"{v:,.0f}" if v >= 10 else f"{v:g}"
 
 
-def _log2_axis(ax, values, *, label, fmt=_tokens):
-    """log2 x axis ticked at the values measured (powers of two read as 512, 1K, 8K)."""
-    ax.set_xscale("log", base=2)
+def _log2_axis(ax, values, *, label, fmt=_tokens, base=2):
+    """log x axis (base 2 unless told) ticked at the values measured (powers of two read as 512, 1K, 8K)."""
+    ax.set_xscale("log", base=base)
     ax.xaxis.set_major_locator(FixedLocator(sorted(set(values))))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))

@@ -1,8 +1,10 @@
 """Figures of perplexity.csv, train_curve.csv and recall.csv."""
 
-from bench import summaries
-from bench.analysis import ok, ordered_models
-from bench.plots.style import STYLES, _axes, _data, _finish, _log2_axis, _save, colour, look, note, shade
+import pandas as pd
+
+from bench import analysis, summaries
+from bench.analysis import ordered_models
+from bench.plots.style import STYLES, _axes, _data, _finish, _log2_axis, _save, _summary, colour, look, note, shade
 
 
 def _lines(ax, stats, *, x, band=False):
@@ -34,15 +36,26 @@ def _per_corpus(stats, out_path, draw, *, what, width=6.0):
     return _save(fig, out_path)
 
 
-def _floor(ax, stats):
+def _floors(ax, stats):
+    """The entropy floor (the source's infinite-context rate) and, where recorded, the window floor (the least
+    these windows allow a predictor that knows the source's phase; a line over x when it varies with x)."""
     floor = stats["floor"].dropna() if "floor" in stats else []
     if len(floor):
         ax.axhline(floor.iloc[0], color="black", linestyle="--", linewidth=1,
-                   label=f"entropy floor {floor.iloc[0]:.3f}")
+                   label=f"entropy floor {floor.iloc[0]:.3f} (infinite context)")
+    window = stats.dropna(subset=["window_floor"]) if "window_floor" in stats else []
+    if len(window) and "ratio" in window:
+        w = window.groupby("ratio").window_floor.max()
+        ax.plot(w.index, w.values, color="black", linestyle=":", marker="_", ms=14, linewidth=1.2,
+                label="window floor (the optimum knowing the phase)")
+    elif len(window):
+        ax.axhline(window.window_floor.iloc[0], color="black", linestyle=":", linewidth=1.2,
+                   label=f"window floor {window.window_floor.iloc[0]:.3f} (the optimum knowing the phase)")
 
 
 def plot_bpb(source, out_path):
-    """bits/byte at the training length per model (bar: mean ± std over seeds), with the corpus's entropy floor."""
+    """Test bits/byte at the training length per model at its selected rate (bar: mean ± std over seeds), with the
+    corpus's entropy floor, the window floor and each bar's gap to the window floor."""
     df = _data(source, "perplexity.csv", "bits/byte")
     if df is None:
         return None
@@ -53,15 +66,39 @@ def plot_bpb(source, out_path):
         colours = [shade(m, i, (s.model == m).sum()) for m, i in zip(s.model, variant, strict=True)]
         ax.bar(s.index, s["mean"], yerr=s["std"], capsize=3, color=colours)
         for i, r in s.iterrows():
-            ax.annotate(f"{r['mean']:.3f}\n±{r['std']:.3f}", (i, r["mean"] + r["std"]), xytext=(0, 2),
+            gap = f"\n{r.window_gap:+.3f} to\nwindow floor" if pd.notna(r.window_gap) else ""
+            ax.annotate(f"{r['mean']:.3f}\n±{r['std']:.3f}{gap}", (i, r["mean"] + r["std"]), xytext=(0, 2),
                         textcoords="offset points", ha="center", fontsize=7)
-        ax.set_xticks(s.index, s.label, rotation=25 if len(s) > 3 else 0, ha="right" if len(s) > 3 else "center")
-        _floor(ax, s)
-        ax.set_ylim(0, 1.18 * (s["mean"] + s["std"]).max())
-        ax.set_ylabel("bits/byte on held-out text (lower is better)")
+        ax.set_xticks(s.index, [f"{lb}\nlr {lr}" for lb, lr in zip(s.label, s.lr, strict=True)],
+                      rotation=25 if len(s) > 3 else 0, ha="right" if len(s) > 3 else "center")
+        _floors(ax, s)
+        ax.set_ylim(0, 1.3 * (s["mean"] + s["std"]).max())
+        ax.set_ylabel("test bits/byte (lower is better)")
         seeds = f"{s.n.iloc[0]} seeds" if s.n.nunique() == 1 else "seeds"
-        _finish(ax, f"Bits/byte at the training length, {corpus}\n(mean ± std over {seeds})", loc="lower right")
+        _finish(ax, f"Test bits/byte, {corpus}\n(training length, selected rates, mean ± std over {seeds})",
+                loc="lower right")
     return _per_corpus(summaries.bpb_table(df), out_path, draw, what="bits/byte", width=5.2)
+
+
+def plot_lr_selection(source, out_path):
+    """Validation bits/byte against the learning rate (log x), a line per model and option set, the selected rate
+    ringed: does the grid bracket each optimum?"""
+    curves = _summary(source, "perplexity.csv", "learning-rate selection", summaries.val_curves,
+                      "skipped learning-rate selection: perplexity.csv has no validation rows (one rate per model)")
+    if curves is None:
+        return None
+
+    def draw(ax, s, corpus):
+        _lines(ax, s, x="lr")
+        chosen = s[s.selected]
+        ax.scatter(chosen.lr, chosen["mean"], s=180, facecolors="none", edgecolors="black", linewidths=1.5, zorder=5,
+                   label="selected rate")
+        _log2_axis(ax, s.lr, label="peak learning rate", fmt=lambda v: f"{v:g}", base=10)
+        ax.set_ylabel("validation bits/byte (first seed, training length)")
+        ax.grid(True, alpha=0.3)
+        _finish(ax, f"Learning-rate selection, {corpus}\n(a selected rate at the edge: the grid may not bracket "
+                    "the optimum)", loc="outside")
+    return _per_corpus(curves, out_path, draw, what="learning-rate selection", width=7.5)
 
 
 def plot_lambda(source, out_path):
@@ -91,23 +128,28 @@ def plot_lambda(source, out_path):
     return _per_corpus(deltas, out_path, draw, what="lambda_imag_exp ablation")
 
 
-def plot_curves(source, out_path):
-    """Training loss vs step per model, mean over seeds with a ± std band."""
+def plot_curves(source, out_path, *, ppl=None):
+    """Training loss vs step per model at its selected rate (perplexity.csv, read from the run directory when
+    `source` is one, tells which; without it every curve), mean over seeds with a ± std band."""
     df = _data(source, "train_curve.csv", "training curves")
     if df is None:
         return None
+    if ppl is None and not isinstance(source, pd.DataFrame):
+        ppl = analysis.load_csv(source, "perplexity.csv")
 
     def draw(ax, s, corpus):
         _lines(ax, s, x="step", band=True)
         ax.set_xlabel("training step")
         ax.set_ylabel("training loss (nats/byte)")
         ax.grid(True, alpha=0.3)
-        _finish(ax, f"Training loss, {corpus} (mean over seeds, band ± std)", loc="upper right")
-    return _per_corpus(summaries.curve_stats(df), out_path, draw, what="training curves")
+        rates = "selected rates, " if ppl is not None and "lr" in df else ""
+        _finish(ax, f"Training loss, {corpus}\n({rates}mean over seeds, band ± std)", loc="upper right")
+    return _per_corpus(summaries.curve_stats(df, ppl), out_path, draw, what="training curves")
 
 
 def plot_length_generalisation(source, out_path):
-    """bits/byte vs eval length / train length per model."""
+    """Test bits/byte vs eval length / train length per model (the same target bytes at every length), with the
+    entropy floor and the window floor at each length."""
     df = _data(source, "perplexity.csv", "length generalisation")
     if df is None:
         return None
@@ -115,27 +157,30 @@ def plot_length_generalisation(source, out_path):
 
     def draw(ax, s, corpus):
         _lines(ax, s, x="ratio")
-        _floor(ax, s.assign(floor=s.corpus.map(floors)))
+        _floors(ax, s.assign(floor=s.corpus.map(floors)))
         _log2_axis(ax, s.ratio, label="evaluation length / training length", fmt=lambda v: f"{v:g}×")
-        ax.set_ylabel("bits/byte (mean ± std over seeds)")
+        ax.set_ylabel("test bits/byte (mean ± std over seeds)")
         ax.grid(True, alpha=0.3)
-        _finish(ax, f"Length generalisation, {corpus}")
-    return _per_corpus(summaries.length_generalisation(df), out_path, draw, what="length generalisation")
+        _finish(ax, f"Length generalisation, {corpus}\n(the same target bytes at every length)", loc="outside")
+    return _per_corpus(summaries.length_generalisation(df), out_path, draw, what="length generalisation", width=8.5)
 
 
 def plot_recall(source, out_path):
-    """Associative-recall accuracy vs seq_len per model, with chance level."""
-    df = _data(source, "recall.csv", "recall")
-    if df is None:
+    """Associative-recall test accuracy vs seq_len per model at its selected rates, with chance at each point."""
+    stats = _summary(source, "recall.csv", "recall", summaries.recall_stats,
+                     "skipped recall: no ok training at a selected rate")
+    if stats is None:
         return None
-    stats = summaries.recall_stats(df)
     fig, (ax,) = _axes()
     _lines(ax, stats, x="seq_len")
-    if "vocab" in df and ok(df).vocab.notna().any():
-        ax.axhline(1 / ok(df).vocab.max(), color="gray", linestyle=":", label="chance (1/vocab)")
+    chance = stats.dropna(subset=["chance"]).drop_duplicates(["seq_len", "chance"]).sort_values("seq_len")
+    if len(chance):  # one per length in a grid; any others as markers alone
+        line = chance.seq_len.is_unique
+        ax.plot(chance.seq_len, chance.chance, color="gray", linestyle="--" if line else "none", marker="_", ms=16,
+                mew=2, label="chance (1 / num_kv_pairs)")
     _log2_axis(ax, stats.seq_len, label="sequence length (tokens)")
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy (mean ± std over seeds)")
+    ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.grid(True, alpha=0.3)
-    _finish(ax, "Multi-query associative recall (MQAR)", loc="upper right")
+    _finish(ax, "Multi-query associative recall (MQAR), selected learning rates")
     return _save(fig, out_path)

@@ -1,0 +1,182 @@
+"""Perplexity suite: train every model under the same budget, then bits per byte, length generalisation,
+and multi-query associative recall.
+
+    python -m bench.perplexity                                   # the device's preset (lm and recall)
+    python -m bench.perplexity --models gss,attention --corpus synthetic --steps 300 --seeds 0,1,2
+    python -m bench.perplexity --task recall --models gss,attention --seq-len 512
+
+Rows: DIR/perplexity.csv (one per training and eval length), DIR/train_curve.csv, DIR/recall.csv.
+Losses are in nats per byte; bits_per_byte = eval_loss / ln 2; entropy_floor_bpb is the synthetic
+corpus's exact entropy rate (empty for real text).
+"""
+
+import functools
+import math
+import sys
+from dataclasses import replace
+
+import models
+from bench import cli, usage
+from bench.data import load_corpus
+from bench.perplexity import lm, mqar
+from bench.perplexity.grid import PERPLEXITY_PRESETS, TASKS, TrainGrid
+from bench.recall import check as check_recall
+from bench.results import cell_key
+from bench.schema import TABLES
+from bench.sweep import Sweep, drive
+from bench.usage import UsageError
+
+CSV, CURVE_CSV, RECALL_CSV = "perplexity.csv", lm.CURVE_CSV, "recall.csv"
+
+
+def _seed(text, name):
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"--{name}: {text!r} is not an integer") from None
+    if value < 0:
+        raise UsageError(f"--{name}: {value} is negative")
+    return value
+
+
+def _rate(text, name):
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--{name}: {text!r} is not a number") from None
+    if not 0 < value < math.inf:
+        raise UsageError(f"--{name} must be a positive finite number, got {text}")
+    return value
+
+
+@functools.cache
+def corpus_of(spec):
+    return load_corpus(spec)
+
+
+def build_cells(args, preset):
+    """The preset's grids for the requested task(s); with grid flags, one grid per task from the flags."""
+    tasks = usage.parse_list(args.task, "task", lambda t: usage.choice(t, "task", TASKS)) if args.task else TASKS
+    grids = [g for g in preset.grids if g.task in tasks]
+    flags = dict(models=args.models, corpus=args.corpus, seq_lens=args.seq_len, kernel_N=args.kernel_n,
+                 lambda_imag_exp=args.lambda_imag_exp, conv_kernel=args.conv_kernel, seeds=args.seeds,
+                 eval_lengths=args.eval_lengths, vocab=args.vocab, num_kv_pairs=args.num_kv_pairs)
+    if any(v is not None for v in flags.values()):
+        bases = {g.task: g for g in reversed(grids)}  # the first grid of each task supplies the defaults
+        grids = [TrainGrid(**{**base.__dict__, "name": "custom", **{k: v for k, v in flags.items() if v is not None}})
+                 for base in bases.values()]
+    tuning = dict(batch=args.batch, steps=args.steps, dim=args.dim, depth=args.depth, lrs=args.lr,
+                  dtype=args.dtype[0] if args.dtype else None)
+    grids = [replace(g, **{k: v for k, v in tuning.items() if v is not None}) for g in grids]
+    cells = list(dict.fromkeys(c for g in grids for c in g.cells()))
+    if args.vocab is not None:  # as given, not adjusted: a vocabulary too small for the lengths is bad input
+        cells = [replace(c, vocab=args.vocab) if c.task == "recall" else c for c in cells]
+    if not cells:
+        raise UsageError("nothing to train: no grid of the preset has the requested task" if not grids else
+                         "nothing to train: no requested model takes the options given (conv_kernel 'full' is "
+                         "gss-direct's)")
+    for cell in cells:  # bad input fails here, before anything is written
+        models.build_layer(cell.model, dim=cell.dim, device="meta", **cell.layer_options())
+        if cell.task == "recall":
+            check_recall(seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs, vocab=cell.vocab)
+        else:
+            lm.check(cell, corpus_of(cell.corpus))
+    return cells
+
+
+def shard(cells, spec):
+    """The I-th of N slices that keep every seed of a training group together (its learning-rate selection and
+    the trainings at the chosen rate): round-robin over groups."""
+    if spec is None:
+        return cells
+    groups = list(dict.fromkeys(replace(c, seed=0, first_seed=True) for c in cells))
+    mine = set(cli.shard(groups, spec))
+    return [c for c in cells if replace(c, seed=0, first_seed=True) in mine]
+
+
+def convert(args):
+    """The suite's own flags (cli.convert_flags handles the shared ones)."""
+    for name, parse in [("seq_len", usage.positive_int), ("eval_lengths", usage.positive_int),
+                        ("seeds", _seed), ("lr", _rate)]:
+        raw = getattr(args, name)
+        if raw is not None:
+            flag = name.replace("_", "-")
+            setattr(args, name, usage.parse_list(raw, flag, lambda t, parse=parse, flag=flag: parse(t, flag)))
+    for name in ("steps", "depth", "vocab", "num_kv_pairs"):
+        if getattr(args, name) is not None:
+            setattr(args, name, usage.positive_int(getattr(args, name), name))
+    if args.dtype is not None and len(args.dtype) > 1:
+        raise UsageError(f"--dtype takes one dtype here (every model trains in it), got {','.join(args.dtype)}")
+    if args.corpus is not None:
+        args.corpus = args.corpus.strip() or None
+        if args.corpus is None:
+            raise UsageError("--corpus needs a name or a path")
+    return args
+
+
+class SelectingSweep(Sweep):
+    """A sweep that remembers the learning rate each selection chose, from the rows it records or reads back:
+    the trainings of the other seeds run at it."""
+
+    def __init__(self, csv, **kwargs):
+        self.chosen = {}  # the selection's group (the cell key without seed, lr, split) -> the chosen rate
+        self.group = tuple(c for c in TABLES[csv].cell if c not in ("seed", "lr", "split"))
+        super().__init__(csv, **kwargs)
+
+    def remember(self, row):
+        super().remember(row)
+        if row.get("lr_selected") == "true":
+            self.chosen[cell_key(row, self.group)] = float(row["lr"])
+
+    def rate_for(self, cell, base):
+        """The rate a cell that does not select trains at: its only candidate, or the one its selection chose."""
+        return cell.lrs[0] if len(cell.lrs) == 1 else self.chosen.get(cell_key(base, self.group))
+
+
+def unselected(*_):
+    raise RuntimeError("no learning rate selected for this training: the first seed's selection failed or did "
+                       "not run (a shard holds a group's seeds together)")
+
+
+def run(args, ctx):
+    """Train the context's cells (LMs and recall) into its run directory; returns the path of perplexity.csv."""
+    shared = dict(out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
+    sweeps = {"lm": SelectingSweep(CSV, also=(CURVE_CSV,), **shared), "recall": SelectingSweep(RECALL_CSV, **shared)}
+
+    def run_cell(cell):
+        sweep = sweeps[cell.task]
+        corpus = corpus_of(cell.corpus) if cell.task == "lm" else None
+        base = lm.base_row(cell, corpus, ctx.device) if corpus else mqar.base_row(cell)
+        measure = functools.partial(lm.measure, cell, corpus) if corpus else functools.partial(mqar.measure, cell)
+        if cell.selects:  # keyed by its first row: the smallest rate's validation row
+            first = dict(lr=cell.lrs[0], split="val", eval_seq_len=cell.seq_len) if corpus else dict(lr=cell.lrs[0])
+            sweep.run({**base, **first}, lambda: measure(ctx.device))
+            return
+        rate = sweep.rate_for(cell, base)
+        keys = [{**base, "lr": rate, "split": "test", "eval_seq_len": m * cell.seq_len} for m in cell.eval_lengths]
+        sweep.run(keys if corpus else {**base, "lr": rate},
+                  (lambda: measure(ctx.device, lr=rate)) if rate is not None else unselected)
+
+    drive(ctx.cells, run_cell, desc="perplexity")
+    return ctx.out_dir / CSV
+
+
+def make_parser():
+    shared = ("--models", "--batch", "--dim", "--depth", "--kernel-n", "--lambda-imag-exp", "--conv-kernel", "--dtype")
+    return cli.parser(__doc__, "python -m bench.perplexity", shared, task="lm, recall (default: the preset's tasks)",
+                      corpus="synthetic, stdlib, enwik8[:PATH], or a path to a text file",
+                      seq_len="training length (recall: comma-separated lengths)", steps="optimiser steps",
+                      seeds="comma-separated seeds", eval_lengths="multiples of the training length, e.g. 1,2,4",
+                      lr="peak rates; with several, each model selects its own on validation (first seed)",
+                      dtype="float32, bfloat16 or float16 (autocast; one dtype)",
+                      vocab="recall vocabulary (default: the grid's if above the longest length, else the next power "
+                            "of two)", num_kv_pairs="recall key-value pairs per sequence")
+
+
+def main(argv=None):
+    return cli.run_suite(make_parser(), argv, presets=PERPLEXITY_PRESETS, run=run, build_cells=build_cells,
+                         convert=convert, shard=shard)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from bench.perplexity import main
+
+sys.exit(main())

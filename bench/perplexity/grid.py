@@ -1,0 +1,137 @@
+"""The perplexity suite's sweeps as data: trainings, their grids and the named presets.
+
+A grid lists candidate learning rates (`lrs`): with more than one, each model and option set is trained at
+every rate on the first seed, and the rate with the best validation score serves every seed (bench.perplexity).
+"""
+
+from dataclasses import dataclass
+
+import models
+from bench.config import Preset, option_combos
+from bench.usage import choice
+
+TASKS = ("lm", "recall")
+
+
+@dataclass(frozen=True)
+class Training:
+    """One training cell of the perplexity suite (task lm) or of associative recall (task recall): at the first
+    seed with several `lrs`, the learning-rate selection (a training per rate); otherwise one training at the
+    selected (or only) rate."""
+    task: str
+    model: str
+    seed: int
+    corpus: str | None
+    seq_len: int
+    batch: int
+    steps: int
+    lrs: tuple
+    dim: int
+    depth: int
+    first_seed: bool = True  # the seed that selects the learning rate
+    eval_lengths: tuple = (1,)  # multiples of seq_len (lm)
+    eval_tokens: int = 16384  # scored bytes per evaluation length: the same target bytes for every model and length
+    num_kv_pairs: int | None = None  # recall
+    vocab: int | None = None  # recall
+    kernel_N: int | None = None
+    kernel_H: int | None = None
+    lambda_imag_exp: bool | None = None
+    conv_kernel: int | None = None
+    dtype: str = "float32"
+
+    @property
+    def selects(self):
+        """Whether this cell selects the learning rate (several candidates, first seed)."""
+        return self.first_seed and len(self.lrs) > 1
+
+    def layer_options(self):
+        values = dict(kernel_N=self.kernel_N, kernel_H=self.kernel_H, lambda_imag_exp=self.lambda_imag_exp,
+                      conv_kernel=self.conv_kernel)
+        return {k: v for k, v in values.items() if k in models.options_of(self.model) and v is not None}
+
+
+def recall_vocab(vocab, seq_lens):
+    """The grid's vocabulary when it exceeds the longest length (Zoology's MQAR needs vocab > seq_len), else
+    the smallest power of two above that length."""
+    longest = max(seq_lens)
+    return vocab if vocab is not None and vocab > longest else 1 << longest.bit_length()
+
+
+@dataclass(frozen=True)
+class TrainGrid:
+    """models x applicable options x seeds (x seq_lens for recall); everything else shared, so every
+    model gets the same token budget, optimiser, batch, seeds and candidate learning rates."""
+    name: str
+    task: str
+    models: tuple
+    seeds: tuple = (0,)
+    corpus: str | None = "stdlib"
+    seq_lens: tuple = (256,)
+    batch: int = 8
+    steps: int = 200
+    lrs: tuple = (2e-3,)
+    dim: int = 64
+    depth: int = 2
+    eval_lengths: tuple = (1, 2, 4)
+    eval_tokens: int = 16384
+    num_kv_pairs: int = 8
+    vocab: int | None = None  # recall; None: recall_vocab's rule
+    kernel_N: tuple | None = None
+    kernel_H: tuple | None = None
+    lambda_imag_exp: tuple | None = None
+    conv_kernel: tuple | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        choice(self.task, "task", TASKS)
+        for name in self.models:
+            models.spec(name)
+
+    def cells(self):
+        recall = self.task == "recall"
+        shared = dict(task=self.task, batch=self.batch, steps=self.steps, lrs=tuple(sorted(set(self.lrs))),
+                      dim=self.dim, depth=self.depth, dtype=self.dtype, corpus=None if recall else self.corpus,
+                      eval_lengths=() if recall else self.eval_lengths, eval_tokens=self.eval_tokens,
+                      num_kv_pairs=self.num_kv_pairs if recall else None,
+                      vocab=recall_vocab(self.vocab, self.seq_lens) if recall else None)
+        return [Training(model=model, seed=seed, first_seed=seed == self.seeds[0], seq_len=seq_len, **shared,
+                         **options)
+                for model in self.models for options in option_combos(model, self)
+                for seq_len in self.seq_lens for seed in self.seeds]
+
+
+_TINY = dict(dim=64, depth=2, batch=8, kernel_H=(32,))  # the GSS paper's H = dim / 2 ratio at a tiny width
+_QUICK_LRS = (2e-3, 6e-3, 1.2e-2)  # factor-3 steps; the report flags a rate chosen at an edge
+PERPLEXITY_PRESETS = {
+    # CPU, 2 cores: tiny byte-level LMs, each model at its best of three learning rates.
+    "quick": Preset("quick", (
+        # every model chose 1.2e-2 from (2e-3, 6e-3, 1.2e-2) on a trial run: the grid is centred there
+        TrainGrid("models", "lm", ("gss", "conv", "attention"), seeds=(0, 1), corpus="stdlib", steps=300,
+                  seq_lens=(256,), kernel_N=(64,), lrs=(6e-3, 1.2e-2, 2.4e-2), **_TINY),
+        TrainGrid("ablation", "lm", ("gss",), seeds=(0, 1), corpus="synthetic", steps=300, seq_lens=(256,),
+                  kernel_N=(16, 128), lambda_imag_exp=(True, False), lrs=_QUICK_LRS, **_TINY),
+        # Zoology's MQAR at lengths where a few hundred steps teach attention the task at the shortest (0.70-0.93
+        # at 32 against chance 0.25 on trial runs): a vocabulary just above the lengths, 4 pairs, batch 16.
+        TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0, 1), seq_lens=(32, 48), steps=300,
+                  num_kv_pairs=4, vocab=64, kernel_N=(64,), lrs=_QUICK_LRS, **{**_TINY, "batch": 16}),
+    )),
+    # One GPU: the byte-level setting of the original training script (dim 512, depth 8, seq_len 4096,
+    # bf16 autocast) for a fixed budget, at the best of four learning rates.
+    "full": Preset("full", (
+        TrainGrid("models", "lm", ("gss", "conv", "attention"), seeds=(0, 1), corpus="stdlib", seq_lens=(4096,),
+                  batch=4, steps=300, lrs=(3e-4, 6e-4, 1.2e-3, 2.4e-3), dim=512, depth=8, eval_lengths=(1, 2, 4, 8),
+                  eval_tokens=131072, dtype="bfloat16"),
+        TrainGrid("ablation", "lm", ("gss",), seeds=(0, 1), corpus="synthetic", seq_lens=(1024,), batch=8, steps=300,
+                  lrs=(5e-4, 1e-3, 2e-3, 4e-3), dim=256, depth=4, kernel_N=(64, 512), lambda_imag_exp=(True, False),
+                  dtype="bfloat16"),
+        TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0, 1), seq_lens=(256, 1024, 4096),
+                  batch=32, steps=500, lrs=(5e-4, 1e-3, 2e-3, 4e-3), dim=128, depth=2, num_kv_pairs=32, vocab=8192),
+    )),
+    "smoke": Preset("smoke", (
+        TrainGrid("models", "lm", tuple(models.NAMES), seeds=(0,), corpus="synthetic", seq_lens=(32,), batch=2,
+                  steps=3, dim=16, depth=1, eval_lengths=(1, 2), eval_tokens=256, kernel_N=(8,), kernel_H=(16,),
+                  lrs=(2e-3, 4e-3)),
+        TrainGrid("recall", "recall", ("gss", "attention"), seq_lens=(32,), batch=2, steps=3, dim=16, depth=1,
+                  num_kv_pairs=4, kernel_N=(8,), kernel_H=(16,)),
+    )),
+}
