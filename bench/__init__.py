@@ -3,7 +3,7 @@
     floor 3  run_all.py            preset -> every suite -> CSVs, figures, REPORT.md, the gate
     floor 2  suites                bench.scaling, bench.perplexity, bench.profiling, bench.decode, bench.numerics:
                                    cells -> rows; no suite imports another, and only run_all imports a suite
-             read side             bench.analysis < summaries < report_sections < report < plots; regress:
+             read side             bench.analysis < summaries < report_sections < report < plots; regress_load < regress:
                                    CSVs -> findings, figures, the gate; torch-free (plots alone imports matplotlib)
     floor 1  ground                models/ (knows nothing of bench), then bench.schema and bench.usage
                                    (torch-free facts), results, env, timing, memory, flops, synthetic, data, recall,
@@ -20,7 +20,7 @@ FLOORS = {
                "bench.sweep", "bench.cli"),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
     "read side": ("bench.analysis", "bench.summaries", "bench.report_sections", "bench.report", "bench.plots",
-                  "bench.regress"),
+                  "bench.regress_load", "bench.regress"),
     "top": ("run_all",),
 }
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)

@@ -12,10 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from bench.results import ResultsError, read_rows
-from bench.schema import KEY_COLUMNS, OPTIONS, TABLES
+from bench.regress_load import VALUE_COLUMNS, CompareError, cpu_model, describe, device_class, load, number
+from bench.schema import KEY_COLUMNS, OPTIONS
 from bench.usage import Parser, UsageError, fail
 
 # Default relative time tolerance per device class. CPU: three times the largest spread of time ratios between identical
@@ -31,10 +29,6 @@ SHAPE = tuple(c for c in KEY_COLUMNS["scaling.csv"] if c not in ("model", "devic
 FAILED = ("oom", "error")
 
 
-class CompareError(UsageError):
-    """The runs cannot be compared: exit 2."""
-
-
 @dataclass(frozen=True)
 class Finding:
     kind: str  # regression | improvement | only-baseline | only-current | note
@@ -45,55 +39,6 @@ class Finding:
     key: tuple = ()  # a time finding's cell: (column, value) pairs of its scaling.csv key
 
 
-# The gated CSVs and the measured columns each must carry, numeric and positive in every ok row.
-VALUE_COLUMNS = {name: table.values for name, table in TABLES.items() if table.values}
-MAY_BE_ZERO = {"time_iqr_ms", "accuracy", "peak_mem_mb"}
-# Older CSVs, from before learning-rate selection (issue 12), hold the test rows of one rate: read as such.
-OLDER = {"perplexity.csv": dict(split="test", lr_selected="true"), "recall.csv": dict(lr_selected="true")}
-
-
-def load(run_dir, name):
-    """The CSV's complete rows as strings (a torn last line, from a killed run, is left out), checked:
-    key and value columns present, one row per cell, ok rows with numeric values."""
-    path = Path(run_dir) / name
-    if not path.exists():
-        return None
-    try:
-        rows = read_rows(path)
-    except ResultsError as error:
-        raise CompareError(f"malformed CSV: {error}") from None
-    key, values = KEY_COLUMNS[name], VALUE_COLUMNS[name]
-    header = list(rows[0]) if rows else path.read_text(encoding="utf-8", errors="replace").partition("\n")[0].split(",")
-    older = {c: v for c, v in OLDER.get(name, {}).items() if c not in header}
-    header, rows = header + list(older), [{**r, **older} for r in rows]
-    missing = [c for c in (*key, "status", *values) if c not in header]
-    if missing:
-        raise CompareError(f"{path}: malformed, missing columns {', '.join(missing)}")
-    df = pd.DataFrame(rows, columns=header, dtype=str)
-    if len(twice := df[df.duplicated(list(key), keep=False)]):
-        raise CompareError(f"{path}: malformed, cell measured twice ({describe(twice.iloc[0], key)})")
-    for _, row in df[df.status == "ok"].iterrows():
-        for column in values:
-            value = number(row[column])
-            if not (value > 0 or (value == 0 and column in MAY_BE_ZERO)):
-                raise CompareError(f"{path}: malformed, {column}={row[column]!r} in an ok cell ({describe(row, key)})")
-    return df
-
-
-def device_class(df):
-    classes = {d.split(":")[0] for d in df["device"] if d}
-    if len(classes) != 1:
-        raise CompareError(f"cannot tell the device class from device values {sorted(set(df['device']))}")
-    return classes.pop()
-
-
-def number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def standard_error_ms(row):
     """Standard error of a median from its IQR and repeats (normal approximation: sigma = IQR / 1.349,
     se(median) = 1.2533 sigma / sqrt(n))."""
@@ -101,15 +46,11 @@ def standard_error_ms(row):
     return 1.2533 * (iqr / 1.349) / math.sqrt(n) if iqr == iqr else 0.0
 
 
-def describe(row, key):
-    return " ".join(f"{k}={row[k]}" for k in key if row[k] != "")
-
-
 class Gate:
     def __init__(self, *, relative, time_tol, mem_tol, bpb_tol, acc_tol, cls):
         self.relative, self.cls = relative, cls
         self.time_tol, self.mem_tol, self.bpb_tol, self.acc_tol = time_tol, mem_tol, bpb_tol, acc_tol
-        self.findings, self.compared = [], 0
+        self.findings, self.compared, self.times = [], 0, True
 
     def add(self, kind, csv, cell, what, severity=0.0, key=()):
         self.findings.append(Finding(kind, csv, cell, what, severity, key))
@@ -158,7 +99,8 @@ class Gate:
             for column in ("params", "flops"):
                 self.exact("scaling.csv", row, cell, column)
             self.memory(row, cell)
-            self.time(row, cell, ratios, tuple((k, row[k]) for k in key))
+            if self.times:
+                self.time(row, cell, ratios, tuple((k, row[k]) for k in key))
 
     def memory(self, row, cell):
         mb, mc = number(row["peak_mem_mb_b"]), number(row["peak_mem_mb_c"])
@@ -239,8 +181,13 @@ def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, b
         if cls_b != cls:
             raise CompareError(f"the baseline ran on {cls_b} and the current run on {cls}: not comparable")
     cls = cls or "cpu"
+    cpus = {cpu_model(d) for d in (baseline, current)}
     gate = Gate(relative=relative, cls=cls, time_tol=TIME_TOLERANCE[cls] if time_tol is None else time_tol,
                 mem_tol=MEM_TOLERANCE[cls] if mem_tol is None else mem_tol, bpb_tol=bpb_tol, acc_tol=acc_tol)
+    if cls == "cpu" and len(cpus) > 1 and None not in cpus:  # a time ratio across CPU models measures the hardware
+        gate.times = False
+        gate.add("note", "scaling.csv", "", "times not compared: the runs ran on different CPU models ({}); counts "
+                 "and memory are".format(" vs ".join(sorted(cpus))))
     for name, (base, cur) in tables.items():
         if base is None:
             gate.add("note", name, "", "the baseline has no such file")

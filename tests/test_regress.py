@@ -264,3 +264,18 @@ def test_an_older_baseline_reads_as_test_rows_of_its_one_rate(tmp_path, capsys):
                  recall_rows(0.9))
     cur = write(tmp_path / "recall" / "cur", "recall.csv", RECALL_COLUMNS, recall_rows(0.5))
     assert regress.main(["--baseline", str(base), "--current", str(cur)]) == 1
+
+
+@pytest.mark.parametrize("cpus, compared", [(("Intel Xeon", "AMD EPYC"), False), (("AMD EPYC", "AMD EPYC"), True),
+                                            (("AMD EPYC", None), True)])
+def test_times_are_not_compared_across_cpu_models_but_counts_and_memory_are(tmp_path, capsys, cpus, compared):
+    """A time ratio across CPU models measures the hardware: a planted 3x slow-down passes between two models,
+    fails on one; a changed FLOP count fails either way."""
+    for side, cpu in zip(("base", "cur"), cpus):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "env.json").write_text("{}" if cpu is None else f'{{"cpu_model": "{cpu}"}}')
+    code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 3.0)), "--relative")
+    assert code == (1 if compared else 0)
+    assert ("times not compared: the runs ran on different CPU models (AMD EPYC vs Intel Xeon)" in out) != compared
+    code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 2.0, "flops")))
+    assert code == 1 and "flops changed" in out

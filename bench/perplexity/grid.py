@@ -113,7 +113,7 @@ PERPLEXITY_PRESETS = {
                   kernel_N=(16, 128), lambda_imag_exp=(True, False), lrs=(1e-3, 3e-3, 1e-2), **_TINY),
         # Zoology's MQAR at lengths where a few hundred steps teach attention the task at the shortest (0.70-0.93
         # at 32 against chance 0.25 on trial runs): a vocabulary just above the lengths, 4 pairs, batch 16.
-        TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0, 1), seq_lens=(32, 48), steps=300,
+        TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0, 1), seq_lens=(32, 48), steps=250,
                   num_kv_pairs=4, vocab=64, kernel_N=(64,), lrs=_QUICK_LRS, **{**_TINY, "batch": 16}),
     )),
     # One GPU: the byte-level setting of the original training script (dim 512, depth 8, seq_len 4096,
