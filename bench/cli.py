@@ -65,24 +65,29 @@ def parser(module_doc, prog, flags=(), **own):
     return p
 
 
-def convert_flags(args):
-    """Turn the raw strings of the grid flags into values, or raise UsageError naming the flag."""
-    def model_name(text, name):
-        return usage.choice(text, "model", models.NAMES)
-
-
-    lists = dict(models=model_name, seq_lens=usage.positive_int, kernel_n=usage.positive_int,
-                 kernel_h=usage.positive_int, lambda_imag_exp=usage.boolean, conv_kernel=config.conv_kernel,
-                 modes=lambda t, n: usage.choice(t, "mode", ("fwd", "fwdbwd")),
-                 dtype=lambda t, n: usage.choice(t, "dtype", config.DTYPES))
-    for name, convert in lists.items():
+def convert_lists(args, **parsers):
+    """Each named flag's comma-separated text -> a tuple of parse(item, flag) values; unset flags stay None."""
+    for name, parse in parsers.items():
         raw = getattr(args, name, None)
         if raw is not None:
             flag = name.replace("_", "-")
-            setattr(args, name, usage.parse_list(raw, flag, lambda item, convert=convert, flag=flag: convert(item, flag)))
-    for name in ("batch", "dim", "threads"):
+            setattr(args, name, usage.parse_list(raw, flag, lambda item, parse=parse, flag=flag: parse(item, flag)))
+
+
+def convert_ints(args, *names):
+    """Each named flag's text -> a positive int; unset flags stay None."""
+    for name in names:
         if getattr(args, name, None) is not None:
-            setattr(args, name, usage.positive_int(getattr(args, name), name))
+            setattr(args, name, usage.positive_int(getattr(args, name), name.replace("_", "-")))
+
+
+def convert_flags(args):
+    """Turn the raw strings of the shared flags into values, or raise UsageError naming the flag."""
+    convert_lists(args, models=lambda t, n: usage.choice(t, "model", models.NAMES), seq_lens=usage.positive_int,
+                  kernel_n=usage.positive_int, kernel_h=usage.positive_int, lambda_imag_exp=usage.boolean,
+                  conv_kernel=config.conv_kernel, modes=lambda t, n: usage.choice(t, "mode", ("fwd", "fwdbwd")),
+                  dtype=lambda t, n: usage.choice(t, "dtype", config.DTYPES))
+    convert_ints(args, "batch", "dim", "threads")
     args.shard = usage.parse_shard(args.shard) if args.shard is not None else None
     return args
 

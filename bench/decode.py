@@ -169,17 +169,10 @@ def measure_cell(cell, device, timing):
 
 def convert(args):
     """The suite's own flags (cli.convert_flags handles models, dtype, batch, dim, threads and shard)."""
-    if args.prompt_lens is not None:
-        args.prompt_lens = usage.parse_list(args.prompt_lens, "prompt-lens",
-                                             lambda t: usage.positive_int(t, "prompt-lens"))
-    if args.methods is not None:
-        args.methods = usage.parse_list(args.methods, "methods", lambda t: usage.choice(t, "method", METHODS))
-    if args.depth is not None:
-        args.depth = usage.positive_int(args.depth, "depth")
-    if args.new_tokens is not None:
-        args.new_tokens = usage.positive_int(args.new_tokens, "new-tokens")
-        if args.new_tokens < 2:
-            raise UsageError("--new-tokens must be at least 2: one warm-up step and at least one timed step")
+    cli.convert_lists(args, prompt_lens=usage.positive_int, methods=lambda t, n: usage.choice(t, "method", METHODS))
+    cli.convert_ints(args, "depth", "new_tokens")
+    if args.new_tokens is not None and args.new_tokens < 2:
+        raise UsageError("--new-tokens must be at least 2: one warm-up step and at least one timed step")
     return args
 
 

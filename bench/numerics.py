@@ -157,10 +157,9 @@ def measure_cell(cell, device, references):
 
 def convert(args):
     """--dtypes (float64 allowed; float16 only on CUDA); cli.convert_flags handles the shared flags."""
-    if args.dtypes is not None:
-        args.dtypes = usage.parse_list(args.dtypes, "dtypes", lambda t: usage.choice(t, "dtype", DTYPES))
-        if "float16" in args.dtypes and cli.resolve_device(args.device).type != "cuda":
-            raise UsageError("--dtypes float16 needs a CUDA device; use bfloat16 on CPU")
+    cli.convert_lists(args, dtypes=lambda t, n: usage.choice(t, "dtype", DTYPES))
+    if args.dtypes is not None and "float16" in args.dtypes and cli.resolve_device(args.device).type != "cuda":
+        raise UsageError("--dtypes float16 needs a CUDA device; use bfloat16 on CPU")
     return args
 
 

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-IGNORE = -100
+from bench.data import IGNORE
 
 
 def check(*, seq_len, num_kv_pairs, vocab):

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.data import IGNORE
 from bench.timing import autocast
-
-IGNORE = -100  # an unscored label (cross-entropy's default ignore_index)
 
 CLIP_NORM = 1.0
 WARMUP_FRACTION = 0.1

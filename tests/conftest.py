@@ -31,3 +31,10 @@ def restore_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def synth():
+    """The synthetic corpus at seed 0, loaded once for the session (a few seconds to sample)."""
+    from bench.data import load_corpus
+    return load_corpus("synthetic")

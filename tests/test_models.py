@@ -1,207 +1,24 @@
-"""Models against their references: the upstream package, the slow references beside the fast paths in models/
-(compared on outputs, input gradients and parameter gradients), and each other."""
+"""Models against the upstream package and the papers: state_dict and outputs both ways, parameter counts by hand,
+the attention head rule, causality, independence, low-precision parameters and bad arguments. (The slow
+references beside the fast paths: tests/test_references.py.)"""
 
 import copy
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import models
 from models.attention import attention_ref, rotary
-from models.gss import dss_recurrence_ref, dss_ref
-from models.ops import causal_conv_ref, direct_conv, fft_conv
-
-SMALL = {  # tiny but non-trivial options per model, so every test runs in milliseconds
-    "gss": dict(kernel_N=8, kernel_H=12),
-    "gss-direct": dict(kernel_N=8, kernel_H=12),
-    "conv": dict(kernel_H=12, conv_kernel=5),
-    "attention": dict(head_dim=8),
-}
-DIM = 16
-
-# A result computed in a dtype against its reference (float64, or float32 for the float16/bfloat16 parameters):
-# elementwise |result - reference| <= atol + rtol * |reference|, by the result's dtype. Worst cases measured in
-# these tests, as a share of this tolerance: float64 2e-3 (1e-14 on an FFT-convolution input gradient of 21);
-# float32 0.3 (2e-5 on a LayerNorm-weight gradient that is exactly 0 at H = 1; 5e-4 on a Lambda_imag gradient
-# of 62); float16 and bfloat16 parameters 0.10 and 0.13 (2e-3 and 1.2e-2 on outputs up to 2.8).
-TOLERANCES = {
-    torch.float64: dict(atol=1e-12, rtol=1e-10),
-    torch.float32: dict(atol=1e-4, rtol=1e-4),
-    torch.float16: dict(atol=1e-2, rtol=5e-3),
-    torch.bfloat16: dict(atol=5e-2, rtol=2e-2),
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: two OpenMP threads per process thrash on the shared 2-core machine (10x slower small ops)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def small_layer(name, dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return models.build_layer(name, dim=DIM, dtype=dtype, **SMALL[name])
-
-
-def assert_close(actual, expected, what):
-    """`actual` against its reference `expected` (any dtype), at the tolerance of actual's dtype; the largest
-    difference is printed first (pytest shows it on failure, like mamba's tests)."""
-    tolerance = TOLERANCES[actual.dtype]
-    actual, expected = actual.double(), expected.double()
-    print(f"{what}: max abs difference {(actual - expected).abs().max().item():.3e} "
-          f"(max |reference| {expected.abs().max().item():.3e})")
-    torch.testing.assert_close(actual, expected, **tolerance)
-
-
-def output_and_grads(output, inputs):
-    """{"output": output, "grad <name>": gradient of <output, W> for each named input}. W is one fixed random tensor,
-    the same for every path compared, so that every element of the output reaches the gradients."""
-    weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    grads = torch.autograd.grad((output * weights.to(output.dtype)).sum(), list(inputs.values()))
-    return {"output": output, **{f"grad {name}": grad for name, grad in zip(inputs, grads, strict=True)}}
-
-
-def layer_output_and_grads(forward, layer, x):
-    """forward(layer, x) and its gradients with respect to x and every parameter of the layer."""
-    x = x.detach().clone().requires_grad_()
-    return output_and_grads(forward(layer, x), {"x": x, **dict(layer.named_parameters())})
-
-
-def layer_forward(layer, x):
-    return layer(x)
-
-
-def assert_paths_agree(fast, reference, what):
-    assert fast.keys() == reference.keys()
-    for key, expected in reference.items():
-        assert_close(fast[key], expected, f"{what} {key}")
-
-
-def test_every_registered_model_has_small_options_and_a_reference():
-    assert set(SMALL) == set(models.NAMES) == set(REFERENCE_FORWARD)
-
-
-# ---- the references themselves, by hand ----
-
-def test_causal_conv_ref_by_hand():
-    u = torch.tensor([1.0, 2.0, 3.0]).reshape(1, 3, 1)
-    K = torch.tensor([1.0, 10.0]).reshape(2, 1)
-    assert causal_conv_ref(u, K).flatten().tolist() == [1.0, 12.0, 23.0]  # y_t = u_t + 10 u_{t-1}
-
-
-def test_dss_recurrence_ref_by_hand():
-    """One mode decaying by a half per step, C' = 1: y_t = sum_k 0.5^(t - k) u_k."""
-    Lambda = torch.tensor([complex(math.log(0.5), 0.0)], dtype=torch.complex128)
-    C = torch.ones(1, 1, dtype=torch.complex128)
-    u = torch.tensor([1.0, 0.0, 0.0, 2.0], dtype=torch.float64).reshape(1, 4, 1)
-    y = dss_recurrence_ref(u, Lambda, C).flatten()
-    assert torch.allclose(y, torch.tensor([1.0, 0.5, 0.25, 2.125], dtype=torch.float64), rtol=0, atol=1e-12)
-
-
-def test_attention_ref_with_equal_scores_is_the_running_mean_of_the_values():
-    v = torch.randn(2, 3, 7, 4, dtype=torch.float64)
-    q = k = torch.zeros_like(v)  # every score 0: uniform weights over the causal prefix
-    running_mean = v.cumsum(dim=2) / torch.arange(1, 8, dtype=torch.float64)[:, None]
-    assert torch.allclose(attention_ref(q, k, v), running_mean, rtol=0, atol=1e-12)
-
-
-# ---- fast paths against their references: outputs, input gradients and parameter gradients ----
-
-DTYPES = [torch.float64, torch.float32]
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("L,T", [(1, 1), (2, 1), (17, 17), (40, 7), (64, 64)])
-def test_fft_and_direct_convolution_match_the_tap_by_tap_reference(dtype, L, T):
-    torch.manual_seed(L * 100 + T)
-    u, K = torch.randn(2, L, 5, dtype=dtype), torch.randn(T, 5, dtype=dtype)
-    u64, K64 = (t.double().requires_grad_() for t in (u, K))
-    reference = output_and_grads(causal_conv_ref(u64, K64), dict(u=u64, K=K64))
-    paths = {"fft": lambda u, K: fft_conv(u, F.pad(K, (0, 0, 0, L - T))),  # T taps, zero-padded to L
-             "direct": direct_conv}
-    for path, conv in paths.items():
-        u, K = (t.detach().requires_grad_() for t in (u, K))
-        assert_paths_agree(output_and_grads(conv(u, K), dict(u=u, K=K)), reference, f"{path} {dtype}")
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("lambda_imag_exp", [True, False])
-@pytest.mark.parametrize("L,N,H", [(1, 4, 3), (2, 1, 1), (17, 8, 5), (64, 16, 8), (101, 3, 7)])
-def test_dss_fft_and_direct_match_the_float64_recurrence(dtype, lambda_imag_exp, L, N, H):
-    torch.manual_seed(L * 100 + N)
-    fft = models.DSS(dim=H, kernel_N=N, dss_kernel_lambda_imag_exp=lambda_imag_exp, dtype=dtype)
-    direct = models.DSS(dim=H, kernel_N=N, dss_kernel_lambda_imag_exp=lambda_imag_exp, conv_mode="direct", dtype=dtype)
-    direct.load_state_dict(fft.state_dict(), strict=True)
-    x = torch.randn(2, L, H, dtype=dtype)
-    K = fft.kernel(L)
-    assert K.shape == (L, H) and K.dtype == dtype
-    reference = layer_output_and_grads(dss_ref, copy.deepcopy(fft).double(), x.double())
-    for conv_mode, dss in (("fft", fft), ("direct", direct)):
-        fast = layer_output_and_grads(layer_forward, dss, x)
-        assert_paths_agree(fast, reference, f"DSS {conv_mode} {dtype}")
-
-
-def test_direct_conv_truncated_to_conv_kernel_taps_is_the_reference_on_the_first_taps():
-    torch.manual_seed(0)
-    layer = models.build_layer("gss-direct", dim=DIM, dtype=torch.float64, kernel_N=8, kernel_H=12, conv_kernel=5)
-    assert layer.dss.taps(40) == 5 and layer.dss.taps(3) == 3
-    v = torch.randn(2, 40, 12, dtype=torch.float64)
-    u = layer.dss.norm(v)
-    expected = causal_conv_ref(u, layer.dss.kernel(40)[:5]) + u * layer.dss.param_D
-    assert_close(layer.dss(v), expected, "DSS with 5 taps")
-
-
-def gated_unit_ref(mixer_ref):
-    """A gated unit's forward with its mixer replaced by the mixer's reference."""
-    def forward(layer, x):
-        u, v = layer._project(x)
-        return layer._gate(mixer_ref(layer.mixer, v), u, x)
-    return forward
-
-
-def learned_conv_ref(conv, x):
-    u = conv.norm(x)
-    return causal_conv_ref(u, conv.weight) + u * conv.param_D
-
-
-def attention_block_ref(block, x):
-    q, k, v = block._qkv(x, start=0)
-    return block._out(x, attention_ref(q, k, v))
-
-
-REFERENCE_FORWARD = {  # every registered layer with its fast path replaced by the slow reference
-    "gss": gated_unit_ref(dss_ref),
-    "gss-direct": gated_unit_ref(dss_ref),
-    "conv": gated_unit_ref(learned_conv_ref),
-    "attention": attention_block_ref,
-}
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("name", models.NAMES)
-def test_layer_matches_its_float64_reference_on_outputs_and_gradients(name, dtype):
-    layer = small_layer(name, dtype=dtype)
-    x = torch.randn(2, 33, DIM, dtype=dtype)
-    reference = layer_output_and_grads(REFERENCE_FORWARD[name], copy.deepcopy(layer).double(), x.double())
-    fast = layer_output_and_grads(layer_forward, layer, x)
-    assert_paths_agree(fast, reference, f"{name} {dtype}")
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("L", [1, 9, 64])
-def test_sdpa_matches_the_explicit_softmax_reference(dtype, L):
-    torch.manual_seed(L)
-    q, k, v = (t.requires_grad_() for t in torch.randn(3, 2, 2, L, 8, dtype=dtype))  # (B, heads, L, hd) each
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    reference = output_and_grads(attention_ref(q64, k64, v64), dict(q=q64, k=k64, v=v64))
-    fast = output_and_grads(F.scaled_dot_product_attention(q, k, v, is_causal=True), dict(q=q, k=k, v=v))
-    assert_paths_agree(fast, reference, f"SDPA {dtype}")
-
+from tests.compare import (
+    DIM,
+    DTYPES,
+    SMALL,
+    assert_close,
+    assert_paths_agree,
+    layer_forward,
+    layer_output_and_grads,
+    small_layer,
+)
 
 # ---- faithfulness to gated-state-spaces-pytorch 0.1.0 ----
 

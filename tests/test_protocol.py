@@ -95,41 +95,36 @@ CELL = SimpleNamespace(model="gss", seq_len=32, num_kv_pairs=4, vocab=64, seed=0
                        steps=1, dim=16, depth=1, dtype="float32", layer_options=lambda: {"kernel_N": 8, "kernel_H": 16})
 
 
-@pytest.fixture(scope="module")
-def synthetic():
-    return load_corpus("synthetic")
-
-
-def test_train_validation_and_test_are_disjoint_consecutive_splits(synthetic, tmp_path):
+def test_train_validation_and_test_are_disjoint_consecutive_splits(synth, tmp_path):
     text = tmp_path / "t.txt"
     text.write_bytes(bytes(range(256)) * 40)
-    for corpus in (synthetic, load_corpus(str(text))):
+    for corpus in (synth, load_corpus(str(text))):
         parts = (corpus.train, corpus.valid, corpus.test)
         content = torch.cat(parts)
         assert len(corpus.valid) == len(corpus.test) == pytest.approx(0.1 * len(content), abs=130)
         assert sum(map(len, parts)) == len(content)
-    assert torch.equal(torch.cat([synthetic.valid, synthetic.test])[:len(synthetic.valid)], synthetic.valid)
-    assert synthetic.test.data_ptr() == synthetic.valid.data_ptr() + len(synthetic.valid)  # views, in order
+    assert torch.equal(torch.cat([synth.valid, synth.test])[:len(synth.valid)], synth.valid)
+    assert synth.test.data_ptr() == synth.valid.data_ptr() + len(synth.valid)  # views, in order
 
 
-def test_every_evaluation_length_scores_the_same_target_bytes(synthetic):
+def test_every_evaluation_length_scores_the_same_target_bytes(synth):
     targets = []
     for multiple in (1, 2, 4):
-        ids, labels = synthetic.scored_windows("test", seq_len=64, count=12, multiple=multiple, max_multiple=4)
+        ids, labels = synth.scored_windows("test", seq_len=64, count=12, multiple=multiple, max_multiple=4)
         assert ids.shape == labels.shape == (12, 64 * multiple)
         assert (labels[:, :-64] == IGNORE).all() and (labels[:, -64:] != IGNORE).all()
         assert torch.equal(ids[:, 1:], torch.where(labels[:, :-1] == IGNORE, ids[:, 1:], labels[:, :-1]))
         targets.append(labels[:, -64:])
     assert torch.equal(targets[0], targets[1]) and torch.equal(targets[0], targets[2])
-    _, last = synthetic.scored_windows("test", seq_len=64, count=12, multiple=1, max_multiple=4)
-    assert torch.equal(last[-1, -64:], synthetic.test[-64:].long())  # the last window ends at the split's end
+    _, last = synth.scored_windows("test", seq_len=64, count=12, multiple=1, max_multiple=4)
+    assert torch.equal(last[-1, -64:], synth.test[-64:].long())  # the last window ends at the split's end
 
 
-def test_a_fixed_context_predictor_scores_the_same_at_every_length(synthetic):
+def test_a_fixed_context_predictor_scores_the_same_at_every_length(synth):
     """An order-2 byte model (counts of byte pairs in the training split, add-one smoothed: the next byte given
     the last) cannot use longer context: on the same targets its bits/byte is identical at every k, as it would not
     be on different text."""
-    train = synthetic.train.tolist()
+    train = synth.train.tolist()
     counts, context = Counter(zip(train, train[1:])), Counter(train)
 
     def bpb(ids, labels):
@@ -140,11 +135,11 @@ def test_a_fixed_context_predictor_scores_the_same_at_every_length(synthetic):
                     bits, n = bits - math.log2((counts[(x[t], y[t])] + 1) / (context[x[t]] + 256)), n + 1
         return bits / n
 
-    scores = [bpb(*synthetic.scored_windows("test", seq_len=32, count=40, multiple=k, max_multiple=4))
+    scores = [bpb(*synth.scored_windows("test", seq_len=32, count=40, multiple=k, max_multiple=4))
               for k in (1, 2, 4)]
     print(f"order-2 bits/byte at 1x, 2x, 4x: {scores}")
     assert scores[0] == scores[1] == scores[2] and 1.9 < scores[0] < 8
-    shifted = bpb(*synthetic.scored_windows("test", seq_len=32, count=40, multiple=1, max_multiple=1))
+    shifted = bpb(*synth.scored_windows("test", seq_len=32, count=40, multiple=1, max_multiple=1))
     assert shifted != scores[0]  # other end offsets, other text: the score moves
 
 

@@ -18,16 +18,6 @@ DIM, VOCAB = 16, 20
 FLOAT32_RTOL = 1e-5  # per position; observed <= 3e-7 at L=2048 (the residual stream dominates the output)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Thousands of steps on tiny tensors: two OpenMP threads per process thrash on the shared 2-core machine
-    (10x slower small ops; this file took 30-80 s with them and takes seconds on one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_layer(name, dtype=torch.float64, seed=0, **options):
     torch.manual_seed(seed)
     return models.build_layer(name, dim=DIM, dtype=dtype, **{**SMALL[name], **options})

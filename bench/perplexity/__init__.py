@@ -96,15 +96,8 @@ def shard(cells, spec):
 
 def convert(args):
     """The suite's own flags (cli.convert_flags handles the shared ones)."""
-    for name, parse in [("seq_len", usage.positive_int), ("eval_lengths", usage.positive_int),
-                        ("seeds", _seed), ("lr", _rate)]:
-        raw = getattr(args, name)
-        if raw is not None:
-            flag = name.replace("_", "-")
-            setattr(args, name, usage.parse_list(raw, flag, lambda t, parse=parse, flag=flag: parse(t, flag)))
-    for name in ("steps", "depth", "vocab", "num_kv_pairs"):
-        if getattr(args, name) is not None:
-            setattr(args, name, usage.positive_int(getattr(args, name), name))
+    cli.convert_lists(args, seq_len=usage.positive_int, eval_lengths=usage.positive_int, seeds=_seed, lr=_rate)
+    cli.convert_ints(args, "steps", "depth", "vocab", "num_kv_pairs")
     if args.dtype is not None and len(args.dtype) > 1:
         raise UsageError(f"--dtype takes one dtype here (every model trains in it), got {','.join(args.dtype)}")
     if args.corpus is not None:
