@@ -6,20 +6,51 @@ one fresh run directory results/<run_id>/, then the figures (plots/<run_id>/) an
     python run_all.py --only scaling                    # one suite
     python run_all.py --out results/X --resume          # continue a killed run
     python run_all.py --only scaling --check results/baselines/cpu-quick --relative   # CI gate
+    python run_all.py --preset gpu-check --device cpu --dry-run   # the GPU reference's cells and device time
+    python run_all.py --preset gpu-check --only scaling,perplexity,profiling,decode,numerics --pack RUN.tar.gz
+
+--preset gpu-check (one CUDA GPU, within about 7 minutes): the CUDA paths are checked first (bench.cuda_checks,
+recorded in env.json), each suite runs under a time limit from the estimated device time (bench.estimate),
+the scaling suite runs a second time into RUN/repeat/, and the two passes' time-ratio spread, which the CUDA
+time tolerance is three times, goes to RUN/ratio_spread.json (docs/gpu.md).
 """
 
+import json
+import os
 import sys
+import tarfile
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
-from bench import decode, env, numerics, perplexity, plots, profiling, regress, scaling, usage
-from bench.results import RESULTS_DIR, new_run_id
+from bench import (
+    cli,
+    cuda_checks,
+    decode,
+    env,
+    estimate,
+    numerics,
+    perplexity,
+    plots,
+    profiling,
+    regress,
+    scaling,
+    usage,
+)
+from bench.results import RESULTS_DIR, atomic_write_text, new_run_id
 from bench.usage import Parser, UsageError, fail
 
-SUITES = {"scaling": scaling.main, "perplexity": perplexity.main, "profiling": profiling.main,  # in this order
-          "decode": decode.main, "numerics": numerics.main}
+MODULES = {"scaling": scaling, "perplexity": perplexity, "profiling": profiling, "decode": decode,  # in this order
+           "numerics": numerics}
+SUITES = {name: module.main for name, module in MODULES.items()}
 STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
+GPU_CHECK = "gpu-check"
+GPU_BUDGET_S = 420  # the gpu-check preset's suites, the second scaling pass included
+GPU_CHECK_DEVICES = ("cuda",)
+REPEAT, SPREAD_FILE = "repeat", "ratio_spread.json"
 
 
 def make_parser():
@@ -32,6 +63,9 @@ def make_parser():
     p.add_argument("--check", metavar="BASELINE_DIR", help="then gate the run against a baseline run (bench.regress)")
     p.add_argument("--relative", action="store_true", help="with --check: compare times as ratios between models")
     p.add_argument("--tolerance", help="with --check: relative time tolerance (default: bench.regress's per device)")
+    p.add_argument("--dry-run", action="store_true", help="build every cell, rehearse the CUDA checks on this machine, "
+                   "print the estimated device time of one H100/H200; measures nothing")
+    p.add_argument("--pack", metavar="PATH", help="then pack the run directory into one .tar.gz at PATH")
     return p
 
 
@@ -50,6 +84,8 @@ def parse(argv):
         raise UsageError(f"--check {args.check}: no such baseline run directory")
     if args.resume and not args.out:
         raise UsageError("--resume needs --out: the run directory to continue")
+    if args.pack and not Path(args.pack).resolve().parent.is_dir():
+        raise UsageError(f"--pack {args.pack}: no such directory to write the archive into")
     return args
 
 
@@ -62,12 +98,14 @@ def main(argv=None):
     common = ["--out", str(out_dir), "--device", args.device]
     common += ["--preset", args.preset] if args.preset else []
     common += ["--resume"] if args.resume else []
-    for name in SUITES:
-        if name in args.only:
-            print(f"== {name}", file=sys.stderr, flush=True)
-            code = SUITES[name](common)
-            if code:
-                return code
+    if args.dry_run:
+        return dry_run(args, common)
+    if args.preset == GPU_CHECK:
+        code = gpu_check(args, out_dir, common)
+    else:
+        code = next((code for name in SUITES if name in args.only and (code := run_step(name, common))), 0)
+    if code not in (0, 1):
+        return code
     if any(name in args.only for name in SUITES):
         env.record_command(out_dir, ["run_all.py", *(sys.argv[1:] if argv is None else argv)])
     print(f"run directory: {out_dir}")
@@ -76,9 +114,93 @@ def main(argv=None):
         code = plots.main([str(out_dir)])
         if code:
             return code
+    if args.pack:
+        print(f"packed: {pack(out_dir, args.pack)}")
     if args.check:
         return check(args, out_dir, ["--device", args.device, *(["--preset", args.preset] if args.preset else [])])
-    return 0
+    return code
+
+
+def run_step(name, argv):
+    print(f"== {name}", file=sys.stderr, flush=True)
+    return SUITES[name](argv)
+
+
+def planned(args, common):
+    """[(step, suite, cells, estimated device seconds)] of the requested suites; gpu-check adds the second
+    scaling pass. Bad input raises UsageError."""
+    steps = []
+    for name in (n for n in SUITES if n in args.only):
+        preset, cells = cli.plan(MODULES[name].make_parser(), common, **MODULES[name].HOW)
+        steps.append((name, name, cells, estimate.suite_seconds(name, cells, preset.timing)))
+    if args.preset == GPU_CHECK and "scaling" in args.only:
+        steps.append((f"scaling ({REPEAT})", "scaling", *steps[0][2:]))
+    return steps
+
+
+def dry_run(args, common):
+    """Every cell built, the CUDA checks' logic rehearsed on this machine, the device time estimated."""
+    try:
+        steps = planned(args, common)
+    except UsageError as error:
+        return fail(error)
+    print(f"{'step':<20}{'cells':>7}{'estimated s':>13}   (one H100/H200; bench.estimate)")
+    for step, _, cells, seconds in steps:
+        print(f"{step:<20}{len(cells):>7}{seconds:>13.0f}")
+    total = sum(s for *_, s in steps)
+    budget = f" of the {GPU_BUDGET_S} s budget" if args.preset == GPU_CHECK else ""
+    print(f"{'total':<20}{sum(len(c) for _, _, c, _ in steps):>7}{total:>13.0f}{budget}")
+    problems = cuda_checks.rehearse()
+    for problem in problems:
+        print(f"CUDA check rehearsal: {problem}", file=sys.stderr)
+    print("CUDA checks rehearsed on the CPU: " + ("FAILED" if problems else "logic as required"))
+    return 1 if problems else 0
+
+
+def gpu_check(args, out_dir, common):
+    """The GPU reference run: checks, every suite under a time limit, the second scaling pass, the spread.
+    Returns 0; 1 when a CUDA check failed or a step broke (the others are still measured and recorded, the
+    failures listed in env.json); 2 on bad input."""
+    try:
+        device = cli.resolve_device(args.device)
+        if device.type not in GPU_CHECK_DEVICES:
+            raise UsageError(f"--preset {GPU_CHECK} measures a CUDA device; on a CPU, --dry-run rehearses it")
+        steps = planned(args, common)
+    except UsageError as error:
+        return fail(error)
+    report, failures = cuda_checks.check(device)
+    for failure in failures:
+        print(f"CUDA check FAILED: {failure}", file=sys.stderr, flush=True)
+    start, walls, limits = time.monotonic(), {}, {}
+    for i, (step, suite, _, seconds) in enumerate(steps):
+        reserve = sum(s for *_, s in steps[i + 1:])
+        limits[step] = max(10.0, min(2 * seconds + 15, GPU_BUDGET_S - (time.monotonic() - start) - reserve))
+        argv = [*common, "--time-limit", f"{limits[step]:.0f}"]
+        if step != suite:
+            argv[argv.index("--out") + 1] = str(out_dir / REPEAT)
+        began = time.monotonic()
+        try:  # one GPU lease, one run: a step that breaks is reported, and the others still measure
+            code = run_step(suite, argv)
+        except Exception:
+            traceback.print_exc()
+            code = f"crashed: {traceback.format_exc(limit=-1).strip().splitlines()[-1]}"
+        walls[step] = time.monotonic() - began
+        if code:
+            failures.append(f"{step}: exit code {code}" if isinstance(code, int) else f"{step}: {code}")
+    report.update(failures=failures, nvidia_smi_after=cuda_checks.nvidia_smi())
+    env.record(out_dir, cuda_check=report, gpu_check=dict(
+        budget_s=GPU_BUDGET_S, estimate_s={s: e for s, _, _, e in steps}, time_limit_s=limits, wall_s=walls,
+        planned_cells={s: len(c) for s, _, c, _ in steps}))
+    if (out_dir / scaling.CSV).exists() and (out_dir / REPEAT / scaling.CSV).exists():
+        try:
+            spread = regress.ratio_spread(out_dir, out_dir / REPEAT)
+        except UsageError as error:  # e.g. no cell in common: the run is still packed
+            print(f"no time-ratio spread: {error}", file=sys.stderr)
+            return 1
+        atomic_write_text(out_dir / SPREAD_FILE, json.dumps(spread, indent=2) + "\n")
+        print(f"time-ratio spread of the two scaling passes: {spread['max']:.1%} over {spread['cells']} cells "
+              f"(median {spread['median']:.1%}): tolerance {spread['tolerance']:.0%}")
+    return 1 if failures else 0
 
 
 def check(args, out_dir, suite_flags):
@@ -103,6 +225,23 @@ def check(args, out_dir, suite_flags):
             return code
     print(f"== regression gate of the re-measured cells against {args.check}", file=sys.stderr, flush=True)
     return regress.main([*gate, "--current", str(again), "--no-one-sided"])
+
+
+def pack(run_dir, path):
+    """The whole run directory as one .tar.gz at `path`, its members under the directory's name; written
+    beside `path` and renamed, so a reader never finds a torn archive."""
+    run_dir, path = Path(run_dir), Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w:gz") as archive:
+            archive.add(run_dir, arcname=run_dir.resolve().name)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@
              read side             bench.analysis < summaries < report_sections < report < plots; regress_load < regress:
                                    CSVs -> findings, figures, the gate; torch-free (plots alone imports matplotlib)
     floor 1  ground                models/ (knows nothing of bench), then bench.schema and bench.usage
-                                   (torch-free facts), results, env, timing, memory, flops, synthetic, data, recall,
-                                   training, config, sweep, cli
+                                   (torch-free facts), results, env, timing, memory, flops, cuda_checks, synthetic, data,
+                                   recall, training, config, sweep, cli, estimate
 
 IMPORT_ORDER below is that map as data, and tests/test_imports.py holds the code to it: a module may import
 a module listed before it (floor by floor; within a floor, only an earlier one), never a suite unless it is
@@ -16,8 +16,8 @@ run_all, and a TORCH_FREE module nothing that imports torch.
 
 FLOORS = {
     "ground": ("models", "bench.schema", "bench.usage", "bench.results", "bench.env", "bench.timing", "bench.memory",
-               "bench.flops", "bench.synthetic", "bench.data", "bench.recall", "bench.training", "bench.config",
-               "bench.sweep", "bench.cli"),
+               "bench.flops", "bench.cuda_checks", "bench.synthetic", "bench.data", "bench.recall", "bench.training",
+               "bench.config", "bench.sweep", "bench.cli", "bench.estimate"),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
     "read side": ("bench.analysis", "bench.summaries", "bench.report_sections", "bench.report", "bench.plots",
                   "bench.regress_load", "bench.regress"),

@@ -4,6 +4,7 @@ sharding, and the rule that bad input is one line on stderr and exit code 2 (ben
 import json
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def parser(module_doc, prog, flags=(), **own):
     p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded cells")
     p.add_argument("--shard", help="I/N: run the I-th of N deterministic slices of the cells")
     p.add_argument("--list", action="store_true", help="print the cells and exit")
+    p.add_argument("--time-limit", metavar="SECONDS", help="start no cell after this many seconds (the cells left "
+                   "are not recorded: --resume runs them)")
     own = {"--" + name.replace("_", "-"): text for name, text in own.items()}
     for flag in flags:
         p.add_argument(flag, help=own.pop(flag, FLAGS[flag]))
@@ -88,6 +91,8 @@ def convert_flags(args):
                   conv_kernel=config.conv_kernel, modes=lambda t, n: usage.choice(t, "mode", ("fwd", "fwdbwd")),
                   dtype=lambda t, n: usage.choice(t, "dtype", config.DTYPES))
     convert_ints(args, "batch", "dim", "threads")
+    if getattr(args, "time_limit", None) is not None:
+        args.time_limit = usage.positive_number(args.time_limit, "time-limit")
     args.shard = usage.parse_shard(args.shard) if args.shard is not None else None
     return args
 
@@ -123,11 +128,11 @@ class Context:
     out_dir: Path
     run_id: str
     cells: list
+    deadline: float | None = None  # time.monotonic() after which no cell starts (--time-limit)
 
 
-def prepare(args, *, presets, csv_names, build_cells, convert=None, shard=shard):
-    """Validate everything before anything is written; returns the run context (or None for --list).
-    csv_names: the suite's CSVs; a run directory holding one already needs --resume."""
+def resolve(args, *, presets, build_cells, convert=None, shard=shard):
+    """The flags converted and checked; returns (device, preset, this shard's cells). Writes nothing."""
     convert_flags(args)
     if convert is not None:
         convert(args)
@@ -136,7 +141,20 @@ def prepare(args, *, presets, csv_names, build_cells, convert=None, shard=shard)
         raise UsageError("--dtype float16 needs a CUDA device; use bfloat16 on CPU")
     name = args.preset or ("full" if device.type == "cuda" else "quick")
     preset = presets.get(name) or _unknown_preset(name, presets)
-    cells = shard(build_cells(args, preset), args.shard)
+    return device, preset, shard(build_cells(args, preset), args.shard)
+
+
+def plan(p, argv, **how):
+    """A suite's (preset, cells) for a command line, validated, nothing written (run_all.py --dry-run); `how`
+    as resolve takes it. Bad input raises UsageError."""
+    _, preset, cells = resolve(p.parse_args(list(argv)), **how)
+    return preset, cells
+
+
+def prepare(args, *, presets, csv_names, build_cells, convert=None, shard=shard):
+    """Validate everything before anything is written; returns the run context (or None for --list).
+    csv_names: the suite's CSVs; a run directory holding one already needs --resume."""
+    device, preset, cells = resolve(args, presets=presets, build_cells=build_cells, convert=convert, shard=shard)
     if args.list:
         for cell in cells:
             print(" ".join(f"{k}={v}" for k, v in cell_fields(cell).items()))
@@ -154,7 +172,9 @@ def prepare(args, *, presets, csv_names, build_cells, convert=None, shard=shard)
     ensure_writable_dir(out_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Context(device=device, preset=preset, out_dir=out_dir, run_id=out_dir.resolve().name, cells=cells)
+    deadline = time.monotonic() + args.time_limit if args.time_limit else None
+    return Context(device=device, preset=preset, out_dir=out_dir, run_id=out_dir.resolve().name, cells=cells,
+                   deadline=deadline)
 
 
 def _unknown_preset(name, presets):

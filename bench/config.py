@@ -116,6 +116,7 @@ class Preset:
         return {"name": self.name, "grids": [asdict(g) for g in self.grids], "timing": self.timing}
 
 
+_GPU_LENGTHS = tuple(2 ** k for k in range(10, 17))  # 1K..64K
 SCALING_PRESETS = {
     # CPU, 2 cores: lengths to 8192 so that the gss/attention crossover falls inside the range.
     "quick": Preset("quick", (
@@ -135,6 +136,15 @@ SCALING_PRESETS = {
         Grid("conv_kernel", ("conv", "gss-direct"), (4096,), conv_kernel=(16, 64, 256, 1024, 4096), batch=4,
              dim=1024),
     ), timing=dict(warmup=3, min_repeats=10, budget_s=2.0)),
+    # One H100/H200 within the device budget (run_all.py --preset gpu-check, docs/gpu.md): every model at
+    # 1K..64K, both dtypes; attention in float32 (no tensor cores) stops at 32K, the every-tap direct
+    # convolution (L^2) at 8K.
+    "gpu-check": Preset("gpu-check", (
+        Grid("length", ("gss", "conv"), _GPU_LENGTHS, dtypes=("float32", "bfloat16"), batch=4, dim=1024),
+        Grid("length", ("attention",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
+        Grid("length", ("attention",), _GPU_LENGTHS[:-1], dtypes=("float32",), batch=4, dim=1024),
+        Grid("length", ("gss-direct",), _GPU_LENGTHS[:4], dtypes=("float32", "bfloat16"), batch=4, dim=1024),
+    ), timing=dict(warmup=2, min_repeats=10, budget_s=0.5)),
     # Seconds, for tests and smoke runs.
     "smoke": Preset("smoke", (
         Grid("length", tuple(models.NAMES), (32, 64), batch=1, dim=32),

@@ -106,6 +106,13 @@ DECODE_PRESETS = {
         DecodeGrid("reforward", _CPU, tuple(2 ** k for k in range(8, 16)), methods=("reforward",),
                    dtypes=("float32", "bfloat16"), batch=8, dim=1024, depth=4, new_tokens=64),
     ), timing=dict(warmup=1, min_repeats=3, budget_s=2.0)),
+    # One H100/H200 within the device budget: prompts 1K..16K, 4 layers of the scaling width, bfloat16.
+    "gpu-check": Preset("gpu-check", (
+        DecodeGrid("stepping", _CPU, (1024, 4096, 16384), methods=_STEPPING, dtypes=("bfloat16",), batch=8,
+                   dim=1024, depth=4, new_tokens=32),
+        DecodeGrid("reforward", _CPU, (1024, 4096), methods=("reforward",), dtypes=("bfloat16",), batch=8,
+                   dim=1024, depth=4, new_tokens=32),
+    ), timing=dict(warmup=1, min_repeats=5, budget_s=0.5)),
     # Seconds, for tests and smoke runs: every model and method.
     "smoke": Preset("smoke", (
         DecodeGrid("all", tuple(models.NAMES), (16, 48), batch=1, dim=32, depth=1, new_tokens=4),
@@ -197,6 +204,7 @@ def run(args, ctx):
     sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
     name = device_name(ctx.device)
     sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, desc="decode",
+                    deadline=ctx.deadline,
                     measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing))
     return ctx.out_dir / CSV
 
@@ -208,9 +216,11 @@ def make_parser():
                       new_tokens="tokens generated per prompt (at least 2)")
 
 
+HOW = dict(presets=DECODE_PRESETS, build_cells=build_cells, convert=convert)  # command line -> cells (cli.resolve)
+
+
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, presets=DECODE_PRESETS, build_cells=build_cells, run=run,
-                         convert=convert)
+    return cli.run_suite(make_parser(), argv, run=run, **HOW)
 
 
 if __name__ == "__main__":

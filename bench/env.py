@@ -62,14 +62,19 @@ def write_env(run_dir: str | os.PathLike, *, config: Mapping[str, Any], argv: Se
     return path
 
 
-def record_command(run_dir: str | os.PathLike, argv: Sequence[str]) -> Path | None:
-    """Set env.json's top-level command to the one that made the whole run (run_all.py), keeping each
-    suite's own under config.suites; no env.json (no suite ran): nothing to do."""
+def record(run_dir: str | os.PathLike, **fields: Any) -> Path | None:
+    """Set top-level fields of env.json (keeping the rest); no env.json (no suite ran): nothing to do."""
     path = Path(run_dir) / ENV_FILE
     try:
         env = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    env["command"] = shlex.join(str(a) for a in argv)
+    env.update(fields)
     atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
     return path
+
+
+def record_command(run_dir: str | os.PathLike, argv: Sequence[str]) -> Path | None:
+    """Set env.json's top-level command to the one that made the whole run (run_all.py), keeping each
+    suite's own under config.suites."""
+    return record(run_dir, command=shlex.join(str(a) for a in argv))

@@ -92,6 +92,13 @@ NUMERICS_PRESETS = {
         NumericsGrid("length", ("gss-direct",), tuple(2 ** k for k in range(8, 14)),
                      dtypes=("float32", "bfloat16", "float16"), dim=1024),
     )),
+    # One H100/H200 within the device budget: every model and every CUDA dtype at 1K and 8K (the every-tap
+    # direct convolution at 1K only: its float64 reference is L^2).
+    "gpu-check": Preset("gpu-check", (
+        NumericsGrid("length", ("gss", "conv", "attention"), (1024, 8192), dtypes=("float32", "bfloat16", "float16"),
+                     dim=1024),
+        NumericsGrid("length", ("gss-direct",), (1024,), dtypes=("float32", "bfloat16", "float16"), dim=1024),
+    )),
     # Seconds, for tests and smoke runs.
     "smoke": Preset("smoke", (
         NumericsGrid("length", tuple(models.NAMES), (16, 64), dtypes=("float64", "float32", "bfloat16"), dim=32),
@@ -183,6 +190,7 @@ def run(args, ctx):
         return measure_cell(cell, ctx.device, references)
 
     sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, measure=measure,
+                    deadline=ctx.deadline,
                     desc="numerics")
     return ctx.out_dir / CSV
 
@@ -194,9 +202,11 @@ def make_parser():
     return p
 
 
+HOW = dict(presets=NUMERICS_PRESETS, build_cells=build_cells, convert=convert)  # command line -> cells (cli.resolve)
+
+
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, presets=NUMERICS_PRESETS, build_cells=build_cells, run=run,
-                         convert=convert)
+    return cli.run_suite(make_parser(), argv, run=run, **HOW)
 
 
 if __name__ == "__main__":

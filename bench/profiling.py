@@ -54,6 +54,10 @@ PROFILE_PRESETS = {
     # One GPU: the scaling suite's full width at the paper's 4K length and a long one, in both dtypes.
     "full": Preset("full", (Grid("profile", _MODELS, (4096, 16384), dtypes=("float32", "bfloat16"), batch=4,
                                  dim=1024),), timing=dict(warmup=1, active=2)),
+    # One H100/H200 within the device budget: gss and attention at 8K, one profiled step, small traces.
+    "gpu-check": Preset("gpu-check", (Grid("profile", ("gss", "attention"), (8192,), dtypes=("bfloat16",), batch=4,
+                                           dim=1024),),
+                        timing=dict(warmup=1, active=1, record_shapes=False, profile_memory=False)),
     # Seconds, for tests and smoke runs.
     "smoke": Preset("smoke", (Grid("profile", tuple(models.NAMES), (64,), batch=1, dim=16, kernel_N=(8,),
                                    kernel_H=(16,), conv_kernel=(8,)),), timing=dict(warmup=1, active=1)),
@@ -150,8 +154,9 @@ def trace_name(cell):
     return name + ("_compiled" if cell.compiled else "")
 
 
-def profile_cell(cell, device, trace_dir, *, warmup=1, active=2):
-    """Profile `warmup` + `active` steps of one cell; the trace goes to trace_dir. Returns its Breakdown."""
+def profile_cell(cell, device, trace_dir, *, warmup=1, active=2, record_shapes=True, profile_memory=True):
+    """Profile `warmup` + `active` steps of one cell; the trace goes to trace_dir. Returns its Breakdown.
+    Shapes and memory events make the trace several times larger; the breakdown needs neither."""
     torch.manual_seed(0)
     layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
     x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
@@ -173,7 +178,7 @@ def profile_cell(cell, device, trace_dir, *, warmup=1, active=2):
         found.append(breakdown(prof.events(), on_cuda=on_cuda))
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    with profile(activities=activities, record_shapes=True, profile_memory=True, with_stack=False,
+    with profile(activities=activities, record_shapes=record_shapes, profile_memory=profile_memory, with_stack=False,
                  schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1), on_trace_ready=ready) as prof:
         for _ in range(warmup + active):
             profiled_step()
@@ -204,7 +209,8 @@ def run(args, ctx):
         result = profile_cell(cell, ctx.device, ctx.out_dir / TRACES / trace, **ctx.preset.timing)
         return rows_of(result, f"{TRACES}/{trace}")
 
-    sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), measure=measure, desc="profiling")
+    sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), measure=measure, desc="profiling",
+                    deadline=ctx.deadline)
     return ctx.out_dir / CSV
 
 
@@ -212,8 +218,11 @@ def make_parser():
     return cli.parser(__doc__, "python -m bench.profiling", cli.LAYER_FLAGS)
 
 
+HOW = dict(presets=PROFILE_PRESETS, build_cells=layer_cells)  # how a command line becomes cells (cli.resolve)
+
+
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, presets=PROFILE_PRESETS, build_cells=layer_cells, run=run)
+    return cli.run_suite(make_parser(), argv, run=run, **HOW)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class Gate:
         self.relative, self.cls = relative, cls
         self.time_tol, self.mem_tol, self.bpb_tol, self.acc_tol = time_tol, mem_tol, bpb_tol, acc_tol
         self.findings, self.compared, self.times = [], 0, True
+        self.time_changes = {}  # cell -> relative change of its time (or ratio), every compared cell
 
     def add(self, kind, csv, cell, what, severity=0.0, key=()):
         self.findings.append(Finding(kind, csv, cell, what, severity, key))
@@ -128,6 +129,7 @@ class Gate:
             tb, tc = tb / number(refs[0]["time_ms"]), tc / number(refs[1]["time_ms"])
             rel_noise += [standard_error_ms(r) / number(r["time_ms"]) for r in refs]
         change = tc / tb - 1
+        self.time_changes[cell] = change
         noise = NOISE_SIGMAS * math.sqrt(sum(n * n for n in rel_noise))
         what = ("time ratio to " + REFERENCE_MODEL if self.relative else "time_ms") + \
             f" {tb:.4g} -> {tc:.4g} ({change:+.1%}; tolerance {self.time_tol:.0%}, noise {noise:.1%})"
@@ -196,6 +198,21 @@ def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, b
     if gate.compared == 0:
         raise CompareError(f"no cell in common between {baseline} and {current}")
     return gate
+
+
+def ratio_spread(first, second):
+    """How far two runs of the same code on the same machine disagree, as the time tolerance is derived: each
+    cell's time ratio to REFERENCE_MODEL in one run against the other, as the larger of r and 1/r, minus 1.
+    Returns the cells' spreads (worst first), their largest, median and 90th percentile, and the tolerance
+    that three times the largest gives."""
+    gate = compare(first, second, relative=True, time_tol=math.inf)
+    spreads = sorted(((max(1 + c, 1 / (1 + c)) - 1, cell) for cell, c in gate.time_changes.items()), reverse=True)
+    if not spreads:
+        raise CompareError(f"no time ratio to {REFERENCE_MODEL} in common between {first} and {second}")
+    values = sorted(s for s, _ in spreads)
+    quantile = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return dict(cells=len(values), max=values[-1], median=quantile(0.5), p90=quantile(0.9),
+                tolerance=3 * values[-1], per_cell={cell: s for s, cell in spreads})
 
 
 def render(gate, *, one_sided=True):

@@ -119,7 +119,7 @@ def run(args, ctx):
     """Run the context's cells into its run directory; returns the path of the CSV."""
     sweep = ScalingSweep(out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
     name = device_name(ctx.device)
-    sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), desc="scaling",
+    sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), desc="scaling", deadline=ctx.deadline,
                     measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing))
     return ctx.out_dir / CSV
 
@@ -128,8 +128,11 @@ def make_parser():
     return cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS)
 
 
+HOW = dict(presets=SCALING_PRESETS, build_cells=layer_cells)  # how a command line becomes cells (cli.resolve)
+
+
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, presets=SCALING_PRESETS, build_cells=layer_cells, run=run)
+    return cli.run_suite(make_parser(), argv, run=run, **HOW)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ in this cell") instead of running it again forever. `drive` feeds a suite's cell
 import contextlib
 import gc
 import sys
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -52,12 +53,22 @@ def frozen_gc():
         gc.unfreeze()
 
 
-def drive(cells, run_cell, *, desc):
+def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic):
     """The one driver: run_cell(cell) for every cell in order, with a progress bar (cells done of total and
-    an ETA, on stderr) and garbage collection frozen for what lives before the sweep."""
+    an ETA, on stderr) and garbage collection frozen for what lives before the sweep. With a `deadline` (on
+    `clock`), no cell starts after it: the cells left are not recorded, so --resume measures them later.
+    Returns the number of cells left."""
+    cells = list(cells)
     with frozen_gc():
-        for cell in tqdm(cells, desc=desc, unit="cell", file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+        for i, cell in enumerate(tqdm(cells, desc=desc, unit="cell", file=sys.stderr, dynamic_ncols=True,
+                                      mininterval=1.0)):
+            if deadline is not None and clock() >= deadline:
+                left = len(cells) - i
+                print(f"{desc}: time limit reached, {left} of {len(cells)} cells not run (--resume runs them)",
+                      file=sys.stderr, flush=True)
+                return left
             run_cell(cell)
+    return 0
 
 
 @dataclass
@@ -141,9 +152,9 @@ class Sweep:
                     self.also[name].append({"run_id": self.run_id, **row})
             self.record(rows)
 
-    def run_cells(self, cells, *, key_row, measure, desc):
+    def run_cells(self, cells, *, key_row, measure, desc, deadline=None):
         """Every cell through run(), driven by drive(): key_row(cell) and measure(cell) as run() takes them."""
-        drive(cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc)
+        return drive(cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc, deadline=deadline)
 
     def recover_in_flight(self):
         """A cell that was running when the process died is recorded as an error, not run again."""

@@ -26,6 +26,8 @@ class Timing:
     times_ms: tuple[float, ...]
     warmup: int
     stop_reason: str  # "converged" | "budget" | "max_repeats"
+    clock: str = ""  # CLOCKS: what timed the repeats
+
 
     @property
     def rel_iqr(self) -> float:
@@ -45,6 +47,9 @@ def _median_iqr_ms(times_ms: list[float]) -> tuple[float, float]:
         return median_ms, 0.0
     q1, _, q3 = statistics.quantiles(times_ms, n=4, method="inclusive")
     return median_ms, q3 - q1
+
+
+CLOCKS = {"cpu": "perf_counter", "cuda": "cuda_events"}  # the timer of each device type (Timing.clock)
 
 
 class _CpuTimer:
@@ -141,6 +146,7 @@ def measure(
         times_ms=tuple(times_ms),
         warmup=warmups_done,
         stop_reason=stop_reason,
+        clock=CLOCKS[device.type if on_cuda else "cpu"],
     )
 
 

@@ -2,6 +2,7 @@
 values, and the one line on stderr with exit code 2 that every command prints for it."""
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -41,6 +42,16 @@ def positive_int(text, name="value"):
         raise UsageError(f"--{name}: {text!r} is not an integer") from None
     if value <= 0:
         raise UsageError(f"--{name}: {value} is not positive")
+    return value
+
+
+def positive_number(text, name="value"):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name}: {text!r} is not a number") from None
+    if not 0 < value < math.inf:
+        raise UsageError(f"--{name} must be a positive finite number, got {text}")
     return value
 
 

@@ -11,7 +11,6 @@ corpus's exact entropy rate (empty for real text).
 """
 
 import functools
-import math
 import sys
 from dataclasses import replace
 
@@ -36,16 +35,6 @@ def _seed(text, name):
         raise UsageError(f"--{name}: {text!r} is not an integer") from None
     if value < 0:
         raise UsageError(f"--{name}: {value} is negative")
-    return value
-
-
-def _rate(text, name):
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"--{name}: {text!r} is not a number") from None
-    if not 0 < value < math.inf:
-        raise UsageError(f"--{name} must be a positive finite number, got {text}")
     return value
 
 
@@ -96,7 +85,8 @@ def shard(cells, spec):
 
 def convert(args):
     """The suite's own flags (cli.convert_flags handles the shared ones)."""
-    cli.convert_lists(args, seq_len=usage.positive_int, eval_lengths=usage.positive_int, seeds=_seed, lr=_rate)
+    cli.convert_lists(args, seq_len=usage.positive_int, eval_lengths=usage.positive_int, seeds=_seed,
+                      lr=usage.positive_number)
     cli.convert_ints(args, "steps", "depth", "vocab", "num_kv_pairs")
     if args.dtype is not None and len(args.dtype) > 1:
         raise UsageError(f"--dtype takes one dtype here (every model trains in it), got {','.join(args.dtype)}")
@@ -150,7 +140,7 @@ def run(args, ctx):
         sweep.run(keys if corpus else {**base, "lr": rate},
                   (lambda: measure(ctx.device, lr=rate)) if rate is not None else unselected)
 
-    drive(ctx.cells, run_cell, desc="perplexity")
+    drive(ctx.cells, run_cell, desc="perplexity", deadline=ctx.deadline)
     return ctx.out_dir / CSV
 
 
@@ -166,9 +156,12 @@ def make_parser():
                             "of two)", num_kv_pairs="recall key-value pairs per sequence")
 
 
+# how a command line becomes cells (cli.resolve)
+HOW = dict(presets=PERPLEXITY_PRESETS, build_cells=build_cells, convert=convert, shard=shard)
+
+
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, presets=PERPLEXITY_PRESETS, run=run, build_cells=build_cells,
-                         convert=convert, shard=shard)
+    return cli.run_suite(make_parser(), argv, run=run, **HOW)
 
 
 if __name__ == "__main__":

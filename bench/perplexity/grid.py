@@ -129,6 +129,13 @@ PERPLEXITY_PRESETS = {
         TrainGrid("recall", "recall", ("gss", "conv", "attention"), seeds=(0, 1), seq_lens=(256, 1024, 4096),
                   batch=32, steps=500, lrs=(5e-4, 1e-3, 2e-3, 4e-3), dim=128, depth=2, num_kv_pairs=32, vocab=8192),
     )),
+    # One H100/H200 within the device budget: one short training of every model at one rate (no selection).
+    "gpu-check": Preset("gpu-check", (
+        TrainGrid("models", "lm", tuple(models.NAMES), corpus="stdlib", seq_lens=(2048,), batch=8, steps=100,
+                  lrs=(1e-3,), dim=512, depth=4, eval_lengths=(1, 2), eval_tokens=65536, dtype="bfloat16"),
+        TrainGrid("recall", "recall", tuple(models.NAMES), seq_lens=(256,), batch=32, steps=100, lrs=(2e-3,),
+                  dim=128, depth=2, num_kv_pairs=16, vocab=8192),
+    )),
     "smoke": Preset("smoke", (
         TrainGrid("models", "lm", tuple(models.NAMES), seeds=(0,), corpus="synthetic", seq_lens=(32,), batch=2,
                   steps=3, dim=16, depth=1, eval_lengths=(1, 2), eval_tokens=256, kernel_N=(8,), kernel_H=(16,),

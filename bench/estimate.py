@@ -1,0 +1,97 @@
+"""Device time of a preset on one H100/H200, estimated on the CPU before it runs (run_all.py --dry-run).
+
+The model, per step: its FLOPs (the models' analytic `.flops()`, checked against the counted FLOPs in the
+tests; a backward costs twice the forward) at an assumed achieved rate per dtype, but never less than a
+floor for launching an eager step's kernels from Python. Per cell: the steps the suite runs (the counting
+and memory steps, warm-ups, timed repeats as bench.timing's stopping rule takes them, trainings' steps and
+evaluations), plus a fixed cost for building the layer, allocator growth and FFT plans. The rates are
+leads, not measurements: about a third of the H100's dense bfloat16 peak (990 TFLOP/s) for eager bfloat16,
+about half its float32 peak without tensor cores (67 TFLOP/s, as torch runs float32 matmuls by default),
+likewise float64. A GPU run's log and CSVs give the real times to compare with (docs/gpu.md).
+"""
+
+import math
+
+import models
+
+RATES = {"float64": 30e12, "float32": 30e12, "bfloat16": 300e12, "float16": 300e12}  # achieved FLOP/s, assumed
+LAUNCH_S = {"fwd": 1e-3, "fwdbwd": 3e-3}  # per layer step: ~100 / ~300 eager ops at ~10 us each
+CELL_S = 0.5  # build, allocations, FFT plans, the FLOP counter's Python dispatch
+SLOW_REPEATS = 3  # bench.timing.SLOW_STEP_MIN_REPEATS
+
+
+def _layer(model, dim, **options):
+    return models.build_layer(model, dim=dim, device="meta", **options)
+
+
+def step_s(flops_fwd, dtype, mode, *, layers=1):
+    """One step of forward FLOPs `flops_fwd` (a backward: twice more) in `dtype`."""
+    work = flops_fwd * (3 if mode == "fwdbwd" else 1) / RATES[dtype]
+    return max(work, layers * LAUNCH_S[mode])
+
+
+def timed_steps(step, timing):
+    """Steps bench.timing.measure runs for a step of `step` seconds: warm-ups, then min_repeats (3 when one
+    step exceeds the budget), assuming the spread converges by then (GPU times are steady)."""
+    warmup, repeats, budget = timing.get("warmup", 2), timing.get("min_repeats", 5), timing.get("budget_s", 1.0)
+    if step > budget:
+        return 1 + SLOW_REPEATS
+    return warmup + repeats
+
+
+def scaling_cell(cell, timing):
+    """Counting + memory steps, then the timed steps."""
+    step = step_s(_layer(cell.model, cell.dim, **cell.layer_options()).flops(cell.batch, cell.seq_len), cell.dtype,
+                  cell.mode)
+    return CELL_S + step * (2 + timed_steps(step, timing))
+
+
+def profiling_cell(cell, timing):
+    """The profiler's warm-up and active steps, plus its start and the trace's writing (a few seconds)."""
+    step = step_s(_layer(cell.model, cell.dim, **cell.layer_options()).flops(cell.batch, cell.seq_len), cell.dtype,
+                  cell.mode)
+    return 3.0 + step * (timing.get("warmup", 1) + timing.get("active", 2))
+
+
+def _lm_flops(model, *, num_tokens, dim, depth, batch, seq_len, **options):
+    lm = models.build_lm(model, num_tokens=num_tokens, dim=dim, depth=depth, device="meta", **options)
+    return lm.flops(batch, seq_len)
+
+
+def decode_cell(cell, timing):
+    """Stepping: timed prefills, then new_tokens single-token steps; reforward: forwards of the prompt."""
+    shared = dict(num_tokens=256, dim=cell.dim, depth=cell.depth, batch=cell.batch)
+    prompt = step_s(_lm_flops(cell.model, seq_len=cell.prompt_len + 1, **shared), cell.dtype, "fwd",
+                    layers=cell.depth)
+    if cell.method == "reforward":
+        return CELL_S + prompt * (1 + timed_steps(prompt, timing))
+    token = step_s(_lm_flops(cell.model, seq_len=1, **shared), cell.dtype, "fwd", layers=cell.depth)
+    return CELL_S + prompt * timed_steps(prompt, timing) + token * cell.new_tokens
+
+
+def numerics_cell(cell):
+    """The float64 reference (one per model and length, charged to its float32 cell) and the dtype's run,
+    each a forward and backward."""
+    flops = _layer(cell.model, cell.dim).flops(cell.batch, cell.seq_len)
+    reference = step_s(flops, "float64", "fwdbwd") if cell.dtype == "float32" else 0.0
+    return CELL_S + reference + step_s(flops, "float64" if cell.dtype == "float64" else cell.dtype, "fwdbwd")
+
+
+def training_cell(cell):
+    """`steps` optimiser steps, one training per candidate rate, then the evaluations (forwards)."""
+    vocab = cell.vocab or 256
+    shared = dict(num_tokens=vocab, dim=cell.dim, depth=cell.depth, **cell.layer_options())
+    step = step_s(_lm_flops(cell.model, batch=cell.batch, seq_len=cell.seq_len, **shared), cell.dtype, "fwdbwd",
+                  layers=cell.depth)
+    evals = sum(step_s(_lm_flops(cell.model, batch=1, seq_len=m * cell.seq_len, **shared), cell.dtype, "fwd",
+                       layers=cell.depth) * math.ceil(cell.eval_tokens / (m * cell.seq_len))
+                for m in cell.eval_lengths)
+    runs = len(cell.lrs) if cell.selects else 1
+    return CELL_S + runs * (cell.steps * step + evals)
+
+
+def suite_seconds(suite, cells, timing):
+    """The estimated device seconds of a suite's cells."""
+    one = {"scaling": lambda c: scaling_cell(c, timing), "profiling": lambda c: profiling_cell(c, timing),
+           "decode": lambda c: decode_cell(c, timing), "numerics": numerics_cell, "perplexity": training_cell}[suite]
+    return sum(one(cell) for cell in cells)

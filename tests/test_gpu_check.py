@@ -1,0 +1,180 @@
+"""The GPU reference's preset, rehearsed on the CPU: its dry run, the CUDA checks' logic on planted reports,
+the estimate's arithmetic, the time limits, the spread of two passes and the packed run directory."""
+
+import json
+import tarfile
+import time
+
+import pytest
+
+import run_all
+from bench import config, cuda_checks, decode, estimate, numerics, profiling, regress, results
+from bench.perplexity import grid
+from bench.schema import TABLES
+from bench.sweep import drive
+from bench.timing import CLOCKS, measure
+from tests.test_regress import write
+
+
+def test_dry_run_builds_every_cell_estimates_within_the_budget_and_rehearses_the_checks(capsys):
+    assert run_all.main(["--preset", "gpu-check", "--device", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0] + (" (repeat)" if "(repeat)" in line else ""): line.split() for line in out.splitlines()
+             if line and line.split()[0] in ("scaling", "perplexity", "profiling", "decode", "numerics", "total")}
+    assert int(lines["scaling"][1]) == 56 + 14 + 12 + 16  # gss and conv; attention bf16 to 64K, fp32 to 32K; gss-direct
+    assert lines["scaling (repeat)"][2:] == lines["scaling"][1:]  # the second pass: the same cells
+    total = int(lines["total"][2])
+    assert 0 < total <= run_all.GPU_BUDGET_S
+    assert "CUDA checks rehearsed on the CPU: logic as required" in out
+
+
+def test_the_gpu_check_preset_spans_what_the_reference_needs():
+    cells = [c for g in config.SCALING_PRESETS["gpu-check"].grids for c in g.cells()]
+    assert {c.model for c in cells} == set(config.models.NAMES)
+    assert {(c.batch, c.dim) for c in cells} == {(4, 1024)}
+    assert {c.dtype for c in cells} == {"float32", "bfloat16"} and {c.mode for c in cells} == {"fwd", "fwdbwd"}
+    longest = {(c.model, c.dtype): max(x.seq_len for x in cells if (x.model, x.dtype) == (c.model, c.dtype))
+               for c in cells}
+    assert longest[("gss", "bfloat16")] == longest[("attention", "bfloat16")] == 65536
+    assert min(c.seq_len for c in cells) == 1024
+    assert "float16" in numerics.NUMERICS_PRESETS["gpu-check"].grids[0].dtypes
+    assert {c.seq_len for g in profiling.PROFILE_PRESETS["gpu-check"].grids for c in g.cells()} == {8192}
+    prompts = {c.prompt_len for g in decode.DECODE_PRESETS["gpu-check"].grids for c in g.cells()}
+    assert min(prompts) == 1024 and max(prompts) == 16384
+    trainings = [c for g in grid.PERPLEXITY_PRESETS["gpu-check"].grids for c in g.cells()]
+    assert all(len(c.lrs) == 1 and not c.selects for c in trainings)  # one rate, no selection
+    assert {c.model for c in trainings if c.task == "lm"} == set(config.models.NAMES)
+
+
+def test_sdpa_check_requires_flash_for_half_precision_on_cuda_only():
+    assert cuda_checks.sdpa_backend(["linear", "_scaled_dot_product_flash_attention", "add"]) == "flash"
+    assert cuda_checks.sdpa_backend(["_scaled_dot_product_efficient_attention"]) == "efficient"
+    assert cuda_checks.sdpa_backend(["bmm", "_softmax", "bmm"]) == "math"
+    assert cuda_checks.sdpa_failures({"float32": "efficient", "bfloat16": "flash"}, "cuda") == []
+    failures = cuda_checks.sdpa_failures({"bfloat16": "cudnn", "float16": "math"}, "cuda")
+    assert len(failures) == 2 and "cudnn" in failures[0] and "math" in failures[1]
+    assert cuda_checks.sdpa_failures({"bfloat16": "math"}, "cpu") == []
+
+
+def test_timing_check_refuses_a_host_clock_on_async_work_and_disagreeing_times():
+    assert cuda_checks.timing_failures(dict(clock="cuda_events", timed_ms=5.0, host_ms=5.2), "cuda") == []
+    assert len(cuda_checks.timing_failures(dict(clock="perf_counter", timed_ms=0.02, host_ms=5.0), "cuda")) == 2
+    assert len(cuda_checks.timing_failures(dict(clock="cuda_events", timed_ms=2.0, host_ms=5.0), "cuda")) == 1
+    assert measure(lambda: None, device="cpu", warmup=0, min_repeats=1, max_repeats=1).clock == CLOCKS["cpu"]
+
+
+def test_observed_sdpa_backend_on_the_cpu_is_its_flash_kernel():
+    seen = cuda_checks.observed_sdpa_backends(cuda_checks.torch.device("cpu"), ("float32",), seq_len=32, dim=32)
+    assert seen == {"float32": "flash"}
+
+
+def test_nvidia_smi_is_read_field_by_field_and_its_absence_is_none():
+    line = "NVIDIA H200, 580.1, 1980, 1980, 3201, 3201, 99.5, 700.00, 31, 143771, P0\n"
+    (gpu,) = cuda_checks.parse_smi(line)
+    assert gpu["name"] == "NVIDIA H200" and gpu["clocks.sm"] == "1980" and gpu["pstate"] == "P0"
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("nvidia-smi")
+    assert cuda_checks.nvidia_smi(run=missing) is None
+
+
+def test_estimate_is_the_steps_the_timing_rule_runs_times_the_step():
+    cell = config.Cell(model="attention", mode="fwdbwd", dtype="float32", batch=4, seq_len=32768, dim=1024)
+    flops = config.models.build_layer("attention", dim=1024, device="meta").flops(4, 32768)
+    step = 3 * flops / estimate.RATES["float32"]
+    timing = dict(warmup=2, min_repeats=10, budget_s=0.5)
+    assert step > 0.5  # a slow step: one warm-up, three repeats, after the counting and memory steps
+    assert estimate.scaling_cell(cell, timing) == pytest.approx(estimate.CELL_S + step * (2 + 1 + 3))
+    small = config.Cell(model="gss", mode="fwd", dtype="float32", batch=1, seq_len=16, dim=32)
+    assert estimate.scaling_cell(small, timing) == pytest.approx(estimate.CELL_S + 1e-3 * (2 + 2 + 10))
+
+
+def test_drive_starts_no_cell_after_its_deadline():
+    now, ran = [0.0], []
+
+    def run_cell(cell):
+        ran.append(cell)
+        now[0] += 10.0
+
+    left = drive(range(5), run_cell, desc="t", deadline=25.0, clock=lambda: now[0])
+    assert ran == [0, 1, 2] and left == 2
+    assert drive(range(3), ran.append, desc="t") == 0
+
+
+def _scaling_rows(path, times):
+    rows = [dict(run_id="r", model=m, mode="fwd", dtype="float32", device="cuda:GPU", batch=4, seq_len=n, dim=64,
+                 compiled="false", params=10, flops=100, time_ms=t, time_iqr_ms=0.0, repeats=10, peak_mem_mb=1.0,
+                 status="ok") for (m, n), t in times.items()]
+    write(path, "scaling.csv", TABLES["scaling.csv"].columns, rows)
+
+
+def test_ratio_spread_is_the_largest_symmetric_change_of_time_ratios(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    _scaling_rows(first, {("attention", 1024): 1.0, ("gss", 1024): 2.0, ("attention", 2048): 4.0, ("gss", 2048): 4.0})
+    # gss/attention: 2.0 -> 2.2 (+10%) at 1024; 1.0 -> 0.8 at 2048, i.e. 1.25x apart (25%)
+    _scaling_rows(second, {("attention", 1024): 1.0, ("gss", 1024): 2.2, ("attention", 2048): 5.0, ("gss", 2048): 4.0})
+    spread = regress.ratio_spread(first, second)
+    assert spread["cells"] == 2
+    assert spread["max"] == pytest.approx(0.25) and spread["tolerance"] == pytest.approx(0.75)
+    assert sorted(spread["per_cell"].values()) == pytest.approx([0.10, 0.25])
+
+
+def test_pack_holds_the_whole_run_directory_under_its_name(tmp_path):
+    run = tmp_path / "nvidia-x"
+    (run / "traces" / "a").mkdir(parents=True)
+    (run / "scaling.csv").write_text("x\n")
+    (run / "traces" / "a" / "t.json").write_text("{}")
+    path = run_all.pack(run, tmp_path / "run.tar.gz")
+    with tarfile.open(path) as archive:
+        names = set(archive.getnames())
+    assert {"nvidia-x/scaling.csv", "nvidia-x/traces/a/t.json"} <= names
+    assert not list(tmp_path.glob(".run.tar.gz.*"))  # no temporary left
+
+
+def test_gpu_check_needs_a_cuda_device_and_says_so(capsys):
+    assert run_all.main(["--preset", "gpu-check", "--device", "cpu"]) == 2
+    assert "--dry-run" in capsys.readouterr().err
+
+
+def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path, monkeypatch, restore_threads):
+    """The whole flow on the CPU (seconds), each suite's gpu-check preset replaced by its smoke preset."""
+    for presets in (config.SCALING_PRESETS, grid.PERPLEXITY_PRESETS, profiling.PROFILE_PRESETS,
+                    decode.DECODE_PRESETS, numerics.NUMERICS_PRESETS):
+        monkeypatch.setitem(presets, "gpu-check", presets["smoke"])
+    monkeypatch.setattr(run_all, "GPU_CHECK_DEVICES", ("cpu",))
+    planted = dict(sdpa_backend={"bfloat16": "flash"}, timing=dict(clock="cuda_events", timed_ms=5, host_ms=5))
+    monkeypatch.setattr(cuda_checks, "check", lambda device: (dict(planted), []))
+    def broken(argv):
+        raise RuntimeError("planted")
+    monkeypatch.setitem(run_all.SUITES, "decode", broken)  # a step that breaks does not stop the others
+    run, archive = tmp_path / "nvidia-test", tmp_path / "run.tar.gz"
+    began = time.monotonic()
+    code = run_all.main(["--preset", "gpu-check", "--device", "cpu", "--out", str(run), "--pack", str(archive),
+                         "--only", "scaling,perplexity,profiling,decode,numerics"])
+    assert code == 1
+    env = json.loads((run / "env.json").read_text())
+    assert env["cuda_check"]["sdpa_backend"] == {"bfloat16": "flash"}
+    assert env["cuda_check"]["failures"] == ["decode: crashed: RuntimeError: planted"]
+    walls = env["gpu_check"]["wall_s"]
+    assert set(walls) == {"scaling", "perplexity", "profiling", "decode", "numerics", "scaling (repeat)"}
+    assert sum(walls.values()) <= time.monotonic() - began
+    assert all(0 < limit <= run_all.GPU_BUDGET_S for limit in env["gpu_check"]["time_limit_s"].values())
+    first, second = (len(results.read_rows(d / "scaling.csv")) for d in (run, run / "repeat"))
+    assert first == second == len(config.SCALING_PRESETS["smoke"].grids[0].cells())
+    spread = json.loads((run / "ratio_spread.json").read_text())
+    assert spread["tolerance"] == pytest.approx(3 * spread["max"])
+    with tarfile.open(archive) as packed:
+        names = set(packed.getnames())
+    assert {f"{run.name}/{n}" for n in ("env.json", "scaling.csv", "repeat/scaling.csv", "ratio_spread.json",
+                                        "perplexity.csv", "op_breakdown.csv", "numerics.csv")} <= names
+
+
+def test_a_check_that_raises_is_a_failure_not_the_end_of_the_run(monkeypatch):
+    def broken(device):
+        raise RuntimeError("no sleep kernel")
+    monkeypatch.setattr(cuda_checks, "gpu_info", lambda device: {"name": "planted"})
+    monkeypatch.setattr(cuda_checks, "observed_sdpa_backends", lambda device, dtypes: {"bfloat16": "flash"})
+    monkeypatch.setattr(cuda_checks, "event_timing", broken)
+    report, failures = cuda_checks.check(cuda_checks.torch.device("cuda"))
+    assert report == {"gpu": {"name": "planted"}, "sdpa_backend": {"bfloat16": "flash"}}
+    assert failures == ["timing: RuntimeError: no sleep kernel"]
