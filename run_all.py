@@ -116,8 +116,8 @@ def main(argv=None):
             return code
     if args.pack:
         print(f"packed: {pack(out_dir, args.pack)}")
-    if args.check:
-        return check(args, out_dir, ["--device", args.device, *(["--preset", args.preset] if args.preset else [])])
+    if args.check:  # a failed CUDA check (1) fails the run even when the gate passes
+        return check(args, out_dir, ["--device", args.device, *(["--preset", args.preset] if args.preset else [])]) or code
     return code
 
 
@@ -198,8 +198,7 @@ def gpu_check(args, out_dir, common):
             print(f"no time-ratio spread: {error}", file=sys.stderr)
             return 1
         atomic_write_text(out_dir / SPREAD_FILE, json.dumps(spread, indent=2) + "\n")
-        print(f"time-ratio spread of the two scaling passes: {spread['max']:.1%} over {spread['cells']} cells "
-              f"(median {spread['median']:.1%}): tolerance {spread['tolerance']:.0%}")
+        print(regress.render_spread(spread))
     return 1 if failures else 0
 
 

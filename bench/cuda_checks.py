@@ -1,8 +1,10 @@
 """The CUDA paths a GPU run relies on, observed and checked before it measures (run_all.py --preset gpu-check),
 and recorded in env.json under "cuda_check":
 
-* the SDPA backend attention actually dispatches to, per dtype, read from the aten ops its forward runs
-  (flash is required for bfloat16 and float16 on CUDA: anything else would time another kernel);
+* the SDPA backend attention actually dispatches to, per dtype, read from the aten ops its forward runs. For
+  bfloat16 and float16 on CUDA it must be a fused FlashAttention-style kernel: PyTorch's flash kernel, or
+  cuDNN's fused attention, which torch 2.11 prefers on Hopper (seen on the H200, docs/gpu.md); the math or
+  memory-efficient path would time another algorithm than a practitioner gets;
 * that bench.timing times CUDA work with CUDA events: a GPU-side sleep of known length timed through
   bench.timing.measure agrees with the host clock around a synchronised call;
 * the GPU: name, compute capability, memory, multiprocessors, torch's CUDA and cuDNN versions, and what
@@ -29,7 +31,8 @@ SDPA_OPS = {
     "_scaled_dot_product_cudnn_attention": "cudnn",
     "_scaled_dot_product_fused_attention_overrideable": "overrideable",
 }
-REQUIRED_SDPA = {"cuda": {"bfloat16": "flash", "float16": "flash"}}  # device type -> dtype -> backend
+FUSED = ("flash", "cudnn")
+REQUIRED_SDPA = {"cuda": {"bfloat16": FUSED, "float16": FUSED}}  # device type -> dtype -> the backends accepted
 SLEEP_CYCLES = 10_000_000  # the GPU-side sleep timed by the event check: ~5 ms at 2 GHz
 TIMING_AGREEMENT = 0.25  # event and host times of the sleep agree within this fraction
 SMI_FIELDS = ("name", "driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "power.draw",
@@ -58,8 +61,8 @@ def observed_sdpa_backends(device, dtypes, *, batch=1, seq_len=1024, dim=1024):
 def sdpa_failures(backends, device_type):
     """What is wrong with a {dtype: backend} report on a device type (empty: all is as required)."""
     required = REQUIRED_SDPA.get(device_type, {})
-    return [f"attention in {dtype} ran SDPA's {backends.get(dtype, 'unobserved')} backend, not {want}"
-            for dtype, want in required.items() if dtype in backends and backends[dtype] != want]
+    return [f"attention in {dtype} ran SDPA's {backends[dtype]} backend, not {' or '.join(accepted)}"
+            for dtype, accepted in required.items() if dtype in backends and backends[dtype] not in accepted]
 
 
 def event_timing(device, sleep=None, sync=None):
@@ -138,10 +141,10 @@ def rehearse():
     seen = observed_sdpa_backends(cpu, ("float32", "bfloat16"), seq_len=64, dim=64)
     if seen != {"float32": "flash", "bfloat16": "flash"}:
         problems.append(f"SDPA on the CPU observed as {seen}, not its flash kernel")
-    if sdpa_failures({"float32": "efficient", "bfloat16": "flash", "float16": "flash"}, "cuda"):
-        problems.append("a CUDA report with flash for bfloat16 and float16 was refused")
-    if len(sdpa_failures({"bfloat16": "math", "float16": "cudnn"}, "cuda")) != 2:
-        problems.append("a CUDA report with math and cudnn for half precision was accepted")
+    if sdpa_failures({"float32": "efficient", "bfloat16": "flash", "float16": "cudnn"}, "cuda"):
+        problems.append("a CUDA report with fused kernels for bfloat16 and float16 was refused")
+    if len(sdpa_failures({"bfloat16": "math", "float16": "efficient"}, "cuda")) != 2:
+        problems.append("a CUDA report with math and efficient for half precision was accepted")
     if failures := timing_failures(event_timing(cpu, lambda: time.sleep(0.005), lambda: None), "cpu"):
         problems.append(f"the CPU clock failed its own check: {failures}")
     if timing_failures(dict(clock="cuda_events", timed_ms=5.01, host_ms=5.05), "cuda"):

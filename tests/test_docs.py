@@ -205,6 +205,8 @@ def check_output(command, argv, out, err, tmp_path):
         assert f"{len(lines)} cells" in err
     elif command.module == "bench.schema":
         assert out == "\n".join(schema.markdown(name) for name in schema.TABLES)
+    elif command.module == "bench.regress" and "--spread" in argv:  # the GPU reference's two passes, docs/gpu.md
+        assert "largest 2.8%" in out.splitlines()[-1] and "tolerance 8%" in out.splitlines()[-1], out
     elif command.module == "bench.regress":
         assert " 0 regressions" in out.splitlines()[-1], out  # the reference against its own copy
     elif command.module == "bench.report":

@@ -46,13 +46,15 @@ def test_the_gpu_check_preset_spans_what_the_reference_needs():
     assert {c.model for c in trainings if c.task == "lm"} == set(config.models.NAMES)
 
 
-def test_sdpa_check_requires_flash_for_half_precision_on_cuda_only():
+def test_sdpa_check_requires_a_fused_kernel_for_half_precision_on_cuda_only():
     assert cuda_checks.sdpa_backend(["linear", "_scaled_dot_product_flash_attention", "add"]) == "flash"
     assert cuda_checks.sdpa_backend(["_scaled_dot_product_efficient_attention"]) == "efficient"
+    assert cuda_checks.sdpa_backend(["scaled_dot_product_attention", "_scaled_dot_product_cudnn_attention"]) == "cudnn"
     assert cuda_checks.sdpa_backend(["bmm", "_softmax", "bmm"]) == "math"
-    assert cuda_checks.sdpa_failures({"float32": "efficient", "bfloat16": "flash"}, "cuda") == []
-    failures = cuda_checks.sdpa_failures({"bfloat16": "cudnn", "float16": "math"}, "cuda")
-    assert len(failures) == 2 and "cudnn" in failures[0] and "math" in failures[1]
+    assert cuda_checks.sdpa_failures({"float32": "efficient", "bfloat16": "flash", "float16": "cudnn"}, "cuda") == []
+    failures = cuda_checks.sdpa_failures({"bfloat16": "efficient", "float16": "math"}, "cuda")
+    assert failures == ["attention in bfloat16 ran SDPA's efficient backend, not flash or cudnn",
+                        "attention in float16 ran SDPA's math backend, not flash or cudnn"]
     assert cuda_checks.sdpa_failures({"bfloat16": "math"}, "cpu") == []
 
 
@@ -108,15 +110,19 @@ def _scaling_rows(path, times):
     write(path, "scaling.csv", TABLES["scaling.csv"].columns, rows)
 
 
-def test_ratio_spread_is_the_largest_symmetric_change_of_time_ratios(tmp_path):
+def test_ratio_spread_is_the_largest_symmetric_change_of_time_ratios_of_timed_cells(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
-    _scaling_rows(first, {("attention", 1024): 1.0, ("gss", 1024): 2.0, ("attention", 2048): 4.0, ("gss", 2048): 4.0})
-    # gss/attention: 2.0 -> 2.2 (+10%) at 1024; 1.0 -> 0.8 at 2048, i.e. 1.25x apart (25%)
-    _scaling_rows(second, {("attention", 1024): 1.0, ("gss", 1024): 2.2, ("attention", 2048): 5.0, ("gss", 2048): 4.0})
+    # gss/attention: 2.0 -> 2.2 (+10%) at 1024; 1.0 -> 0.8 at 2048, i.e. 1.25x apart (25%); at 512 the steps are
+    # under MIN_TIMED_MS (10 ms on CUDA): 2x apart, counted apart and left out of the tolerance
+    _scaling_rows(first, {("attention", 1024): 10.0, ("gss", 1024): 20.0, ("attention", 2048): 40.0,
+                          ("gss", 2048): 40.0, ("attention", 512): 2.0, ("gss", 512): 2.0})
+    _scaling_rows(second, {("attention", 1024): 10.0, ("gss", 1024): 22.0, ("attention", 2048): 50.0,
+                           ("gss", 2048): 40.0, ("attention", 512): 2.0, ("gss", 512): 4.0})
     spread = regress.ratio_spread(first, second)
-    assert spread["cells"] == 2
+    assert spread["cells"] == 2 and spread["untimed_cells"] == 1 and spread["untimed_max"] == pytest.approx(1.0)
     assert spread["max"] == pytest.approx(0.25) and spread["tolerance"] == pytest.approx(0.75)
     assert sorted(spread["per_cell"].values()) == pytest.approx([0.10, 0.25])
+    assert regress.main(["--baseline", str(first), "--current", str(second), "--spread"]) == 0
 
 
 def test_pack_holds_the_whole_run_directory_under_its_name(tmp_path):
@@ -178,3 +184,19 @@ def test_a_check_that_raises_is_a_failure_not_the_end_of_the_run(monkeypatch):
     report, failures = cuda_checks.check(cuda_checks.torch.device("cuda"))
     assert report == {"gpu": {"name": "planted"}, "sdpa_backend": {"bfloat16": "flash"}}
     assert failures == ["timing: RuntimeError: no sleep kernel"]
+
+
+def test_cuda_gate_times_steps_from_10_ms_up_at_the_measured_tolerance(tmp_path):
+    """A 3x slower launch-bound step is not a time regression on CUDA; a 20% slower 40 ms step is (tolerance 12%)."""
+    base = {("attention", 1024): 2.0, ("gss", 1024): 2.0, ("attention", 2048): 40.0, ("gss", 2048): 40.0}
+    first, second, third = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    _scaling_rows(first, base)
+    _scaling_rows(second, {**base, ("gss", 1024): 6.0})
+    _scaling_rows(third, {**base, ("gss", 2048): 48.0})
+    gate = regress.compare(first, second, relative=True)
+    assert gate.time_tol == regress.TIME_TOLERANCE["cuda"] == 0.12
+    assert not [f for f in gate.findings if f.kind == "regression"]
+    assert [f.what for f in gate.findings if f.kind == "note"] == [
+        "1 cells' times not gated: a step under 10 ms on cuda is launch-bound (docs/gpu.md)"]
+    regressions = [f for f in regress.compare(first, third, relative=True).findings if f.kind == "regression"]
+    assert len(regressions) == 1 and "seq_len=2048" in regressions[0].cell
