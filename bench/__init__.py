@@ -3,8 +3,9 @@
     floor 3  run_all.py            preset -> every suite -> CSVs, figures, REPORT.md, the gate
     floor 2  suites                bench.scaling, bench.perplexity, bench.profiling, bench.decode, bench.numerics:
                                    cells -> rows; no suite imports another, and only run_all imports a suite
-             read side             bench.analysis < summaries < report_sections < report < plots; regress_load < regress:
-                                   CSVs -> findings, figures, the gate; torch-free (plots alone imports matplotlib)
+             read side             bench.analysis < findings < summaries < report_sections < report < plots;
+                                   regress_load < regress: CSVs -> findings (with intervals: findings.csv), figures,
+                                   the gate; torch-free (plots alone imports matplotlib)
     floor 1  ground                models/ (knows nothing of bench), then bench.schema and bench.usage
                                    (torch-free facts), results, env, timing, memory, flops, cuda_checks, synthetic, data,
                                    recall, training, config, sweep, cli, estimate
@@ -19,8 +20,8 @@ FLOORS = {
                "bench.flops", "bench.cuda_checks", "bench.synthetic", "bench.data", "bench.recall", "bench.training",
                "bench.config", "bench.sweep", "bench.cli", "bench.estimate"),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
-    "read side": ("bench.analysis", "bench.summaries", "bench.report_sections", "bench.report", "bench.plots",
-                  "bench.regress_load", "bench.regress"),
+    "read side": ("bench.analysis", "bench.findings", "bench.summaries", "bench.report_sections", "bench.report",
+                  "bench.plots", "bench.regress_load", "bench.regress"),
     "top": ("run_all",),
 }
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)

@@ -18,7 +18,7 @@ from bench.results import ResultsError, read_rows
 from bench.schema import MODELS_ORDER, MODES, NUMERIC, OPTIONS, TABLES
 from bench.usage import Parser, UsageError, fail
 
-LENGTHS = tuple(dict.fromkeys(t.length for t in TABLES.values()))  # every CSV's length column, once each
+LENGTHS = tuple(dict.fromkeys(t.length for t in TABLES.values() if t.length))  # every CSV's length column, once each
 # Numbers the training findings compute with, beyond those bench.schema parses.
 TRAINING_NUMERIC = frozenset({"lr", "window_floor_bpb", "chance_accuracy", "val_accuracy"})
 # Older CSVs (before learning-rate selection, issue 12) trained every model at one rate and evaluated the test
@@ -123,12 +123,18 @@ def _series(rows, value):
     return rows.groupby("seq_len")[value].median().sort_index()
 
 
-def fitted_slope(series, *, upper_half=True):
-    """Least-squares slope of log(time) against log(seq_len), over the upper half of the lengths."""
+def fitted_lengths(lengths):
+    """The lengths a slope is fitted over: the longest max(3, ceil(n/2)) of n; none when n < 3 (a line through two
+    points is no fit). The one rule of the report, the figures and findings.csv."""
+    lengths = sorted(lengths)
+    return lengths[-max(3, math.ceil(len(lengths) / 2)):] if len(lengths) >= 3 else []
+
+
+def fitted_slope(series):
+    """Least-squares slope of log(time) against log(seq_len) over fitted_lengths; None below 3 lengths."""
     series = series.dropna()
-    if upper_half:
-        series = series.iloc[len(series) // 2:]
-    if len(series) < 2:
+    series = series[fitted_lengths(series.index)]
+    if len(series) < 3:
         return None
     x = [math.log(v) for v in series.index]
     y = [math.log(v) for v in series.values]

@@ -97,13 +97,12 @@ class Grid:
             models.spec(name)  # unknown names fail here, loudly
 
     def cells(self):
-        out = []
-        for model in self.models:
-            for mode, dtype, options in itertools.product(self.modes, self.dtypes, option_combos(model, self)):
-                for seq_len in sorted(self.seq_lens):
-                    out.append(Cell(model=model, mode=mode, dtype=dtype, batch=self.batch, seq_len=seq_len,
-                                    dim=self.dim, compiled=self.compiled, **options))
-        return out
+        """Group by group (see group_key): per mode and dtype, lengths ascending (so an OOM skips the longer
+        lengths of its series), and at each length every model and option set of the grid."""
+        return [Cell(model=model, mode=mode, dtype=dtype, batch=self.batch, seq_len=seq_len, dim=self.dim,
+                     compiled=self.compiled, **options)
+                for mode, dtype in itertools.product(self.modes, self.dtypes) for seq_len in sorted(self.seq_lens)
+                for model in self.models for options in option_combos(model, self)]
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ SCALING_PRESETS = {
         Grid("length", ("gss-direct",), (512, 1024, 2048)),
         Grid("kernel_N", ("gss",), (1024,), kernel_N=(64, 256, 1024), lambda_imag_exp=(True, False)),
         Grid("conv_kernel", ("conv", "gss-direct"), (2048,), conv_kernel=(16, 64, 256, 1024)),
-    ), timing=dict(warmup=1, min_repeats=5, budget_s=1.0)),
+    ), timing=dict(warmup=1, min_repeats=10, budget_s=1.0)),
     # One GPU: the GSS paper's 4K setting scaled to one device, lengths to 65536 or the first OOM.
     "full": Preset("full", (
         Grid("length", ("gss", "attention", "conv"), tuple(2 ** k for k in range(10, 17)),
@@ -152,13 +151,40 @@ SCALING_PRESETS = {
 }
 
 
+def group_key(cell):
+    """The cells a finding compares with each other, measured together with their repeats interleaved: every
+    model and option set at one length, mode, dtype, batch, width and compilation."""
+    return cell.mode, cell.dtype, cell.batch, cell.dim, cell.compiled, cell.seq_len
+
+
+def groups_of(cells):
+    """Consecutive cells sharing a group_key, as lists (layer_cells emits them group by group)."""
+    groups = []
+    for cell in cells:
+        if groups and group_key(groups[-1][0]) == group_key(cell):
+            groups[-1].append(cell)
+        else:
+            groups.append([cell])
+    return groups
+
+
+def shard_groups(cells, spec):
+    """The I-th of N round-robin slices of whole groups, so that a shard interleaves what a finding compares."""
+    if spec is None:
+        return cells
+    index, count = spec
+    return [cell for i, group in enumerate(groups_of(cells)) if i % count == index for cell in group]
+
+
 GRID_FLAGS = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "conv_kernel")
 
 
 def layer_cells(args, preset):
     """The layer cells of the scaling and profiling suites. With no grid flag, the preset's grids; with grid
     flags, one grid from the flags and the preset's defaults. --modes, --dtype, --batch, --dim and --compile
-    apply to every grid. A cell two grids share (gss-direct's full taps at 4096 are 4096 taps) runs once."""
+    apply to every grid. A cell two grids share (gss-direct's full taps at 4096 are 4096 taps) runs once. The cells
+    come group by group (group_key), the groups of all grids merged, so that every model and option measured at
+    one length is timed together; per mode, dtype, batch, width and compilation, lengths ascend."""
     grids = preset.grids
     if any(getattr(args, flag) is not None for flag in GRID_FLAGS):
         base = grids[0]
@@ -177,4 +203,8 @@ def layer_cells(args, preset):
     if not cells:
         raise UsageError("the grid is empty: no requested model takes the options given (conv_kernel 'full' is "
                          "gss-direct's)")
-    return cells
+    by_group = {}
+    for cell in cells:
+        by_group.setdefault(group_key(cell), []).append(cell)
+    series = list(dict.fromkeys(key[:-1] for key in by_group))  # in the order the grids first name them
+    return [cell for key in sorted(by_group, key=lambda k: (series.index(k[:-1]), k[-1])) for cell in by_group[key]]

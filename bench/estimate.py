@@ -13,11 +13,11 @@ likewise float64. A GPU run's log and CSVs give the real times to compare with (
 import math
 
 import models
+from bench.timing import SLOW_STEP_MIN_REPEATS
 
 RATES = {"float64": 30e12, "float32": 30e12, "bfloat16": 300e12, "float16": 300e12}  # achieved FLOP/s, assumed
 LAUNCH_S = {"fwd": 1e-3, "fwdbwd": 3e-3}  # per layer step: ~100 / ~300 eager ops at ~10 us each
 CELL_S = 0.5  # build, allocations, FFT plans, the FLOP counter's Python dispatch
-SLOW_REPEATS = 3  # bench.timing.SLOW_STEP_MIN_REPEATS
 
 
 def _layer(model, dim, **options):
@@ -31,11 +31,11 @@ def step_s(flops_fwd, dtype, mode, *, layers=1):
 
 
 def timed_steps(step, timing):
-    """Steps bench.timing.measure runs for a step of `step` seconds: warm-ups, then min_repeats (3 when one
-    step exceeds the budget), assuming the spread converges by then (GPU times are steady)."""
-    warmup, repeats, budget = timing.get("warmup", 2), timing.get("min_repeats", 5), timing.get("budget_s", 1.0)
+    """Steps bench.timing.measure runs for a step of `step` seconds: warm-ups, then min_repeats (5 when one
+    step exceeds the budget), assuming the median's interval converges by then (GPU times are steady)."""
+    warmup, repeats, budget = timing.get("warmup", 2), timing.get("min_repeats", 10), timing.get("budget_s", 1.0)
     if step > budget:
-        return 1 + SLOW_REPEATS
+        return 1 + SLOW_STEP_MIN_REPEATS
     return warmup + repeats
 
 

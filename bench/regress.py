@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.regress_load import VALUE_COLUMNS, CompareError, cpu_model, describe, device_class, load, number
+from bench.regress_load import VALUE_COLUMNS, CompareError, cpu_model, describe, load, number, runs_class, standard_error_ms
 from bench.schema import KEY_COLUMNS, OPTIONS
 from bench.usage import Parser, UsageError, fail
 
@@ -41,13 +41,6 @@ class Finding:
     what: str
     severity: float  # for ordering, worst first
     key: tuple = ()  # a time finding's cell: (column, value) pairs of its scaling.csv key
-
-
-def standard_error_ms(row):
-    """Standard error of a median from its IQR and repeats (normal approximation: sigma = IQR / 1.349,
-    se(median) = 1.2533 sigma / sqrt(n))."""
-    iqr, n = number(row["time_iqr_ms"]), max(1.0, number(row["repeats"]) or 1.0)
-    return 1.2533 * (iqr / 1.349) / math.sqrt(n) if iqr == iqr else 0.0
 
 
 class Gate:
@@ -125,8 +118,7 @@ class Gate:
 
     def time(self, row, cell, ratios, key):
         tb, tc = number(row["time_ms_b"]), number(row["time_ms_c"])
-        rel_noise = [standard_error_ms({"time_iqr_ms": row["time_iqr_ms_" + s], "repeats": row["repeats_" + s]}) / t
-                     for s, t in (("b", tb), ("c", tc))]
+        rel_noise = [standard_error_ms(row, "_" + s) / t for s, t in (("b", tb), ("c", tc))]  # each side's own
         if self.relative:
             if row["model"] == REFERENCE_MODEL:
                 return
@@ -190,12 +182,7 @@ def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, b
     if not names:
         raise CompareError(f"{current} holds none of {', '.join(VALUE_COLUMNS)}")
     tables = {n: (load(baseline, n), load(current, n)) for n in names}
-    cls = None
-    if "scaling.csv" in tables and tables["scaling.csv"][0] is not None:
-        cls_b, cls = device_class(tables["scaling.csv"][0]), device_class(tables["scaling.csv"][1])
-        if cls_b != cls:
-            raise CompareError(f"the baseline ran on {cls_b} and the current run on {cls}: not comparable")
-    cls = cls or "cpu"
+    cls = runs_class(tables)
     cpus = {cpu_model(d) for d in (baseline, current)}
     gate = Gate(relative=relative, cls=cls, time_tol=TIME_TOLERANCE[cls] if time_tol is None else time_tol,
                 mem_tol=MEM_TOLERANCE[cls] if mem_tol is None else mem_tol, bpb_tol=bpb_tol, acc_tol=acc_tol)

@@ -1,9 +1,12 @@
 """The regression gate's inputs: a run's CSVs read back and checked (key and value columns present, one row per
-cell, numeric values in ok rows), its device class and CPU model. Torch-free (pandas)."""
+cell, numeric values in ok rows, repeat times that parse), its device class and CPU model, and the standard error
+of a cell's median time. Torch-free (pandas)."""
 
+import functools
 import json
 import math
 from pathlib import Path
+from statistics import NormalDist
 
 import pandas as pd
 
@@ -19,8 +22,10 @@ class CompareError(UsageError):
 # The gated CSVs and the measured columns each must carry, numeric and positive in every ok row.
 VALUE_COLUMNS = {name: table.values for name, table in TABLES.items() if table.values}
 MAY_BE_ZERO = {"time_iqr_ms", "accuracy", "peak_mem_mb"}
-# Older CSVs, from before learning-rate selection (issue 12), hold the test rows of one rate: read as such.
-OLDER = {"perplexity.csv": dict(split="test", lr_selected="true"), "recall.csv": dict(lr_selected="true")}
+# Older CSVs, read as such: from before learning-rate selection (issue 12) they hold the test rows of one rate;
+# scaling.csv from before times_ms (issue 13) has no repeat times (its noise term comes from the IQR).
+OLDER = {"perplexity.csv": dict(split="test", lr_selected="true"), "recall.csv": dict(lr_selected="true"),
+         "scaling.csv": dict(times_ms="")}
 
 
 def load(run_dir, name):
@@ -48,7 +53,72 @@ def load(run_dir, name):
             value = number(row[column])
             if not (value > 0 or (value == 0 and column in MAY_BE_ZERO)):
                 raise CompareError(f"{path}: malformed, {column}={row[column]!r} in an ok cell ({describe(row, key)})")
+        if "times_ms" in row:
+            check_repeat_times(path, row, key)
     return df
+
+
+def check_repeat_times(path, row, key):
+    """An ok cell's times_ms, when not empty: positive finite numbers, as many as its repeats."""
+    try:
+        count = len(repeat_times(row["times_ms"]))
+    except ValueError as error:
+        raise CompareError(f"{path}: malformed, times_ms entry {error.args[0]!r} in an ok cell "
+                           f"({describe(row, key)})") from None
+    if count and count != number(row["repeats"]):
+        raise CompareError(f"{path}: malformed, times_ms holds {count} times and repeats={row['repeats']} in an ok "
+                           f"cell ({describe(row, key)})")
+
+
+def repeat_times(value):
+    """A times_ms cell's repeats, in order ([] when empty: runs from before the column); ValueError naming the first
+    entry that is not a positive finite number."""
+    times = []
+    for entry in str(value).split():
+        if not 0 < (t := number(entry)) < math.inf:
+            raise ValueError(entry)
+        times.append(t)
+    return times
+
+
+@functools.cache
+def median_interval(n, level=0.95):
+    """(j, tail): the 0-based ranks j and n - 1 - j of n sorted repeats bound a distribution-free interval of their
+    median that misses it with probability tail on each side, tail = P(Binomial(n, 1/2) <= j): the largest j with
+    tail <= (1 - level) / 2 (bench.timing's rule), else (under 6 repeats at 95%) j = 0, the smallest and largest."""
+    j, tail, cumulative = 0, 0.5 ** n, 0.0
+    for k in range(n // 2 + 1):
+        cumulative += math.comb(n, k) / 2 ** n
+        if cumulative > (1 - level) / 2:
+            break
+        j, tail = k, cumulative
+    return j, tail
+
+
+def standard_error_ms(row, suffix=""):
+    """Standard error of a cell's median time (from the row's times_ms, time_iqr_ms and repeats, each name + suffix).
+    With times_ms, from the repeats themselves, distribution-free: half the width of the order-statistic interval
+    of the median (median_interval: 95% or more) divided by the normal quantile of its exact coverage,
+    z = Phi^-1(1 - tail); one repeat gives 0. Without (runs from before times_ms), from the IQR and repeats by a
+    normal approximation: sigma = IQR / 1.349, se(median) = 1.2533 sigma / sqrt(n)."""
+    if times := sorted(repeat_times(row.get("times_ms" + suffix, ""))):
+        if len(times) == 1:
+            return 0.0
+        j, tail = median_interval(len(times))
+        return (times[-1 - j] - times[j]) / (2 * NormalDist().inv_cdf(1 - tail))
+    iqr, n = number(row["time_iqr_ms" + suffix]), max(1.0, number(row["repeats" + suffix]) or 1.0)
+    return 1.2533 * (iqr / 1.349) / math.sqrt(n) if iqr == iqr else 0.0
+
+
+def runs_class(tables):
+    """The device class both runs' scaling.csv ran on (tables: name -> (baseline, current)); cpu without one;
+    CompareError when they differ."""
+    if "scaling.csv" not in tables or tables["scaling.csv"][0] is None:
+        return "cpu"
+    cls_b, cls = (device_class(df) for df in tables["scaling.csv"])
+    if cls_b != cls:
+        raise CompareError(f"the baseline ran on {cls_b} and the current run on {cls}: not comparable")
+    return cls
 
 
 def device_class(df):

@@ -1,6 +1,6 @@
 """REPORT.md of a run: environment, findings computed from its CSVs, figures, failed cells, how to reproduce.
 
-    python -m bench.report RUN_DIR [--plots DIR]      # writes RUN_DIR/REPORT.md (no matplotlib, no torch)
+    python -m bench.report RUN_DIR [--plots DIR]      # writes RUN_DIR/REPORT.md and findings.csv (no matplotlib, no torch)
 
 The sections of findings, one per CSV, are in bench.report_sections (this file would be two ideas and
 over 300 lines with them); here they are put together with what is not a finding.
@@ -12,8 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench import analysis, usage
-from bench.report_sections import SECTIONS, table, tokens
+from bench import analysis, findings, usage
+from bench.report_sections import SECTIONS, scaling_section, table, tokens
 from bench.results import REPO_ROOT, RESULTS_DIR
 from bench.usage import Parser, fail
 
@@ -80,10 +80,27 @@ def failed_section(run_dir):
     return lines + table(list(failed.columns), failed.itertuples(index=False))
 
 
-def write_report(run_dir, *, plots_dir=None, report_dir=None):
+def intervals_section(found):
+    """findings.csv as a table: every finding with its 95% interval."""
+    if found is None or found.empty:
+        return []
+    older = " They are empty where the cells have no recorded repeats (`times_ms`: runs from before it was recorded)." \
+        if found.ci_low.isna().any() else ""
+    return ["### Findings with 95% intervals", "",
+            "From `findings.csv` (`python -m bench.findings`): each sweep's slope over its longest max(3, ⌈n/2⌉) "
+            "lengths, the crossover of every two models that cross, and each model's speed-up over attention at their "
+            f"longest common length. Intervals: 2.5th..97.5th percentiles over {findings.RESAMPLES:,} bootstrap "
+            "resamples of every cell's timed repeats: the noise within this run only (`python -m bench.findings` "
+            f"with several runs gives each finding's range across them).{older}", "",
+            *table(list(findings.HEADER), findings.display(found))]
+
+
+def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
     """Writes REPORT.md into report_dir (default: the run directory) and returns its path; figures are
-    embedded, linked relative to it, when plots_dir holds them. Nothing else is written."""
+    embedded, linked relative to it, when plots_dir holds them. findings.csv (bench.findings; `found`, when
+    already computed) is written beside it when the run has a scaling.csv. Nothing else is written."""
     run_dir = Path(run_dir)
+    found = findings.of_run(run_dir) if found is None else found
     plots_dir = default_plots_dir(run_dir) if plots_dir is None else Path(plots_dir)
     where = run_dir if report_dir is None else Path(report_dir)
     env_path = run_dir / "env.json"
@@ -92,20 +109,23 @@ def write_report(run_dir, *, plots_dir=None, report_dir=None):
     def figs(*patterns):
         return figures(plots_dir, where, *patterns)
 
-    body, findings = [], []
+    body, bullets = [], []
     for section in SECTIONS:
-        lines, found = section(run_dir, figs)
+        lines, found_here = section(run_dir, figs, **(
+            dict(intervals=intervals_section(found)) if section is scaling_section else {}))
         body += lines
-        findings += found
+        bullets += found_here
     run_id = (env or {}).get("config", {}).get("run_id") or run_dir.name
     head = [f"# GSS Bench report: {run_id}", "",
             "Every number below is computed from the run's CSVs by `bench/report.py`; figures are in "
             f"`{os.path.relpath(plots_dir.resolve(), where.resolve())}`.", ""]
-    head += ["## Findings", "", *(f"- {f}" for f in findings), ""] if findings else []
+    head += ["## Findings", "", *(f"- {f}" for f in bullets), ""] if bullets else []
     text = "\n".join(head + environment_section(env, run_dir) + body + failed_section(run_dir)
                      + reproduce_section(env, run_dir, report_dir))
     if report_dir is not None:  # beside figures that may not exist yet
         where.mkdir(parents=True, exist_ok=True)
+    if found is not None:
+        findings.write(run_dir, out_dir=where, found=found)
     path = where / "REPORT.md"
     path.write_text(text.rstrip() + "\n", encoding="utf-8")
     return path

@@ -41,7 +41,8 @@ def tokens(v):
     return f"{int(v):,}" if pd.notna(v) else ""
 
 
-def scaling_section(run_dir, figs):
+def scaling_section(run_dir, figs, *, intervals=()):
+    """The scaling findings; `intervals`, the lines of bench.report's table of findings.csv, go before the figures."""
     df = analysis.load_scaling(run_dir)
     if df is None:
         return [], []
@@ -58,11 +59,11 @@ def scaling_section(run_dir, figs):
     slopes = {}
     for mode, dtype in pairs:
         for model, s in analysis.sweeps(df, mode=mode, dtype=dtype).items():
-            fit, upper = analysis.fitted_slope(s), s.index[len(s) // 2:]
+            fit, upper = analysis.fitted_slope(s), analysis.fitted_lengths(s.dropna().index)
             if fit is not None:
                 slopes.setdefault(model, {})[(mode, dtype)] = f"{fit:.2f} ({tokens(upper[0])}..{tokens(upper[-1])})"
     if slopes:
-        lines += ["Fitted exponent k of time ~ seq_len^k over the upper half of each sweep's lengths:", ""]
+        lines += ["Fitted exponent k of time ~ seq_len^k over the longest max(3, n/2) of each sweep's n lengths:", ""]
         lines += table(["model", *(f"{m} {d}" for m, d in pairs)],
                        [(m, *(v.get(p, "") for p in pairs)) for m, v in slopes.items()])
         for mode, dtype in pairs:
@@ -100,7 +101,7 @@ def scaling_section(run_dir, figs):
         lines += [f"Effect of {option} on time per step (ms), at one length:", ""]
         header = ["model", "mode", "dtype", "seq_len", *by, *(f"{option}={n}" for n in names), "largest / smallest"]
         lines += table(header, out)
-    return lines + figs("time_*.png", "memory_*.png", "flops_*.png", "ablation_*.png"), findings
+    return lines + list(intervals) + figs("time_*.png", "memory_*.png", "flops_*.png", "ablation_*.png"), findings
 
 
 def rate_note(r):

@@ -3,23 +3,27 @@
     python -m bench.scaling                      # the device's default preset (quick on CPU, full on CUDA)
     python -m bench.scaling --models gss,attention --seq-lens 1024,4096 --modes fwdbwd --list
 
-Rows go to DIR/scaling.csv one cell at a time; a failed cell is a row (oom / error / skipped) and the
-sweep goes on. --resume continues a killed run without repeating or losing a cell.
+The cells a finding compares (every model and option set at one length, mode and dtype: config.group_key)
+are measured as a group, their timed repeats interleaved (bench.timing.measure_group), so that a drift of
+the machine falls on all of them alike. Rows go to DIR/scaling.csv group by group, each with every timed
+repeat (`times_ms`); a failed cell is a row (oom / error / skipped) and the sweep goes on. --resume
+continues a killed run without repeating or losing a cell.
 """
 
 import math
 import sys
+from dataclasses import dataclass
 
 import torch
 
 import models
 from bench import cli
-from bench.config import SCALING_PRESETS, layer_cells
+from bench.config import SCALING_PRESETS, Cell, groups_of, layer_cells, shard_groups
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
 from bench.results import cell_key
-from bench.sweep import Sweep, device_name
-from bench.timing import make_step, measure
+from bench.sweep import Sweep, device_name, drive
+from bench.timing import make_step, measure_group
 
 CSV = "scaling.csv"
 MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
@@ -39,26 +43,59 @@ def flags_of(key_row, *, also=()):
     return flags + (["--compile"] if str(key_row.get("compiled")) == "true" else [])
 
 
-def measure_cell(cell, device, timing):
-    """Build the layer, count FLOPs and peak memory in one instrumented step, then time the step."""
+@dataclass
+class Prepared:
+    """A cell ready to be timed: its step, and what was counted and weighed on the way."""
+    cell: Cell
+    step: object
+    params: int
+    flops: float
+    peak_mem_mb: float
+
+
+def prepare_cell(cell, device):
+    """Build the layer and its step; count the FLOPs in a first step, then read the peak memory of a second.
+    The first step of a cell pays one-time costs (lazy allocations, FFT plans, library workspaces), in the first
+    cell of a process more than in later ones, so the peak is read after it: the same in any order."""
     torch.manual_seed(0)
     layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
     x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
     eager = make_step(layer, x, mode=cell.mode, autocast_dtype=cell.dtype)
-    peak = []
-    # FLOPs are counted on the eager step (the same arithmetic as the compiled one); the dispatch modes
-    # make this step slow, so it doubles as the first warm-up, not as a timed repeat.
-    flops = count_flops(lambda: peak.append(peak_memory_mb(eager, device=device)))
-    step = eager
+    # FLOPs are counted on the eager step (the same arithmetic as the compiled one)
+    flops = count_flops(eager)
+    step = make_step(torch.compile(layer), x, mode=cell.mode, autocast_dtype=cell.dtype) if cell.compiled else eager
     if cell.compiled:
-        step = make_step(torch.compile(layer), x, mode=cell.mode, autocast_dtype=cell.dtype)
+        step()  # compile before weighing
         layer.zero_grad(set_to_none=True)  # CUDA peak stats would credit the freeing of stale gradients
-        peak = [peak_memory_mb(step, device=device)] if device.type == "cuda" else peak
-    result = measure(step, device=device, **timing)
-    seconds = result.median_ms / 1e3
-    return dict(params=layer.num_params(), flops=flops, tflops_per_s=flops / seconds / 1e12,
-                tokens_per_s=cell.batch * cell.seq_len / seconds, time_ms=result.median_ms,
-                time_iqr_ms=result.iqr_ms, repeats=result.repeats, peak_mem_mb=peak[0], status="ok")
+    peak = peak_memory_mb(step if cell.compiled and device.type == "cuda" else eager, device=device)
+    return Prepared(cell, step, layer.num_params(), flops, peak)
+
+
+def row_of(prepared, timing):
+    seconds, cell = timing.median_ms / 1e3, prepared.cell
+    return dict(params=prepared.params, flops=prepared.flops, tflops_per_s=prepared.flops / seconds / 1e12,
+                tokens_per_s=cell.batch * cell.seq_len / seconds, time_ms=timing.median_ms,
+                time_iqr_ms=timing.iqr_ms, repeats=timing.repeats, peak_mem_mb=prepared.peak_mem_mb,
+                times_ms=" ".join(format(t, ".6g") for t in timing.times_ms), status="ok")
+
+
+def measure_cells(cells, device, timing):
+    """A group's cells measured together: each prepared in turn (a failure is that cell's), then their steps
+    timed with interleaved repeats (bench.timing.measure_group). Per cell, its row's measured columns or the
+    exception it raised."""
+    prepared = []
+    for cell in cells:
+        try:
+            prepared.append(prepare_cell(cell, device))
+        except Exception as error:
+            prepared.append(error)
+    ready = [p for p in prepared if isinstance(p, Prepared)]
+    timings = iter(measure_group([p.step for p in ready], device=device, **timing))
+    out = []
+    for p in prepared:
+        result = next(timings) if isinstance(p, Prepared) else p
+        out.append(row_of(p, result) if isinstance(p, Prepared) and not isinstance(result, Exception) else result)
+    return out
 
 
 def free_memory_mb():
@@ -119,8 +156,12 @@ def run(args, ctx):
     """Run the context's cells into its run directory; returns the path of the CSV."""
     sweep = ScalingSweep(out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
     name = device_name(ctx.device)
-    sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), desc="scaling", deadline=ctx.deadline,
-                    measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing))
+
+    def run_group(group):
+        sweep.run_group([cell.key_row(name) for cell in group],
+                        lambda pending: measure_cells([group[i] for i in pending], ctx.device, ctx.preset.timing))
+
+    drive(groups_of(ctx.cells), run_group, desc="scaling", deadline=ctx.deadline, unit="group")
     return ctx.out_dir / CSV
 
 
@@ -128,7 +169,8 @@ def make_parser():
     return cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS)
 
 
-HOW = dict(presets=SCALING_PRESETS, build_cells=layer_cells)  # how a command line becomes cells (cli.resolve)
+# how a command line becomes cells (cli.resolve); a shard holds whole groups
+HOW = dict(presets=SCALING_PRESETS, build_cells=layer_cells, shard=shard_groups)
 
 
 def main(argv=None):

@@ -39,6 +39,8 @@ COLUMNS_DOC = {
     "time_ms": "median step time, ms (op_breakdown: the category's time, mean over the profiled steps)",
     "time_iqr_ms": "interquartile range of the timed repeats, ms",
     "repeats": "timed repeats behind the median",
+    "times_ms": "every timed repeat in the order run, ms, space-separated (6 significant digits); empty in runs "
+                "made before it existed",
     "peak_mem_mb": "peak memory above what was allocated before the step (decode: one decode step), MiB",
     "status": "`ok`, `oom`, `error` or `skipped`",
     "error": "the error message, or the reason a cell was skipped",
@@ -85,6 +87,15 @@ COLUMNS_DOC = {
     "grad_rel_err": "relative error of the input gradient against float64",
     "out_branch_rel_err": "out_rel_err of the branch alone (the residual x left out)",
     "grad_branch_rel_err": "grad_rel_err of the branch alone",
+    "finding": "`slope`, `crossover` or `speedup` of a length sweep (bench.findings)",
+    "other": "the model a crossover's `model` overtakes, or a speedup's reference (`attention`); empty for a slope",
+    "value": "the finding computed from the cells' recorded time_ms, in `unit`",
+    "ci_low": "2.5th percentile of the finding over bootstrap resamples of every cell's times_ms (empty when a cell "
+              "of the finding has none)",
+    "ci_high": "97.5th percentile of the same",
+    "unit": "`exponent` (slope: time ~ seq_len^k), `tokens` (crossover) or `x` (speedup: a time ratio)",
+    "detail": "the sweep's options (`kernel_N=64`), the lengths used (`seq_len 2048..8192`), and the share of "
+              "resamples in which a crossover does not exist",
 }
 
 # Columns parsed as numbers when a CSV is read back; every other column keeps the string written.
@@ -139,7 +150,8 @@ _TRAINING = ("kernel_H", "dim", "depth", "batch", "lr", "dtype")
 TABLES = {t.name: t for t in (
     Table("scaling.csv", "scaling",
           ("run_id", "model", "mode", "dtype", "device", "batch", "seq_len", "dim", *_LAYER, "params", "flops",
-           "tflops_per_s", "tokens_per_s", "time_ms", "time_iqr_ms", "repeats", "peak_mem_mb", "status", "error"),
+           "tflops_per_s", "tokens_per_s", "time_ms", "time_iqr_ms", "repeats", "peak_mem_mb", "status", "error",
+           "times_ms"),
           key=("model", "mode", "dtype", "device", "batch", "seq_len", "dim", *_LAYER), length="seq_len",
           read=("model", "mode", "dtype", "seq_len", *OPTIONS, "status", "time_ms", "time_iqr_ms", "peak_mem_mb",
                 "flops", "tflops_per_s"),
@@ -186,6 +198,11 @@ TABLES = {t.name: t for t in (
            "batch", "out_branch_rel_err", "grad_branch_rel_err"),
           key=("model", "dtype", "device", "seq_len", "dim", "batch"), length="seq_len",
           read=("model", "dtype", "seq_len", "status", "out_rel_err", "grad_rel_err")),
+    # computed from scaling.csv by bench.findings (beside REPORT.md), not measured: no suite writes it, no length
+    Table("findings.csv", "findings",
+          ("finding", "mode", "dtype", "model", "other", "value", "ci_low", "ci_high", "unit", "detail"),
+          key=("finding", "mode", "dtype", "model", "other", "detail"), length="",
+          read=("finding", "mode", "dtype", "model", "other", "value", "ci_low", "ci_high", "unit", "detail")),
 )}
 
 KEY_COLUMNS = {name: table.key for name, table in TABLES.items()}

@@ -53,22 +53,27 @@ def frozen_gc():
         gc.unfreeze()
 
 
-def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic):
+def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic, unit="cell"):
     """The one driver: run_cell(cell) for every cell in order, with a progress bar (cells done of total and
     an ETA, on stderr) and garbage collection frozen for what lives before the sweep. With a `deadline` (on
     `clock`), no cell starts after it: the cells left are not recorded, so --resume measures them later.
     Returns the number of cells left."""
     cells = list(cells)
     with frozen_gc():
-        for i, cell in enumerate(tqdm(cells, desc=desc, unit="cell", file=sys.stderr, dynamic_ncols=True,
+        for i, cell in enumerate(tqdm(cells, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
                                       mininterval=1.0)):
             if deadline is not None and clock() >= deadline:
                 left = len(cells) - i
-                print(f"{desc}: time limit reached, {left} of {len(cells)} cells not run (--resume runs them)",
+                print(f"{desc}: time limit reached, {left} of {len(cells)} {unit}s not run (--resume runs them)",
                       file=sys.stderr, flush=True)
                 return left
             run_cell(cell)
     return 0
+
+
+def failure_row(key, error):
+    """A failed cell's row: `oom` for an out-of-memory error, else `error`, with the message."""
+    return {**key, "status": "oom" if is_oom(error) else "error", "error": f"{type(error).__name__}: {error}"}
 
 
 @dataclass
@@ -141,16 +146,47 @@ class Sweep:
                     rows = [{**key_row, **m} for m in (measured if isinstance(measured, list) else [measured])]
             except Exception as error:  # failures are rows; the sweep goes on
                 also = {}
-                rows = [{**k, "status": "oom" if is_oom(error) else "error", "error": f"{type(error).__name__}: {error}"}
-                        for k in keys]
+                rows = [failure_row(k, error) for k in keys]
             finally:
-                gc.collect()
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                self.release()
             for name, extra in also.items():
                 for row in extra:
                     self.also[name].append({"run_id": self.run_id, **row})
             self.record(rows)
+
+    def run_group(self, key_rows, measure):
+        """Cells measured together (bench.timing.measure_group interleaves their repeats): measure(indices) -> for
+        each index of a cell still to run, its measured columns (a dict) or the exception it raised. Done cells are
+        left out and skipped ones recorded, as run() does; the group runs under the in-flight marker of its first
+        cell to run (a process that dies in the group is recorded against that cell, and --resume runs the others
+        again as a smaller group)."""
+        pending = []
+        for i, key in enumerate(key_rows):
+            if cell_key(key, self.key) in self.done:
+                continue
+            if reason := self.skip_reason(key):
+                self.record([{**key, "status": "skipped", "error": reason}])
+                continue
+            pending.append(i)
+        if not pending:
+            return
+        marker = {c: v for c, v in key_rows[pending[0]].items() if c != self.table.per_cell}
+        with in_flight(self.out_dir, marker, stem=self.table.stem):
+            try:
+                results = measure(pending)
+            except Exception as error:  # the group's own machinery failed: every cell says so
+                results = [error] * len(pending)
+            finally:
+                self.release()
+            for i, result in zip(pending, results, strict=True):
+                key = key_rows[i]
+                self.record([failure_row(key, result) if isinstance(result, Exception) else {**key, **result}])
+
+    def release(self):
+        """Free what a cell left behind before the next one is measured."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def run_cells(self, cells, *, key_row, measure, desc, deadline=None):
         """Every cell through run(), driven by drive(): key_row(cell) and measure(cell) as run() takes them."""

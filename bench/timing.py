@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -13,9 +15,11 @@ from torch.utils._pytree import tree_flatten
 
 MODES = ("fwd", "fwdbwd")
 
-# When a single warmup step already takes longer than the budget, measuring is
-# expensive: we skip the remaining warmups and accept this many repeats.
-SLOW_STEP_MIN_REPEATS = 3
+# A step longer than the budget already in its first warm-up is expensive to time: its other warm-ups are
+# skipped and it needs this many timed repeats (a step under the budget needs min_repeats, 10 by default).
+SLOW_STEP_MIN_REPEATS = 5
+TARGET_CI = 0.025  # stop once the 95% interval of the median lies within +-2.5% of it
+CLOCKS = {"cpu": "perf_counter", "cuda": "cuda_events"}  # the timer of each device type (Timing.clock)
 
 
 @dataclass(frozen=True)
@@ -28,31 +32,60 @@ class Timing:
     stop_reason: str  # "converged" | "budget" | "max_repeats"
     clock: str = ""  # CLOCKS: what timed the repeats
 
-
     @property
     def rel_iqr(self) -> float:
-        return _rel_iqr(median_ms=self.median_ms, iqr_ms=self.iqr_ms)
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else (0.0 if self.iqr_ms == 0 else float("inf"))
 
 
-def _rel_iqr(*, median_ms: float, iqr_ms: float) -> float:
-    if median_ms > 0:
-        return iqr_ms / median_ms
-    return 0.0 if iqr_ms == 0 else float("inf")
-
-
-def _median_iqr_ms(times_ms: list[float]) -> tuple[float, float]:
+def _median_iqr_ms(times_ms) -> tuple[float, float]:
     """Median and IQR with linear-interpolation quantiles (numpy's default)."""
     median_ms = statistics.median(times_ms)
     if len(times_ms) < 2:
         return median_ms, 0.0
-    q1, _, q3 = statistics.quantiles(times_ms, n=4, method="inclusive")
+    q1, _, q3 = statistics.quantiles(times_ms, n=4, method="exclusive")
     return median_ms, q3 - q1
 
 
-CLOCKS = {"cpu": "perf_counter", "cuda": "cuda_events"}  # the timer of each device type (Timing.clock)
+@functools.cache
+def median_ci_ranks(n: int, level: float = 0.95) -> tuple[int, int] | None:
+    """0-based ranks (j, n - 1 - j) of the sorted sample that bound a distribution-free `level` interval of the
+    median: the largest j with P(Binomial(n, 1/2) <= j) <= (1 - level) / 2. None when n is too small for one
+    (n < 6 at 95%)."""
+    tail, cumulative, j = (1 - level) / 2, 0.0, -1
+    for k in range(n + 1):
+        cumulative += math.comb(n, k) / 2 ** n
+        if cumulative > tail:
+            break
+        j = k
+    return None if j < 0 else (j, n - 1 - j)
+
+
+def median_ci(times_ms, level: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval of the median from order statistics, or None for too few repeats."""
+    ranks = median_ci_ranks(len(times_ms), level)
+    if ranks is None:
+        return None
+    ordered = sorted(times_ms)
+    return ordered[ranks[0]], ordered[ranks[1]]
+
+
+def converged(times_ms, target: float = TARGET_CI) -> bool:
+    """Whether the 95% interval of the median lies within +-target of it. Unlike a rule on the sample's own
+    spread (stop once the IQR looks small), this stops on how well the median is known, so the repeats it
+    keeps do not understate the noise (tests/test_timing.py simulates it)."""
+    interval = median_ci(times_ms)
+    if interval is None:
+        return False
+    median = statistics.median(times_ms)
+    return median > 0 and interval[1] <= median * (1 + target) and interval[0] >= median * (1 - target)
 
 
 class _CpuTimer:
+    clock = CLOCKS["cpu"]
+
+    def now(self) -> float:
+        return time.perf_counter()
+
     def sync(self) -> None:
         pass
 
@@ -62,8 +95,9 @@ class _CpuTimer:
         return (time.perf_counter() - start_s) * 1e3
 
 
-class _CudaTimer:
+class _CudaTimer(_CpuTimer):
     """Event pairs on the current stream, synchronised after every repeat."""
+    clock = CLOCKS["cuda"]
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -81,73 +115,76 @@ class _CudaTimer:
         return start.elapsed_time(end)
 
 
-def measure(
-    fn: Callable[[], object],
-    *,
-    device: torch.device | str,
-    warmup: int = 2,
-    min_repeats: int = 5,
-    max_repeats: int = 200,
-    budget_s: float = 1.0,
-    target_rel_iqr: float = 0.05,
-) -> Timing:
-    """Time the zero-arg step `fn` repeat by repeat.
+class _Member:
+    """One step of a group: its warm-ups done, its repeats so far, and whether its stopping rule has fired."""
 
-    Runs `warmup` untimed calls, then timed calls until, after at least
-    `min_repeats`, the relative IQR is <= `target_rel_iqr`, or the repeats have
-    used `budget_s` of wall time, or `max_repeats` is reached.
+    def __init__(self, fn, min_repeats):
+        self.fn, self.min_repeats, self.times, self.spent_s, self.warmups = fn, min_repeats, [], 0.0, 0
+        self.stop_reason, self.error = None, None
 
-    Slow steps: if the first warmup call alone exceeds `budget_s`, the other
-    warmups are skipped and the minimum drops to min(min_repeats, 3), so a
-    step longer than the budget costs about 1 + 3 step times.
-    """
+    def result(self, clock):
+        median_ms, iqr_ms = _median_iqr_ms(self.times)
+        return Timing(median_ms=median_ms, iqr_ms=iqr_ms, repeats=len(self.times), times_ms=tuple(self.times),
+                      warmup=self.warmups, stop_reason=self.stop_reason, clock=clock)
+
+
+def measure_group(fns, *, device, warmup=2, min_repeats=10, max_repeats=200, budget_s=1.0, target_ci=TARGET_CI,
+                  timer=None):
+    """Time zero-arg steps `fns` together: each one's warm-ups first, then timed repeats round-robin (A B C A B C
+    ...) so that a drift of the machine falls on every member alike. Each member keeps its own stopping rule:
+    after at least `min_repeats` repeats, stop once the median's 95% interval is within +-target_ci of it
+    (converged), or once its own repeats have used `budget_s` (budget), or at `max_repeats`. A member whose first
+    warm-up alone exceeds the budget skips its other warm-ups and needs min(min_repeats, 5) repeats. The group
+    ends when every member has stopped. Returns one Timing per step, or the exception the step raised (the
+    others go on). `timer` replaces the device's clock (tests)."""
     if warmup < 0 or min_repeats < 1 or max_repeats < min_repeats:
-        raise ValueError(
-            f"need warmup >= 0 and 1 <= min_repeats <= max_repeats, got "
-            f"warmup={warmup}, min_repeats={min_repeats}, max_repeats={max_repeats}"
-        )
+        raise ValueError(f"need warmup >= 0 and 1 <= min_repeats <= max_repeats, got warmup={warmup}, "
+                         f"min_repeats={min_repeats}, max_repeats={max_repeats}")
     device = torch.device(device)
     on_cuda = device.type == "cuda"
-    timer = _CudaTimer(device) if on_cuda else _CpuTimer()
-    device_ctx = torch.cuda.device(device) if on_cuda else contextlib.nullcontext()
-
-    with device_ctx:
+    timer = timer or (_CudaTimer(device) if on_cuda else _CpuTimer())
+    members = [_Member(fn, min_repeats) for fn in fns]
+    with torch.cuda.device(device) if on_cuda else contextlib.nullcontext():
         timer.sync()
-        warmups_done = 0
-        for _ in range(warmup):
-            start_s = time.perf_counter()
-            fn()
-            timer.sync()
-            warmups_done += 1
-            if time.perf_counter() - start_s > budget_s:
-                min_repeats = min(min_repeats, SLOW_STEP_MIN_REPEATS)
-                break
+        for m in members:
+            try:
+                for _ in range(warmup):
+                    start_s = timer.now()
+                    m.fn()
+                    timer.sync()
+                    m.warmups += 1
+                    if timer.now() - start_s > budget_s:
+                        m.min_repeats = min(min_repeats, SLOW_STEP_MIN_REPEATS)
+                        break
+            except Exception as error:  # this member fails; the group goes on
+                m.error = error
+        running = [m for m in members if m.error is None]
+        while running:
+            for m in running:
+                try:
+                    start_s = timer.now()
+                    m.times.append(timer.time_ms(m.fn))
+                    m.spent_s += timer.now() - start_s
+                except Exception as error:
+                    m.error = error
+                    continue
+                if len(m.times) >= max_repeats:
+                    m.stop_reason = "max_repeats"
+                elif len(m.times) >= m.min_repeats:
+                    if converged(m.times, target_ci):
+                        m.stop_reason = "converged"
+                    elif m.spent_s >= budget_s:
+                        m.stop_reason = "budget"
+            running = [m for m in running if m.error is None and m.stop_reason is None]
+    return [m.error if m.error is not None else m.result(timer.clock) for m in members]
 
-        times_ms: list[float] = []
-        stop_reason = "max_repeats"
-        budget_start_s = time.perf_counter()
-        while len(times_ms) < max_repeats:
-            times_ms.append(timer.time_ms(fn))
-            if len(times_ms) < min_repeats:
-                continue
-            median_ms, iqr_ms = _median_iqr_ms(times_ms)
-            if _rel_iqr(median_ms=median_ms, iqr_ms=iqr_ms) <= target_rel_iqr:
-                stop_reason = "converged"
-                break
-            if time.perf_counter() - budget_start_s >= budget_s:
-                stop_reason = "budget"
-                break
 
-    median_ms, iqr_ms = _median_iqr_ms(times_ms)
-    return Timing(
-        median_ms=median_ms,
-        iqr_ms=iqr_ms,
-        repeats=len(times_ms),
-        times_ms=tuple(times_ms),
-        warmup=warmups_done,
-        stop_reason=stop_reason,
-        clock=CLOCKS[device.type if on_cuda else "cpu"],
-    )
+def measure(fn: Callable[[], object], *, device: torch.device | str, **how) -> Timing:
+    """Time one step: a group of one (measure_group's rules and arguments); its exception is raised."""
+    (result,) = measure_group([fn], device=device, **how)
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _scalar_loss(out: object) -> torch.Tensor:

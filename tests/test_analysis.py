@@ -12,6 +12,7 @@ from bench.analysis import (
     crossover,
     crossover_text,
     failed_cells,
+    fitted_lengths,
     fitted_slope,
     headline,
     load_csv,
@@ -99,7 +100,7 @@ def test_failed_cells_are_gaps_and_no_crossover_is_reported_as_none(tmp_path):
     gss = series["gss"]
     assert list(gss.index) == [256, 512]
     assert crossover(gss, series["attention"]) is None
-    assert fitted_slope(gss, upper_half=False) == pytest.approx(1.0)
+    assert fitted_slope(gss) is None  # two lengths: a line through two points is no fit
 
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
@@ -264,3 +265,13 @@ def test_cli_prints_the_headline_and_a_missing_run_dir_is_one_error_line(tmp_pat
         assert analysis.main(argv) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_a_slope_is_fitted_over_the_longest_max_3_half_of_the_lengths():
+    assert fitted_lengths([1, 2]) == [] and fitted_lengths([4, 1, 2]) == [1, 2, 4]
+    assert fitted_lengths(range(1, 8)) == [4, 5, 6, 7] and fitted_lengths(range(1, 6)) == [3, 4, 5]
+    # a kink below the fitted lengths does not move the slope: seven lengths, the longest four fitted
+    times = pd.Series({2 ** k: (99.0 if k < 3 else 2.0 ** (1.5 * k)) for k in range(7)})
+    assert fitted_slope(times) == pytest.approx(1.5)
+    times[2 ** 3] *= 2  # the fourth-longest length is in the fit
+    assert fitted_slope(times) < 1.5

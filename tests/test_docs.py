@@ -35,7 +35,8 @@ BASELINE = ROOT / "results" / "baselines" / "cpu-quick"
 SCRIPTS = {"run_all.py": "run_all", "bootstrap.py": "bootstrap"}
 TOOLS = ("pytest", "ruff")  # third-party modules: importable, flags known (pytest's) or a known subcommand (ruff's)
 NO_ARGS = ("bench.schema",)  # commands that take no arguments, hence no parser
-READ_SIDE = ("bench.schema", "bench.report", "bench.analysis", "bench.regress")  # seconds on the committed run
+# seconds on the committed run
+READ_SIDE = ("bench.schema", "bench.report", "bench.analysis", "bench.findings", "bench.regress")
 COMMAND_LINE = re.compile(r"\s*(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:python3?|\.venv/bin/python)\s")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 SCHEMA_BLOCK = re.compile(r"^<!-- schema:(\S+) -->\n(.*?)^<!-- /schema -->$", re.S | re.M)
@@ -215,6 +216,9 @@ def check_output(command, argv, out, err, tmp_path):
         assert report.read_text(encoding="utf-8").startswith("# GSS Bench report")
     elif command.module == "bench.analysis":
         assert "faster than attention above seq_len" in out, out
+    elif command.module == "bench.findings":  # the CPU reference predates times_ms: findings without intervals
+        assert header(tmp_path / "run" / "findings.csv") == schema.TABLES["findings.csv"].columns
+        assert any(line.startswith("crossover  fwd") and " gss " in line for line in out.splitlines()), out
     elif command.module == "bench.plots":
         assert len(list(out_dir.glob("*.png"))) >= 10, sorted(out_dir.iterdir())
         assert (out_dir / "REPORT.md").exists()

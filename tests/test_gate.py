@@ -26,12 +26,15 @@ def test_flags_of_a_row_select_exactly_its_cell(capsys):
 
 
 def slow_down(run_dir, model, factor):
-    """Make every `model` cell of a run's scaling.csv `factor` times slower, as a disturbed run would be."""
+    """Make every `model` cell of a run's scaling.csv `factor` times slower, as a disturbed run would be: its
+    median, IQR and every timed repeat."""
     path = run_dir / "scaling.csv"
     rows = read_rows(path)
     for row in rows:
         if row["model"] == model:
-            row["time_ms"] = str(float(row["time_ms"]) * factor)
+            for column in ("time_ms", "time_iqr_ms"):
+                row[column] = str(float(row[column]) * factor)
+            row["times_ms"] = " ".join(f"{float(t) * factor:.6g}" for t in row["times_ms"].split())
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
@@ -39,23 +42,30 @@ def slow_down(run_dir, model, factor):
 
 
 TIME_MS = {"gss": 2.0, "attention": 3.0, "conv": 1.0}
+REPEATS = (1.0, 0.99, 1.01, 0.995, 1.005)  # fractions of the median: an IQR of 1% of it
 
 
-def fake_cell(cell, device, timing, *, factor=1.0):
-    """A measured cell with the same numbers every time: the time depends on the model and length alone."""
-    time_ms = TIME_MS[cell.model] * cell.seq_len / 32 * (factor if cell.model == "gss" else 1.0)
-    return dict(params=1000, flops=10_000 * cell.seq_len, tflops_per_s=1e-6, tokens_per_s=1e3, time_ms=time_ms,
-                time_iqr_ms=0.01 * time_ms, repeats=5, peak_mem_mb=1.0, status="ok")
+def fake_cells(cells, device, timing, *, factor=1.0):
+    """Measured cells with the same numbers every time: a time depends on the model and length alone."""
+    rows = []
+    for cell in cells:
+        time_ms = TIME_MS[cell.model] * cell.seq_len / 32 * (factor if cell.model == "gss" else 1.0)
+        rows.append(dict(params=1000, flops=10_000 * cell.seq_len, tflops_per_s=1e-6, tokens_per_s=1e3,
+                         time_ms=time_ms, time_iqr_ms=0.01 * time_ms, repeats=len(REPEATS), peak_mem_mb=1.0,
+                         times_ms=" ".join(f"{time_ms * f:.6g}" for f in REPEATS), status="ok"))
+    return rows
 
 
 @pytest.fixture
 def fake_measure(monkeypatch):
-    monkeypatch.setattr(scaling, "measure_cell", fake_cell)
+    monkeypatch.setattr(scaling, "measure_cells", fake_cells)
 
 
 def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_path, monkeypatch, capsys, fake_measure):
     base, current = tmp_path / "base", tmp_path / "current"
     assert scaling.main([*SMOKE, "--models", "gss,attention", "--out", str(base)]) == 0
+    first = read_rows(base / "scaling.csv")[0]  # the gate's noise terms come from the repeats
+    assert first["repeats"] == "5" and first["times_ms"] == " ".join(f"{float(first['time_ms']) * f:.6g}" for f in REPEATS)
     shutil.copytree(base, current)
     slow_down(current, "gss", 20.0)  # a disturbed first measurement of every gss cell
     args = run_all.parse(["--check", str(base), "--relative", "--tolerance", "3", *SMOKE, "--only", "scaling"])
@@ -71,7 +81,7 @@ def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_p
         (m, mode, L) for m in ("gss", "attention") for mode in ("fwd", "fwdbwd") for L in ("32", "64"))
 
     # a slow-down that is really in the code: the second measurement shows it too
-    monkeypatch.setattr(scaling, "measure_cell", lambda *a: fake_cell(*a, factor=20.0))
+    monkeypatch.setattr(scaling, "measure_cells", lambda *a: fake_cells(*a, factor=20.0))
     shutil.rmtree(current / "remeasured")
     assert run_all.check(args, current, SMOKE) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(": 4 regressions, 0 improvements, 0 one-sided")

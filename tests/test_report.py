@@ -28,7 +28,7 @@ def text(tmp_path_factory):
     "| fwd | float32 | gss faster than attention above seq_len ≈ 4,000 |",
     "| gss | 1.00 (2,048..16,384) | 1.00 (2,048..16,384) |",
     "| attention | 2.00 (2,048..8,192) | 2.00 (2,048..8,192) |",
-    "| gss-direct | 1.50 (1,024..2,048) | 1.50 (1,024..2,048) |",
+    "| gss-direct | 1.50 (512..2,048) | 1.50 (512..2,048) |",
     "- fwdbwd float32: fitted exponents gss 1.00, gss-direct 1.50, conv 1.00, attention 2.00",
     "- fwdbwd float32, seq_len 2,048: fastest conv (3,072.0 ms)",
     "- fwdbwd float32, seq_len 16,384: fastest gss (32,768.0 ms); gss-direct, conv, attention did not reach it",

@@ -117,12 +117,10 @@ def test_sigkill_mid_append_leaves_parseable_file(tmp_path):
             i += 1
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        deadline = time.monotonic() + 20.0
-        while time.monotonic() < deadline:
-            if path.exists() and path.read_bytes().count(b"\n") > 21:  # the header and more than 20 rows
-                break
-            time.sleep(0.01)
+    try:  # no deadline: the writer appends until it is killed, however slowly a loaded machine runs it
+        while proc.poll() is None and not (path.exists() and path.read_bytes().count(b"\n") > 21):
+            time.sleep(0.01)  # until the header and more than 20 rows
+        assert proc.poll() is None, f"the writer exited early with code {proc.returncode}"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -217,7 +215,7 @@ def test_merge_header_mismatch_and_unknown_csv(tmp_path):
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "bench.results", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True)  # no timeout: a loaded machine may take longer
 
 
 def test_cli_merge_ok_and_bad_input(tmp_path):

@@ -1,7 +1,8 @@
 """Figures of a run, from its CSVs alone (pandas + matplotlib, no torch), then its REPORT.md.
 
     python -m bench.plots RUN_DIR              # figures in plots/<run_id>/ (mirrors results/...), RUN_DIR/REPORT.md
-    python -m bench.plots RUN_DIR --out DIR    # figures and REPORT.md in DIR; RUN_DIR is left untouched
+                                               # and RUN_DIR/findings.csv
+    python -m bench.plots RUN_DIR --out DIR    # figures, REPORT.md and findings.csv in DIR; RUN_DIR left untouched
 
 Only this package imports matplotlib, and within it only bench/plots/style.py does (the one door: the Agg
 backend, colours, axes, saving). Every plot_xxx(df_or_run_dir, out_path, ...) returns the PNG written, or None
@@ -10,7 +11,7 @@ backend, colours, axes, saving). Every plot_xxx(df_or_run_dir, out_path, ...) re
 
 from pathlib import Path
 
-from bench import analysis, report
+from bench import analysis, findings, report
 from bench.analysis import ok
 from bench.plots.runtime import plot_decode, plot_numerics, plot_ops
 from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_kernel_n, plot_memory, plot_time
@@ -28,15 +29,16 @@ from bench.usage import Parser, UsageError, fail
 from bench.usage import run_dir as existing_run_dir
 
 
-def render_all(run_dir, out_dir):
-    """Every figure the run's CSVs allow; returns the PNGs written."""
+def render_all(run_dir, out_dir, *, found=None):
+    """Every figure the run's CSVs allow; returns the PNGs written. found: the run's findings
+    (bench.findings.of_run), for the time figures' crossover intervals; computed there when not given."""
     out_dir, written = Path(out_dir), []
     scaling = analysis.load_scaling(run_dir)
     if scaling is None or ok(scaling).empty:
         note(f"skipped scaling figures: scaling.csv {'absent or without rows' if scaling is None else 'has no ok rows'}")
     else:
         pairs = analysis.modes_dtypes(scaling)
-        written += [plot_time(scaling, out_dir / f"time_{m}_{d}.png", mode=m, dtype=d) for m, d in pairs]
+        written += [plot_time(scaling, out_dir / f"time_{m}_{d}.png", mode=m, dtype=d, found=found) for m, d in pairs]
         for mode in dict.fromkeys(m for m, _ in pairs):
             written += [plot_memory(scaling, out_dir / f"memory_{mode}.png", mode=mode),
                         plot_flops(scaling, out_dir / f"flops_{mode}.png", mode=mode)]
@@ -66,10 +68,11 @@ def main(argv=None):
         args = make_parser().parse_args(argv)
         run_dir = existing_run_dir(args.run_dir)
         out_dir = Path(args.out) if args.out else report.default_plots_dir(run_dir)
-        for path in render_all(run_dir, out_dir):
+        found = findings.of_run(run_dir)  # first: a times_ms that does not parse stops before any figure
+        for path in render_all(run_dir, out_dir, found=found):
             print(path)
-        # with --out, REPORT.md goes beside the figures: re-rendering a run elsewhere never rewrites its report
-        print(report.write_report(run_dir, plots_dir=out_dir, report_dir=out_dir if args.out else None))
+        # with --out, REPORT.md and findings.csv go beside the figures: rendering a run elsewhere never rewrites it
+        print(report.write_report(run_dir, plots_dir=out_dir, report_dir=out_dir if args.out else None, found=found))
     except (UsageError, ResultsError, OSError) as error:
         return fail(error)
     return 0

@@ -1,6 +1,6 @@
 """Figures of scaling.csv: time, memory and FLOPs against seq_len, and the kernel-size ablations."""
 
-from bench import analysis
+from bench import analysis, findings
 from bench.analysis import ok, ordered_models
 from bench.plots.style import (
     MODE_TITLES,
@@ -22,8 +22,22 @@ from bench.plots.style import (
 from bench.schema import MODES
 
 
-def plot_time(source, out_path, *, mode, dtype="float32"):
-    """Time per step vs seq_len, log-log, each model's sweep with its fitted slope, and the gss/attention crossover."""
+def crossover_interval(df, found, *, mode, dtype):
+    """(ci_low, ci_high) of the gss/attention crossover in the findings (bench.findings; computed from df's gss
+    and attention cells when found is None: the same interval, each cell's draws being seeded by its key), or
+    None where there is no such crossover or no interval (cells without times_ms)."""
+    if found is None:
+        found = findings.compute(df[df.model.isin(["gss", "attention"]) & (df["mode"] == mode) & (df.dtype == dtype)])
+    rows = found[(found.finding == "crossover") & (found["mode"] == mode) & (found.dtype == dtype)
+                 & (found.model == "gss") & (found.other == "attention")]
+    if len(rows) != 1 or rows.ci_low.isna().any():
+        return None
+    return float(rows.ci_low.iloc[0]), float(rows.ci_high.iloc[0])
+
+
+def plot_time(source, out_path, *, mode, dtype="float32", found=None):
+    """Time per step vs seq_len, log-log, each model's sweep with its fitted slope, and the gss/attention crossover
+    with its 95% interval as a band (found: the run's findings, bench.findings; computed when not given)."""
     df = _data(source, "scaling.csv", f"time {mode} {dtype}")
     if df is None:
         return None
@@ -35,8 +49,12 @@ def plot_time(source, out_path, *, mode, dtype="float32"):
     # marked when there is one pair of sweeps; with several, REPORT.md gives each pair's crossover
     cross = analysis.crossover(*gss.values(), *att.values()) if len(gss) == len(att) == 1 else None
     if cross:
+        band = crossover_interval(df, found, mode=mode, dtype=dtype)
+        if band:
+            ax.axvspan(*band, color="black", alpha=0.12, linewidth=0, zorder=0)
         ax.axvline(cross, color="black", linestyle="--", linewidth=1)
-        ax.annotate(f"crossover ≈ {cross:,.0f}:\ngss faster than\nattention above", (cross, 0.97),
+        interval = f"\n(95%: {band[0]:,.0f}..{band[1]:,.0f})" if band else ""
+        ax.annotate(f"crossover ≈ {cross:,.0f}:\ngss faster than\nattention above{interval}", (cross, 0.97),
                     xycoords=ax.get_xaxis_transform(), xytext=(-6, 0), textcoords="offset points", va="top", ha="right",
                     fontsize=8, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
     _log2_axis(ax, lengths, label="sequence length (tokens)")

@@ -1,0 +1,293 @@
+"""The scaling findings of a run with 95% intervals, one row each in findings.csv (numpy + pandas, no torch).
+
+    python -m bench.findings RUN [RUN ...]    # writes, prints each RUN/findings.csv; several runs: pooled too
+
+Per (mode, dtype), on the length sweeps of bench.analysis.model_sweeps (a sweep's options go in detail):
+slope, least squares of log(time) on log(seq_len) over the longest max(3, ceil(n/2)) of its n ok lengths (none
+when n < 3); crossover, the length above which `model` stays faster than `other` (analysis.crossover), for each
+two models that cross; speedup, attention's time / the model's at their longest common length.
+
+Intervals bootstrap the noise within the run: each of RESAMPLES resamples draws every cell's repeats (times_ms)
+with replacement, takes their median (several cells at a length: the median of theirs) and recomputes the
+finding; ci_low, ci_high are the 2.5th and 97.5th percentiles; `value` is from the recorded time_ms. A cell's
+draws are seeded by its key: an interval does not depend on the run's other cells. A resample without the
+crossover (the order never changes, or changes back) is left out: the interval is over the resamples where it
+exists, detail gives the share where it does not. A finding with a cell without times_ms (older runs) has no
+interval. Noise between runs is not in them: several runs given together show it, as each finding's range.
+"""
+
+import csv
+import io
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import analysis, usage
+from bench.results import ResultsError, atomic_write_text, format_value
+from bench.schema import TABLES
+from bench.usage import Parser, UsageError, fail
+
+NAME = "findings.csv"
+COLUMNS = TABLES[NAME].columns
+RESAMPLES = 2000
+SEED = 0
+REFERENCE = "attention"  # speedups are over this model
+CELL = tuple(c for c in TABLES["scaling.csv"].key if c != "device")  # a cell, wherever it ran
+POOL_KEY = ["finding", "mode", "dtype", "model", "other", "options", "unit"]
+DIGITS = {"exponent": ".3f", "tokens": ",.0f", "x": ".2f"}
+HEADER = ("finding", "mode", "dtype", "model", "other", "value", "95% interval", "unit", "detail")
+POOLED = ("finding", "mode", "dtype", "model", "other", "median", "range", "unit", "runs", "detail")
+
+
+def describe(row):
+    return " ".join(f"{c}={v}" for c in CELL if c in row and (v := format_value(row[c])) != "")
+
+
+class Draws:
+    """Each ok cell's medians of resampled repeats, (resamples,), drawn once and seeded by the cell's key."""
+
+    def __init__(self, source, resamples=RESAMPLES):
+        self.source, self.resamples, self.cells = source, resamples, {}
+
+    def cell(self, row):
+        """An ok cell's draws; None when it has no times_ms, ResultsError naming it when they do not parse."""
+        key, text = describe(row), row.get("times_ms", "")
+        if (key, text) not in self.cells:
+            times = None
+            if isinstance(text, str) and text.strip():
+                times = pd.to_numeric(text.split(), errors="coerce")  # NaN where a repeat is not a number
+                if not (np.isfinite(times).all() and (times > 0).all()):
+                    raise ResultsError(f"{self.source}: malformed times_ms {text!r} in the ok cell {key}")
+                rng = np.random.default_rng([SEED, zlib.crc32(key.encode())])
+                times = np.median(times[rng.integers(0, len(times), size=(self.resamples, len(times)))], axis=1)
+            self.cells[key, text] = times
+        return self.cells[key, text]
+
+    def at_length(self, rows):  # the draws of one length of a sweep; None when a cell of it has no times_ms
+        cells = [self.cell(r) for _, r in rows.iterrows()]
+        return None if any(c is None for c in cells) else np.median(np.stack(cells), axis=0)
+
+
+@dataclass
+class Sweep:
+    label: str  # as bench.analysis labels it: "gss", "gss kernel_N=64"
+    model: str
+    options: str  # the label's options: "", "kernel_N=64"
+    point: pd.Series  # seq_len -> median recorded time_ms
+    draws: dict  # seq_len -> (resamples,) medians, or None
+
+    def stack(self, lengths):  # (resamples, len(lengths)); None when a cell at one of them has no times_ms
+        columns = [self.draws[length] for length in lengths]
+        return None if any(c is None for c in columns) else np.stack(columns, axis=1)
+
+
+def sweeps(df, draws, *, mode, dtype):
+    out = []
+    for model in analysis.ordered_models(df.model):
+        for label, rows in analysis.model_sweeps(df, model, mode=mode, dtype=dtype).items():
+            rows = analysis.ok(rows).dropna(subset=["time_ms"])
+            if len(rows):
+                point = rows.groupby("seq_len").time_ms.median().sort_index()
+                out.append(Sweep(label, model, label[len(model):].strip(), point,
+                                 {L: draws.at_length(g) for L, g in rows.groupby("seq_len")}))
+    return out
+
+
+def slope(lengths, times):
+    """Least-squares slope of log(times) on log(lengths) along the last axis; times (..., k)."""
+    x = np.log(lengths) - np.log(lengths).mean()
+    y = np.log(times)
+    return (y - y.mean(axis=-1, keepdims=True)) @ x / (x @ x)
+
+
+def crossover(lengths, log_ratio):
+    """analysis.crossover along the last axis of log(time a / time b), (..., m): the length above which a stays
+    faster, NaN where it never does or always did."""
+    log_ratio = np.atleast_2d(log_ratio)
+    m, rows = log_ratio.shape[1], np.arange(len(log_ratio))
+    exists = (log_ratio[:, -1] < 0) & (log_ratio[:, 0] >= 0)
+    last = np.minimum(m - 1 - np.argmax(log_ratio[:, ::-1] >= 0, axis=1), m - 2)  # the last length a was slower
+    x = np.log(lengths)
+    r0, r1 = log_ratio[rows, last], log_ratio[rows, last + 1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # rows without a crossover are dropped below
+        at = np.exp(x[last] + r0 / (r0 - r1) * (x[last + 1] - x[last]))
+    return np.where(exists, at, np.nan)
+
+
+def row(finding, mode, dtype, model, other, value, draws, *, unit, options="", span="", missing=None):
+    """One finding; draws (resamples,) with NaN where it does not exist, or None (no interval)."""
+    low = high = note = None
+    if draws is not None:
+        exists = draws[np.isfinite(draws)]
+        low, high = np.percentile(exists, [2.5, 97.5]) if len(exists) else (None, None)
+        share = 1 - len(exists) / len(draws)
+        note = f"no {missing} in {share:.1%} of resamples" if missing and share > 0 else None
+    detail = "; ".join(p for p in (options, span, note) if p)
+    return dict(finding=finding, mode=mode, dtype=dtype, model=model, other=other, value=float(value), ci_low=low,
+                ci_high=high, unit=unit, detail=detail, options=options, span=span)
+
+
+def slope_rows(found, mode, dtype):
+    out = []
+    for s in found:
+        lengths = analysis.fitted_lengths(s.point.index)
+        if lengths:
+            draws = s.stack(lengths)
+            out.append(row("slope", mode, dtype, s.model, "", slope(lengths, s.point[lengths].to_numpy()),
+                           None if draws is None else slope(lengths, draws), unit="exponent", options=s.options,
+                           span=f"seq_len {lengths[0]}..{lengths[-1]}"))
+    return out
+
+
+def crossover_rows(found, mode, dtype):
+    """Every pair of two models' sweeps that cross, the one faster at the long lengths first."""
+    out = []
+    for i, a in enumerate(found):
+        for b in found[i + 1:]:
+            common = sorted(set(a.point.index) & set(b.point.index))
+            if a.model == b.model or len(common) < 2:
+                continue
+            for fast, slow in ((a, b), (b, a)):
+                ratio = np.log(fast.point[common].to_numpy() / slow.point[common].to_numpy())
+                value = crossover(common, ratio)[0]
+                if np.isnan(value):
+                    continue
+                last = max(j for j, r in enumerate(ratio) if r >= 0)
+                f, s = fast.stack(common), slow.stack(common)
+                draws = None if f is None or s is None else crossover(common, np.log(f / s))
+                options = " ".join(p for p in (fast.options, f"vs {slow.label}" if slow.options else "") if p)
+                out.append(row("crossover", mode, dtype, fast.model, slow.model, value, draws, unit="tokens",
+                               options=options, span=f"between seq_len {common[last]} and {common[last + 1]}",
+                               missing="crossover"))
+    return out
+
+
+def speedup_rows(found, mode, dtype):
+    out = []
+    for ref in (s for s in found if s.model == REFERENCE):
+        for s in (s for s in found if s.model != REFERENCE):
+            if not (common := set(s.point.index) & set(ref.point.index)):
+                continue
+            length = max(common)
+            r, d = ref.draws[length], s.draws[length]
+            options = " ".join(p for p in (s.options, f"vs {ref.label}" if ref.options else "") if p)
+            out.append(row("speedup", mode, dtype, s.model, REFERENCE, ref.point[length] / s.point[length],
+                           None if r is None or d is None else r / d, unit="x", options=options,
+                           span=f"at seq_len {length}"))
+    return out
+
+
+def compute(df, *, source="scaling.csv", resamples=RESAMPLES):
+    """The findings of a scaling frame: the findings.csv columns, then `options` and `span` (the parts of detail
+    that say which sweep and which lengths; the pooling of runs joins on them). ResultsError for a times_ms
+    that does not parse, naming the cell."""
+    out = []
+    if df is not None and "status" in df.columns and not analysis.ok(df).empty:
+        draws = Draws(source, resamples)
+        for mode, dtype in analysis.modes_dtypes(df):
+            found = sweeps(df, draws, mode=mode, dtype=dtype)
+            out += slope_rows(found, mode, dtype) + crossover_rows(found, mode, dtype) + speedup_rows(found, mode, dtype)
+    return pd.DataFrame(out, columns=[*COLUMNS, "options", "span"])
+
+
+def of_run(run_dir):
+    """compute() of the run's scaling.csv; None when it has none."""
+    df = analysis.load_scaling(run_dir)
+    return None if df is None else compute(df, source=Path(run_dir) / "scaling.csv")
+
+
+def write(run_dir, *, out_dir=None, found=None):
+    """Writes findings.csv (atomically) into out_dir, default the run directory, and returns the findings
+    (`found`, when given, else of_run(run_dir)); without a scaling.csv, None and nothing is written."""
+    if (found := of_run(run_dir) if found is None else found) is None:
+        return None
+    out_dir = Path(run_dir if out_dir is None else out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([COLUMNS, *([format_value(v) for v in r]
+                                                                for r in found[list(COLUMNS)].itertuples(index=False))])
+    atomic_write_text(out_dir / NAME, text.getvalue())
+    return found
+
+
+def number(value, unit):
+    return "" if value is None or pd.isna(value) else f"{value:{DIGITS.get(unit, '.4g')}}"
+
+
+def interval(low, high, unit):
+    return f"{number(low, unit)}..{number(high, unit)}" if pd.notna(low) and pd.notna(high) else ""
+
+
+def display(found):
+    """The findings as rows of strings under HEADER (REPORT.md's table, the command's printout)."""
+    return [(r.finding, r.mode, r.dtype, r.model, r.other, number(r.value, r.unit), interval(r.ci_low, r.ci_high, r.unit),
+             r.unit, r.detail) for r in found.itertuples()]
+
+
+def check_poolable(scaling):
+    """{run: scaling frame}: UsageError naming the first mismatch when the runs ran on other devices, or
+    measured other grids (not the same cells, whatever their status)."""
+    (first, a), *others = scaling.items()
+    for run, b in others:
+        if (da := sorted(set(a.device))) != (db := sorted(set(b.device))):
+            raise UsageError(f"cannot pool {first} and {run}: different devices ({', '.join(da)} vs {', '.join(db)})")
+        ka, kb = ({describe(r) for _, r in df.iterrows()} for df in (a, b))
+        if only := sorted(ka ^ kb):
+            raise UsageError(f"cannot pool {first} and {run}: different grids ({len(ka - kb)} cells only in {first}, "
+                             f"{len(kb - ka)} only in {run}; e.g. {only[0]})")
+
+
+def pool(found):
+    """{run: findings}: per finding (joined on POOL_KEY), the median and range of the runs' values and in how
+    many runs it was found (a crossover may exist in some only)."""
+    rows = pd.concat(list(found.values()), ignore_index=True)
+    out = []
+    for key, g in rows.groupby(POOL_KEY, sort=False):
+        span = " / ".join(dict.fromkeys(g["span"]))  # the same lengths in every run, unless their statuses differ
+        out.append(dict(zip(POOL_KEY, key, strict=True), median=g.value.median(), low=g.value.min(),
+                        high=g.value.max(), runs=len(g), detail="; ".join(p for p in (key[5], span) if p)))
+    return pd.DataFrame(out, columns=[*POOL_KEY, "median", "low", "high", "runs", "detail"])
+
+
+def aligned(header, rows):
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=True)]
+    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in (header, *rows)]
+
+
+def make_parser():
+    p = Parser(prog="python -m bench.findings", description="Scaling findings with 95% intervals, pooled over runs.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN", help="a run directory (results/<run_id>)")
+    return p
+
+
+def main(argv=None):
+    try:
+        runs = list(dict.fromkeys(usage.run_dir(r) for r in make_parser().parse_args(argv).run_dirs))
+        scaling = {run: analysis.load_scaling(run) for run in runs}
+        if missing := [str(run) for run, df in scaling.items() if df is None]:
+            raise UsageError(f"{missing[0]}: no scaling.csv (or no rows in it)")
+        check_poolable(scaling)  # before anything is written
+        found = {run: compute(df, source=run / "scaling.csv") for run, df in scaling.items()}
+        for run, frame in found.items():
+            write(run, found=frame)
+    except (UsageError, ResultsError, OSError) as error:
+        return fail(error)
+    for run, frame in found.items():
+        print(f"{run / NAME}: {len(frame)} findings, 95% intervals by bootstrap over each cell's repeats "
+              f"({RESAMPLES} resamples; empty where the cells have no times_ms)")
+        print("\n".join(aligned(HEADER, display(frame))) + "\n")
+    if len(found) > 1:
+        pooled = pool(found)
+        print(f"across {len(found)} runs: each finding's median and range (min..max) of the runs' values")
+        print("\n".join(aligned(POOLED, [(r.finding, r.mode, r.dtype, r.model, r.other, number(r.median, r.unit),
+                                          interval(r.low, r.high, r.unit), r.unit, f"{r.runs}/{len(found)}", r.detail)
+                                         for r in pooled.itertuples()])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
