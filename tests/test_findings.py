@@ -230,9 +230,13 @@ def test_the_report_lists_every_finding_with_its_interval(tmp_path):
     assert (out / "findings.csv").read_text().count("\n") == 5 and not (run / "findings.csv").exists()
 
 
-def test_the_committed_cpu_reference_has_findings_without_intervals():
+def test_the_committed_references_findings_with_and_without_intervals():
+    """The CPU reference records times_ms: every finding has an interval around its value; the GPU reference was
+    made before times_ms existed: its findings have none."""
     found = findings.of_run(BASELINE)
-    assert found.ci_low.isna().all() and set(found.finding) == {"slope", "crossover", "speedup"}
+    assert set(found.finding) == {"slope", "crossover", "speedup"} and found.ci_low.notna().all()
+    assert ((found.ci_low <= found.value) & (found.value <= found.ci_high)).all()
+    assert findings.of_run(BASELINE.parent / "nvidia-h200").ci_low.isna().all()
     series = analysis.sweeps(analysis.load_scaling(BASELINE), mode="fwd", dtype="float32")
     cross = one(found, finding="crossover", mode="fwd", model="gss", other="attention").value
     assert cross == pytest.approx(analysis.crossover(series["gss"], series["attention"]))
