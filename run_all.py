@@ -16,10 +16,8 @@ time tolerance is three times, goes to RUN/ratio_spread.json (docs/gpu.md).
 """
 
 import json
-import os
 import sys
 import tarfile
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -40,7 +38,7 @@ from bench import (
     scaling,
     usage,
 )
-from bench.results import RESULTS_DIR, atomic_write_text, new_run_id
+from bench.results import RESULTS_DIR, atomic_path, atomic_write_text, new_run_id
 from bench.usage import Parser, UsageError, fail
 
 MODULES = {"scaling": scaling, "perplexity": perplexity, "profiling": profiling, "decode": decode,  # in this order
@@ -229,18 +227,9 @@ def check(args, out_dir, suite_flags):
 def pack(run_dir, path):
     """The whole run directory as one .tar.gz at `path`, its members under the directory's name; written
     beside `path` and renamed, so a reader never finds a torn archive."""
-    run_dir, path = Path(run_dir), Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w:gz") as archive:
-            archive.add(run_dir, arcname=run_dir.resolve().name)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w:gz") as archive:
+        archive.add(run_dir, arcname=Path(run_dir).resolve().name)
+    return Path(path)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
              read side             bench.analysis < findings < summaries < report_sections < report < plots;
                                    regress_load < regress: CSVs -> findings (with intervals: findings.csv), figures,
                                    the gate; torch-free (plots alone imports matplotlib)
-    floor 1  ground                models/ (knows nothing of bench), then bench.schema and bench.usage
+    floor 1  ground                models/ (knows nothing of bench), then bench.schema, bench.usage and bench.stats
                                    (torch-free facts), results, env, timing, memory, flops, cuda_checks, synthetic, data,
                                    recall, training, config, sweep, cli, estimate
 
@@ -16,9 +16,9 @@ run_all, and a TORCH_FREE module nothing that imports torch.
 """
 
 FLOORS = {
-    "ground": ("models", "bench.schema", "bench.usage", "bench.results", "bench.env", "bench.timing", "bench.memory",
-               "bench.flops", "bench.cuda_checks", "bench.synthetic", "bench.data", "bench.recall", "bench.training",
-               "bench.config", "bench.sweep", "bench.cli", "bench.estimate"),
+    "ground": ("models", "bench.schema", "bench.usage", "bench.stats", "bench.results", "bench.env", "bench.timing",
+               "bench.memory", "bench.flops", "bench.cuda_checks", "bench.synthetic", "bench.data", "bench.recall",
+               "bench.training", "bench.config", "bench.sweep", "bench.cli", "bench.estimate"),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
     "read side": ("bench.analysis", "bench.findings", "bench.summaries", "bench.report_sections", "bench.report",
                   "bench.plots", "bench.regress_load", "bench.regress"),
@@ -26,4 +26,4 @@ FLOORS = {
 }
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)
 SUITES = FLOORS["suites"]
-TORCH_FREE = ("bench.schema", "bench.usage", "bench.results", *FLOORS["read side"])
+TORCH_FREE = ("bench.schema", "bench.usage", "bench.stats", "bench.results", *FLOORS["read side"])

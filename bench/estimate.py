@@ -39,18 +39,21 @@ def timed_steps(step, timing):
     return warmup + repeats
 
 
+def layer_step(cell):
+    """One step of a layer cell (scaling, profiling)."""
+    flops = _layer(cell.model, cell.dim, **cell.layer_options()).flops(cell.batch, cell.seq_len)
+    return step_s(flops, cell.dtype, cell.mode)
+
+
 def scaling_cell(cell, timing):
     """Counting + memory steps, then the timed steps."""
-    step = step_s(_layer(cell.model, cell.dim, **cell.layer_options()).flops(cell.batch, cell.seq_len), cell.dtype,
-                  cell.mode)
+    step = layer_step(cell)
     return CELL_S + step * (2 + timed_steps(step, timing))
 
 
 def profiling_cell(cell, timing):
     """The profiler's warm-up and active steps, plus its start and the trace's writing (a few seconds)."""
-    step = step_s(_layer(cell.model, cell.dim, **cell.layer_options()).flops(cell.batch, cell.seq_len), cell.dtype,
-                  cell.mode)
-    return 3.0 + step * (timing.get("warmup", 1) + timing.get("active", 2))
+    return 3.0 + layer_step(cell) * (timing.get("warmup", 1) + timing.get("active", 2))
 
 
 def _lm_flops(model, *, num_tokens, dim, depth, batch, seq_len, **options):

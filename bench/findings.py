@@ -29,6 +29,7 @@ import pandas as pd
 from bench import analysis, usage
 from bench.results import ResultsError, atomic_write_text, format_value
 from bench.schema import TABLES
+from bench.stats import repeat_times
 from bench.usage import Parser, UsageError, fail
 
 NAME = "findings.csv"
@@ -59,9 +60,10 @@ class Draws:
         if (key, text) not in self.cells:
             times = None
             if isinstance(text, str) and text.strip():
-                times = pd.to_numeric(text.split(), errors="coerce")  # NaN where a repeat is not a number
-                if not (np.isfinite(times).all() and (times > 0).all()):
-                    raise ResultsError(f"{self.source}: malformed times_ms {text!r} in the ok cell {key}")
+                try:
+                    times = np.array(repeat_times(text))
+                except ValueError:
+                    raise ResultsError(f"{self.source}: malformed times_ms {text!r} in the ok cell {key}") from None
                 rng = np.random.default_rng([SEED, zlib.crc32(key.encode())])
                 times = np.median(times[rng.integers(0, len(times), size=(self.resamples, len(times)))], axis=1)
             self.cells[key, text] = times

@@ -2,7 +2,6 @@
 cell, numeric values in ok rows, repeat times that parse), its device class and CPU model, and the standard error
 of a cell's median time. Torch-free (pandas)."""
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import pandas as pd
 
 from bench.results import ENV_FILE, ResultsError, read_rows
 from bench.schema import KEY_COLUMNS, TABLES
+from bench.stats import median_interval, repeat_times
 from bench.usage import UsageError
 
 
@@ -70,31 +70,6 @@ def check_repeat_times(path, row, key):
                            f"cell ({describe(row, key)})")
 
 
-def repeat_times(value):
-    """A times_ms cell's repeats, in order ([] when empty: runs from before the column); ValueError naming the first
-    entry that is not a positive finite number."""
-    times = []
-    for entry in str(value).split():
-        if not 0 < (t := number(entry)) < math.inf:
-            raise ValueError(entry)
-        times.append(t)
-    return times
-
-
-@functools.cache
-def median_interval(n, level=0.95):
-    """(j, tail): the 0-based ranks j and n - 1 - j of n sorted repeats bound a distribution-free interval of their
-    median that misses it with probability tail on each side, tail = P(Binomial(n, 1/2) <= j): the largest j with
-    tail <= (1 - level) / 2 (bench.timing's rule), else (under 6 repeats at 95%) j = 0, the smallest and largest."""
-    j, tail, cumulative = 0, 0.5 ** n, 0.0
-    for k in range(n // 2 + 1):
-        cumulative += math.comb(n, k) / 2 ** n
-        if cumulative > (1 - level) / 2:
-            break
-        j, tail = k, cumulative
-    return j, tail
-
-
 def standard_error_ms(row, suffix=""):
     """Standard error of a cell's median time (from the row's times_ms, time_iqr_ms and repeats, each name + suffix).
     With times_ms, from the repeats themselves, distribution-free: half the width of the order-statistic interval
@@ -104,7 +79,7 @@ def standard_error_ms(row, suffix=""):
     if times := sorted(repeat_times(row.get("times_ms" + suffix, ""))):
         if len(times) == 1:
             return 0.0
-        j, tail = median_interval(len(times))
+        j, tail = median_interval(len(times)) or (0, 0.5 ** len(times))  # under 6 repeats: smallest and largest
         return (times[-1 - j] - times[j]) / (2 * NormalDist().inv_cdf(1 - tail))
     iqr, n = number(row["time_iqr_ms" + suffix]), max(1.0, number(row["repeats" + suffix]) or 1.0)
     return 1.2533 * (iqr / 1.349) / math.sqrt(n) if iqr == iqr else 0.0

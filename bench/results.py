@@ -146,19 +146,27 @@ def cell_key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[str, .
     return tuple(_one_line(format_value(row.get(c))) for c in key_columns)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a whole file so that a reader sees the old text or the new, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """A temporary path beside `path` to write the whole file at, renamed to `path` when the block ends (removed if
+    it raises): a reader sees the old file or the new, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide results from other users
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a whole file so that a reader sees the old text or the new, never a part (fsynced first)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _inflight_path(run_dir: str | os.PathLike, stem: str) -> Path:
@@ -167,8 +175,7 @@ def _inflight_path(run_dir: str | os.PathLike, stem: str) -> Path:
 
 def mark_in_flight(run_dir: str | os.PathLike, key: Mapping[str, Any], *, stem: str) -> None:
     """Record the cell about to run, so a resume can tell which cell killed the process."""
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    payload = {"key": dict(key), "pid": os.getpid(), "started_utc": started}
+    payload = {"key": dict(key), "pid": os.getpid(), "started_utc": datetime.now(UTC).isoformat(timespec="seconds")}
     atomic_write_text(_inflight_path(run_dir, stem), json.dumps(payload, default=format_value) + "\n")
 
 

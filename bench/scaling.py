@@ -23,7 +23,7 @@ from bench.flops import count_flops
 from bench.memory import peak_memory_mb
 from bench.results import cell_key
 from bench.sweep import Sweep, device_name, drive
-from bench.timing import make_step, measure_group
+from bench.timing import Timing, make_step, measure_group
 
 CSV = "scaling.csv"
 MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
@@ -89,13 +89,9 @@ def measure_cells(cells, device, timing):
             prepared.append(prepare_cell(cell, device))
         except Exception as error:
             prepared.append(error)
-    ready = [p for p in prepared if isinstance(p, Prepared)]
-    timings = iter(measure_group([p.step for p in ready], device=device, **timing))
-    out = []
-    for p in prepared:
-        result = next(timings) if isinstance(p, Prepared) else p
-        out.append(row_of(p, result) if isinstance(p, Prepared) and not isinstance(result, Exception) else result)
-    return out
+    timings = iter(measure_group([p.step for p in prepared if isinstance(p, Prepared)], device=device, **timing))
+    out = [p if isinstance(p, Exception) else next(timings) for p in prepared]  # each cell's timing or failure
+    return [row_of(p, t) if isinstance(t, Timing) else t for p, t in zip(prepared, out)]
 
 
 def free_memory_mb():

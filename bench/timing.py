@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -12,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils._pytree import tree_flatten
+
+from bench.stats import median_interval
 
 MODES = ("fwd", "fwdbwd")
 
@@ -46,18 +46,11 @@ def _median_iqr_ms(times_ms) -> tuple[float, float]:
     return median_ms, q3 - q1
 
 
-@functools.cache
 def median_ci_ranks(n: int, level: float = 0.95) -> tuple[int, int] | None:
     """0-based ranks (j, n - 1 - j) of the sorted sample that bound a distribution-free `level` interval of the
-    median: the largest j with P(Binomial(n, 1/2) <= j) <= (1 - level) / 2. None when n is too small for one
-    (n < 6 at 95%)."""
-    tail, cumulative, j = (1 - level) / 2, 0.0, -1
-    for k in range(n + 1):
-        cumulative += math.comb(n, k) / 2 ** n
-        if cumulative > tail:
-            break
-        j = k
-    return None if j < 0 else (j, n - 1 - j)
+    median (bench.stats.median_interval). None when n is too small for one (n < 6 at 95%)."""
+    interval = median_interval(n, level)
+    return None if interval is None else (interval[0], n - 1 - interval[0])
 
 
 def median_ci(times_ms, level: float = 0.95) -> tuple[float, float] | None:
