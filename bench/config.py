@@ -110,11 +110,15 @@ class Preset:
     name: str
     grids: tuple
     timing: dict = field(default_factory=dict)  # keyword arguments for bench.timing.measure
+    # the scaling suite's crossover refinement (bench.refine): model pairs, the +-ci it aims at, its time budget
+    refine: dict = field(default_factory=dict)
 
     def describe(self):
-        return {"name": self.name, "grids": [asdict(g) for g in self.grids], "timing": self.timing}
+        return {"name": self.name, "grids": [asdict(g) for g in self.grids], "timing": self.timing,
+                "refine": self.refine}
 
 
+_REFINED = (("gss", "attention"),)  # the crossover the README quotes
 _GPU_LENGTHS = tuple(2 ** k for k in range(10, 17))  # 1K..64K
 SCALING_PRESETS = {
     # CPU, 2 cores: lengths to 8192 so that the gss/attention crossover falls inside the range.
@@ -123,7 +127,7 @@ SCALING_PRESETS = {
         Grid("length", ("gss-direct",), (512, 1024, 2048)),
         Grid("kernel_N", ("gss",), (1024,), kernel_N=(64, 256, 1024), lambda_imag_exp=(True, False)),
         Grid("conv_kernel", ("conv", "gss-direct"), (2048,), conv_kernel=(16, 64, 256, 1024)),
-    ), timing=dict(warmup=1, min_repeats=10, budget_s=2.0)),
+    ), timing=dict(warmup=1, min_repeats=10, budget_s=2.0), refine=dict(pairs=_REFINED, ci=0.15, budget_s=60.0)),
     # One GPU: the GSS paper's 4K setting scaled to one device, lengths to 65536 or the first OOM.
     "full": Preset("full", (
         Grid("length", ("gss", "attention", "conv"), tuple(2 ** k for k in range(10, 17)),
@@ -134,7 +138,7 @@ SCALING_PRESETS = {
              batch=4, dim=1024),
         Grid("conv_kernel", ("conv", "gss-direct"), (4096,), conv_kernel=(16, 64, 256, 1024, 4096), batch=4,
              dim=1024),
-    ), timing=dict(warmup=3, min_repeats=10, budget_s=2.0)),
+    ), timing=dict(warmup=3, min_repeats=10, budget_s=2.0), refine=dict(pairs=_REFINED, ci=0.15, budget_s=120.0)),
     # One H100/H200 within the device budget (run_all.py --preset gpu-check, docs/gpu.md): every model at
     # 1K..64K, both dtypes; attention in float32 (no tensor cores) stops at 32K, the every-tap direct
     # convolution (L^2) at 8K.

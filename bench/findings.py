@@ -1,6 +1,6 @@
 """The scaling findings of a run with 95% intervals, one row each in findings.csv (numpy + pandas, no torch).
 
-    python -m bench.findings RUN [RUN ...]    # writes, prints each RUN/findings.csv; several runs: pooled too
+    python -m bench.analysis RUN [RUN ...]    # writes, prints each RUN/findings.csv; several runs: pooled too
 
 Per (mode, dtype), on the length sweeps of bench.analysis.model_sweeps (a sweep's options go in detail):
 slope, least squares of log(time) on log(seq_len) over the longest max(3, ceil(n/2)) of its n ok lengths (none
@@ -19,33 +19,25 @@ interval. Noise between runs is not in them: several runs given together show it
 import csv
 import io
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench import analysis, usage
+from bench import analysis, refine, usage
 from bench.results import ResultsError, atomic_write_text, format_value
 from bench.schema import TABLES
-from bench.stats import repeat_times
+from bench.stats import RESAMPLES, crossover, median_draws, percentile_interval, repeat_times
 from bench.usage import Parser, UsageError, fail
 
 NAME = "findings.csv"
 COLUMNS = TABLES[NAME].columns
-RESAMPLES = 2000
-SEED = 0
 REFERENCE = "attention"  # speedups are over this model
-CELL = tuple(c for c in TABLES["scaling.csv"].key if c != "device")  # a cell, wherever it ran
 POOL_KEY = ["finding", "mode", "dtype", "model", "other", "options", "unit"]
 DIGITS = {"exponent": ".3f", "tokens": ",.0f", "x": ".2f"}
 HEADER = ("finding", "mode", "dtype", "model", "other", "value", "95% interval", "unit", "detail")
 POOLED = ("finding", "mode", "dtype", "model", "other", "median", "range", "unit", "runs", "detail")
-
-
-def describe(row):
-    return " ".join(f"{c}={v}" for c in CELL if c in row and (v := format_value(row[c])) != "")
 
 
 class Draws:
@@ -56,16 +48,15 @@ class Draws:
 
     def cell(self, row):
         """An ok cell's draws; None when it has no times_ms, ResultsError naming it when they do not parse."""
-        key, text = describe(row), row.get("times_ms", "")
+        key, text = refine.label(row), row.get("times_ms", "")
         if (key, text) not in self.cells:
             times = None
             if isinstance(text, str) and text.strip():
                 try:
-                    times = np.array(repeat_times(text))
+                    times = repeat_times(text)
                 except ValueError:
                     raise ResultsError(f"{self.source}: malformed times_ms {text!r} in the ok cell {key}") from None
-                rng = np.random.default_rng([SEED, zlib.crc32(key.encode())])
-                times = np.median(times[rng.integers(0, len(times), size=(self.resamples, len(times)))], axis=1)
+                times = median_draws(times, key, self.resamples)
             self.cells[key, text] = times
         return self.cells[key, text]
 
@@ -106,27 +97,11 @@ def slope(lengths, times):
     return (y - y.mean(axis=-1, keepdims=True)) @ x / (x @ x)
 
 
-def crossover(lengths, log_ratio):
-    """analysis.crossover along the last axis of log(time a / time b), (..., m): the length above which a stays
-    faster, NaN where it never does or always did."""
-    log_ratio = np.atleast_2d(log_ratio)
-    m, rows = log_ratio.shape[1], np.arange(len(log_ratio))
-    exists = (log_ratio[:, -1] < 0) & (log_ratio[:, 0] >= 0)
-    last = np.minimum(m - 1 - np.argmax(log_ratio[:, ::-1] >= 0, axis=1), m - 2)  # the last length a was slower
-    x = np.log(lengths)
-    r0, r1 = log_ratio[rows, last], log_ratio[rows, last + 1]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # rows without a crossover are dropped below
-        at = np.exp(x[last] + r0 / (r0 - r1) * (x[last + 1] - x[last]))
-    return np.where(exists, at, np.nan)
-
-
 def row(finding, mode, dtype, model, other, value, draws, *, unit, options="", span="", missing=None):
     """One finding; draws (resamples,) with NaN where it does not exist, or None (no interval)."""
     low = high = note = None
     if draws is not None:
-        exists = draws[np.isfinite(draws)]
-        low, high = np.percentile(exists, [2.5, 97.5]) if len(exists) else (None, None)
-        share = 1 - len(exists) / len(draws)
+        low, high, share = percentile_interval(draws)
         note = f"no {missing} in {share:.1%} of resamples" if missing and share > 0 else None
     detail = "; ".join(p for p in (options, span, note) if p)
     return dict(finding=finding, mode=mode, dtype=dtype, model=model, other=other, value=float(value), ci_low=low,
@@ -237,7 +212,7 @@ def check_poolable(scaling):
     for run, b in others:
         if (da := sorted(set(a.device))) != (db := sorted(set(b.device))):
             raise UsageError(f"cannot pool {first} and {run}: different devices ({', '.join(da)} vs {', '.join(db)})")
-        ka, kb = ({describe(r) for _, r in df.iterrows()} for df in (a, b))
+        ka, kb = ({refine.label(r) for _, r in df.iterrows()} for df in (a, b))
         if only := sorted(ka ^ kb):
             raise UsageError(f"cannot pool {first} and {run}: different grids ({len(ka - kb)} cells only in {first}, "
                              f"{len(kb - ka)} only in {run}; e.g. {only[0]})")
@@ -261,7 +236,7 @@ def aligned(header, rows):
 
 
 def make_parser():
-    p = Parser(prog="python -m bench.findings", description="Scaling findings with 95% intervals, pooled over runs.")
+    p = Parser(prog="python -m bench.analysis", description="Scaling findings with 95% intervals, pooled over runs.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN", help="a run directory (results/<run_id>)")
     return p
 

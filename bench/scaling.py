@@ -12,20 +12,23 @@ continues a killed run without repeating or losing a cell.
 
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
 
 import models
-from bench import cli
-from bench.config import SCALING_PRESETS, Cell, groups_of, layer_cells, shard_groups
+from bench import cli, refine, usage
+from bench.config import LAYER_KEY, SCALING_PRESETS, Cell, groups_of, layer_cells, shard_groups
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
-from bench.results import cell_key
+from bench.results import RowWriter, atomic_path, cell_key, read_rows
+from bench.schema import TABLES
 from bench.sweep import Sweep, device_name, drive
 from bench.timing import Timing, make_step, measure_group
 
 CSV = "scaling.csv"
+REFINE_ROUND = 5  # repeats of each refined cell between two looks at the crossover's interval
 MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
 
 
@@ -157,16 +160,81 @@ def run(args, ctx):
         sweep.run_group([cell.key_row(name) for cell in group],
                         lambda pending: measure_cells([group[i] for i in pending], ctx.device, ctx.preset.timing))
 
-    drive(groups_of(ctx.cells), run_group, desc="scaling", deadline=ctx.deadline, unit="group")
+    if drive(groups_of(ctx.cells), run_group, desc="scaling", deadline=ctx.deadline, unit="group") == 0:
+        sweep.writer.close()
+        how = {**ctx.preset.refine, **({} if args.crossover_ci is None else {"ci": args.crossover_ci})}
+        if how.get("ci") and args.shard is None:  # a shard may not hold a crossover's bracketing lengths
+            try:
+                refine_crossovers(ctx, name, **how)
+            except Exception as error:  # the sweep's rows stand as they are
+                print(f"scaling: crossover refinement failed ({type(error).__name__}: {error})", file=sys.stderr)
     return ctx.out_dir / CSV
 
 
+def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), budget_s=60.0, clock=time.monotonic):
+    """After the sweep: every crossover of `pairs` whose 95% interval is wider than +-ci (bench.refine) has its four
+    bracketing cells measured again as one group, REFINE_ROUND interleaved repeats at a time, until the interval is
+    within +-ci, or budget_s (or the run's --time-limit) is spent, or the timing's max_repeats; the fresh rows
+    replace the four in the CSV (at once: the file is the old one or the new). A bracket is refined once."""
+    path, cells = ctx.out_dir / CSV, {cell_key(c.key_row(device_name), LAYER_KEY): c for c in ctx.cells}
+    end = min(clock() + budget_s, ctx.deadline or math.inf)
+    timing, tried = dict(ctx.preset.timing), set()
+    while clock() < end:
+        rows = read_rows(path)
+        todo = [c for c in refine.wide(rows, pairs, ci) if (keys := bracket_keys(c)) not in tried
+                and all(k in cells for k in keys)]
+        if not todo:
+            return
+        before = todo[0]
+        tried.add(keys := bracket_keys(before))
+        new, after = remeasure([cells[k] for k in keys], before, rows, ctx.device, timing, ci=ci, end=end, clock=clock)
+        with atomic_path(path) as tmp, RowWriter(tmp, TABLES[CSV].columns) as writer:
+            for row in rows:
+                writer.append(new.get(cell_key(row, LAYER_KEY), row))
+        print(f"scaling: refined {before.describe()} -> {after.describe() if after else 'no crossover'}, "
+              f"{len(keys)} cells re-measured together, {new[keys[0]]['repeats']} repeats each", file=sys.stderr)
+
+
+def bracket_keys(crossover):
+    return tuple(cell_key(row, LAYER_KEY) for row in crossover.bracket)
+
+
+def remeasure(cells, before, rows, device, timing, *, ci, end, clock):
+    """The bracketing cells' fresh rows ({key: row}) and the crossover they give (None if it is gone)."""
+    prepared = [prepare_cell(cell, device) for cell in cells]
+    times, warmup, after = [[] for _ in cells], timing.get("warmup", 1), None
+    while True:
+        for kept, result in zip(times, measure_group([p.step for p in prepared], device=device, warmup=warmup,
+                                                     min_repeats=REFINE_ROUND, max_repeats=REFINE_ROUND), strict=True):
+            if isinstance(result, Exception):
+                raise result
+            kept += result.times_ms
+        warmup = 0
+        new = {cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t))}
+               for old, p, t in zip(before.bracket, prepared, times, strict=True)}
+        after = next((c for c in refine.crossovers([new.get(cell_key(r, LAYER_KEY), r) for r in rows],
+                                                   [(before.fast, before.slow)]) if c.sweeps() == before.sweeps()), None)
+        n = len(times[0])
+        if n >= timing.get("min_repeats", 10) and (after is None or after.within(ci) or clock() >= end
+                                                   or n >= timing.get("max_repeats", 200)):
+            return new, after
+
+
+def convert(args):
+    if args.crossover_ci is not None and args.crossover_ci.strip() not in ("0", "0.0"):
+        args.crossover_ci = usage.positive_number(args.crossover_ci, "crossover-ci")
+    elif args.crossover_ci is not None:
+        args.crossover_ci = 0.0
+
+
 def make_parser():
-    return cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS)
+    return cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS, crossover_ci=(
+        "FRACTION: re-measure the cells around a gss/attention crossover until its 95%% interval is within "
+        "+-FRACTION of it (default: the preset's, 0.15 in quick and full; 0: off)"))
 
 
 # how a command line becomes cells (cli.resolve); a shard holds whole groups
-HOW = dict(presets=SCALING_PRESETS, build_cells=layer_cells, shard=shard_groups)
+HOW = dict(presets=SCALING_PRESETS, build_cells=layer_cells, convert=convert, shard=shard_groups)
 
 
 def main(argv=None):

@@ -1,8 +1,12 @@
-"""The order statistics of a cell's repeats, shared by the timing loop and the read side (torch-free): the
-distribution-free interval of a median, and the repeat times a row records (`times_ms`)."""
+"""The statistics of a cell's repeats, shared by the timing loop, the scaling suite and the read side (torch-free):
+the distribution-free interval of a median, the repeat times a row records (`times_ms`), and the bootstrap of
+the findings built on them (medians of resampled repeats, the crossover of two sweeps, percentile intervals)."""
 
 import functools
 import math
+import zlib
+
+import numpy as np
 
 
 @functools.cache
@@ -32,3 +36,40 @@ def repeat_times(value):
             raise ValueError(entry)
         times.append(t)
     return times
+
+
+# The bootstrap of the scaling findings (bench.findings) and of the suite's crossover refinement (bench.refine):
+# both draw a cell's medians from the same seed, so that they find the same interval from the same repeats.
+RESAMPLES = 2000
+SEED = 0
+
+
+def median_draws(times, label, resamples=RESAMPLES):
+    """(resamples,) medians of a cell's repeats resampled with replacement, seeded by the cell's label (so that a
+    cell's draws do not depend on what else is resampled)."""
+    times = np.asarray(times, dtype=float)
+    rng = np.random.default_rng([SEED, zlib.crc32(label.encode())])
+    return np.median(times[rng.integers(0, len(times), size=(resamples, len(times)))], axis=1)
+
+
+def crossover(lengths, log_ratio):
+    """Along the last axis of log(time a / time b) at ascending `lengths`, (..., m): the length above which a stays
+    faster, interpolated in log-log between the last length where a was slower and the next; NaN where a never
+    becomes faster or already was at the first length."""
+    log_ratio = np.atleast_2d(log_ratio)
+    m, rows = log_ratio.shape[1], np.arange(len(log_ratio))
+    exists = (log_ratio[:, -1] < 0) & (log_ratio[:, 0] >= 0)
+    last = np.minimum(m - 1 - np.argmax(log_ratio[:, ::-1] >= 0, axis=1), m - 2)  # the last length a was slower
+    x = np.log(lengths)
+    r0, r1 = log_ratio[rows, last], log_ratio[rows, last + 1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # rows without a crossover are dropped below
+        at = np.exp(x[last] + r0 / (r0 - r1) * (x[last + 1] - x[last]))
+    return np.where(exists, at, np.nan)
+
+
+def percentile_interval(draws):
+    """(low, high, missing): the 2.5th and 97.5th percentiles of the finite draws (None, None without any) and the
+    share of draws where the finding does not exist (NaN)."""
+    finite = draws[np.isfinite(draws)]
+    low, high = np.percentile(finite, [2.5, 97.5]) if len(finite) else (None, None)
+    return low, high, 1 - len(finite) / len(draws)

@@ -32,6 +32,13 @@ class Timing:
     stop_reason: str  # "converged" | "budget" | "max_repeats"
     clock: str = ""  # CLOCKS: what timed the repeats
 
+    @classmethod
+    def of(cls, times_ms, *, warmup=0, stop_reason="", clock="") -> Timing:
+        """The Timing of these repeats: their median and IQR."""
+        median_ms, iqr_ms = _median_iqr_ms(times_ms)
+        return cls(median_ms=median_ms, iqr_ms=iqr_ms, repeats=len(times_ms), times_ms=tuple(times_ms),
+                   warmup=warmup, stop_reason=stop_reason, clock=clock)
+
     @property
     def rel_iqr(self) -> float:
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else (0.0 if self.iqr_ms == 0 else float("inf"))
@@ -116,9 +123,7 @@ class _Member:
         self.stop_reason, self.error = None, None
 
     def result(self, clock):
-        median_ms, iqr_ms = _median_iqr_ms(self.times)
-        return Timing(median_ms=median_ms, iqr_ms=iqr_ms, repeats=len(self.times), times_ms=tuple(self.times),
-                      warmup=self.warmups, stop_reason=self.stop_reason, clock=clock)
+        return Timing.of(self.times, warmup=self.warmups, stop_reason=self.stop_reason, clock=clock)
 
 
 def measure_group(fns, *, device, warmup=2, min_repeats=10, max_repeats=200, budget_s=1.0, target_ci=TARGET_CI,

@@ -22,7 +22,7 @@ def node(name):
     """The entry of IMPORT_ORDER a dotted module name belongs to (models.gss -> models), or None (stdlib etc.)."""
     if name == "models" or name.startswith("models."):
         return "models"
-    return next((m for m in IMPORT_ORDER if name == m or name.startswith(m + ".")), None)
+    return max((m for m in IMPORT_ORDER if name == m or name.startswith(m + ".")), key=len, default=None)
 
 
 def imports(path):

@@ -1,22 +1,21 @@
 """Scaling findings computed from the CSVs alone (pandas, no torch): length sweeps, slopes, crossovers, ablations.
 
 Shared by the plots and the report (bench.summaries holds the trainings, decoding and numerics); every CSV fact
-(columns read, numeric columns, options, modes, model order) comes from bench.schema. Prints the headline
-numbers of a scaling run:
+(columns read, numeric columns, options, modes, model order) comes from bench.schema. Its command (__main__.py,
+bench.findings) writes and prints the findings of runs with their 95% intervals:
 
-    python -m bench.analysis results/<run_id>
+    python -m bench.analysis RUN [RUN ...]
 """
 
 import math
-import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from bench import usage
+from bench import stats
 from bench.results import ResultsError, read_rows
 from bench.schema import MODELS_ORDER, MODES, NUMERIC, OPTIONS, TABLES
-from bench.usage import Parser, UsageError, fail
 
 LENGTHS = tuple(dict.fromkeys(t.length for t in TABLES.values() if t.length))  # every CSV's length column, once each
 # Numbers the training findings compute with, beyond those bench.schema parses.
@@ -148,13 +147,8 @@ def crossover(fast_at_long, slow_at_long):
     common = fast_at_long.index.intersection(slow_at_long.index).sort_values()
     if len(common) < 2:
         return None
-    ratio = [math.log(fast_at_long[L] / slow_at_long[L]) for L in common]  # < 0: faster
-    if ratio[-1] >= 0 or ratio[0] < 0:
-        return None
-    last_slower = max(i for i, r in enumerate(ratio) if r >= 0)
-    (l0, r0), (l1, r1) = (common[last_slower], ratio[last_slower]), (common[last_slower + 1], ratio[last_slower + 1])
-    t = r0 / (r0 - r1)
-    return math.exp(math.log(l0) + t * (math.log(l1) - math.log(l0)))
+    at = stats.crossover(common.to_numpy(), np.log(fast_at_long[common].to_numpy() / slow_at_long[common].to_numpy()))
+    return None if math.isnan(at[0]) else float(at[0])
 
 
 def crossover_text(a_series, b_series, *, a="gss", b="attention"):
@@ -236,43 +230,3 @@ def failed_cells(run_dir):
                             dtype=row.get("dtype", ""), seq_len=length, options=options, status=row.status,
                             error=row.get("error", "")))
     return pd.DataFrame(out)
-
-
-def headline(run_dir, *, a="gss", b="attention", dtype="float32"):
-    """Crossover of a over b per mode (each pair of their sweeps), and every sweep's fitted slope per mode."""
-    df = load_scaling(run_dir)
-    lines = []
-    for mode in MODES:
-        if df is None:
-            break
-        sa, sb = sweeps(df, mode=mode, dtype=dtype, models=[a]), sweeps(df, mode=mode, dtype=dtype, models=[b])
-        if not sa or not sb:
-            continue
-        for (la, x), (lb, y) in ((p, q) for p in sa.items() for q in sb.items()):
-            cross = crossover(x, y)
-            lines.append(f"{mode} {dtype}: {la} faster than {lb} above seq_len "
-                         + (f"{cross:.0f}" if cross else "(no crossover in the measured range)"))
-        for label, series in sorted(sweeps(df, mode=mode, dtype=dtype).items()):
-            slope = fitted_slope(series)
-            if slope is not None:
-                lines.append(f"  {label}: time ~ seq_len^{slope:.2f}")
-    return lines
-
-
-def make_parser():
-    p = Parser(prog="python -m bench.analysis", description="Headline scaling numbers of a run, from its CSVs.")
-    p.add_argument("run_dir", help="a run directory (results/<run_id>)")
-    return p
-
-
-def main(argv=None):
-    try:
-        lines = headline(usage.run_dir(make_parser().parse_args(argv).run_dir))
-    except (UsageError, ResultsError, OSError) as error:
-        return fail(error)
-    print("\n".join(lines))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The crossover refinement: which crossovers are too loose (bench.refine, the same interval as findings.csv),
+and the scaling suite re-measuring their four bracketing cells on planted times and a fake clock."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench import cli, config, findings, refine, scaling
+from bench.results import read_rows
+from bench.timing import Timing
+from tests.helpers import assert_usage_error
+
+TINY = ["--preset", "smoke", "--device", "cpu", "--dim", "16", "--kernel-n", "4", "--kernel-h", "8",
+        "--models", "gss,attention", "--seq-lens", "8,16,32", "--modes", "fwd"]
+WIDE = (0.8, 0.85, 0.9, 0.95, 1.0, 1.0, 1.05, 1.1, 1.15, 1.2)  # +-20% around the median: a loose crossover
+TIGHT = (1.0, 0.998, 1.002, 0.999, 1.001)  # one round of refined repeats: +-0.2%
+
+
+def base_ms(model, seq_len):
+    """gss 2 L ms; attention slower by (L / 24)^0.2: the time ratio is a power law, so gss is faster above 24."""
+    return 2.0 * seq_len * (1.0 if model == "gss" else (seq_len / 24) ** 0.2)
+
+
+def planted(cell, spread):
+    return [base_ms(cell.model, cell.seq_len) * f for f in spread]
+
+
+def row(model, seq_len, spread, **extra):
+    times = [base_ms(model, seq_len) * f for f in spread]
+    return dict(run_id="r", model=model, mode="fwd", dtype="float32", device="cpu", batch="1", seq_len=str(seq_len),
+                dim="16", kernel_N="4" if model == "gss" else "", kernel_H="8" if model == "gss" else "",
+                lambda_imag_exp="true" if model == "gss" else "", conv_kernel="", compiled="false", status="ok",
+                time_ms=str(float(np.median(times))), times_ms=" ".join(f"{t:.6g}" for t in times), **extra)
+
+
+def rows_of(spread, lengths=(8, 16, 32)):
+    return [row(m, L, spread) for L in lengths for m in ("gss", "attention")]
+
+
+def test_the_crossover_is_the_power_laws_meeting_point_and_its_interval_is_the_one_findings_reports():
+    rows = rows_of(WIDE)
+    (found,) = refine.crossovers(rows, [("gss", "attention")])
+    assert (found.fast, found.slow) == ("gss", "attention")
+    assert found.value == pytest.approx(24.0)
+    assert [(r["model"], r["seq_len"]) for r in found.bracket] == [("gss", "16"), ("attention", "16"),
+                                                                   ("gss", "32"), ("attention", "32")]
+    frame = pd.DataFrame(rows).astype({"seq_len": int, "time_ms": float, "batch": int, "dim": int})
+    reported = findings.compute(frame).query("finding == 'crossover'").iloc[0]
+    assert (found.value, found.low, found.high) == pytest.approx((reported.value, reported.ci_low, reported.ci_high))
+    assert found.low < 24 * 0.85 and found.high > 24 * 1.15 and not found.within(0.15)
+    assert refine.wide(rows, [("gss", "attention")], 0.15) == [found]
+
+
+def test_tight_repeats_give_an_interval_within_15_percent_and_nothing_to_refine():
+    rows = rows_of(TIGHT * 2)
+    (found,) = refine.crossovers(rows, [("attention", "gss")])  # either way round
+    assert found.low >= 24 * 0.85 and found.high <= 24 * 1.15 and found.missing == 0
+    assert refine.wide(rows, [("gss", "attention")], 0.15) == []
+
+
+def test_sweeps_that_never_cross_or_share_one_length_have_no_crossover():
+    parallel = [row(m, L, TIGHT * 2) for L in (8, 16) for m in ("gss", "attention")]  # gss slower at 8 and 16
+    assert refine.crossovers(parallel, [("gss", "attention")]) == []
+    one_length = [row("gss", 16, WIDE), row("attention", 32, WIDE), row("gss", 32, WIDE)]
+    assert refine.crossovers(one_length, [("gss", "attention")]) == []
+
+
+def fake_sweep(monkeypatch, refined_spread, calls):
+    """The sweep's cells timed with WIDE repeats; the refinement's groups with `refined_spread`, one group per
+    call to measure_group, its steps the cells themselves."""
+    def measure_cells(cells, device, timing):
+        return [scaling.row_of(scaling.Prepared(c, None, 1, 1.0, 1.0), Timing.of(planted(c, WIDE))) for c in cells]
+
+    def prepare_cell(cell, device):
+        return scaling.Prepared(cell, cell, 1, 1.0, 1.0)
+
+    def measure_group(steps, *, device, warmup, min_repeats, max_repeats):
+        calls.append((len(steps), warmup, min_repeats, max_repeats))
+        return [Timing.of(planted(cell, refined_spread)) for cell in steps]
+
+    monkeypatch.setattr(scaling, "measure_cells", measure_cells)
+    monkeypatch.setattr(scaling, "prepare_cell", prepare_cell)
+    monkeypatch.setattr(scaling, "measure_group", measure_group)
+
+
+def test_a_loose_crossover_has_its_four_bracketing_cells_measured_again_until_it_is_within_15_percent(
+        tmp_path, monkeypatch, capsys):
+    calls = []
+    fake_sweep(monkeypatch, TIGHT, calls)
+    assert scaling.main([*TINY, "--out", str(tmp_path / "wide"), "--crossover-ci", "0"]) == 0
+    assert calls == []  # 0: no refinement
+    before = read_rows(tmp_path / "wide" / "scaling.csv")
+    assert refine.wide(before, [("gss", "attention")], 0.15)
+    assert scaling.main([*TINY, "--out", str(tmp_path / "run"), "--crossover-ci", "0.15"]) == 0
+    after = read_rows(tmp_path / "run" / "scaling.csv")
+    assert calls == [(4, 1, 5, 5)]  # one group of four, warmed up once: one round is within 15%
+    assert [(r["model"], r["seq_len"]) for r in after] == [(r["model"], r["seq_len"]) for r in before]
+    for old, new in zip(before, after, strict=True):
+        if new["seq_len"] == "8":  # outside the bracket: as the sweep wrote it
+            assert {**new, "run_id": ""} == {**old, "run_id": ""}
+        else:
+            base = base_ms(new["model"], int(new["seq_len"]))
+            assert new["times_ms"].split() == [f"{base * f:.6g}" for f in TIGHT]
+            assert int(new["repeats"]) == 5 and float(new["time_ms"]) == pytest.approx(base, rel=1e-5)
+    (found,) = refine.crossovers(after, [("gss", "attention")])
+    assert found.within(0.15) and found.value == pytest.approx(24.0, rel=1e-4)
+    assert "refined fwd float32: gss faster than attention above 24 tokens" in capsys.readouterr().err
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_crossover_that_stays_loose_stops_at_the_budget_and_still_keeps_the_fresh_rows(tmp_path, monkeypatch):
+    calls, clock = [], FakeClock()
+    fake_sweep(monkeypatch, WIDE[::2], calls)  # refined repeats as loose as the sweep's
+    monkeypatch.setattr(scaling, "measure_group", lambda steps, **how: (
+        calls.append(1), setattr(clock, "now", clock.now + 1.0),
+        [Timing.of(planted(c, WIDE[::2])) for c in steps])[2])
+    assert scaling.main([*TINY, "--out", str(tmp_path), "--crossover-ci", "0"]) == 0
+    preset, cells = cli.plan(scaling.make_parser(), TINY, **scaling.HOW)
+    ctx = cli.Context(device=torch.device("cpu"), preset=preset, out_dir=tmp_path, run_id="r", cells=cells)
+    scaling.refine_crossovers(ctx, "cpu", ci=0.15, budget_s=3.5, clock=clock)
+    rows = read_rows(tmp_path / "scaling.csv")
+    # rounds of 5 until the 3.5 s are spent (4 calls), then the bracket is not tried again
+    assert len(calls) == 4 and clock.now == 4.0
+    assert sorted(int(r["repeats"]) for r in rows) == [10, 10, 20, 20, 20, 20]
+    assert not refine.crossovers(rows, [("gss", "attention")])[0].within(0.15)
+
+
+@pytest.mark.parametrize("value", ["-0.1", "x", "inf"])
+def test_a_bad_crossover_ci_exits_2(tmp_path, capsys, value):
+    assert_usage_error(scaling.main, [*TINY, "--crossover-ci", value], tmp_path / "run", capsys, "--crossover-ci")
+
+
+def test_the_quick_and_full_presets_refine_the_gss_attention_crossover_to_15_percent():
+    for name in ("quick", "full"):
+        how = config.SCALING_PRESETS[name].refine
+        assert how["pairs"] == (("gss", "attention"),) and how["ci"] == 0.15 and math.isfinite(how["budget_s"])
