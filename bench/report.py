@@ -7,12 +7,13 @@ over 300 lines with them); here they are put together with what is not a finding
 """
 
 import json
+import math
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from bench import analysis, findings, usage
+from bench import analysis, findings, summaries, usage
 from bench.report_sections import SECTIONS, scaling_section, table, tokens
 from bench.results import REPO_ROOT, RESULTS_DIR
 from bench.usage import Parser, fail
@@ -87,12 +88,54 @@ def intervals_section(found):
     older = " They are empty where the cells have no recorded repeats (`times_ms`: runs from before it was recorded)." \
         if found.ci_low.isna().any() else ""
     return ["### Findings with 95% intervals", "",
-            "From `findings.csv` (`python -m bench.findings`): each sweep's slope over its longest max(3, ⌈n/2⌉) "
-            "lengths, the crossover of every two models that cross, and each model's speed-up over attention at their "
-            f"longest common length. Intervals: 2.5th..97.5th percentiles over {findings.RESAMPLES:,} bootstrap "
-            "resamples of every cell's timed repeats: the noise within this run only (`python -m bench.findings` "
-            f"with several runs gives each finding's range across them).{older}", "",
+            "From `findings.csv` (`python -m bench.analysis`): each sweep's slope over its longest max(3, ⌈n/2⌉) "
+            "lengths, the crossover of every two models that cross, each model's speed-up over attention at their "
+            "longest common length, and gss's over dss at every length. Intervals: 2.5th..97.5th percentiles over "
+            f"{findings.RESAMPLES:,} bootstrap resamples of every cell's timed repeats: the noise within this run only "
+            f"(`python -m bench.analysis` with several runs gives each finding's range across them).{older}", "",
             *table(list(findings.HEADER), findings.display(found))]
+
+
+PAPER_MODELS = ("gss", "dss", "gss-hybrid", "attention", "attention-chunked")  # the GSS paper's comparison
+PAPER_SPEEDUP = (2.0, 3.0)  # "2-3x speedup over vanilla DSS on TPUs"
+
+
+def claim(low, high):
+    """Whether a speed-up's 95% interval supports the paper's 2-3x: within, above or below it, or neither."""
+    if low >= PAPER_SPEEDUP[0] and high <= PAPER_SPEEDUP[1]:
+        return "within 2-3x"
+    if low > PAPER_SPEEDUP[1] or high < PAPER_SPEEDUP[0]:
+        return "above 3x" if low > PAPER_SPEEDUP[1] else "below 2x"
+    return "overlaps the 2-3x edge"
+
+
+def paper_section(run_dir, found, figs):
+    """The GSS paper's comparisons: gss's speed-up over dss per mode and length, with intervals (findings.csv), and
+    the bits/byte of gss, dss, gss-hybrid, attention and attention-chunked trained under the same protocol."""
+    rows = None if found is None else found[(found.finding == "speedup") & (found.other == "dss")]
+    ppl = analysis.load_csv(run_dir, "perplexity.csv")
+    bpb = None if ppl is None else summaries.bpb_table(ppl)
+    bpb = None if bpb is None else bpb[bpb.model.isin(PAPER_MODELS)]
+    if (rows is None or rows.empty) and (bpb is None or bpb.empty):
+        return [], []
+    lines, bullets = ["## The GSS paper's comparison: GSS, DSS and GSS-Hybrid", "",
+                      "The paper reports GSS \"2-3x\" faster than DSS on TPUs, and GSS-Hybrid (chunked attention in "
+                      "some layers) better in perplexity. Here on this run's device:", ""], []
+    if rows is not None and not rows.empty:
+        shown = [(r.mode, r.dtype, r.detail.removeprefix("at seq_len "), f"{r.value:.2f}x",
+                  findings.interval(r.ci_low, r.ci_high, "x"),
+                  "" if math.isnan(r.ci_low) else claim(r.ci_low, r.ci_high)) for r in rows.itertuples()]
+        lines += table(["mode", "dtype", "seq_len", "dss time / gss time", "95% interval", "vs the paper"], shown)
+        lines += figs("gss_vs_dss.png")
+        for (mode, dtype), part in rows.groupby(["mode", "dtype"], sort=False):
+            r = part.iloc[-1]
+            bullets.append(f"GSS vs DSS, {mode} {dtype}: gss {r.value:.2f}x faster {r.detail} (95% "
+                           f"{findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'}; the paper: 2-3x on TPUs)")
+    if bpb is not None and not bpb.empty:
+        lines += ["Test bits/byte at the training length (mean ± std over seeds, each model at its selected rate):", ""]
+        lines += table(["corpus", "model", "bits/byte", "seeds", "lr"],
+                       [(r.corpus, r.label, f"{r.mean:.3f} ± {r.std:.3f}", r.n, r.lr) for r in bpb.itertuples()])
+    return lines, bullets
 
 
 def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
@@ -115,6 +158,8 @@ def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
             dict(intervals=intervals_section(found)) if section is scaling_section else {}))
         body += lines
         bullets += found_here
+    lines, found_here = paper_section(run_dir, found, figs)
+    body, bullets = body + lines, bullets + found_here
     run_id = (env or {}).get("config", {}).get("run_id") or run_dir.name
     head = [f"# GSS Bench report: {run_id}", "",
             "Every number below is computed from the run's CSVs by `bench/report.py`; figures are in "

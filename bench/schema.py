@@ -14,7 +14,8 @@ from dataclasses import dataclass
 # The options a grid can sweep, by their paper names; a column that does not apply to a model is empty.
 OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")
 MODES = ("fwd", "fwdbwd")
-MODELS_ORDER = ("gss", "gss-direct", "conv", "attention")  # the order of tables and legends; others follow
+# the order of tables and legends; others follow
+MODELS_ORDER = ("gss", "gss-direct", "dss", "conv", "attention", "attention-chunked", "gss-hybrid")
 
 # What every column means, wherever it appears (a name means the same thing in every CSV).
 COLUMNS_DOC = {

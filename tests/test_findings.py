@@ -259,3 +259,27 @@ def test_the_time_figure_shades_the_crossover_interval(tmp_path, drawn):
     assert band.get_x() < 2000 < band.get_x() + band.get_width()
     plots.plot_time(analysis.load_scaling(plant(tmp_path / "older", power_laws(), times=False)), "t.png", mode="fwd")
     assert len(drawn[1].axes[0].patches) == 0 and len(drawn[1].axes[0].lines) > 2  # the crossover line, no band
+
+
+def test_gss_over_dss_is_a_speedup_at_every_common_length_and_over_attention_only_at_the_longest(tmp_path):
+    # dss = 2.5 gss at every length (the GSS paper reports 2-3x); dss measured at four of gss's six lengths
+    laws = {**power_laws(), ("dss", "fwd"): {L: 5.0 * L for L in LENGTHS[:4]}}
+    found = findings.of_run(plant(tmp_path, laws))
+    over_dss = found[(found.finding == "speedup") & (found.other == "dss")]
+    assert list(over_dss.model) == ["gss"] * 4 and list(over_dss.detail) == [f"at seq_len {L}" for L in LENGTHS[:4]]
+    assert over_dss.value.tolist() == pytest.approx([2.5] * 4)
+    assert ((over_dss.ci_low < 2.5) & (over_dss.ci_high > 2.5)).all()
+    over_attention = found[(found.finding == "speedup") & (found.other == "attention")]
+    assert dict(zip(over_attention.model, over_attention.detail)) == {"gss": "at seq_len 8192", "dss": "at seq_len 2048"}
+
+
+def test_the_report_sets_gss_over_dss_beside_the_papers_2_to_3x(tmp_path):
+    laws = {**power_laws(), ("dss", "fwd"): {L: 5.0 * L for L in LENGTHS[:2]}}
+    path = report.write_report(plant(tmp_path / "run", laws), plots_dir=tmp_path / "figs")
+    text = path.read_text(encoding="utf-8")
+    assert "## The GSS paper's comparison: GSS, DSS and GSS-Hybrid" in text
+    section = text[text.index("## The GSS paper's comparison"):]
+    assert re.search(r"\| fwd \| float32 \| 256 \| 2\.50x \| 2\.4\d\.\.2\.5\d \| within 2-3x \|", section), section
+    assert "- GSS vs DSS, fwd float32: gss 2.50x faster at seq_len 512" in text
+    assert [report.claim(*ci) for ci in ((1.1, 1.3), (3.5, 4.0), (1.8, 2.2), (2.1, 2.9))] == [
+        "below 2x", "above 3x", "overlaps the 2-3x edge", "within 2-3x"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench import analysis, findings, report
 from bench.analysis import ok
 from bench.plots.runtime import plot_decode, plot_numerics, plot_ops
-from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_kernel_n, plot_memory, plot_time
+from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_gss_dss, plot_kernel_n, plot_memory, plot_time
 from bench.plots.style import FALLBACK_COLOURS, MODEL_COLOURS, colour, note  # noqa: F401  (the public look)
 from bench.plots.training import (
     plot_bpb,
@@ -44,6 +44,8 @@ def render_all(run_dir, out_dir, *, found=None):
                         plot_flops(scaling, out_dir / f"flops_{mode}.png", mode=mode)]
         written += [plot_kernel_n(scaling, out_dir / "ablation_kernel_N.png"),
                     plot_conv_kernel(scaling, out_dir / "ablation_conv_kernel.png")]
+        if {"gss", "dss"} <= set(ok(scaling).model):
+            written.append(plot_gss_dss(scaling, out_dir / "gss_vs_dss.png", found=found))
     for name, plot in FIGURES.items():
         written.append(plot(run_dir, out_dir / name))
     return [p for p in written if p is not None]

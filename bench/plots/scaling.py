@@ -64,6 +64,47 @@ def plot_time(source, out_path, *, mode, dtype="float32", found=None):
     return _save(fig, out_path)
 
 
+PAPER_LENGTH = 4096  # the GSS paper's training length
+PAPER_SPEEDUP = (2.0, 3.0)  # its "2-3x speedup over vanilla DSS on TPUs"
+
+
+def plot_gss_dss(source, out_path, *, found=None):
+    """The GSS paper's claim: gss and dss time per step vs seq_len (each mode and dtype), and gss's speed-up over
+    dss at each length with its 95% interval (findings.csv's speedup rows, other = dss), beside the paper's 2-3x."""
+    df = _data(source, "scaling.csv", "gss vs dss")
+    if df is None:
+        return None
+    found = findings.compute(df[df.model.isin(["gss", "dss"])]) if found is None else found
+    rows = found[(found.finding == "speedup") & (found.model == "gss") & (found.other == "dss")]
+    if rows.empty:
+        return note("skipped gss vs dss: no length where both were measured")
+    fig, (times, ratio) = _axes(2, width=5.6)
+    pairs = list(dict.fromkeys(zip(rows["mode"], rows.dtype)))
+    lengths = sorted({int(d.split()[-1]) for d in rows.detail})
+    for i, (mode, dtype) in enumerate(pairs):
+        label = f"{mode} {dtype}" if len({d for _, d in pairs}) > 1 else mode
+        for model in ("gss", "dss"):
+            line = ok(df[(df.model == model) & (df["mode"] == mode) & (df.dtype == dtype)]).groupby("seq_len").time_ms
+            times.plot(line.median().index, line.median().to_numpy(), linestyle=STYLES[i % len(STYLES)],
+                       label=f"{model} {label}", **look(model))
+        part = rows[(rows["mode"] == mode) & (rows.dtype == dtype)]
+        at = [int(d.split()[-1]) for d in part.detail]
+        ratio.errorbar(at, part.value, yerr=[part.value - part.ci_low, part.ci_high - part.value], capsize=3,
+                       linestyle=STYLES[i % len(STYLES)], label=label, **look("gss"))
+    ratio.axhspan(*PAPER_SPEEDUP, color="grey", alpha=0.15, linewidth=0, label="the paper: 2-3x (TPU)")
+    ratio.axhline(1.0, color="black", linewidth=0.8)
+    for ax in (times, ratio):
+        ax.axvline(PAPER_LENGTH, color="grey", linestyle=":", linewidth=1)
+        _log2_axis(ax, lengths, label=f"sequence length (tokens; dotted: the paper's {PAPER_LENGTH:,})")
+    _log_y(times, "time per step (ms, median)")
+    ratio.set_ylim(bottom=0)
+    ratio.set_ylabel("dss time / gss time (95% interval)")
+    ratio.grid(True, which="major", alpha=0.3)
+    _finish(times, f"GSS vs DSS ({_context(ok(df))})", loc="upper left")
+    _finish(ratio, "GSS's speed-up over DSS", loc="upper left")
+    return _save(fig, out_path)
+
+
 def plot_memory(source, out_path, *, mode):
     """Peak memory vs seq_len, log-log, per model (and dtype)."""
     df = _data(source, "scaling.csv", f"memory {mode}")
