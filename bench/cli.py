@@ -28,7 +28,8 @@ from bench.usage import Parser, UsageError, fail
 
 # The value flags suites share, with their help; a suite names those it takes.
 FLAGS = {
-    "--models": f"comma-separated, from: {', '.join(models.NAMES)}",
+    "--models": f"comma-separated, from: {', '.join(models.LM_NAMES)} (LM-level, {', '.join(models.LM_SPECS)}: "
+                "trainings and decoding only)",
     "--seq-lens": "comma-separated positive integers",
     "--kernel-n": "DSS state sizes kernel_N (GSS family)",
     "--kernel-h": "DSS channels kernel_H (GSS family, conv)",
@@ -86,7 +87,7 @@ def convert_ints(args, *names):
 
 def convert_flags(args):
     """Turn the raw strings of the shared flags into values, or raise UsageError naming the flag."""
-    convert_lists(args, models=lambda t, n: usage.choice(t, "model", models.NAMES), seq_lens=usage.positive_int,
+    convert_lists(args, models=lambda t, n: usage.choice(t, "model", models.LM_NAMES), seq_lens=usage.positive_int,
                   kernel_n=usage.positive_int, kernel_h=usage.positive_int, lambda_imag_exp=usage.boolean,
                   conv_kernel=config.conv_kernel, modes=lambda t, n: usage.choice(t, "mode", ("fwd", "fwdbwd")),
                   dtype=lambda t, n: usage.choice(t, "dtype", config.DTYPES))

@@ -56,11 +56,21 @@ class Cell:
 SWEPT_OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")
 
 
+def layers(names):
+    """Check that every name is a layer of the registry: an unknown one fails (ValueError), an LM-level one
+    (gss-hybrid, trained by the perplexity suite) is a UsageError naming the layers."""
+    for name in names:
+        if name in models.LM_SPECS:
+            raise UsageError(f"{name} is an LM-level model: the perplexity suite (trainings, recall) and decoding run "
+                             f"it; this suite measures layers: {', '.join(models.NAMES)}")
+        models.spec(name)
+
+
 def option_combos(model, grid):
     """Every combination of the grid's option values that `model` takes (None where it takes none,
     the model's default where the grid leaves an option None). Full taps exist only where the model's
     default is full (gss-direct): `--conv-kernel full` is not multiplied into `conv`."""
-    taken, defaults = models.options_of(model), models.SPECS[model].defaults
+    taken, defaults = models.options_of(model), models.resolve_options(model)
     names, values = [], []
     for option in SWEPT_OPTIONS:
         given = getattr(grid, option, None)
@@ -93,8 +103,7 @@ class Grid:
     compiled: bool = False
 
     def __post_init__(self):
-        for name in self.models:
-            models.spec(name)  # unknown names fail here, loudly
+        layers(self.models)
 
     def cells(self):
         """Group by group (see group_key): per mode and dtype, lengths ascending (so an OOM skips the longer
@@ -123,14 +132,14 @@ _GPU_LENGTHS = tuple(2 ** k for k in range(10, 17))  # 1K..64K
 SCALING_PRESETS = {
     # CPU, 2 cores: lengths to 8192 so that the gss/attention crossover falls inside the range.
     "quick": Preset("quick", (
-        Grid("length", ("gss", "attention", "conv"), (512, 1024, 2048, 4096, 8192)),
+        Grid("length", ("gss", "attention", "conv", "dss", "attention-chunked"), (512, 1024, 2048, 4096, 8192)),
         Grid("length", ("gss-direct",), (512, 1024, 2048)),
         Grid("kernel_N", ("gss",), (1024,), kernel_N=(64, 256, 1024), lambda_imag_exp=(True, False)),
-        Grid("conv_kernel", ("conv", "gss-direct"), (2048,), conv_kernel=(16, 64, 256, 1024)),
+        Grid("conv_kernel", ("conv", "gss-direct"), (2048,), conv_kernel=(16, 256, 1024)),
     ), timing=dict(warmup=1, min_repeats=10, budget_s=2.0), refine=dict(pairs=_REFINED, ci=0.15, budget_s=60.0)),
     # One GPU: the GSS paper's 4K setting scaled to one device, lengths to 65536 or the first OOM.
     "full": Preset("full", (
-        Grid("length", ("gss", "attention", "conv"), tuple(2 ** k for k in range(10, 17)),
+        Grid("length", ("gss", "attention", "conv", "dss", "attention-chunked"), tuple(2 ** k for k in range(10, 17)),
              dtypes=("float32", "bfloat16"), batch=4, dim=1024),
         Grid("length", ("gss-direct",), tuple(2 ** k for k in range(10, 15)), dtypes=("float32", "bfloat16"),
              batch=4, dim=1024),
@@ -147,6 +156,8 @@ SCALING_PRESETS = {
         Grid("length", ("attention",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
         Grid("length", ("attention",), _GPU_LENGTHS[:-1], dtypes=("float32",), batch=4, dim=1024),
         Grid("length", ("gss-direct",), _GPU_LENGTHS[:4], dtypes=("float32", "bfloat16"), batch=4, dim=1024),
+        Grid("length", ("dss", "attention-chunked"), _GPU_LENGTHS[:5], dtypes=("float32", "bfloat16"), batch=4,
+             dim=1024),
     ), timing=dict(warmup=2, min_repeats=10, budget_s=0.5)),
     # Seconds, for tests and smoke runs.
     "smoke": Preset("smoke", (

@@ -48,9 +48,12 @@ METHODS = models.GENERATE_METHODS
 NUM_TOKENS = 256  # byte-level vocabulary
 
 
+KV_CACHED = ("attention", "attention-chunked")  # models whose step state is a KV cache
+
+
 def applies(model, method):
-    """kv_cache is attention's name for stepping, recurrent everyone else's; reforward runs for all."""
-    return method == "reforward" or (method == "kv_cache") == (model == "attention")
+    """kv_cache is the attention models' name for stepping, recurrent everyone else's; reforward runs for all."""
+    return method == "reforward" or (method == "kv_cache") == (model in KV_CACHED)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class DecodeGrid:
                 if applies(model, method) for length in sorted(self.prompt_lens)]
 
 
-_CPU = ("gss", "conv", "attention")
+_CPU = ("gss", "conv", "attention", "dss", "attention-chunked")
 _STEPPING = ("recurrent", "kv_cache")
 DECODE_PRESETS = {
     # CPU, 2 cores: stepping to 8192 shows the flat recurrent and the growing KV cache; re-running the

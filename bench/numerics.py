@@ -35,7 +35,7 @@ import torch
 
 import models
 from bench import cli, usage
-from bench.config import Preset
+from bench.config import Preset, layers
 from bench.sweep import Sweep, device_name
 from bench.timing import autocast
 from bench.usage import UsageError
@@ -66,8 +66,7 @@ class NumericsGrid:
     batch: int = 1
 
     def __post_init__(self):
-        for name in self.models:
-            models.spec(name)
+        layers(self.models)
 
     def cells(self):
         return [NumericsCell(model=model, dtype=dtype, seq_len=length, dim=self.dim, batch=self.batch)
@@ -78,16 +77,16 @@ NUMERICS_PRESETS = {
     # CPU, 2 cores: every model, within a minute together with decode's quick preset. The float64
     # reference of gss-direct's every-tap convolution grows as L^2, so it stops at 2048.
     "quick": Preset("quick", (
-        NumericsGrid("length", ("gss", "conv", "attention"), (256, 1024, 4096)),
+        NumericsGrid("length", ("gss", "conv", "attention", "dss", "attention-chunked"), (256, 1024, 4096)),
         NumericsGrid("length", ("gss-direct",), (256, 1024)),
     )),
     # One GPU: lengths to 64K in every autocast dtype. Attention's float64 reference runs SDPA's math
     # kernel, whose L^2 scores (16 heads) pass 78 GiB at 16K, and gss-direct's is an L^2 convolution:
     # both stop at 8K.
     "full": Preset("full", (
-        NumericsGrid("length", ("gss", "conv"), tuple(2 ** k for k in range(8, 17)),
+        NumericsGrid("length", ("gss", "conv", "attention-chunked"), tuple(2 ** k for k in range(8, 17)),
                      dtypes=("float32", "bfloat16", "float16"), dim=1024),
-        NumericsGrid("length", ("attention",), tuple(2 ** k for k in range(8, 14)),
+        NumericsGrid("length", ("attention", "dss"), tuple(2 ** k for k in range(8, 14)),
                      dtypes=("float32", "bfloat16", "float16"), dim=1024),
         NumericsGrid("length", ("gss-direct",), tuple(2 ** k for k in range(8, 14)),
                      dtypes=("float32", "bfloat16", "float16"), dim=1024),

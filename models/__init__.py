@@ -2,10 +2,13 @@
 
     layer = build_layer("gss", dim=512, kernel_N=256)    # (B, L, dim) -> (B, L, dim)
     lm = build_lm("attention", num_tokens=256, dim=512, depth=4)
+    hybrid = build_lm("gss-hybrid", num_tokens=256, dim=512, depth=8, chunk=512)
 
-Options carry the suite's names everywhere: kernel_N, kernel_H, dim_expansion_factor, lambda_imag_exp
-(GSS family), conv_kernel (gss-direct, conv), heads / head_dim (attention). A new model is one file
-plus one entry in SPECS; every suite, test and plot picks it up.
+Options carry the suite's names everywhere: kernel_N, lambda_imag_exp (GSS family, dss), kernel_H,
+dim_expansion_factor (GSS family), conv_kernel (gss-direct, conv), heads / head_dim (attention, attention-chunked),
+chunk (attention-chunked, gss-hybrid), hybrid_every (gss-hybrid). A new model is one file plus one entry in
+SPECS; every suite, test and plot picks it up. NAMES are the layers (build_layer, and build_lm of `depth` alike
+layers); LM_NAMES add the LM-level models of LM_SPECS, mixes of layers that only build_lm builds.
 
 Every layer also decodes incrementally (inference only; a state is advanced in place and returned):
 
@@ -22,8 +25,11 @@ from dataclasses import dataclass
 
 from .attention import AttentionBlock, KVCache
 from .block import GatedUnit
+from .chunked import ChunkedAttentionBlock
 from .conv import GatedConv
+from .dss import DSSLayer
 from .gss import DSS, GSS, GatedStateSpacesLM, RecurrentState
+from .hybrid import hybrid_layers
 from .lm import GENERATE_METHODS, LM
 from .ops import ConvState, state_nbytes
 
@@ -51,7 +57,7 @@ def _boolean(name, value):
 VALIDATORS = {
     "kernel_N": _positive_int, "kernel_H": _positive_int, "dim_expansion_factor": _positive_number,
     "lambda_imag_exp": _boolean, "conv_kernel": _positive_int_or_none, "heads": _positive_int_or_none,
-    "head_dim": _positive_int_or_none,
+    "head_dim": _positive_int_or_none, "chunk": _positive_int, "hybrid_every": _positive_int,
 }
 
 
@@ -72,6 +78,23 @@ def _attention(dim, o, factory):
     return AttentionBlock(dim=dim, heads=o["heads"], head_dim=o["head_dim"], **factory)
 
 
+def _dss(dim, o, factory):
+    return DSSLayer(dim=dim, kernel_N=o["kernel_N"], lambda_imag_exp=o["lambda_imag_exp"], **factory)
+
+
+def _attention_chunked(dim, o, factory):
+    return ChunkedAttentionBlock(dim=dim, chunk=o["chunk"], heads=o["heads"], head_dim=o["head_dim"], **factory)
+
+
+def _gss_hybrid(num_tokens, dim, depth, o, factory):
+    kinds = hybrid_layers(depth, o["hybrid_every"])
+    options = {kind: {k: o[k] for k in SPECS[kind].defaults} for kind in dict.fromkeys(kinds)}
+    for kind, kind_options in options.items():
+        build_layer(kind, dim=dim, device="meta", **kind_options)  # validate once, before allocating anything
+    return LM(num_tokens=num_tokens, dim=dim, depth=depth, **factory,
+              make_layer_at=lambda i: build_layer(kinds[i], dim=dim, **factory, **options[kinds[i]]))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     build: Callable
@@ -89,18 +112,31 @@ SPECS = {
                       "gated CNN: GSS with a learned causal depthwise convolution"),
     "attention": ModelSpec(_attention, {"heads": None, "head_dim": None},
                            "pre-norm causal Transformer block, SDPA + rotary, 4x MLP"),
+    "dss": ModelSpec(_dss, {"kernel_N": 64, "lambda_imag_exp": False},
+                     "DSS layer (DSS-EXP kernel over dim channels, learned per-channel step) + 4x MLP"),
+    "attention-chunked": ModelSpec(_attention_chunked, {"heads": None, "head_dim": None, "chunk": 512},
+                                   "the attention block within non-overlapping chunks of `chunk` tokens"),
 }
 NAMES = tuple(SPECS)
 
+LM_SPECS = {  # build(num_tokens, dim, depth, options, factory) -> an LM
+    "gss-hybrid": ModelSpec(_gss_hybrid, {**_GSS_DEFAULTS, "heads": None, "head_dim": None, "chunk": 512,
+                                          "hybrid_every": 4},
+                            "gss layers with every hybrid_every-th layer attention-chunked (an LM only)"),
+}
+LM_NAMES = NAMES + tuple(LM_SPECS)
+
 
 def spec(name):
-    if name not in SPECS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(NAMES)}")
-    return SPECS[name]
+    """The ModelSpec of a layer (SPECS) or of an LM-level model (LM_SPECS)."""
+    if name not in LM_NAMES:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(LM_NAMES)}")
+    return SPECS[name] if name in SPECS else LM_SPECS[name]
 
 
 def options_of(name):
-    """The option names a model takes (so a sweep does not multiply out options that do not apply)."""
+    """The option names a model (a layer or an LM-level one) takes (so a sweep does not multiply out options that
+    do not apply)."""
     return tuple(spec(name).defaults)
 
 
@@ -119,15 +155,21 @@ def resolve_options(name, **options):
 
 def build_layer(name, *, dim, device=None, dtype=None, **options):
     """A (B, L, dim) -> (B, L, dim) layer with `.flops(batch, seq_len)` and `.num_params()`."""
+    if name in LM_SPECS:
+        raise ValueError(f"{name!r} is an LM-level model, not a layer: build it with build_lm "
+                         f"(layers: {', '.join(NAMES)})")
     model = spec(name)
     _positive_int("dim", dim)
     return model.build(dim, resolve_options(name, **options), dict(device=device, dtype=dtype))
 
 
 def build_lm(name, *, num_tokens, dim, depth, device=None, dtype=None, **options):
-    """Embedding -> `depth` layers of `name` -> logits, through the one LM wrapper."""
+    """Embedding -> `depth` layers of `name` -> logits, through the one LM wrapper; `name` from LM_NAMES."""
     _positive_int("num_tokens", num_tokens)
     _positive_int("depth", depth)
+    if name in LM_SPECS:
+        return LM_SPECS[name].build(num_tokens, dim, depth, resolve_options(name, **options),
+                                    dict(device=device, dtype=dtype))
     build_layer(name, dim=dim, device="meta", **options)  # validate once, before allocating anything
     return LM(num_tokens=num_tokens, dim=dim, depth=depth, device=device, dtype=dtype,
               make_layer=lambda: build_layer(name, dim=dim, device=device, dtype=dtype, **options))
@@ -138,10 +180,14 @@ __all__ = [
     "GENERATE_METHODS",
     "GSS",
     "LM",
+    "LM_NAMES",
+    "LM_SPECS",
     "NAMES",
     "SPECS",
     "AttentionBlock",
+    "ChunkedAttentionBlock",
     "ConvState",
+    "DSSLayer",
     "GatedConv",
     "GatedStateSpacesLM",
     "GatedUnit",
@@ -149,6 +195,7 @@ __all__ = [
     "RecurrentState",
     "build_layer",
     "build_lm",
+    "hybrid_layers",
     "options_of",
     "resolve_options",
     "state_nbytes",

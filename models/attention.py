@@ -4,6 +4,8 @@ Attention runs through F.scaled_dot_product_attention(is_causal=True), which dis
 kernels on GPU and to the fused flash kernel on CPU, so the baseline is what a practitioner would use.
 Decoding keeps a KV cache (`KVCache`) that grows with every position, unlike the fixed GSS state.
 `attention_ref` is the SDPA path's slow reference, softmax attention written out, for the tests.
+`MLPBlock` is the Transformer's MLP sub-block, shared with the DSS layer (dss.py); chunked.py restricts the
+attention to chunks.
 """
 
 import math
@@ -73,10 +75,12 @@ def attention_ref(q, k, v):
 @dataclass
 class KVCache:
     """Rotary-applied keys and values of the positions seen so far, (B, heads, capacity, head_dim) each;
-    the first `length` positions are filled, and the capacity doubles when a step needs more."""
+    the first `length` positions are filled, and the capacity doubles when a step needs more, up to `limit`
+    positions when one is set (chunked attention, which empties a full cache)."""
     k: torch.Tensor
     v: torch.Tensor
     length: int = 0
+    limit: int | None = None
 
     @property
     def keys(self):
@@ -91,6 +95,8 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.k.shape[2]:
             capacity = max(end, 2 * self.k.shape[2])
+            if self.limit is not None:
+                capacity = min(capacity, self.limit)
             self.k, self.v = (torch.cat((c, c.new_zeros(*c.shape[:2], capacity - c.shape[2], c.shape[3])), dim=2)
                               for c in (self.k, self.v))
         self.k[:, :, self.length: end] = k
@@ -98,18 +104,39 @@ class KVCache:
         self.length = end
 
 
-class AttentionBlock(nn.Module):
+class MLPBlock(nn.Module):
+    """Base of the blocks that end in the Transformer's MLP sub-block, x + W_2 GELU(W_1 LayerNorm(x)), with
+    W_1 (dim -> mlp_ratio * dim) and W_2 biased. Parameters: norm_mlp, mlp."""
+
+    def add_mlp(self, dim, mlp_ratio, factory):
+        self.dim_mlp = int(mlp_ratio * dim)
+        self.norm_mlp = nn.LayerNorm(dim, **factory)
+        self.mlp = nn.Sequential(nn.Linear(dim, self.dim_mlp, **factory), nn.GELU(),
+                                 nn.Linear(self.dim_mlp, dim, **factory))
+
+    def mlp_residual(self, x):
+        """x (..., dim) -> x + MLP(norm(x)), per position."""
+        with record_function("norm"):
+            h = self.norm_mlp(x)
+        with record_function("projection"):
+            return x + self.mlp(h)
+
+    def mlp_flops(self, tokens):
+        return 2 * matmul_flops(tokens, self.dim_mlp, self.dim)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+
+class AttentionBlock(MLPBlock):
     def __init__(self, *, dim, heads=None, head_dim=None, mlp_ratio=4, device=None, dtype=None):
         super().__init__()
         factory = dict(device=device, dtype=dtype)
         self.dim, self.heads = dim, resolve_heads(dim, heads, head_dim)
-        self.dim_mlp = int(mlp_ratio * dim)
         self.norm_attn = nn.LayerNorm(dim, **factory)
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False, **factory)
         self.to_out = nn.Linear(dim, dim, bias=False, **factory)
-        self.norm_mlp = nn.LayerNorm(dim, **factory)
-        self.mlp = nn.Sequential(nn.Linear(dim, self.dim_mlp, **factory), nn.GELU(),
-                                 nn.Linear(self.dim_mlp, dim, **factory))
+        self.add_mlp(dim, mlp_ratio, factory)
 
     def forward(self, x):
         return self._forward(x)[0]
@@ -124,13 +151,17 @@ class AttentionBlock(nn.Module):
 
     def _qkv(self, x, *, start):
         """q, k, v (B, heads, L, hd) of x (B, L, dim) at positions start, ..., with rotary on q and k."""
+        q, k, v = self._project_qkv(x)
+        with record_function("attention"):
+            return rotary(q, start=start), rotary(k, start=start), v
+
+    def _project_qkv(self, x):
+        """q, k, v of x (B, L, dim) before rotary, stacked: (3, B, heads, L, hd)."""
         B, L, _ = x.shape
         with record_function("norm"):
             h = self.norm_attn(x)
         with record_function("projection"):
-            qkv = self.to_qkv(h).view(B, L, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, heads, L, hd)
-        with record_function("attention"):
-            return rotary(qkv[0], start=start), rotary(qkv[1], start=start), qkv[2]
+            return self.to_qkv(h).view(B, L, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
 
     def _out(self, x, h):
         """Residual, then the MLP sub-block, from the attention output h (B, heads, L, hd)."""
@@ -138,10 +169,7 @@ class AttentionBlock(nn.Module):
         h = h.transpose(1, 2).reshape(B, L, self.dim)
         with record_function("projection"):
             x = x + self.to_out(h)
-        with record_function("norm"):
-            h = self.norm_mlp(x)
-        with record_function("projection"):
-            return x + self.mlp(h)
+        return self.mlp_residual(x)
 
     def init_state(self, batch, *, max_len=None, device=None, dtype=None):
         """An empty KV cache, preallocated to max_len positions when given (it grows past them if needed)."""
@@ -172,10 +200,8 @@ class AttentionBlock(nn.Module):
     def flops(self, batch, seq_len):
         tokens, d = batch * seq_len, self.dim
         projections = matmul_flops(tokens, 3 * d, d) + matmul_flops(tokens, d, d)
-        mlp = 2 * matmul_flops(tokens, self.dim_mlp, d)
-        # QK^T and AV are 4 B L^2 d dense; causal attention counts half, as FlashAttention's benchmarks do.
-        core = 4 * batch * seq_len * seq_len * d // 2
-        return projections + mlp + core
+        return projections + self.mlp_flops(tokens) + self.core_flops(batch, seq_len)
 
-    def num_params(self):
-        return sum(p.numel() for p in self.parameters())
+    def core_flops(self, batch, seq_len):
+        """QK^T and AV, 4 B L^2 d dense; causal attention counts half, as FlashAttention's benchmarks do."""
+        return 4 * batch * seq_len * seq_len * self.dim // 2

@@ -13,6 +13,7 @@ stepped one position at a time in complex128, which the tests compare with the F
 outputs and gradients. The gated unit around the DSS lives in block.py, shared with the gated CNN.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -37,7 +38,8 @@ CONV_MODES = ("fft", "direct")
 
 @dataclass
 class RecurrentState:
-    """DSS recurrence state s (B, H, N) complex, plus the constants exp(Lambda) (N,) and C' (H, N)."""
+    """DSS recurrence state s (B, H, N) complex, plus the constants exp(Delta Lambda) ((N,), or (H, N) with a
+    per-channel Delta) and C' (H, N)."""
     s: torch.Tensor
     decay: torch.Tensor = field(metadata=CONSTANT)
     C: torch.Tensor = field(metadata=CONSTANT)
@@ -46,9 +48,10 @@ class RecurrentState:
 class DSS(NormedMixer):
     """Diagonal state space (DSS-EXP) mixer over H channels with N complex modes per kernel.
 
-    Kernel (Gupta et al. 2022, used by GSS section 3.1): K[l, h] = Re(sum_n C'[h, n] exp(Lambda_n l))
-    with C' = C (exp(Lambda) - 1) / Lambda and Lambda = -exp(Lambda_real) + i Lambda_imag, where the
-    imaginary part is exponentiated when `dss_kernel_lambda_imag_exp` is set.
+    Kernel (Gupta et al. 2022, used by GSS section 3.1): K[l, h] = Re(sum_n C'[h, n] exp(Delta_h Lambda_n l))
+    with C' = C (exp(Delta_h Lambda) - 1) / Lambda and Lambda = -exp(Lambda_real) + i Lambda_imag, where the
+    imaginary part is exponentiated when `dss_kernel_lambda_imag_exp` is set. GSS has no step: Delta = 1
+    (`delta()` is None); the DSS layer of dss.py learns one Delta per channel.
     """
 
     def __init__(self, *, dim, kernel_N=512, dss_kernel_lambda_imag_exp=True, conv_mode="fft",
@@ -71,23 +74,32 @@ class DSS(NormedMixer):
         self.C_imag = nn.Parameter(torch.randn(dim, kernel_N, **factory))
         self.param_D = nn.Parameter(torch.randn(dim, **factory))  # learned weighted residual
 
+    def delta(self):
+        """The per-channel step Delta (H,), or None for Delta = 1 (GSS's DSS, which has no step)."""
+        return None
+
     def lambda_and_c(self):
-        """Lambda (N,) and the discretised C' (H, N), both complex (complex64 for float16/bfloat16
-        parameters: there is no complex type of that precision to compute in)."""
+        """Delta Lambda and the discretised C' (H, N), both complex: Lambda (N,) itself when Delta = 1, else
+        (H, N) (complex64 for float16/bfloat16 parameters: there is no complex type of that precision).
+        C' divides by Lambda, not by Delta Lambda, as the DSS paper's code (DSS-EXP) does."""
+        Delta = self.delta()
         Lambda_real, Lambda_imag, C_real, C_imag = (
             p.float() if p.dtype in (torch.float16, torch.bfloat16) else p
             for p in (self.Lambda_real, self.Lambda_imag, self.C_real, self.C_imag))
         imag = Lambda_imag.exp() if self.dss_kernel_lambda_imag_exp else Lambda_imag
         Lambda = -Lambda_real.exp() + 1j * imag
-        C = (C_real + 1j * C_imag) * (Lambda.exp() - 1) / Lambda
-        return Lambda, C
+        dtLambda = Lambda if Delta is None else Delta.to(Lambda_real.dtype)[:, None] * Lambda  # (N,) or (H, N)
+        C = (C_real + 1j * C_imag) * (dtLambda.exp() - 1) / Lambda
+        return dtLambda, C
 
     def kernel(self, seq_len):
         """The real convolution kernel K of shape (seq_len, H)."""
         with record_function("dss_kernel"):
-            Lambda, C = self.lambda_and_c()
-            positions = torch.arange(seq_len, device=Lambda.device)
-            S = (Lambda[:, None] * positions[None, :]).exp()  # (N, L): exp(Lambda_n l)
+            dtLambda, C = self.lambda_and_c()
+            if dtLambda.ndim == 2:  # a step per channel: no (N, L) matrix that all channels share
+                return vandermonde_blocks(C, dtLambda, seq_len)
+            positions = torch.arange(seq_len, device=C.device)
+            S = (dtLambda[:, None] * positions).exp()  # (N, L): exp(Lambda_n l)
             return torch.einsum("hn,nl->lh", C, S).real
 
     def taps(self, seq_len):
@@ -113,15 +125,15 @@ class DSS(NormedMixer):
         return y.to(residual.dtype) + residual, u  # a no-op but for float16/bfloat16 parameters
 
     def _constants(self, *, device=None, dtype=None):
-        """exp(Lambda) (N,) and C' (H, N) in the complex dtype matching `dtype` (default: the parameters')."""
-        Lambda, C = self.lambda_and_c()
+        """exp(Delta Lambda) and C' (H, N) in the complex dtype matching `dtype` (default: the parameters')."""
+        dtLambda, C = self.lambda_and_c()
         ctype = C.dtype if dtype is None else torch.complex128 if dtype == torch.float64 else torch.complex64
-        return Lambda.exp().to(device=device, dtype=ctype), C.to(device=device, dtype=ctype)
+        return dtLambda.exp().to(device=device, dtype=ctype), C.to(device=device, dtype=ctype)
 
     def init_state(self, batch, *, max_len=None, device=None, dtype=None):
         """State for an empty prefix: s = 0 (B, H, N) complex, or, with a truncated kernel of T taps, the
         last T normalised inputs (B, T, H) (DSS sec. 3: the kernel is the impulse response of
-        s_t = exp(Lambda) s_{t-1} + u_t, y_t = Re(C' s_t), which T taps cut short). max_len is unused."""
+        s_t = exp(Delta Lambda) s_{t-1} + u_t, y_t = Re(C' s_t), which T taps cut short). max_len is unused."""
         with torch.autocast(self.C_real.device.type, enabled=False):
             if not self.is_recurrent:
                 return ConvState.empty(self.kernel(self.conv_kernel), batch, device=device, dtype=dtype)
@@ -143,31 +155,52 @@ class DSS(NormedMixer):
 
     def prefill(self, x, *, max_len=None):
         """The forward over a prompt x (B, L, H) and the state after it, without stepping:
-        s_L = sum_k exp(Lambda (L - 1 - k)) u_k, one complex einsum over the prompt."""
+        s_L = sum_k exp(Delta Lambda (L - 1 - k)) u_k, one complex einsum over the prompt."""
         y, u = self._forward(x)
         with torch.autocast(x.device.type, enabled=False):
             if not self.is_recurrent:
                 return y, ConvState.after(u, self.kernel(self.conv_kernel))
-            Lambda, C = self.lambda_and_c()
+            dtLambda, C = self.lambda_and_c()
             L = x.shape[1]
             lags = torch.arange(L - 1, -1, -1, device=x.device)
-            S = (Lambda[:, None] * lags[None, :]).exp()  # (N, L): exp(Lambda (L - 1 - k))
-            s = torch.einsum("blh,nl->bhn", u.to(S.dtype), S)
-        return y, RecurrentState(s, Lambda.exp(), C)
+            S = (dtLambda[..., None] * lags).exp()  # (N, L) or (H, N, L): exp(Delta Lambda (L - 1 - k))
+            s = torch.einsum("blh,nl->bhn" if S.ndim == 2 else "blh,hnl->bhn", u.to(S.dtype), S)
+        return y, RecurrentState(s, dtLambda.exp(), C)
 
     def flops(self, batch, seq_len):
         taps = self.taps(seq_len)
-        kernel = matmul_flops(self.dim, self.kernel_N, taps, complex_=True)
+        computed = math.prod(kernel_blocks(taps)) if self.delta() is not None else taps  # whole blocks of taps
+        kernel = matmul_flops(self.dim, self.kernel_N, computed, complex_=True)
         if self.conv_mode == "fft":
             return kernel + fft_conv_flops(batch, seq_len, self.dim)
         return kernel + direct_conv_flops(batch, seq_len, self.dim, taps)
 
 
+def kernel_blocks(L):
+    """(blocks, c) of vandermonde_blocks at length L >= 1: c = ceil(sqrt(L)) taps per block, blocks * c >= L."""
+    c = math.isqrt(L - 1) + 1
+    return -(-L // c), c
+
+
+def vandermonde_blocks(C, dtLambda, L):
+    """Re(sum_n C[h, n] exp(dtLambda[h, n] l)) for l < L, as (L, H), for a Lambda per channel (H, N), without the
+    (H, N, L) matrix of exponentials: with l = a c + b (c = ceil(sqrt L)), exp(dtLambda l) = exp(dtLambda c a)
+    exp(dtLambda b), so the kernel is one batched (H) complex product of (blocks x N) by (N x c), from H N (blocks
+    + c) exponentials instead of H N L. The same sum (the DSS code materialises the matrix), in the same H N L
+    complex multiply-adds, as a BLAS product."""
+    blocks, c = kernel_blocks(L)
+    inner = (dtLambda[..., None] * torch.arange(c, device=C.device)).exp()  # (H, N, c): exp(dtLambda b)
+    outer = (dtLambda[..., None] * (c * torch.arange(blocks, device=C.device))).exp() * C[..., None]  # (H, N, blocks)
+    K = torch.bmm(outer.transpose(1, 2), inner)  # (H, blocks, c): K[h, a, b] at l = a c + b
+    return K.reshape(K.shape[0], blocks * c)[:, :L].real.T
+
+
 def dss_recurrence_ref(u, Lambda, C):
     """Reference for the DSS convolution (fft_conv or direct_conv with DSS.kernel's full length): the diagonal
-    recurrence whose impulse response is the kernel (DSS sec. 3), s_t = exp(Lambda) s_{t-1} + u_t and
+    recurrence whose impulse response is the kernel (DSS sec. 3), s_t = exp(Delta Lambda) s_{t-1} + u_t and
     y_t = Re(sum_n C'[h, n] s_t[h, n]), stepped one position at a time in complex128 (O(B L H N), differentiable).
-    u (B, L, H) real; Lambda (N,) and C' (H, N) complex, as DSS.lambda_and_c returns them -> y (B, L, H) float64."""
+    u (B, L, H) real; Lambda = Delta Lambda, (N,) or per channel (H, N), and C' (H, N) complex, as
+    DSS.lambda_and_c returns them -> y (B, L, H) float64."""
     decay, C = Lambda.to(torch.complex128).exp(), C.to(torch.complex128)
     s = torch.zeros(u.shape[0], *C.shape, device=u.device, dtype=torch.complex128)  # (B, H, N)
     ys = []

@@ -19,13 +19,17 @@ GENERATE_METHODS = ("recurrent", "kv_cache", "reforward")
 
 
 class LM(nn.Module):
-    def __init__(self, *, num_tokens, dim, depth, make_layer, device=None, dtype=None):
+    """`make_layer()` builds every layer alike; `make_layer_at(i)` builds layer i (a hybrid's mix), instead."""
+
+    def __init__(self, *, num_tokens, dim, depth, make_layer=None, make_layer_at=None, device=None, dtype=None):
         super().__init__()
         if num_tokens <= 0 or depth <= 0:
             raise ValueError(f"num_tokens and depth must be positive, got {num_tokens} and {depth}")
+        if (make_layer is None) == (make_layer_at is None):
+            raise ValueError("give exactly one of make_layer and make_layer_at")
         self.num_tokens, self.dim = num_tokens, dim
         self.token_emb = nn.Embedding(num_tokens, dim, device=device, dtype=dtype)
-        self.layers = nn.ModuleList([make_layer() for _ in range(depth)])
+        self.layers = nn.ModuleList([make_layer_at(i) if make_layer is None else make_layer() for i in range(depth)])
         self.to_logits = nn.Linear(dim, num_tokens, bias=False, device=device, dtype=dtype)
 
     def forward(self, ids, labels=None):

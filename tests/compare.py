@@ -10,6 +10,8 @@ SMALL = {  # tiny but non-trivial options per model, so every test runs in milli
     "gss-direct": dict(kernel_N=8, kernel_H=12),
     "conv": dict(kernel_H=12, conv_kernel=5),
     "attention": dict(head_dim=8),
+    "dss": dict(kernel_N=8),
+    "attention-chunked": dict(head_dim=8, chunk=8),
 }
 DIM = 16
 DTYPES = [torch.float64, torch.float32]  # the dtypes fast paths are compared in, against float64

@@ -41,7 +41,7 @@ def test_rows_have_the_documented_columns_and_formats(smoke_rows):
 
 
 def test_every_model_runs_reforward_and_its_own_stepping_method(smoke_rows):
-    stepping = {name: "kv_cache" if name == "attention" else "recurrent" for name in models.NAMES}
+    stepping = {name: "kv_cache" if name in ("attention", "attention-chunked") else "recurrent" for name in models.NAMES}
     expected = {(m, method, L) for m in models.NAMES for method in (stepping[m], "reforward") for L in ("16", "48")}
     found = [(r["model"], r["method"], r["prompt_len"]) for r in smoke_rows]
     assert len(found) == len(set(found)) and set(found) == expected

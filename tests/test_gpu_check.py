@@ -21,7 +21,8 @@ def test_dry_run_builds_every_cell_estimates_within_the_budget_and_rehearses_the
     out = capsys.readouterr().out
     lines = {line.split()[0] + (" (repeat)" if "(repeat)" in line else ""): line.split() for line in out.splitlines()
              if line and line.split()[0] in ("scaling", "perplexity", "profiling", "decode", "numerics", "total")}
-    assert int(lines["scaling"][1]) == 56 + 14 + 12 + 16  # gss and conv; attention bf16 to 64K, fp32 to 32K; gss-direct
+    # gss and conv; attention bf16 to 64K, fp32 to 32K; gss-direct to 8K; dss and attention-chunked to 16K
+    assert int(lines["scaling"][1]) == 56 + 14 + 12 + 16 + 40
     assert lines["scaling (repeat)"][2:] == lines["scaling"][1:]  # the second pass: the same cells
     total = int(lines["total"][2])
     assert 0 < total <= run_all.GPU_BUDGET_S
@@ -43,7 +44,7 @@ def test_the_gpu_check_preset_spans_what_the_reference_needs():
     assert min(prompts) == 1024 and max(prompts) == 16384
     trainings = [c for g in grid.PERPLEXITY_PRESETS["gpu-check"].grids for c in g.cells()]
     assert all(len(c.lrs) == 1 and not c.selects for c in trainings)  # one rate, no selection
-    assert {c.model for c in trainings if c.task == "lm"} == set(config.models.NAMES)
+    assert {c.model for c in trainings if c.task == "lm"} == set(config.models.LM_NAMES)
 
 
 def test_sdpa_check_requires_a_fused_kernel_for_half_precision_on_cuda_only():

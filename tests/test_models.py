@@ -9,16 +9,27 @@ import torch
 
 import models
 from models.attention import attention_ref, rotary
+from tests import compare
 from tests.compare import (
     DIM,
     DTYPES,
-    SMALL,
     assert_close,
     assert_paths_agree,
     layer_forward,
     layer_output_and_grads,
-    small_layer,
 )
+
+# compare.SMALL's options plus those of the LM-level models (LM_NAMES)
+SMALL = {**compare.SMALL, "gss-hybrid": dict(kernel_N=8, kernel_H=12, head_dim=8, chunk=8, hybrid_every=2)}
+
+
+def small_layer(name, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return models.build_layer(name, dim=DIM, dtype=dtype, **SMALL[name])
+
+
+def test_every_model_has_small_options():
+    assert set(SMALL) == set(models.LM_NAMES)
 
 # ---- faithfulness to gated-state-spaces-pytorch 0.1.0 ----
 
@@ -80,11 +91,14 @@ def test_parameter_counts_match_upstream(upstream):
 
 _E, _H, _N, _T = 4 * DIM, 12, 8, 5  # SMALL: hidden width dim_expansion_factor * dim, kernel_H, kernel_N, conv_kernel
 _UNIT = 2 * DIM + DIM * _E + DIM * _H + _H * _E + _E * DIM + DIM  # norm, W_u, W_v, W_g, W_o and its bias
+_MLP = 2 * DIM + (DIM * 4 * DIM + 4 * DIM) + (4 * DIM * DIM + DIM)  # norm, W_1, W_2 (both biased)
 PARAMS = {  # counted by hand from the papers' layers
     "gss": _UNIT + 2 * _H + 2 * _N + 2 * _H * _N + _H,  # DSS: norm, Lambda re/im, C re/im, D
     "gss-direct": _UNIT + 2 * _H + 2 * _N + 2 * _H * _N + _H,
     "conv": _UNIT + 2 * _H + _T * _H + _H,  # norm, taps, D
-    "attention": 2 * 2 * DIM + 3 * DIM * DIM + DIM * DIM + (DIM * 4 * DIM + 4 * DIM) + (4 * DIM * DIM + DIM),
+    "attention": 2 * DIM + 3 * DIM * DIM + DIM * DIM + _MLP,
+    "dss": 2 * DIM + 2 * _N + 2 * DIM * _N + DIM + DIM + (DIM * DIM + DIM) + _MLP,  # DSS (norm ... D, Delta), W_o
+    "attention-chunked": 2 * DIM + 3 * DIM * DIM + DIM * DIM + _MLP,  # attention's parameters
 }
 
 
@@ -182,7 +196,7 @@ def test_layer_is_causal(name):
         assert not torch.allclose(y[:, t + 1:], y_changed[:, t + 1:])
 
 
-@pytest.mark.parametrize("name", models.NAMES)
+@pytest.mark.parametrize("name", models.LM_NAMES)
 def test_lm_is_causal_and_returns_loss(name):
     torch.manual_seed(0)
     lm = models.build_lm(name, num_tokens=20, dim=DIM, depth=2, dtype=torch.float64, **SMALL[name])
@@ -232,7 +246,7 @@ def test_smoke_forward_backward_gives_finite_gradients(name, seq_len):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("name", ["gss", "gss-direct"])
+@pytest.mark.parametrize("name", ["gss", "gss-direct", "dss"])
 def test_low_precision_parameters_run_and_stay_close_to_float32(name, dtype):
     """Parameters in float16/bfloat16 (not autocast): the DSS kernel is computed in complex64, the output
     comes back in the parameters' dtype, and the step mode agrees with the forward."""

@@ -1,6 +1,7 @@
 """The perplexity and recall suites: honest losses against the entropy floor, determinism, rows, resume by every setting,
 and bad input."""
 
+import importlib
 import math
 import urllib.error
 import urllib.request
@@ -10,6 +11,7 @@ import pytest
 
 from bench import perplexity
 from bench.data import load_corpus
+from bench.perplexity import grid
 from bench.results import read_rows
 from bench.synthetic import unigram_entropy_bpb
 from bench.training import lr_at
@@ -134,3 +136,22 @@ def test_enwik8_offline_and_uncached_exits_2(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "enwik8" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_chunked_models_attend_within_an_eighth_of_the_training_length_and_the_paper_models_are_trained():
+    cells = [c for g in grid.PERPLEXITY_PRESETS["quick"].grids for c in g.cells()]
+    by_task = {task: {c.model for c in cells if c.task == task} for task in ("lm", "recall")}
+    paper = {"gss", "dss", "gss-hybrid", "attention", "attention-chunked"}
+    assert paper <= by_task["lm"] and paper <= by_task["recall"]
+    chunks = {(c.model, c.seq_len): c.layer_options().get("chunk") for c in cells}
+    assert chunks[("attention-chunked", 256)] == chunks[("gss-hybrid", 256)] == 32  # the paper's 512 at 4,096
+    assert chunks[("gss-hybrid", 32)] == 4 and chunks[("gss", 256)] is None
+    hybrid = next(c for c in cells if c.model == "gss-hybrid" and c.task == "lm")
+    assert hybrid.layer_options() == {"kernel_N": 64, "kernel_H": 32, "lambda_imag_exp": True, "chunk": 32}
+
+
+@pytest.mark.parametrize("suite", ["bench.scaling", "bench.numerics", "bench.profiling"])
+def test_the_layer_suites_refuse_the_lm_level_hybrid_with_one_line(tmp_path, capsys, suite):
+    main = importlib.import_module(suite).main
+    assert_usage_error(main, ["--preset", "smoke", "--device", "cpu", "--models", "gss-hybrid"], tmp_path / "run",
+                       capsys, "gss-hybrid is an LM-level model")

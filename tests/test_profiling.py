@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.autograd import DeviceType
 
+import models
 from bench import profiling
 from bench.config import Cell
 from bench.results import read_rows
@@ -36,7 +37,7 @@ def test_suite_writes_one_breakdown_per_cell_whose_fractions_sum_to_one(smoke_ru
     rows = read_rows(out / profiling.CSV)
     assert tuple(rows[0])[:6] == ("model", "mode", "seq_len", "category", "time_ms", "fraction")
     cells = cells_of(rows)
-    assert len(cells) == 8  # smoke: every model, fwd and fwdbwd
+    assert len(cells) == 2 * len(models.NAMES)  # smoke: every model, fwd and fwdbwd
     for (_, mode, _), split in cells.items():
         assert all(r["status"] == "ok" and r["basis"] == "cpu_wall" and r["run_id"] == "run" for r in split.values())
         assert set(split) <= set(profiling.CATEGORIES) and "other" in split
@@ -63,7 +64,7 @@ def test_traces_are_written_per_cell_and_load_in_torch_tb_profiler(smoke_run):
     _, out = smoke_run
     rows = read_rows(out / profiling.CSV)
     trace_dirs = {out / r["trace"] for r in rows}
-    assert len(trace_dirs) == 8 and trace_dirs == set((out / profiling.TRACES).iterdir())
+    assert len(trace_dirs) == 2 * len(models.NAMES) and trace_dirs == set((out / profiling.TRACES).iterdir())
     assert all(len(list(d.glob("*.pt.trace.json"))) == 1 for d in trace_dirs)
     gss = out / profiling.TRACES / "gss_L64_fwdbwd_kernel_N8_kernel_H16"
     run = RunLoader(gss.name, str(gss), io.Cache()).load()
@@ -137,10 +138,10 @@ def test_bad_input_is_one_stderr_line_exit_2_and_writes_nothing(tmp_path, capsys
     assert_usage_error(profiling.main, [*SMOKE, *flags], tmp_path / "run", capsys)
 
 
-def test_presets_name_the_four_models_and_trace_names_are_unique():
+def test_presets_name_every_layer_and_trace_names_are_unique():
     for name in ("quick", "full", "smoke"):
         cells = [c for g in profiling.PROFILE_PRESETS[name].grids for c in g.cells()]
-        assert {c.model for c in cells} == {"gss", "gss-direct", "conv", "attention"}
+        assert {c.model for c in cells} == set(models.NAMES)
         assert len({profiling.trace_name(c) for c in cells}) == len(cells)
         assert all("." not in profiling.trace_name(c) for c in cells)
     quick = [c for g in profiling.PROFILE_PRESETS["quick"].grids for c in g.cells()]

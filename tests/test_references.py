@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 import models
 from models.attention import attention_ref
+from models.chunked import chunked_attention_block_ref
+from models.dss import dss_layer_ref
 from models.gss import dss_recurrence_ref, dss_ref
 from models.ops import causal_conv_ref, direct_conv, fft_conv
 from tests.compare import (
@@ -122,6 +124,8 @@ REFERENCE_FORWARD = {  # every registered layer with its fast path replaced by t
     "gss-direct": gated_unit_ref(dss_ref),
     "conv": gated_unit_ref(learned_conv_ref),
     "attention": attention_block_ref,
+    "dss": dss_layer_ref,
+    "attention-chunked": chunked_attention_block_ref,
 }
 
 

@@ -40,7 +40,8 @@ def test_rows_have_the_documented_columns_and_formats(tmp_path):
         assert column in rows[0]
     # gss, attention: 2 lengths x 2 modes; gss-direct: x 2 conv_kernels; conv: full does not apply -> 5 only
     by_model = {m: [r for r in rows if r["model"] == m] for m in models.NAMES}
-    assert {m: len(r) for m, r in by_model.items()} == {"gss": 4, "gss-direct": 8, "conv": 4, "attention": 4}
+    assert {m: len(r) for m, r in by_model.items()} == {"gss": 4, "gss-direct": 8, "conv": 4, "attention": 4, "dss": 4,
+                                                      "attention-chunked": 4}
     assert all(r["status"] == "ok" and r["error"] == "" and r["device"] == "cpu" for r in rows)
     assert all(r["run_id"] == tmp_path.name and r["compiled"] == "false" for r in rows)
     assert {r["lambda_imag_exp"] for r in by_model["gss"]} == {"true"}
@@ -125,7 +126,7 @@ def test_options_that_do_not_apply_are_not_multiplied_out(capsys):
                          "--lambda-imag-exp", "true,false", "--conv-kernel", "3,full"]) == 0
     cells = capsys.readouterr().out.splitlines()
     count = {m: sum(f"model={m} " in c for c in cells) for m in models.NAMES}
-    assert count == {"gss": 4, "gss-direct": 8, "conv": 1, "attention": 1}
+    assert count == {"gss": 4, "gss-direct": 8, "conv": 1, "attention": 1, "dss": 4, "attention-chunked": 1}
 
 
 def test_presets_hold_the_documented_grids(capsys):
@@ -192,13 +193,15 @@ def test_a_bad_command_line_is_one_line_from_the_shell(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.scaling", "--models", "gss,nope", "--out", str(tmp_path / "x")],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == "error: --model: unknown model 'nope'; valid: gss, gss-direct, conv, attention"
+    assert done.stderr.strip() == ("error: --model: unknown model 'nope'; valid: gss, gss-direct, conv, attention, dss, "
+                                   "attention-chunked, gss-hybrid")
 
 
-def test_run_all_runs_the_scaling_suite_into_one_directory(tmp_path, capsys):
+@pytest.mark.slow  # every suite's smoke preset, figures and report: 10 s
+def test_run_all_runs_every_suite_into_one_directory(tmp_path, capsys):
     assert run_all.main(["--preset", "smoke", "--device", "cpu", "--out", str(tmp_path)]) == 0
     assert str(tmp_path) in capsys.readouterr().out
-    assert len(read_rows(tmp_path / "scaling.csv")) == 16
+    assert len(read_rows(tmp_path / "scaling.csv")) == 4 * len(models.NAMES)
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["command"] == f"run_all.py --preset smoke --device cpu --out {tmp_path}"  # the whole run's command
     assert set(env["config"]["suites"]) == {"scaling", "perplexity", "profiling", "decode", "numerics"}

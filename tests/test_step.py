@@ -13,6 +13,9 @@ SMALL = {  # the options of tests/test_models.py
     "gss-direct": dict(kernel_N=8, kernel_H=12),
     "conv": dict(kernel_H=12, conv_kernel=5),
     "attention": dict(head_dim=8),
+    "dss": dict(kernel_N=8),
+    "attention-chunked": dict(head_dim=8, chunk=8),
+    "gss-hybrid": dict(kernel_N=8, kernel_H=12, head_dim=8, chunk=8, hybrid_every=2),  # gss, attention-chunked
 }
 DIM, VOCAB = 16, 20
 FLOAT32_RTOL = 1e-5  # per position; observed <= 3e-7 at L=2048 (the residual stream dominates the output)
@@ -53,7 +56,7 @@ def per_sequence_tensors(state):
 
 
 def test_every_registered_model_is_tested():
-    assert set(SMALL) == set(models.NAMES)
+    assert set(SMALL) == set(models.LM_NAMES)
 
 
 # ---- a layer's step and prefill reproduce its forward ----
@@ -78,7 +81,7 @@ def test_step_matches_forward_float32_at_length_2048(name):
 
 
 @pytest.mark.parametrize("name", models.NAMES)
-@pytest.mark.parametrize("prompt_len", [1, 3, 23])  # 3 < conv_kernel = 5 < 23
+@pytest.mark.parametrize("prompt_len", [1, 3, 23])  # 3 < conv_kernel = 5 < 23; 23 = 2 chunks of 8 + 7
 def test_prefill_then_step_matches_forward(name, prompt_len):
     layer = small_layer(name)
     x = torch.randn(2, 40, DIM, dtype=torch.float64)
@@ -132,8 +135,29 @@ def test_state_size_is_constant_for_gss_and_conv_and_grows_for_attention(name):
     empty = models.state_nbytes(layer.init_state(2))
     if name == "attention":
         assert long == 50 * short == 2 * (2 * 500 * DIM * 4)  # K and V: B * L * heads * head_dim floats each
+    elif name == "attention-chunked":  # the positions of the last chunk of 8: 10 = 8 + 2, 500 = 62 * 8 + 4
+        assert 2 * short == long == 2 * (2 * 4 * DIM * 4) and empty == 0
     else:
         assert short == long == empty > 0
+
+
+@pytest.mark.parametrize("max_len", [None, 3, 100])
+def test_chunked_attention_steps_across_chunks_with_at_most_a_chunk_cached(max_len):
+    layer = small_layer("attention-chunked", chunk=4)
+    x = torch.randn(2, 11, DIM, dtype=torch.float64)
+    with torch.no_grad():
+        expected, state, ys = layer(x), layer.init_state(2, max_len=max_len), []
+        for t in range(11):
+            y, state = layer.step(x[:, t], state)
+            ys.append(y)
+            assert isinstance(state, KVCache) and state.length == t % 4 + 1 and state.k.shape[2] <= 4
+            assert models.state_nbytes(state) <= 2 * (2 * 4 * DIM * 8)  # K and V of 4 positions, float64
+        assert max_rel_err(torch.stack(ys, dim=1), expected) <= 1e-10
+        for prompt_len in (4, 5, 8):
+            y_prompt, state = layer.prefill(x[:, :prompt_len], max_len=max_len)
+            assert state.length == (prompt_len - 1) % 4 + 1 and state.k.shape[2] <= 4
+            y_rest, _ = step_through(layer, x[:, prompt_len:], state)
+            assert max_rel_err(torch.cat((y_prompt, y_rest), dim=1), expected) <= 1e-10
 
 
 def test_reverse_seq_layers_refuse_to_step():
@@ -156,7 +180,7 @@ def test_step_rejects_a_sequence(name):
 
 # ---- the LM: step, prefill and generate ----
 
-@pytest.mark.parametrize("name", models.NAMES)
+@pytest.mark.parametrize("name", models.LM_NAMES)
 def test_lm_prefill_and_step_match_forward_logits(name):
     lm = small_lm(name)
     ids = torch.randint(0, VOCAB, (2, 30))
@@ -171,7 +195,7 @@ def test_lm_prefill_and_step_match_forward_logits(name):
         assert max_rel_err(torch.stack(stepped, dim=1), expected) <= 1e-10
 
 
-@pytest.mark.parametrize("name", models.NAMES)
+@pytest.mark.parametrize("name", models.LM_NAMES)
 def test_greedy_generation_is_the_same_by_stepping_and_by_reforwarding(name):
     lm = small_lm(name)
     prompt = torch.randint(0, VOCAB, (3, 7))
@@ -181,7 +205,7 @@ def test_greedy_generation_is_the_same_by_stepping_and_by_reforwarding(name):
     assert torch.equal(recurrent, lm.generate(prompt, 20, method="kv_cache"))
 
 
-@pytest.mark.parametrize("name", models.NAMES)
+@pytest.mark.parametrize("name", models.LM_NAMES)
 def test_sampled_generation_with_a_seed_is_repeatable_and_the_same_for_both_methods(name):
     lm = small_lm(name)
     prompt = torch.randint(0, VOCAB, (3, 5))

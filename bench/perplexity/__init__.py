@@ -65,7 +65,7 @@ def build_cells(args, preset):
                          "nothing to train: no requested model takes the options given (conv_kernel 'full' is "
                          "gss-direct's)")
     for cell in cells:  # bad input fails here, before anything is written
-        models.build_layer(cell.model, dim=cell.dim, device="meta", **cell.layer_options())
+        models.build_lm(cell.model, num_tokens=2, dim=cell.dim, depth=cell.depth, device="meta", **cell.layer_options())
         if cell.task == "recall":
             check_recall(seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs, vocab=cell.vocab)
         else:
