@@ -130,9 +130,10 @@ class Preset:
 _REFINED = (("gss", "attention"),)  # the crossover the README quotes
 _GPU_LENGTHS = tuple(2 ** k for k in range(10, 17))  # 1K..64K
 SCALING_PRESETS = {
-    # CPU, 2 cores: lengths to 8192 so that the gss/attention crossover falls inside the range.
+    # CPU, 2 cores: lengths 256..8192, so that the gss/attention crossovers (fwdbwd near 512, fwd near 1.5K) fall
+    # inside the range with a length on either side.
     "quick": Preset("quick", (
-        Grid("length", ("gss", "attention", "conv", "dss", "attention-chunked"), (512, 1024, 2048, 4096, 8192)),
+        Grid("length", ("gss", "attention", "conv", "dss", "attention-chunked"), (256, 512, 1024, 2048, 4096, 8192)),
         Grid("length", ("gss-direct",), (512, 1024, 2048)),
         Grid("kernel_N", ("gss",), (1024,), kernel_N=(64, 256, 1024), lambda_imag_exp=(True, False)),
         Grid("conv_kernel", ("conv", "gss-direct"), (2048,), conv_kernel=(16, 256, 1024)),
