@@ -115,7 +115,7 @@ def paper_section(run_dir, found, figs):
     rows = None if found is None else found[(found.finding == "speedup") & (found.other == "dss")]
     ppl = analysis.load_csv(run_dir, "perplexity.csv")
     bpb = None if ppl is None else summaries.bpb_table(ppl)
-    bpb = None if bpb is None else bpb[bpb.model.isin(PAPER_MODELS)]
+    bpb = None if bpb is None else bpb[bpb.label.isin(PAPER_MODELS)]  # the comparison's cells, not an ablation's
     if (rows is None or rows.empty) and (bpb is None or bpb.empty):
         return [], []
     lines, bullets = ["## The GSS paper's comparison: GSS, DSS and GSS-Hybrid", "",
