@@ -226,8 +226,10 @@ def pool(found):
     """{run: findings}: per finding (joined on POOL_KEY), the median and range of the runs' values and in how
     many runs it was found (a crossover may exist in some only)."""
     rows = pd.concat(list(found.values()), ignore_index=True)
+    # a speed-up is a finding per length (gss over dss at each); a crossover's bracket may differ between runs
+    rows["length"] = rows.span.where(rows.finding == "speedup", "")
     out = []
-    for key, g in rows.groupby(POOL_KEY, sort=False):
+    for (*key, _), g in rows.groupby([*POOL_KEY, "length"], sort=False):
         span = " / ".join(dict.fromkeys(g["span"]))  # the same lengths in every run, unless their statuses differ
         out.append(dict(zip(POOL_KEY, key, strict=True), median=g.value.median(), low=g.value.min(),
                         high=g.value.max(), runs=len(g), detail="; ".join(p for p in (key[5], span) if p)))

@@ -19,7 +19,7 @@ import torch
 
 import models
 from bench import cli, refine, usage
-from bench.config import LAYER_KEY, SCALING_PRESETS, Cell, groups_of, layer_cells, shard_groups
+from bench.config import LAYER_KEY, SCALING_PRESETS, Cell, group_key, groups_of, layer_cells, shard_groups
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
 from bench.results import RowWriter, atomic_path, cell_key, read_rows
@@ -172,10 +172,11 @@ def run(args, ctx):
 
 
 def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), budget_s=60.0, clock=time.monotonic):
-    """After the sweep: every crossover of `pairs` whose 95% interval is wider than +-ci (bench.refine) has its four
-    bracketing cells measured again as one group, REFINE_ROUND interleaved repeats at a time, until the interval is
+    """After the sweep: every crossover of `pairs` whose 95% interval is wider than +-ci (bench.refine) has the two
+    groups around it (every ok cell at the two bracketing lengths, so that every ratio within a group stays
+    interleaved) measured again as one group, REFINE_ROUND interleaved repeats at a time, until the interval is
     within +-ci, or budget_s (or the run's --time-limit) is spent, or the timing's max_repeats; the fresh rows
-    replace the four in the CSV (at once: the file is the old one or the new). A bracket is refined once."""
+    replace theirs in the CSV (at once: the file is the old one or the new). A bracket is refined once."""
     path, cells = ctx.out_dir / CSV, {cell_key(c.key_row(device_name), LAYER_KEY): c for c in ctx.cells}
     end = min(clock() + budget_s, ctx.deadline or math.inf)
     timing, tried = dict(ctx.preset.timing), set()
@@ -187,20 +188,25 @@ def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), bu
             return
         before = todo[0]
         tried.add(keys := bracket_keys(before))
-        new, after = remeasure([cells[k] for k in keys], before, rows, ctx.device, timing, ci=ci, end=end, clock=clock)
+        groups = {group_key(cells[k]) for k in keys}
+        members = [r for r in rows if r["status"] == "ok" and (c := cells.get(cell_key(r, LAYER_KEY))) is not None
+                   and group_key(c) in groups]
+        new, after = remeasure([cells[cell_key(r, LAYER_KEY)] for r in members], members, before, rows, ctx.device,
+                               timing, ci=ci, end=end, clock=clock)
         with atomic_path(path) as tmp, RowWriter(tmp, TABLES[CSV].columns) as writer:
             for row in rows:
                 writer.append(new.get(cell_key(row, LAYER_KEY), row))
-        print(f"scaling: refined {before.describe()} -> {after.describe() if after else 'no crossover'}, "
-              f"{len(keys)} cells re-measured together, {new[keys[0]]['repeats']} repeats each", file=sys.stderr)
+        print(f"scaling: refined {before.describe()} -> {after.describe() if after else 'no crossover'}, the "
+              f"{len(members)} cells of its {len(groups)} groups re-measured together, {new[keys[0]]['repeats']} "
+              "repeats each", file=sys.stderr)
 
 
 def bracket_keys(crossover):
     return tuple(cell_key(row, LAYER_KEY) for row in crossover.bracket)
 
 
-def remeasure(cells, before, rows, device, timing, *, ci, end, clock):
-    """The bracketing cells' fresh rows ({key: row}) and the crossover they give (None if it is gone)."""
+def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
+    """The cells' fresh rows ({key: row}, from their old rows) and the crossover they give (None if it is gone)."""
     prepared = [prepare_cell(cell, device) for cell in cells]
     times, warmup, after = [[] for _ in cells], timing.get("warmup", 1), None
     while True:
@@ -211,7 +217,7 @@ def remeasure(cells, before, rows, device, timing, *, ci, end, clock):
             kept += result.times_ms
         warmup = 0
         new = {cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t))}
-               for old, p, t in zip(before.bracket, prepared, times, strict=True)}
+               for old, p, t in zip(old_rows, prepared, times, strict=True)}
         after = next((c for c in refine.crossovers([new.get(cell_key(r, LAYER_KEY), r) for r in rows],
                                                    [(before.fast, before.slow)]) if c.sweeps() == before.sweeps()), None)
         n = len(times[0])

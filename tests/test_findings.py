@@ -286,3 +286,12 @@ def test_the_report_sets_gss_over_dss_beside_the_papers_2_to_3x(tmp_path):
     assert "- GSS vs DSS, fwd float32: gss 2.50x faster at seq_len 512" in text
     assert [report.claim(*ci) for ci in ((1.1, 1.3), (3.5, 4.0), (1.8, 2.2), (2.1, 2.9))] == [
         "below 2x", "above 3x", "overlaps the 2-3x edge", "within 2-3x"]
+
+
+def test_pooled_runs_keep_gss_over_dss_apart_per_length(tmp_path, capsys):
+    runs = [plant(tmp_path / f"r{i}", {**power_laws(), ("dss", "fwd"): {L: c * L for L in LENGTHS[:3]}})
+            for i, c in enumerate((5.0, 6.0))]
+    pooled = findings.pool({run: findings.of_run(run) for run in runs})
+    over_dss = pooled[(pooled.finding == "speedup") & (pooled.other == "dss")]
+    assert list(over_dss.detail) == [f"at seq_len {L}" for L in LENGTHS[:3]] and (over_dss.runs == 2).all()
+    assert over_dss[["low", "median", "high"]].to_numpy().ravel().tolist() == pytest.approx([2.5, 2.75, 3.0] * 3)

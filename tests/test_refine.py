@@ -14,14 +14,15 @@ from bench.timing import Timing
 from tests.helpers import assert_usage_error
 
 TINY = ["--preset", "smoke", "--device", "cpu", "--dim", "16", "--kernel-n", "4", "--kernel-h", "8",
-        "--models", "gss,attention", "--seq-lens", "8,16,32", "--modes", "fwd"]
+        "--models", "gss,attention,conv", "--seq-lens", "8,16,32", "--modes", "fwd"]
 WIDE = (0.8, 0.85, 0.9, 0.95, 1.0, 1.0, 1.05, 1.1, 1.15, 1.2)  # +-20% around the median: a loose crossover
 TIGHT = (1.0, 0.998, 1.002, 0.999, 1.001)  # one round of refined repeats: +-0.2%
 
 
 def base_ms(model, seq_len):
-    """gss 2 L ms; attention slower by (L / 24)^0.2: the time ratio is a power law, so gss is faster above 24."""
-    return 2.0 * seq_len * (1.0 if model == "gss" else (seq_len / 24) ** 0.2)
+    """gss 2 L ms; attention slower by (L / 24)^0.2: the time ratio is a power law, so gss is faster above 24;
+    conv 3 L ms, crossing neither."""
+    return {"gss": 2.0, "conv": 3.0}.get(model, 2.0 * (seq_len / 24) ** 0.2) * seq_len
 
 
 def planted(cell, spread):
@@ -96,10 +97,10 @@ def test_a_loose_crossover_has_its_four_bracketing_cells_measured_again_until_it
     assert refine.wide(before, [("gss", "attention")], 0.15)
     assert scaling.main([*TINY, "--out", str(tmp_path / "run"), "--crossover-ci", "0.15"]) == 0
     after = read_rows(tmp_path / "run" / "scaling.csv")
-    assert calls == [(4, 1, 5, 5)]  # one group of four, warmed up once: one round is within 15%
+    assert calls == [(6, 1, 5, 5)]  # the two groups around it as one, warmed up once: one round is within 15%
     assert [(r["model"], r["seq_len"]) for r in after] == [(r["model"], r["seq_len"]) for r in before]
     for old, new in zip(before, after, strict=True):
-        if new["seq_len"] == "8":  # outside the bracket: as the sweep wrote it
+        if new["seq_len"] == "8":  # outside the bracket: as the sweep wrote it (conv's cells in it re-measured too)
             assert {**new, "run_id": ""} == {**old, "run_id": ""}
         else:
             base = base_ms(new["model"], int(new["seq_len"]))
@@ -131,7 +132,7 @@ def test_a_crossover_that_stays_loose_stops_at_the_budget_and_still_keeps_the_fr
     rows = read_rows(tmp_path / "scaling.csv")
     # rounds of 5 until the 3.5 s are spent (4 calls), then the bracket is not tried again
     assert len(calls) == 4 and clock.now == 4.0
-    assert sorted(int(r["repeats"]) for r in rows) == [10, 10, 20, 20, 20, 20]
+    assert sorted(int(r["repeats"]) for r in rows) == [10, 10, 10, 20, 20, 20, 20, 20, 20]
     assert not refine.crossovers(rows, [("gss", "attention")])[0].within(0.15)
 
 
