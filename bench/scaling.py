@@ -175,12 +175,12 @@ def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), bu
     """After the sweep: every crossover of `pairs` whose 95% interval is wider than +-ci (bench.refine) has the two
     groups around it (every ok cell at the two bracketing lengths, so that every ratio within a group stays
     interleaved) measured again as one group, REFINE_ROUND interleaved repeats at a time, until the interval is
-    within +-ci, or budget_s (or the run's --time-limit) is spent, or the timing's max_repeats; the fresh rows
+    within +-ci, or its budget_s (or the run's --time-limit) is spent, or the timing's max_repeats; the fresh rows
     replace theirs in the CSV (at once: the file is the old one or the new). A bracket is refined once."""
     path, cells = ctx.out_dir / CSV, {cell_key(c.key_row(device_name), LAYER_KEY): c for c in ctx.cells}
-    end = min(clock() + budget_s, ctx.deadline or math.inf)
     timing, tried = dict(ctx.preset.timing), set()
-    while clock() < end:
+    while clock() < (ctx.deadline or math.inf):
+        end = min(clock() + budget_s, ctx.deadline or math.inf)  # each crossover its own budget
         rows = read_rows(path)
         todo = [c for c in refine.wide(rows, pairs, ci) if (keys := bracket_keys(c)) not in tried
                 and all(k in cells for k in keys)]

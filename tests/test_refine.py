@@ -130,7 +130,7 @@ def test_a_crossover_that_stays_loose_stops_at_the_budget_and_still_keeps_the_fr
     ctx = cli.Context(device=torch.device("cpu"), preset=preset, out_dir=tmp_path, run_id="r", cells=cells)
     scaling.refine_crossovers(ctx, "cpu", ci=0.15, budget_s=3.5, clock=clock)
     rows = read_rows(tmp_path / "scaling.csv")
-    # rounds of 5 until the 3.5 s are spent (4 calls), then the bracket is not tried again
+    # rounds of 5 until the crossover's 3.5 s are spent (4 calls), then the bracket is not tried again
     assert len(calls) == 4 and clock.now == 4.0
     assert sorted(int(r["repeats"]) for r in rows) == [10, 10, 10, 20, 20, 20, 20, 20, 20]
     assert not refine.crossovers(rows, [("gss", "attention")])[0].within(0.15)
@@ -145,3 +145,19 @@ def test_the_quick_and_full_presets_refine_the_gss_attention_crossover_to_15_per
     for name in ("quick", "full"):
         how = config.SCALING_PRESETS[name].refine
         assert how["pairs"] == (("gss", "attention"),) and how["ci"] == 0.15 and math.isfinite(how["budget_s"])
+
+
+def test_each_loose_crossover_gets_its_own_budget(tmp_path, monkeypatch):
+    calls, clock = [], FakeClock()
+    fake_sweep(monkeypatch, WIDE[::2], calls)
+    monkeypatch.setattr(scaling, "measure_group", lambda steps, **how: (
+        calls.append(len(steps)), setattr(clock, "now", clock.now + 1.0),
+        [Timing.of(planted(c, WIDE[::2])) for c in steps])[2])
+    argv = [*TINY[:-2], "--modes", "fwd,fwdbwd"]  # the same loose crossover in both modes
+    assert scaling.main([*argv, "--out", str(tmp_path), "--crossover-ci", "0"]) == 0
+    preset, cells = cli.plan(scaling.make_parser(), argv, **scaling.HOW)
+    ctx = cli.Context(device=torch.device("cpu"), preset=preset, out_dir=tmp_path, run_id="r", cells=cells)
+    scaling.refine_crossovers(ctx, "cpu", ci=0.15, budget_s=2.5, clock=clock)
+    assert calls == [6, 6, 6, 6, 6, 6] and clock.now == 6.0  # 3 rounds each: the first did not spend the second's
+    rows = read_rows(tmp_path / "scaling.csv")
+    assert sorted({r["mode"] for r in rows if r["repeats"] == "15"}) == ["fwd", "fwdbwd"]
