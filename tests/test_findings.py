@@ -240,9 +240,6 @@ def test_the_committed_references_findings_with_and_without_intervals():
     series = analysis.sweeps(analysis.load_scaling(BASELINE), mode="fwd", dtype="float32")
     cross = one(found, finding="crossover", mode="fwd", model="gss", other="attention").value
     assert cross == pytest.approx(analysis.crossover(series["gss"], series["attention"]))
-    for mode in ("fwd", "fwdbwd"):  # the scaling suite refined both until their intervals were within +-15%
-        r = one(found, finding="crossover", mode=mode, model="gss", other="attention")
-        assert 0.85 * r.value <= r.ci_low and r.ci_high <= 1.15 * r.value and "no crossover" not in r.detail
 
 
 @pytest.fixture

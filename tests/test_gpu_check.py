@@ -143,6 +143,7 @@ def test_gpu_check_needs_a_cuda_device_and_says_so(capsys):
     assert "--dry-run" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # every suite's smoke preset twice, figures, the archive: 7 s
 def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path, monkeypatch, restore_threads):
     """The whole flow on the CPU (seconds), each suite's gpu-check preset replaced by its smoke preset."""
     for presets in (config.SCALING_PRESETS, grid.PERPLEXITY_PRESETS, profiling.PROFILE_PRESETS,
