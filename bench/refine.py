@@ -4,9 +4,9 @@ A crossover (the length above which one model stays faster than another) is inte
 lengths that bracket it, from the time ratios of the two models there. Where the two curves run nearly
 parallel, a ratio known to +-3% moves the crossover by +-30%. After its sweep, the scaling suite asks
 `wide(rows, pairs, ci)` for the crossovers whose 95% interval is not within +-ci of the value and re-measures
-their four bracketing cells together (their repeats interleaved), adding repeats until `within` holds for the
-crossover or a time budget is spent; the fresh rows replace the four in the CSV. The interval is the one
-findings.csv reports: the same bootstrap (bench.stats), the same seeds (a cell's `label`).
+the two groups around each (every cell at its two bracketing lengths, repeats interleaved), adding repeats until
+`within` holds for the crossover or its time budget is spent; the fresh rows replace theirs in the CSV. The
+interval is the one findings.csv reports: the same bootstrap (bench.stats), the same seeds (a cell's `label`).
 """
 
 from dataclasses import dataclass

@@ -18,8 +18,8 @@ from bench.usage import Parser, UsageError, fail
 
 # Default relative time tolerance per device class: three times the largest spread of time ratios between identical
 # scaling runs. CPU: three interleaved quick runs on the development machine (16.3% over 3 pairs,
-# docs/regression-gate.md); CUDA: four
-# gpu-check passes in two processes on an H200 (4.0% over 6 pairs, cells timed from MIN_TIMED_MS up, docs/gpu.md).
+# docs/regression-gate.md); CUDA: four gpu-check passes in two processes on an H200 (4.0% over 6 pairs, cells timed
+# from MIN_TIMED_MS up, docs/gpu.md).
 TIME_TOLERANCE = {"cpu": 0.49, "cuda": 0.12}
 # A step (or its --relative reference) shorter than this is not time-gated: on CUDA, steps under 10 ms wait on the
 # host launching eager kernels, and their ratios moved by up to 160% between identical passes (docs/gpu.md).

@@ -227,10 +227,9 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
 
 
 def convert(args):
-    if args.crossover_ci is not None and args.crossover_ci.strip() not in ("0", "0.0"):
-        args.crossover_ci = usage.positive_number(args.crossover_ci, "crossover-ci")
-    elif args.crossover_ci is not None:
-        args.crossover_ci = 0.0
+    """--crossover-ci: a positive fraction, or 0 (no refinement)."""
+    if (text := args.crossover_ci) is not None:
+        args.crossover_ci = 0.0 if text.strip() in ("0", "0.0") else usage.positive_number(text, "crossover-ci")
 
 
 def make_parser():

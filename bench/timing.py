@@ -45,7 +45,7 @@ class Timing:
 
 
 def _median_iqr_ms(times_ms) -> tuple[float, float]:
-    """Median and IQR with linear-interpolation quantiles (numpy's default)."""
+    """Median and IQR, the quartiles by the exclusive (type-6) rule, whose IQR is not biased low on few repeats."""
     median_ms = statistics.median(times_ms)
     if len(times_ms) < 2:
         return median_ms, 0.0

@@ -107,7 +107,6 @@ class TrainGrid:
 _TINY = dict(dim=64, depth=2, batch=8, kernel_H=(32,))  # the GSS paper's H = dim / 2 ratio at a tiny width
 # the baselines and the GSS paper's own comparison: DSS, chunked attention and GSS-Hybrid (chunk: CHUNK_OF_TRAINING)
 _PAPER = ("gss", "conv", "attention", "dss", "attention-chunked", "gss-hybrid")
-_QUICK_LRS = (2e-3, 6e-3, 1.2e-2)  # factor-3 steps; the report flags a rate chosen at an edge
 PERPLEXITY_PRESETS = {
     # CPU, 2 cores: tiny byte-level LMs, each model at its best of three learning rates.
     "quick": Preset("quick", (
