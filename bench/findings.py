@@ -4,17 +4,21 @@
 
 Per (mode, dtype), on the length sweeps of bench.analysis.model_sweeps (a sweep's options go in detail):
 slope, least squares of log(time) on log(seq_len) over the longest max(3, ceil(n/2)) of its n ok lengths (none
-when n < 3); crossover, the length above which `model` stays faster than `other` (analysis.crossover), for each
-two models that cross; speedup, attention's time / the model's at their longest common length, and dss's time /
-gss's at every common length (the GSS paper's claim).
+when n < 3); crossover, the length above which `model` stays faster than `other`, for each two models that
+cross; speedup, attention's time / the model's at their longest common length, and dss's time / gss's at every
+common length (the GSS paper's claim).
 
-Intervals bootstrap the noise within the run: each of RESAMPLES resamples draws every cell's repeats (times_ms)
-with replacement, takes their median (several cells at a length: the median of theirs) and recomputes the
-finding; ci_low, ci_high are the 2.5th and 97.5th percentiles; `value` is from the recorded time_ms. A cell's
-draws are seeded by its key: an interval does not depend on the run's other cells. A resample without the
-crossover (the order never changes, or changes back) is left out: the interval is over the resamples where it
-exists, detail gives the share where it does not. A finding with a cell without times_ms (older runs) has no
-interval. Noise between runs is not in them: several runs given together show it, as each finding's range.
+A slope is fitted to the cells' recorded medians (time_ms); its interval bootstraps each cell's repeats
+(times_ms) on its own: RESAMPLES resamples with replacement, their medians, the slope of each (several cells at
+a length: the median of theirs). A crossover and a speed-up compare two models at one length, whose cells were
+timed as one interleaved group (round i of each back to back): they take, at each length, the median over the
+rounds of the two cells' time ratio, and their interval resamples those rounds in pairs (refine.log_ratios), so
+that a drift of the machine, which falls on both cells of a round, cancels instead of widening the interval.
+Without repeats (older runs) they take the ratio of time_ms and have no interval. ci_low, ci_high are the 2.5th
+and 97.5th percentiles; draws are seeded by the cells' keys: an interval does not depend on the run's other
+cells. A resample without the crossover (the order never changes, or changes back) is left out: the interval
+is over the resamples where it exists, detail gives the share where it does not. Noise between runs is not in
+the intervals: several runs given together show it, as each finding's range.
 """
 
 import csv
@@ -74,6 +78,16 @@ class Sweep:
     options: str  # the label's options: "", "kernel_N=64"
     point: pd.Series  # seq_len -> median recorded time_ms
     draws: dict  # seq_len -> (resamples,) medians, or None
+    cells: dict  # seq_len -> its one ok row (None where several cells share the length)
+
+    def ratio(self, other, lengths, resamples):
+        """log(time of this sweep / other's) at lengths, (points, draws or None): paired over the rounds of each
+        length's interleaved group (refine.log_ratios) when each has one cell there, else from the medians."""
+        if all(s.cells[L] is not None for s in (self, other) for L in lengths):
+            return refine.log_ratios(self.cells, other.cells, lengths, resamples)
+        a, b = self.stack(lengths), other.stack(lengths)
+        points = np.log(self.point[lengths].to_numpy() / other.point[lengths].to_numpy())
+        return points, None if a is None or b is None else np.log(a / b)
 
     def stack(self, lengths):  # (resamples, len(lengths)); None when a cell at one of them has no times_ms
         columns = [self.draws[length] for length in lengths]
@@ -88,7 +102,8 @@ def sweeps(df, draws, *, mode, dtype):
             if len(rows):
                 point = rows.groupby("seq_len").time_ms.median().sort_index()
                 out.append(Sweep(label, model, label[len(model):].strip(), point,
-                                 {L: draws.at_length(g) for L, g in rows.groupby("seq_len")}))
+                                 {L: draws.at_length(g) for L, g in rows.groupby("seq_len")},
+                                 {L: g.iloc[0] if len(g) == 1 else None for L, g in rows.groupby("seq_len")}))
     return out
 
 
@@ -122,7 +137,7 @@ def slope_rows(found, mode, dtype):
     return out
 
 
-def crossover_rows(found, mode, dtype):
+def crossover_rows(found, mode, dtype, resamples=RESAMPLES):
     """Every pair of two models' sweeps that cross, the one faster at the long lengths first."""
     out = []
     for i, a in enumerate(found):
@@ -131,13 +146,12 @@ def crossover_rows(found, mode, dtype):
             if a.model == b.model or len(common) < 2:
                 continue
             for fast, slow in ((a, b), (b, a)):
-                ratio = np.log(fast.point[common].to_numpy() / slow.point[common].to_numpy())
+                ratio, draws = fast.ratio(slow, common, resamples)
                 value = crossover(common, ratio)[0]
                 if np.isnan(value):
                     continue
                 last = max(j for j, r in enumerate(ratio) if r >= 0)
-                f, s = fast.stack(common), slow.stack(common)
-                draws = None if f is None or s is None else crossover(common, np.log(f / s))
+                draws = None if draws is None else crossover(common, draws)
                 options = " ".join(p for p in (fast.options, f"vs {slow.label}" if slow.options else "") if p)
                 out.append(row("crossover", mode, dtype, fast.model, slow.model, value, draws, unit="tokens",
                                options=options, span=f"between seq_len {common[last]} and {common[last + 1]}",
@@ -145,7 +159,7 @@ def crossover_rows(found, mode, dtype):
     return out
 
 
-def speedup_rows(found, mode, dtype):
+def speedup_rows(found, mode, dtype, resamples=RESAMPLES):
     """Each model's speed-up over attention at their longest common length; gss's over dss (the GSS paper's
     claim, "2-3x faster than DSS") at every common length."""
     out = []
@@ -154,10 +168,10 @@ def speedup_rows(found, mode, dtype):
             for s in (s for s in found if s.model != reference and model in (None, s.model)):
                 common = sorted(set(s.point.index) & set(ref.point.index))
                 for length in common if every else common[-1:]:
-                    r, d = ref.draws[length], s.draws[length]
+                    (ratio,), draws = ref.ratio(s, [length], resamples)
                     options = " ".join(p for p in (s.options, f"vs {ref.label}" if ref.options else "") if p)
-                    out.append(row("speedup", mode, dtype, s.model, reference, ref.point[length] / s.point[length],
-                                   None if r is None or d is None else r / d, unit="x", options=options,
+                    out.append(row("speedup", mode, dtype, s.model, reference, np.exp(ratio),
+                                   None if draws is None else np.exp(draws[:, 0]), unit="x", options=options,
                                    span=f"at seq_len {length}"))
     return out
 
@@ -171,7 +185,8 @@ def compute(df, *, source="scaling.csv", resamples=RESAMPLES):
         draws = Draws(source, resamples)
         for mode, dtype in analysis.modes_dtypes(df):
             found = sweeps(df, draws, mode=mode, dtype=dtype)
-            out += slope_rows(found, mode, dtype) + crossover_rows(found, mode, dtype) + speedup_rows(found, mode, dtype)
+            out += slope_rows(found, mode, dtype) + crossover_rows(found, mode, dtype, resamples) \
+                + speedup_rows(found, mode, dtype, resamples)
     return pd.DataFrame(out, columns=[*COLUMNS, "options", "span"])
 
 

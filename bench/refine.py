@@ -6,16 +6,17 @@ parallel, a ratio known to +-3% moves the crossover by +-30%. After its sweep, t
 `wide(rows, pairs, ci)` for the crossovers whose 95% interval is not within +-ci of the value and re-measures
 the two groups around each (every cell at its two bracketing lengths, repeats interleaved), adding repeats until
 `within` holds for the crossover or its time budget is spent; the fresh rows replace theirs in the CSV. The
-interval is the one findings.csv reports: the same bootstrap (bench.stats), the same seeds (a cell's `label`).
+interval is the one findings.csv reports: the same paired bootstrap (`log_ratios`), the same seeds (the cells' labels).
 """
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from bench.results import format_value
 from bench.schema import TABLES
-from bench.stats import crossover, median_draws, percentile_interval, repeat_times
+from bench.stats import RESAMPLES, SEED, crossover, percentile_interval, repeat_times
 
 KEY = TABLES["scaling.csv"].key
 CELL = tuple(c for c in KEY if c != "device")  # a cell, wherever it ran
@@ -86,17 +87,42 @@ def one(fast, slow, fast_model, slow_model):
     common = sorted(set(fast) & set(slow))
     if len(common) < 2:
         return None
-    f, s = (np.array([float(sweep[L]["time_ms"]) for L in common]) for sweep in (fast, slow))
-    ratio = np.log(f / s)
+    ratio, draws = log_ratios(fast, slow, common)
     value = crossover(common, ratio)[0]
     if np.isnan(value):
         return None
-    draws = [np.stack([median_draws(repeat_times(sweep[L]["times_ms"]), label(sweep[L])) for L in common], axis=1)
-             for sweep in (fast, slow)]
-    low, high, missing = percentile_interval(crossover(common, np.log(draws[0] / draws[1])))
+    low, high, missing = percentile_interval(crossover(common, draws))
     last = max(i for i, r in enumerate(ratio) if r >= 0)
     bracket = tuple(sweep[L] for L in common[last:last + 2] for sweep in (fast, slow))
     return Crossover(fast_model, slow_model, float(value), low, high, missing, bracket)
+
+
+def times_of(row):
+    """A row's repeats (bench.stats.repeat_times), or None when it records none (an empty or missing times_ms)."""
+    text = row.get("times_ms", "")
+    return repeat_times(text) if isinstance(text, str) and text.strip() else None
+
+
+def log_ratios(a, b, lengths, resamples=RESAMPLES):
+    """log(time of a / time of b) at `lengths` ({seq_len: row} each, rows as read or a frame's rows), as
+    (points (m,), draws (resamples, m) or None). Two cells at one length were timed as one interleaved group: round
+    i of each ran back to back, so a drift of the machine falls on both. A length's point is therefore the median,
+    over the rounds both ran, of log(a_i / b_i) (a paired comparison, in which that drift cancels), and its draws
+    the medians of those rounds resampled with replacement (a paired bootstrap, seeded by the two cells' labels:
+    findings.csv and the refinement draw the same). Without repeats at some length, the points are the log ratios
+    of the recorded time_ms and there are no draws (nor with resamples=0)."""
+    pairs = [(times_of(a[L]), times_of(b[L])) for L in lengths]
+    if any(x is None or y is None for x, y in pairs):
+        return np.log([float(a[L]["time_ms"]) / float(b[L]["time_ms"]) for L in lengths]), None
+    points, draws = [], []
+    for L, (x, y) in zip(lengths, pairs, strict=True):
+        n = min(len(x), len(y))
+        r = np.log(np.asarray(x[:n]) / np.asarray(y[:n]))
+        points.append(np.median(r))
+        if resamples:
+            rng = np.random.default_rng([SEED, zlib.crc32(f"{label(a[L])} | {label(b[L])}".encode())])
+            draws.append(np.median(r[rng.integers(0, n, size=(resamples, n))], axis=1))
+    return np.array(points), np.stack(draws, axis=1) if draws else None
 
 
 def wide(rows, pairs, ci):

@@ -90,9 +90,11 @@ COLUMNS_DOC = {
     "grad_branch_rel_err": "grad_rel_err of the branch alone",
     "finding": "`slope`, `crossover` or `speedup` of a length sweep (bench.findings)",
     "other": "the model a crossover's `model` overtakes, or a speedup's reference (`attention`); empty for a slope",
-    "value": "the finding computed from the cells' recorded time_ms, in `unit`",
-    "ci_low": "2.5th percentile of the finding over bootstrap resamples of every cell's times_ms (empty when a cell "
-              "of the finding has none)",
+    "value": "the finding, in `unit`: a slope from the cells' recorded time_ms; a crossover or speedup from the time "
+             "ratio of two cells at each length, the median over their interleaved rounds of the rounds' ratios "
+             "(the ratio of time_ms where a cell has no times_ms)",
+    "ci_low": "2.5th percentile of the finding over bootstrap resamples of the cells' times_ms (a crossover's or "
+              "speedup's: of the two cells' rounds, in pairs; empty when a cell of the finding has none)",
     "ci_high": "97.5th percentile of the same",
     "unit": "`exponent` (slope: time ~ seq_len^k), `tokens` (crossover) or `x` (speedup: a time ratio)",
     "detail": "the sweep's options (`kernel_N=64`), the lengths used (`seq_len 2048..8192`), and the share of "

@@ -18,17 +18,25 @@ LENGTHS = [256, 512, 1024, 2048, 4096, 8192]
 BASELINE = Path(__file__).resolve().parent.parent / "results" / "baselines" / "cpu-quick"
 
 
+# the rounds of attention reversed, of dss swapped in pairs: each pairing of two of these orders and the identity
+# is an involution of the rounds, so a paired log ratio's noise is symmetric about 0 (median exactly 0)
+ORDERS = {"attention": lambda z: z[::-1], "dss": lambda z: z.reshape(-1, 2)[:, ::-1].ravel()}
+
+
 def plant(run, laws, *, repeats=20, spread=0.05, device="cpu", times=True, columns=COLUMNS, edit=None):
     """laws: {(model, mode) or (model, mode, kernel_N): {seq_len: time_ms, or None for an OOM}} -> run/scaling.csv.
     A cell's repeats are time_ms * (1 + spread * z), z evenly spaced over [-1, 1]: their median is time_ms, and
-    more repeats of the same spread pin it down better. edit(row) may change a row before it is written."""
+    more repeats of the same spread pin it down better. Their order differs by model (ORDERS, involutions of the
+    rounds), so that the paired ratio of two models' rounds is noisy with its median the ratio of their
+    time_ms. edit(row) may change a row before it is written."""
     run.mkdir(parents=True, exist_ok=True)
     with open(run / "scaling.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         for (model, mode, *kernel_N), series in laws.items():
             for seq_len, time_ms in series.items():
-                repeats_ms = [] if time_ms is None else time_ms * (1 + spread * np.linspace(-1, 1, repeats))
+                z = ORDERS.get(model, lambda z: z)(np.linspace(-1, 1, repeats))
+                repeats_ms = [] if time_ms is None else time_ms * (1 + spread * z)
                 row = dict(run_id=run.name, model=model, mode=mode, dtype="float32", device=device, batch=1,
                            seq_len=seq_len, dim=64, compiled="false", kernel_N=kernel_N[0] if kernel_N else "",
                            time_ms="" if time_ms is None else f"{time_ms:.6g}", peak_mem_mb=1.0,
@@ -162,8 +170,10 @@ def test_speedup_over_attention_at_the_longest_common_length_and_options_in_deta
         ("attention", "fwd"): {**{L: L * L / 1000 for L in LENGTHS[:-1]}, 8192: None}}))
     fast = one(found, finding="speedup", detail="kernel_N=64; at seq_len 4096")
     assert (fast.model, fast.other, fast.unit) == ("gss", "attention", "x")
-    assert fast.value == pytest.approx(4096 / 1000) and fast.ci_low < fast.value < fast.ci_high
-    assert one(found, finding="speedup", detail="kernel_N=512; at seq_len 4096").value == pytest.approx(4096 / 2000)
+    # the repeats as written: 6 significant digits
+    assert fast.value == pytest.approx(4096 / 1000, rel=1e-5) and fast.ci_low < fast.value < fast.ci_high
+    assert one(found, finding="speedup", detail="kernel_N=512; at seq_len 4096").value == \
+        pytest.approx(4096 / 2000, rel=1e-5)
     assert one(found, finding="slope", detail="kernel_N=512; seq_len 2048..16384").value == pytest.approx(1.0)
     assert one(found, finding="crossover", detail="kernel_N=64; between seq_len 512 and 1024").value == \
         pytest.approx(1000, rel=1e-5)  # the times as written: 6 significant digits
@@ -237,9 +247,12 @@ def test_the_committed_references_findings_with_and_without_intervals():
     assert set(found.finding) == {"slope", "crossover", "speedup"} and found.ci_low.notna().all()
     assert ((found.ci_low <= found.value) & (found.value <= found.ci_high)).all()
     assert findings.of_run(BASELINE.parent / "nvidia-h200").ci_low.isna().all()
-    series = analysis.sweeps(analysis.load_scaling(BASELINE), mode="fwd", dtype="float32")
+    df = analysis.load_scaling(BASELINE)
+    series = analysis.sweeps(df, mode="fwd", dtype="float32")
+    rows = [analysis.model_sweeps(df, m, mode="fwd")[m] for m in ("gss", "attention")]
     cross = one(found, finding="crossover", mode="fwd", model="gss", other="attention").value
-    assert cross == pytest.approx(analysis.crossover(series["gss"], series["attention"]))
+    assert cross == pytest.approx(analysis.crossover(series["gss"], series["attention"], rows))  # paired rounds
+    assert cross != pytest.approx(analysis.crossover(series["gss"], series["attention"]), rel=1e-3)  # not medians
 
 
 @pytest.fixture
@@ -291,4 +304,31 @@ def test_pooled_runs_keep_gss_over_dss_apart_per_length(tmp_path, capsys):
     pooled = findings.pool({run: findings.of_run(run) for run in runs})
     over_dss = pooled[(pooled.finding == "speedup") & (pooled.other == "dss")]
     assert list(over_dss.detail) == [f"at seq_len {L}" for L in LENGTHS[:3]] and (over_dss.runs == 2).all()
-    assert over_dss[["low", "median", "high"]].to_numpy().ravel().tolist() == pytest.approx([2.5, 2.75, 3.0] * 3)
+    assert over_dss[["low", "median", "high"]].to_numpy().ravel().tolist() == \
+        pytest.approx([2.5, 2.75, 3.0] * 3, rel=1e-5)  # the repeats as written: 6 significant digits
+
+
+def test_a_drift_shared_by_the_cells_of_a_round_cancels_in_the_interval(tmp_path):
+    """The cells of an interleaved group run round by round, so a drift of the machine falls on the same round of
+    each: the crossover pairs rounds, and its interval stays narrow where the same repeats, attention's rounds
+    shuffled (no longer paired with gss's), give one several times wider."""
+    drift = np.exp(np.random.default_rng(0).normal(scale=0.3, size=30))  # round i of every cell: +-30%
+
+    def edit(paired):
+        def f(row):
+            rng = np.random.default_rng([len(row["model"]), int(row["seq_len"])])
+            times = float(row["time_ms"]) * drift * np.exp(rng.normal(scale=0.01, size=drift.size))  # +-1%: its own
+            if not paired and row["model"] == "attention":
+                times = rng.permutation(times)
+            return {**row, "time_ms": f"{np.median(times):.6g}", "times_ms": " ".join(f"{t:.6g}" for t in times),
+                    "repeats": len(times)}
+        return f
+
+    found = {paired: findings.of_run(plant(tmp_path / str(paired), power_laws(), repeats=30, edit=edit(paired)))
+             for paired in (True, False)}
+    r, shuffled = (one(found[paired], finding="crossover") for paired in (True, False))
+    assert r.value == pytest.approx(2000, rel=0.02) and 0.98 * r.value < r.ci_low < r.value < r.ci_high < 1.02 * r.value
+    assert shuffled.ci_high - shuffled.ci_low > 4 * (r.ci_high - r.ci_low)
+    speedups = [one(found[paired], finding="speedup", model="gss") for paired in (True, False)]
+    assert speedups[0].ci_high - speedups[0].ci_low < 0.04 * speedups[0].value
+    assert speedups[1].ci_high - speedups[1].ci_low > 4 * (speedups[0].ci_high - speedups[0].ci_low)

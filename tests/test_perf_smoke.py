@@ -22,6 +22,7 @@ def test_perf_tests_run_once_with_benchmark_disabled():
     assert re.search(rf"\b{expected} passed\b", done.stdout), done.stdout[-500:]
 
 
+@pytest.mark.slow  # a second pytest process collecting every test: 6 s of the default run's 90
 def test_the_default_run_deselects_them(pytestconfig):
     collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
                                cwd=ROOT, capture_output=True, text=True).stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import stats
+from bench import refine, stats
 from bench.results import ResultsError, read_rows
 from bench.schema import MODELS_ORDER, MODES, NUMERIC, OPTIONS, TABLES
 
@@ -141,22 +141,34 @@ def fitted_slope(series):
     return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
 
 
-def crossover(fast_at_long, slow_at_long):
+def crossover(fast_at_long, slow_at_long, rows=None):
     """The length above which the first series stays faster than the second, interpolated on log-log
-    axes between the two measured lengths around it; None when it never does or always did."""
+    axes between the two measured lengths around it; None when it never does or always did. With `rows`, the two
+    sweeps' rows (model_sweeps): where every common length has one ok cell of each with its repeats, the time
+    ratio at a length is the median of the paired rounds' ratios (refine.log_ratios), as in findings.csv."""
     common = fast_at_long.index.intersection(slow_at_long.index).sort_values()
     if len(common) < 2:
         return None
-    at = stats.crossover(common.to_numpy(), np.log(fast_at_long[common].to_numpy() / slow_at_long[common].to_numpy()))
+    ratio = np.log(fast_at_long[common].to_numpy() / slow_at_long[common].to_numpy())
+    cells = [_cells(r) for r in rows] if rows is not None else None
+    if cells and all(L in c for c in cells for L in common):
+        ratio = refine.log_ratios(*cells, list(common), resamples=0)[0]
+    at = stats.crossover(common.to_numpy(), ratio)
     return None if math.isnan(at[0]) else float(at[0])
 
 
-def crossover_text(a_series, b_series, *, a="gss", b="attention"):
-    """The crossover as a phrase, saying why there is none."""
+def _cells(rows):
+    """{seq_len: row} of the lengths where a sweep has exactly one ok cell."""
+    rows = ok(rows).dropna(subset=["time_ms"])
+    return {L: g.iloc[0] for L, g in rows.groupby("seq_len") if len(g) == 1}
+
+
+def crossover_text(a_series, b_series, *, a="gss", b="attention", rows=None):
+    """The crossover as a phrase, saying why there is none (rows: as for crossover)."""
     common = a_series.index.intersection(b_series.index).sort_values()
     if len(common) < 2:
         return "not measured (fewer than 2 common lengths)"
-    cross = crossover(a_series, b_series)
+    cross = crossover(a_series, b_series, rows)
     if cross is not None:
         return f"{a} faster than {b} above seq_len ≈ {cross:,.0f}"
     if (a_series[common] < b_series[common]).all():
@@ -177,8 +189,10 @@ def sweeps(df, *, mode, dtype, value="time_ms", models=None):
 
 def crossovers(df, *, mode, dtype, a="gss", b="attention"):
     """(label of a, label of b, crossover_text) for every pair of their length sweeps in (mode, dtype)."""
-    sa, sb = sweeps(df, mode=mode, dtype=dtype, models=[a]), sweeps(df, mode=mode, dtype=dtype, models=[b])
-    return [(la, lb, crossover_text(x, y, a=la, b=lb)) for la, x in sa.items() for lb, y in sb.items()]
+    sa, sb = (model_sweeps(df, m, mode=mode, dtype=dtype) for m in (a, b))
+    series = {label: _series(rows, "time_ms") for label, rows in (*sa.items(), *sb.items())}
+    return [(la, lb, crossover_text(series[la], series[lb], a=la, b=lb, rows=(ra, rb)))
+            for la, ra in sa.items() for lb, rb in sb.items() if not series[la].empty and not series[lb].empty]
 
 
 def key_lengths(series_by_model):

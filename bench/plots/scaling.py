@@ -1,5 +1,7 @@
 """Figures of scaling.csv: time, memory and FLOPs against seq_len, and the kernel-size ablations."""
 
+import pandas as pd
+
 from bench import analysis, findings
 from bench.analysis import ok, ordered_models
 from bench.plots.style import (
@@ -22,17 +24,18 @@ from bench.plots.style import (
 from bench.schema import MODES
 
 
-def crossover_interval(df, found, *, mode, dtype):
-    """(ci_low, ci_high) of the gss/attention crossover in the findings (bench.findings; computed from df's gss
-    and attention cells when found is None: the same interval, each cell's draws being seeded by its key), or
-    None where there is no such crossover or no interval (cells without times_ms)."""
+def crossover_finding(df, found, *, mode, dtype):
+    """(value, ci_low, ci_high) of the gss/attention crossover in the findings (bench.findings; computed from df's
+    gss and attention cells when found is None: the same finding, each pair of cells' draws being seeded by their
+    keys), the interval None where there is none (cells without times_ms); None without such a crossover."""
     if found is None:
         found = findings.compute(df[df.model.isin(["gss", "attention"]) & (df["mode"] == mode) & (df.dtype == dtype)])
     rows = found[(found.finding == "crossover") & (found["mode"] == mode) & (found.dtype == dtype)
                  & (found.model == "gss") & (found.other == "attention")]
-    if len(rows) != 1 or rows.ci_low.isna().any():
+    if len(rows) != 1:
         return None
-    return float(rows.ci_low.iloc[0]), float(rows.ci_high.iloc[0])
+    r = rows.iloc[0]
+    return float(r.value), *((None, None) if pd.isna(r.ci_low) else (float(r.ci_low), float(r.ci_high)))
 
 
 def plot_time(source, out_path, *, mode, dtype="float32", found=None):
@@ -47,13 +50,13 @@ def plot_time(source, out_path, *, mode, dtype="float32", found=None):
         return note(f"skipped time {mode} {dtype}: no ok sweep")
     gss, att = (analysis.sweeps(df, mode=mode, dtype=dtype, models=[m]) for m in ("gss", "attention"))
     # marked when there is one pair of sweeps; with several, REPORT.md gives each pair's crossover
-    cross = analysis.crossover(*gss.values(), *att.values()) if len(gss) == len(att) == 1 else None
+    cross = crossover_finding(df, found, mode=mode, dtype=dtype) if len(gss) == len(att) == 1 else None
     if cross:
-        band = crossover_interval(df, found, mode=mode, dtype=dtype)
-        if band:
+        cross, *band = cross
+        if band[0] is not None:
             ax.axvspan(*band, color="black", alpha=0.12, linewidth=0, zorder=0)
         ax.axvline(cross, color="black", linestyle="--", linewidth=1)
-        interval = f"\n(95%: {band[0]:,.0f}..{band[1]:,.0f})" if band else ""
+        interval = f"\n(95%: {band[0]:,.0f}..{band[1]:,.0f})" if band[0] is not None else ""
         ax.annotate(f"crossover ≈ {cross:,.0f}:\ngss faster than\nattention above{interval}", (cross, 0.97),
                     xycoords=ax.get_xaxis_transform(), xytext=(-6, 0), textcoords="offset points", va="top", ha="right",
                     fontsize=8, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
