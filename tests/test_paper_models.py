@@ -220,3 +220,16 @@ def test_the_blocked_vandermonde_kernel_is_the_materialised_sum(L):
     torch.testing.assert_close(vandermonde_blocks(C, dtLambda, L), expected, rtol=1e-12, atol=1e-12)
     blocks, c = kernel_blocks(L)
     assert c * c >= L > (c - 1) * (c - 1) and blocks * c >= L > (blocks - 1) * c
+
+
+@pytest.mark.parametrize("L", [1, 2, 7, 17, 100])
+def test_the_blocked_prefill_state_is_the_materialised_sum(L):
+    """dss's state after a prompt, sum_k exp(dtLambda (L - 1 - k)) u_k, without the (H, N, L) exponentials."""
+    from models.gss import decayed_sum
+    torch.manual_seed(L)
+    B, H, N = 2, 3, 5
+    dtLambda = torch.complex(-torch.rand(H, N, dtype=torch.float64), torch.randn(H, N, dtype=torch.float64))
+    u = torch.randn(B, L, H, dtype=torch.float64)
+    S = (dtLambda[..., None] * torch.arange(L - 1, -1, -1)).exp()  # (H, N, L)
+    expected = torch.einsum("blh,hnl->bhn", u.to(S.dtype), S)
+    torch.testing.assert_close(decayed_sum(dtLambda, u), expected, rtol=1e-12, atol=1e-12)

@@ -132,8 +132,9 @@ def test_options_that_do_not_apply_are_not_multiplied_out(capsys):
 def test_presets_hold_the_documented_grids(capsys):
     assert scaling.main(["--preset", "quick", "--device", "cpu", "--list"]) == 0
     cells = capsys.readouterr().out.splitlines()
-    for model in ("gss", "attention"):
-        assert any(f"model={model} mode=fwdbwd" in c and "seq_len=8192" in c for c in cells)
+    for model, longest in (("gss", 8192), ("dss", 8192), ("attention", 4096), ("attention-chunked", 4096)):
+        lengths = [int(c.split("seq_len=")[1].split()[0]) for c in cells if f"model={model} mode=fwdbwd" in c]
+        assert max(lengths) == longest and min(lengths) == 256
     assert any("lambda_imag_exp=false" in c for c in cells) and any("conv_kernel=16" in c for c in cells)
 
 
