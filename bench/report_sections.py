@@ -79,9 +79,8 @@ def scaling_section(run_dir, figs, *, intervals=()):
                 least = r.dropna()
                 winner = ", ".join(least.index[least == least.min()])  # every model of a tie
                 out.append((mode, dtype, tokens(length), *(f"{v:,.1f}" if pd.notna(v) else "" for v in r), winner))
-                missing = ", ".join(r.index[r.isna()])
                 findings.append(f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({least.min():,.1f} {unit})"
-                                + (f"; {missing} did not reach it" if missing else ""))
+                                + analysis.absent(df, r.index[r.isna()], mode=mode, dtype=dtype, length=length))
             header = ["mode", "dtype", "seq_len", *frame.columns, best]
         lines += table(header, out) if out else []
     for option, by in (("kernel_N", ["lambda_imag_exp"]), ("conv_kernel", [])):

@@ -175,8 +175,9 @@ def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), bu
     """After the sweep: every crossover of `pairs` whose 95% interval is wider than +-ci (bench.refine) has the two
     groups around it (every ok cell at the two bracketing lengths, so that every ratio within a group stays
     interleaved) measured again as one group, REFINE_ROUND interleaved repeats at a time, until the interval is
-    within +-ci, or its budget_s (or the run's --time-limit) is spent, or the timing's max_repeats; the fresh rows
-    replace theirs in the CSV (at once: the file is the old one or the new). A bracket is refined once."""
+    within +-ci, or its budget_s (or the run's --time-limit) is spent, or the timing's max_repeats; their rows,
+    the sweep's paired rounds and the refinement's (remeasure), replace theirs in the CSV (at once: the file is
+    the old one or the new). A bracket is refined once."""
     path, cells = ctx.out_dir / CSV, {cell_key(c.key_row(device_name), LAYER_KEY): c for c in ctx.cells}
     timing, tried = dict(ctx.preset.timing), set()
     while clock() < (ctx.deadline or math.inf):
@@ -197,8 +198,8 @@ def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), bu
             for row in rows:
                 writer.append(new.get(cell_key(row, LAYER_KEY), row))
         print(f"scaling: refined {before.describe()} -> {after.describe() if after else 'no crossover'}, the "
-              f"{len(members)} cells of its {len(groups)} groups re-measured together, {new[keys[0]]['repeats']} "
-              "repeats each", file=sys.stderr)
+              f"{len(members)} cells of its {len(groups)} groups re-measured together, "
+              f"{'/'.join(str(new[k]['repeats']) for k in keys[::2])} paired rounds a cell", file=sys.stderr)
 
 
 def bracket_keys(crossover):
@@ -206,9 +207,16 @@ def bracket_keys(crossover):
 
 
 def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
-    """The cells' fresh rows ({key: row}, from their old rows) and the crossover they give (None if it is gone)."""
+    """The cells' new rows ({key: row}, from their old rows) and the crossover they give (None if it is gone).
+    A cell keeps the sweep's rounds that every cell of its group ran (the first min(repeats) of the group) and
+    adds the refinement's: round i of every cell of a group stays one round, as the paired ratios need."""
     prepared = [prepare_cell(cell, device) for cell in cells]
-    times, warmup, after = [[] for _ in cells], timing.get("warmup", 1), None
+    common = {}
+    for cell, old in zip(cells, old_rows, strict=True):
+        n = len(refine.times_of(old) or ())
+        common[group_key(cell)] = min(common.get(group_key(cell), n), n)
+    times = [(refine.times_of(old) or [])[:common[group_key(cell)]] for cell, old in zip(cells, old_rows, strict=True)]
+    warmup, after, start = timing.get("warmup", 1), None, len(times[0])
     while True:
         for kept, result in zip(times, measure_group([p.step for p in prepared], device=device, warmup=warmup,
                                                      min_repeats=REFINE_ROUND, max_repeats=REFINE_ROUND), strict=True):
@@ -220,7 +228,7 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
                for old, p, t in zip(old_rows, prepared, times, strict=True)}
         after = next((c for c in refine.crossovers([new.get(cell_key(r, LAYER_KEY), r) for r in rows],
                                                    [(before.fast, before.slow)]) if c.sweeps() == before.sweeps()), None)
-        n = len(times[0])
+        n = len(times[0]) - start  # the refinement's rounds
         if n >= timing.get("min_repeats", 10) and (after is None or after.within(ci) or clock() >= end
                                                    or n >= timing.get("max_repeats", 200)):
             return new, after

@@ -78,8 +78,10 @@ def test_sweeps_that_never_cross_or_share_one_length_have_no_crossover():
 def fake_sweep(monkeypatch, refined_spread, calls):
     """The sweep's cells timed with WIDE repeats; the refinement's groups with `refined_spread`, one group per
     call to measure_group, its steps the cells themselves."""
-    def measure_cells(cells, device, timing):
-        return [scaling.row_of(scaling.Prepared(c, None, 1, 1.0, 1.0), Timing.of(planted(c, WIDE))) for c in cells]
+    def measure_cells(cells, device, timing):  # attention at 16 ran 4 rounds after the others of its group stopped
+        return [scaling.row_of(scaling.Prepared(c, None, 1, 1.0, 1.0), Timing.of(
+            planted(c, WIDE) + [base_ms(c.model, c.seq_len)] * 4 * ((c.model, c.seq_len) == ("attention", 16))))
+            for c in cells]
 
     def prepare_cell(cell, device):
         return scaling.Prepared(cell, cell, 1, 1.0, 1.0)
@@ -103,15 +105,20 @@ def test_a_loose_crossover_has_its_four_bracketing_cells_measured_again_until_it
     assert refine.wide(before, [("gss", "attention")], 0.15)
     assert scaling.main([*TINY, "--out", str(tmp_path / "run"), "--crossover-ci", "0.15"]) == 0
     after = read_rows(tmp_path / "run" / "scaling.csv")
-    assert calls == [(6, 1, 5, 5)]  # the two groups around it as one, warmed up once: one round is within 15%
+    # the two groups around it as one, warmed up once; two rounds of tight repeats beside the sweep's ten loose
+    # ones bring it within 15%
+    assert calls == [(6, 1, 5, 5), (6, 0, 5, 5)]
     assert [(r["model"], r["seq_len"]) for r in after] == [(r["model"], r["seq_len"]) for r in before]
+    longer = next(r for r in before if (r["model"], r["seq_len"]) == ("attention", "16"))
+    assert len(longer["times_ms"].split()) == 14  # 4 rounds more than the other cells of its group
     for old, new in zip(before, after, strict=True):
         if new["seq_len"] == "8":  # outside the bracket: as the sweep wrote it (conv's cells in it re-measured too)
             assert {**new, "run_id": ""} == {**old, "run_id": ""}
-        else:
+        else:  # the sweep's rounds that every cell of the group ran, then the refinement's
             base = base_ms(new["model"], int(new["seq_len"]))
-            assert new["times_ms"].split() == [f"{base * f:.6g}" for f in ordered(new["model"], TIGHT)]
-            assert int(new["repeats"]) == 5 and float(new["time_ms"]) == pytest.approx(base, rel=1e-5)
+            tight = [f"{base * f:.6g}" for f in ordered(new["model"], TIGHT)]
+            assert new["times_ms"].split() == old["times_ms"].split()[:10] + tight * 2
+            assert int(new["repeats"]) == 20 and float(new["time_ms"]) == pytest.approx(base, rel=1e-5)
     (found,) = refine.crossovers(after, [("gss", "attention")])
     assert found.within(0.15) and found.value == pytest.approx(24.0, rel=1e-4)
     assert "refined fwd float32: gss faster than attention above 24 tokens" in capsys.readouterr().err
@@ -136,9 +143,10 @@ def test_a_crossover_that_stays_loose_stops_at_the_budget_and_still_keeps_the_fr
     ctx = cli.Context(device=torch.device("cpu"), preset=preset, out_dir=tmp_path, run_id="r", cells=cells)
     scaling.refine_crossovers(ctx, "cpu", ci=0.15, budget_s=3.5, clock=clock)
     rows = read_rows(tmp_path / "scaling.csv")
-    # rounds of 5 until the crossover's 3.5 s are spent (4 calls), then the bracket is not tried again
+    # rounds of 5 until the crossover's 3.5 s are spent (4 calls), then the bracket is not tried again; its cells
+    # keep the sweep's 10 paired rounds and add 20
     assert len(calls) == 4 and clock.now == 4.0
-    assert sorted(int(r["repeats"]) for r in rows) == [10, 10, 10, 20, 20, 20, 20, 20, 20]
+    assert sorted(int(r["repeats"]) for r in rows) == [10, 10, 10, 30, 30, 30, 30, 30, 30]
     assert not refine.crossovers(rows, [("gss", "attention")])[0].within(0.15)
 
 
@@ -166,4 +174,4 @@ def test_each_loose_crossover_gets_its_own_budget(tmp_path, monkeypatch):
     scaling.refine_crossovers(ctx, "cpu", ci=0.15, budget_s=2.5, clock=clock)
     assert calls == [6, 6, 6, 6, 6, 6] and clock.now == 6.0  # 3 rounds each: the first did not spend the second's
     rows = read_rows(tmp_path / "scaling.csv")
-    assert sorted({r["mode"] for r in rows if r["repeats"] == "15"}) == ["fwd", "fwdbwd"]
+    assert sorted({r["mode"] for r in rows if r["repeats"] == "25"}) == ["fwd", "fwdbwd"]

@@ -211,6 +211,17 @@ def at_lengths(df, *, mode, dtype, value):
     return pd.DataFrame({m: s.reindex(lengths) for m, s in series.items()}, index=pd.Index(lengths, name="seq_len"))
 
 
+def absent(df, labels, *, mode, dtype, length):
+    """"; X did not reach it; Y not measured at it" for the sweeps (labels) without an ok cell at `length`: failed
+    there (an oom or error row of the model), or not in the grid there (the quick preset stops some models at
+    4K); "" when none is absent."""
+    rows = df[(df["mode"] == mode) & (df.dtype == dtype) & (df.seq_len == length) & (df.status != "ok")]
+    failed = [lb for lb in labels if lb.split()[0] in set(rows.model)]
+    others = [lb for lb in labels if lb not in failed]
+    return "".join(f"; {', '.join(names)} {what}" for names, what in ((failed, "did not reach it"),
+                                                                       (others, "not measured at it")) if names)
+
+
 def option_ablation(df, option):
     """ok cells that vary `option` at one length, other options fixed: per (model, mode, dtype) the length
     with the most values of it (at least 2); with a numeric column x = the option's value."""
