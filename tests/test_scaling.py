@@ -252,6 +252,7 @@ ORDER_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh process (the first cell of a process is the point): 4 s of the default run's 90
 def test_peak_memory_does_not_depend_on_the_cells_run_before():
     """The first step of a process keeps one more buffer alive (gss read 2.70 MiB first, 2.63 later): the peak is read
     on a cell's second step, so a cell first in its process reads what it reads after another cell."""
