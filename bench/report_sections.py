@@ -72,17 +72,17 @@ def scaling_section(run_dir, figs, *, intervals=()):
     for value, what, unit, best in (("time_ms", "Time per step", "ms", "fastest"),
                                     ("peak_mem_mb", "Peak memory", "MiB", "lowest memory")):
         lines += [f"{what} ({unit}) at the longest length all models reached and the longest any reached:", ""]
-        out = []
-        for mode, dtype in pairs:
-            frame = analysis.at_lengths(df, mode=mode, dtype=dtype, value=value)
+        out, frames = [], {p: analysis.at_lengths(df, mode=p[0], dtype=p[1], value=value) for p in pairs}
+        columns = list(dict.fromkeys(c for frame in frames.values() for c in frame.columns))  # every mode's sweeps
+        for (mode, dtype), frame in frames.items():
             for length, r in frame.iterrows():
                 least = r.dropna()
                 winner = ", ".join(least.index[least == least.min()])  # every model of a tie
-                out.append((mode, dtype, tokens(length), *(f"{v:,.1f}" if pd.notna(v) else "" for v in r), winner))
+                out.append((mode, dtype, tokens(length), *(f"{v:,.1f}" if pd.notna(v) else "" for v in
+                                                           r.reindex(columns)), winner))
                 findings.append(f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({least.min():,.1f} {unit})"
                                 + analysis.absent(df, r.index[r.isna()], mode=mode, dtype=dtype, length=length))
-            header = ["mode", "dtype", "seq_len", *frame.columns, best]
-        lines += table(header, out) if out else []
+        lines += table(["mode", "dtype", "seq_len", *columns, best], out) if out else []
     for option, by in (("kernel_N", ["lambda_imag_exp"]), ("conv_kernel", [])):
         abl = analysis.option_ablation(df, option)
         if abl is None:

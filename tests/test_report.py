@@ -195,3 +195,25 @@ def test_cli_on_a_missing_run_dir_exits_2_with_one_line(tmp_path):
 def test_report_does_not_import_matplotlib():
     code = "import bench.report, sys; assert 'matplotlib' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+def test_a_model_measured_in_one_mode_only_keeps_the_time_tables_columns_aligned(tmp_path):
+    """The time and memory tables hold every mode's sweeps: a model measured forward only (as the quick preset's
+    gss-direct) has its own column, empty in the fwdbwd rows, and no row has more cells than the header."""
+    run_dir = tmp_path / "fixture"
+    shutil.copytree(FIXTURE, run_dir)
+    with open(run_dir / "scaling.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if not (r["model"] == "gss-direct" and r["mode"] == "fwdbwd")]
+    with open(run_dir / "scaling.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    text = report.write_report(run_dir, plots_dir=run_dir / "no-plots").read_text()
+    for title in ("Time per step (ms)", "Peak memory (MiB)"):
+        table = text[text.index(title):].split("\n\n")[1].splitlines()
+        header, body = table[0].split(" | "), [line.split(" | ") for line in table[2:]]
+        assert "gss-direct" in header and all(len(cells) == len(header) for cells in body), table
+        column = header.index("gss-direct")
+        modes = [(cells[0].strip("| "), cells[column]) for cells in body]
+        assert all(v == "" for m, v in modes if m == "fwdbwd") and any(v for m, v in modes if m == "fwd"), table
