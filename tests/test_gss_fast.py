@@ -41,34 +41,20 @@ def grads(model, x):
     return out.detach(), x.grad, {n: p.grad for n, p in model.named_parameters()}
 
 
+@pytest.mark.parametrize("dtype,out_tol,grad_tol", [(torch.float32, 1e-5, 1e-4), (torch.float64, 1e-12, 1e-10)])
 @pytest.mark.parametrize("imag_exp", [True, False])
 @pytest.mark.parametrize("seq_len", LENGTHS)
-def test_matches_gss_float32(imag_exp, seq_len):
-    ref, fast = pair(dss_kernel_lambda_imag_exp=imag_exp)
-    x = torch.randn(2, seq_len, SMALL["dim"])
+def test_matches_gss(dtype, out_tol, grad_tol, imag_exp, seq_len):
+    ref, fast = pair(dss_kernel_lambda_imag_exp=imag_exp, dtype=dtype)
+    x = torch.randn(2, seq_len, SMALL["dim"], dtype=dtype)
     out_ref, gx_ref, gp_ref = grads(ref, x)
     out, gx, gp = grads(fast, x)
-    assert rel(out, out_ref) < 1e-5
-    assert rel(gx, gx_ref) < 1e-4
+    assert rel(out, out_ref) < out_tol
+    assert rel(gx, gx_ref) < grad_tol
     for name, g in gp.items():
-        assert rel(g, gp_ref[name]) < 1e-4, name
+        assert rel(g, gp_ref[name]) < grad_tol, name
     with torch.no_grad():  # the cached path, twice
-        assert rel(fast(x), out_ref) < 1e-5 and rel(fast(x), out_ref) < 1e-5
-
-
-@pytest.mark.parametrize("imag_exp", [True, False])
-@pytest.mark.parametrize("seq_len", LENGTHS)
-def test_matches_gss_float64(imag_exp, seq_len):
-    ref, fast = pair(dss_kernel_lambda_imag_exp=imag_exp, dtype=torch.float64)
-    x = torch.randn(2, seq_len, SMALL["dim"], dtype=torch.float64)
-    out_ref, gx_ref, gp_ref = grads(ref, x)
-    out, gx, gp = grads(fast, x)
-    assert rel(out, out_ref) < 1e-12
-    assert rel(gx, gx_ref) < 1e-10
-    for name, g in gp.items():
-        assert rel(g, gp_ref[name]) < 1e-10, name
-    with torch.no_grad():
-        assert rel(fast(x), out_ref) < 1e-12
+        assert rel(fast(x), out_ref) < out_tol and rel(fast(x), out_ref) < out_tol
 
 
 @pytest.mark.parametrize("options", [dict(dim=64, dss_kernel_H=32, dss_kernel_N=16, dim_expansion_factor=4),
