@@ -78,12 +78,12 @@ class Sweep:
     options: str  # the label's options: "", "kernel_N=64"
     point: pd.Series  # seq_len -> median recorded time_ms
     draws: dict  # seq_len -> (resamples,) medians, or None
-    cells: dict  # seq_len -> its one ok row (None where several cells share the length)
+    cells: dict  # seq_len -> its one ok row (analysis.single_cells: no entry where several cells share it)
 
     def ratio(self, other, lengths, resamples):
         """log(time of this sweep / other's) at lengths, (points, draws or None): paired over the rounds of each
         length's interleaved group (refine.log_ratios) when each has one cell there, else from the medians."""
-        if all(s.cells[L] is not None for s in (self, other) for L in lengths):
+        if all(L in s.cells for s in (self, other) for L in lengths):
             return refine.log_ratios(self.cells, other.cells, lengths, resamples)
         a, b = self.stack(lengths), other.stack(lengths)
         points = np.log(self.point[lengths].to_numpy() / other.point[lengths].to_numpy())
@@ -103,7 +103,7 @@ def sweeps(df, draws, *, mode, dtype):
                 point = rows.groupby("seq_len").time_ms.median().sort_index()
                 out.append(Sweep(label, model, label[len(model):].strip(), point,
                                  {L: draws.at_length(g) for L, g in rows.groupby("seq_len")},
-                                 {L: g.iloc[0] if len(g) == 1 else None for L, g in rows.groupby("seq_len")}))
+                                 analysis.single_cells(rows)))
     return out
 
 

@@ -5,18 +5,18 @@ lengths that bracket it, from the time ratios of the two models there. Where the
 parallel, a ratio known to +-3% moves the crossover by +-30%. After its sweep, the scaling suite asks
 `wide(rows, pairs, ci)` for the crossovers whose 95% interval is not within +-ci of the value and re-measures
 the two groups around each (every cell at its two bracketing lengths, repeats interleaved), adding repeats until
-`within` holds for the crossover or its time budget is spent; the fresh rows replace theirs in the CSV. The
+`within` holds for the crossover or its time budget is spent; the rows, the sweep's paired rounds followed by
+the refinement's, replace theirs in the CSV. The
 interval is the one findings.csv reports: the same paired bootstrap (`log_ratios`), the same seeds (the cells' labels).
 """
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from bench.results import format_value
 from bench.schema import TABLES
-from bench.stats import RESAMPLES, SEED, crossover, percentile_interval, repeat_times
+from bench.stats import RESAMPLES, crossover, percentile_interval, repeat_times, seeded
 
 KEY = TABLES["scaling.csv"].key
 CELL = tuple(c for c in KEY if c != "device")  # a cell, wherever it ran
@@ -120,7 +120,7 @@ def log_ratios(a, b, lengths, resamples=RESAMPLES):
         r = np.log(np.asarray(x[:n]) / np.asarray(y[:n]))
         points.append(np.median(r))
         if resamples:
-            rng = np.random.default_rng([SEED, zlib.crc32(f"{label(a[L])} | {label(b[L])}".encode())])
+            rng = seeded(f"{label(a[L])} | {label(b[L])}")
             draws.append(np.median(r[rng.integers(0, n, size=(resamples, n))], axis=1))
     return np.array(points), np.stack(draws, axis=1) if draws else None
 

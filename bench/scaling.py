@@ -211,11 +211,10 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
     A cell keeps the sweep's rounds that every cell of its group ran (the first min(repeats) of the group) and
     adds the refinement's: round i of every cell of a group stays one round, as the paired ratios need."""
     prepared = [prepare_cell(cell, device) for cell in cells]
-    common = {}
-    for cell, old in zip(cells, old_rows, strict=True):
-        n = len(refine.times_of(old) or ())
-        common[group_key(cell)] = min(common.get(group_key(cell), n), n)
-    times = [(refine.times_of(old) or [])[:common[group_key(cell)]] for cell, old in zip(cells, old_rows, strict=True)]
+    swept, common = [refine.times_of(old) or [] for old in old_rows], {}
+    for cell, t in zip(cells, swept, strict=True):
+        common[group_key(cell)] = min(common.get(group_key(cell), len(t)), len(t))
+    times = [t[:common[group_key(cell)]] for cell, t in zip(cells, swept, strict=True)]
     warmup, after, start = timing.get("warmup", 1), None, len(times[0])
     while True:
         for kept, result in zip(times, measure_group([p.step for p in prepared], device=device, warmup=warmup,

@@ -48,8 +48,12 @@ def median_draws(times, label, resamples=RESAMPLES):
     """(resamples,) medians of a cell's repeats resampled with replacement, seeded by the cell's label (so that a
     cell's draws do not depend on what else is resampled)."""
     times = np.asarray(times, dtype=float)
-    rng = np.random.default_rng([SEED, zlib.crc32(label.encode())])
-    return np.median(times[rng.integers(0, len(times), size=(resamples, len(times)))], axis=1)
+    return np.median(times[seeded(label).integers(0, len(times), size=(resamples, len(times)))], axis=1)
+
+
+def seeded(label):
+    """The bootstrap's generator for a label (a cell's key, or a pair's): the same draws wherever they are made."""
+    return np.random.default_rng([SEED, zlib.crc32(label.encode())])
 
 
 def crossover(lengths, log_ratio):

@@ -150,15 +150,16 @@ def crossover(fast_at_long, slow_at_long, rows=None):
     if len(common) < 2:
         return None
     ratio = np.log(fast_at_long[common].to_numpy() / slow_at_long[common].to_numpy())
-    cells = [_cells(r) for r in rows] if rows is not None else None
+    cells = [single_cells(r) for r in rows] if rows is not None else None
     if cells and all(L in c for c in cells for L in common):
         ratio = refine.log_ratios(*cells, list(common), resamples=0)[0]
     at = stats.crossover(common.to_numpy(), ratio)
     return None if math.isnan(at[0]) else float(at[0])
 
 
-def _cells(rows):
-    """{seq_len: row} of the lengths where a sweep has exactly one ok cell."""
+def single_cells(rows):
+    """{seq_len: row} of the lengths where a sweep has exactly one ok cell with a time (the pairs of
+    refine.log_ratios; findings.Sweep.cells)."""
     rows = ok(rows).dropna(subset=["time_ms"])
     return {L: g.iloc[0] for L, g in rows.groupby("seq_len") if len(g) == 1}
 
