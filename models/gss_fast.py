@@ -5,22 +5,31 @@
   product, 4 H N L FLOPs instead of the complex einsum's 8 H N L, written in the (L, H) layout fft_conv reads,
   with a hand-written backward (RealKernel) and no subnormal numbers (vandermonde). The kernel alone at H 256,
   N 512 on 2 CPU threads: 0.40-0.50x the complex einsum's time forward, 0.45-0.50x forward and backward.
-- A one-entry kernel cache used whenever autograd is not recording (no_grad or inference_mode, in train() and
-  eval() alike): repeated forwards at one length compute the kernel once. See FastDSS.kernel for what keys it.
+- A one-entry cache of the kernel and its spectrum rfft(K, 2L), used whenever autograd is not recording (no_grad
+  or inference_mode, in train() and eval() alike): repeated forwards at one length compute neither again. See
+  FastDSS._cached for what keys it.
+- FFTConv: the FFT convolution's backward in real transforms (1.5-2x faster than autograd's complex ones for
+  the convolution's forward and backward at H 256, L 2K-8K).
+- With autograd off, the two GELUs, the gate's product and the residual in place (FastGSS.forward): no new
+  (B, L, E) tensors for them, about 10% of the layer's forward at dim 512, L 2K-8K.
 
-Everything else (norms, projections, gate, FFT convolution, init_state / step / prefill) is GSS's own: the FFTs
-along the last dimension, one fused input projection and param_D folded into the kernel were measured (dim 512,
-L 2048-8192, 2 threads) and were no faster than this machine's noise, a few percent.
+Everything else (norms, projections, init_state / step / prefill) is GSS's own: the FFTs along the last
+dimension, one fused input projection and param_D folded into the kernel were measured (dim 512, L 2048-8192,
+2 threads) and were no faster than this machine's noise, a few percent. The projections are matrix products
+GSS defines and both implementations run at this machine's matmul rate: with the kernel cached they are about
+90% of the forward, which bounds what any implementation of this function gains over gss here.
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.fft import irfft, rfft
 from torch.profiler import record_function
 
 from .gss import DSS, GSS
-from .ops import fft_conv_flops
+from .ops import check_sequence, fft_conv_flops, rfft_flops
 
 _KERNEL_PARAMS = ("Lambda_real", "Lambda_imag", "C_real", "C_imag")
 
@@ -44,10 +53,11 @@ def vandermonde(a, b, seq_len):
 
 
 class RealKernel(torch.autograd.Function):
-    """K (L, H) = vandermonde(a, b, L) @ W^T for W = [Re C', -Im C'] (H, 2N), saving V alone for the backward:
-    dK/dW is V, and d(e^{al} cos bl, e^{al} sin bl) by a is l (Vc, Vs), by b is l (-Vs, Vc), so with gV = gK W,
-    ga = sum_l l (gVc Vc + gVs Vs) and gb = sum_l l (gVs Vc - gVc Vs): two matmuls, two elementwise passes
-    and two matrix-vector products, where autograd's chain would recompute the cosines and sines."""
+    """K (L, H) = vandermonde(a, b, L) @ W^T for W = [Wc, Ws] = [Re C', -Im C'] (H, 2N), saving V alone for the
+    backward. dK/dW is V; d(e^{al} cos bl, e^{al} sin bl) by a is l (Vc, Vs) and by b is l (-Vs, Vc), so with
+    M = (l gK)^T V = [Mc, Ms] (H, 2N), ga = sum_h (Wc Mc + Ws Ms) and gb = sum_h (Ws Mc - Wc Ms): gW and M are
+    one (2H, L) @ (L, 2N) product, and nothing of size (L, 2N) is formed but V (autograd's chain would
+    recompute the cosines and sines, and gK W with its elementwise passes is slower by 15-25% at L 2K-8K)."""
 
     @staticmethod
     def forward(ctx, a, b, W, seq_len):
@@ -59,21 +69,43 @@ class RealKernel(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gK):
         V, W = ctx.saved_tensors
-        L, N = V.shape[0], W.shape[1] // 2
-        ga = gb = gW = None
-        if ctx.needs_input_grad[2]:
-            gW = gK.T @ V
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            gV = gK @ W  # (L, 2N)
-            positions = torch.arange(L, device=V.device, dtype=V.dtype)
-            ga = positions @ (gV * V)  # (2N,): the Vc and the Vs terms
-            ga = ga[:N] + ga[N:]
-            cross = torch.empty_like(V)
-            torch.mul(gV[:, N:], V[:, :N], out=cross[:, :N])
-            torch.mul(gV[:, :N], V[:, N:], out=cross[:, N:])
-            gb = positions @ cross
-            gb = gb[:N] - gb[N:]
+        H, N = W.shape[0], W.shape[1] // 2
+        positions = torch.arange(V.shape[0], device=V.device, dtype=V.dtype)[:, None]
+        need_ab = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        both = (torch.cat((gK, gK * positions), dim=1) if need_ab else gK).T @ V  # (2H or H, 2N)
+        gW = both[:H] if ctx.needs_input_grad[2] else None
+        ga = gb = None
+        if need_ab:
+            Wc, Ws, Mc, Ms = W[:, :N], W[:, N:], both[H:, :N], both[H:, N:]
+            ga = (Wc * Mc + Ws * Ms).sum(0)
+            gb = (Ws * Mc - Wc * Ms).sum(0)
         return ga, gb, gW, None
+
+
+class FFTConv(torch.autograd.Function):
+    """ops.fft_conv (y = the first L of irfft(rfft(u) rfft(K)), transforms of length 2L) with its backward in
+    real transforms: gu is the correlation irfft(G conj(K_f)) and gK the batch sum irfft(sum_b G conj(U_f)),
+    G = rfft(gy), one rfft and two irffts, where autograd's chain runs complex-to-complex transforms."""
+
+    @staticmethod
+    def forward(ctx, u, K):
+        n = 2 * u.shape[-2]
+        U, K_f = rfft(u, n=n, dim=-2), rfft(K, n=n, dim=-2)
+        ctx.save_for_backward(U, K_f)
+        return irfft(U * K_f, n=n, dim=-2)[..., :u.shape[-2], :]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):
+        U, K_f = ctx.saved_tensors
+        L = gy.shape[-2]
+        G = rfft(gy, n=2 * L, dim=-2)
+        gu = gK = None
+        if ctx.needs_input_grad[0]:
+            gu = irfft(G * K_f.conj(), n=2 * L, dim=-2)[..., :L, :]
+        if ctx.needs_input_grad[1]:
+            gK = irfft((G * U.conj()).sum(dim=tuple(range(G.ndim - 2))), n=2 * L, dim=-2)[:L]
+        return gu, gK
 
 
 def _autograd_off():
@@ -91,7 +123,7 @@ class FastDSS(DSS):
             raise ValueError(f"FastDSS supports conv_mode='fft' only, got {conv_mode!r}")
         super().__init__(dim=dim, kernel_N=kernel_N, dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
                          conv_mode=conv_mode, conv_kernel=conv_kernel, device=device, dtype=dtype)
-        self._kernel_cache = None  # (key, snapshot of the kernel's parameters, K): the most recent kernel only
+        self._kernel_cache = None  # (key, snapshot of the kernel's parameters, K, K's spectrum): the last only
         self.kernel_computations = 0
 
     def __getstate__(self):  # a copy (deepcopy, pickle) starts with an empty cache
@@ -105,7 +137,12 @@ class FastDSS(DSS):
         return super()._apply(fn, *args, **kwargs)
 
     def kernel(self, seq_len):
-        """The real convolution kernel K (seq_len, H), as DSS.kernel.
+        """The real convolution kernel K (seq_len, H), as DSS.kernel (see `_cached`)."""
+        with record_function("dss_kernel"):
+            return self._compute_kernel(seq_len) if not _autograd_off() else self._cached(seq_len)[0]
+
+    def _cached(self, seq_len):
+        """(K, its spectrum rfft(K, 2 seq_len) along the length), for calls with autograd off.
 
         With autograd not recording, the last kernel is reused when it was computed at the same length, device,
         dtype and lambda_imag_exp from parameters with the same data pointers and version counters (which every
@@ -114,20 +151,34 @@ class FastDSS(DSS):
         created in inference mode, which have no version counter), equal values: a stale kernel is never used.
         With autograd recording, the cache is neither read nor written. The returned tensor may be the cached
         one: do not modify it in place."""
-        with record_function("dss_kernel"):
-            if not _autograd_off():
-                return self._compute_kernel(seq_len)
-            params = [getattr(self, name) for name in _KERNEL_PARAMS]
-            key = (seq_len, params[0].device, params[0].dtype, self.dss_kernel_lambda_imag_exp,
-                   tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in params))
-            cache = self._kernel_cache
-            if (cache is not None and cache[0] == key
-                    and all(torch.equal(p, saved) for p, saved in zip(params, cache[1]))):
-                return cache[2]
-            self._kernel_cache = None  # free the old kernel before computing the new one
-            K = self._compute_kernel(seq_len)
-            self._kernel_cache = (key, tuple(p.detach().clone() for p in params), K)
-            return K
+        params = [getattr(self, name) for name in _KERNEL_PARAMS]
+        key = (seq_len, params[0].device, params[0].dtype, self.dss_kernel_lambda_imag_exp,
+               tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in params))
+        cache = self._kernel_cache
+        if (cache is not None and cache[0] == key
+                and all(torch.equal(p, saved) for p, saved in zip(params, cache[1]))):
+            return cache[2:]
+        self._kernel_cache = None  # free the old kernel before computing the new one
+        K = self._compute_kernel(seq_len)
+        self._kernel_cache = (key, tuple(p.detach().clone() for p in params), K, rfft(K, n=2 * seq_len, dim=-2))
+        return self._kernel_cache[2:]
+
+    def _forward(self, x):
+        """DSS._forward with FFTConv's backward, and with autograd off the cached kernel spectrum."""
+        u = self.normed(x)
+        residual = u * self.param_D
+        with torch.autocast(x.device.type, enabled=False), record_function("fft_conv"):
+            L, n = x.shape[1], 2 * x.shape[1]
+            if _autograd_off():
+                with record_function("dss_kernel"):
+                    K_f = self._cached(L)[1]
+                u = u.to(K_f.real.dtype)
+                y = irfft(rfft(u, n=n, dim=-2).mul_(K_f), n=n, dim=-2)[..., :L, :]
+            else:
+                K = self.kernel(L)
+                u = u.to(K.dtype)
+                y = FFTConv.apply(u, K)
+        return y.to(residual.dtype) + residual, u
 
     def _compute_kernel(self, seq_len):
         """[e^{a l} cos(b l), e^{a l} sin(b l)] (L, 2N) @ [Re C', -Im C']^T (2N, H), all real."""
@@ -139,10 +190,12 @@ class FastDSS(DSS):
             return RealKernel.apply(dtLambda.real, dtLambda.imag, torch.cat((C.real, -C.imag), dim=1), seq_len)
 
     def flops(self, batch, seq_len, *, cached=False):
-        """As executed: the real kernel product 2 * L * 2N * H (none when the kernel is cached) and the FFT
-        convolution as DSS counts it (elementwise work, the exponentials included, is not counted)."""
-        kernel = 0 if cached else 4 * self.dim * self.kernel_N * seq_len
-        return kernel + fft_conv_flops(batch, seq_len, self.dim)
+        """As executed: the real kernel product 2 * L * 2N * H and the FFT convolution as DSS counts it, the
+        kernel's product and its rfft left out when `cached` (elementwise work, the exponentials included, is
+        not counted)."""
+        if cached:
+            return rfft_flops(2 * seq_len, count=2 * batch * self.dim)
+        return 4 * self.dim * self.kernel_N * seq_len + fft_conv_flops(batch, seq_len, self.dim)
 
 
 class FastGSS(GSS):
@@ -160,6 +213,25 @@ class FastGSS(GSS):
         self.dss = FastDSS(dim=dss_kernel_H, kernel_N=dss_kernel_N,
                            dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp, conv_mode=conv_mode,
                            conv_kernel=conv_kernel, device=device, dtype=dtype)
+
+    def forward(self, x):
+        """GatedUnit.forward; with autograd off, the GELUs, the gate's product and the residual in place (no new
+        (B, L, E) tensors for them)."""
+        if not _autograd_off():
+            return super().forward(x)
+        check_sequence(x, self.dim)
+        if self.reverse_seq:
+            x = x.flip(1)
+        with record_function("norm"):
+            h = self.norm(x)
+        with record_function("projection"):
+            u = torch.ops.aten.gelu_(F.linear(h, self.to_u[0].weight))
+            v = torch.ops.aten.gelu_(F.linear(h, self.to_v[0].weight))
+        mixed = self.mix(v)
+        with record_function("projection"):
+            out = self.to_out(self.to_gate(mixed).mul_(u))
+            out = out.add_(x) if out.dtype == x.dtype else out + x
+        return out.flip(1) if self.reverse_seq else out
 
     def flops(self, batch, seq_len, *, cached=False):
         """GatedUnit's count with the mixer's as executed (no kernel product when `cached`)."""

@@ -8,8 +8,8 @@ import torch
 
 from bench.flops import count_flops
 from models.gss import DSS, GSS, dss_recurrence_ref, dss_ref
-from models.gss_fast import FastDSS, FastGSS, RealKernel
-from models.ops import fft_conv
+from models.gss_fast import FastDSS, FastGSS, FFTConv, RealKernel
+from models.ops import causal_conv_ref, fft_conv, rfft_flops
 
 SMALL = dict(dim=32, dss_kernel_H=16, dss_kernel_N=8, dim_expansion_factor=2)
 LENGTHS = (1, 2, 7, 64, 100)
@@ -67,6 +67,34 @@ def test_matches_gss_dim64(options):
     assert rel(out, out_ref) < 1e-5 and rel(gx, gx_ref) < 1e-4
     for name, g in gp.items():
         assert rel(g, gp_ref[name]) < 1e-4, name
+    with torch.no_grad():  # the in-place path (GELUs, gate, residual) and the cached spectrum
+        assert rel(fast(x), out_ref) < 1e-5 and rel(fast(x), out_ref) < 1e-5
+
+
+def test_no_grad_path_under_autocast_matches_gss():
+    ref, fast = pair()
+    x = torch.randn(2, 40, SMALL["dim"])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = ref(x), fast(x)
+    assert got.dtype == expected.dtype == torch.float32  # the residual's promotion, as GSS's
+    assert rel(got, expected) < 2e-2  # bfloat16 projections: each side rounds its own way
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 9, 4), (2, 3, 16, 5)])
+def test_fft_conv_backward(shape):
+    """FFTConv's real-transform backward against the slow convolution's autograd, and by finite differences."""
+    torch.manual_seed(0)
+    u = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    K = torch.randn(*shape[-2:], dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(*shape, dtype=torch.float64)
+    y = FFTConv.apply(u, K)
+    gu, gK = torch.autograd.grad(y, (u, K), gy)
+    y_ref = causal_conv_ref(u, K)
+    gu_ref, gK_ref = torch.autograd.grad(y_ref, (u, K), gy)
+    assert rel(y, y_ref) < 1e-12 and rel(gu, gu_ref) < 1e-12 and rel(gK, gK_ref) < 1e-12
+    assert torch.autograd.gradcheck(FFTConv.apply, (u, K))
+    (gu_only,) = torch.autograd.grad(FFTConv.apply(u, K.detach()), (u,), gy)  # one input needing a grad
+    assert rel(gu_only, gu_ref) < 1e-12
 
 
 def test_matches_gss_after_an_optimizer_step():
@@ -247,10 +275,11 @@ def test_flops_as_executed(batch, seq_len):
         fast(x)
         cached = count_flops(lambda: fast(x))
     assert cached == pytest.approx(fast.flops(batch, seq_len, cached=True), abs=4)
-    assert fast.flops(batch, seq_len) - fast.flops(batch, seq_len, cached=True) == 4 * H * N * seq_len
-    assert counted - cached == 4 * H * N * seq_len
+    kernel = 4 * H * N * seq_len + rfft_flops(2 * seq_len, count=H)  # the real product and the kernel's rfft
+    assert fast.flops(batch, seq_len) - fast.flops(batch, seq_len, cached=True) == pytest.approx(kernel)
+    assert counted - cached == pytest.approx(kernel, abs=8)
     assert fast.dss.flops(batch, seq_len, cached=True) == pytest.approx(
-        GSS(**SMALL).dss.flops(batch, seq_len) - 8 * H * N * seq_len)
+        GSS(**SMALL).dss.flops(batch, seq_len) - 8 * H * N * seq_len - rfft_flops(2 * seq_len, count=H))
 
 
 def test_step_and_prefill_match_forward():
@@ -274,3 +303,5 @@ def test_real_kernel_backward_by_finite_differences():
     W = torch.randn(3, 8, dtype=torch.float64)
     inputs = tuple(t.requires_grad_(True) for t in (a, b, W))
     assert torch.autograd.gradcheck(lambda a, b, W: RealKernel.apply(a, b, W, 20), inputs)
+    assert torch.autograd.gradcheck(lambda W: RealKernel.apply(a.detach(), b.detach(), W, 20), (W,))  # W alone
+    assert torch.autograd.gradcheck(lambda a: RealKernel.apply(a, b.detach(), W.detach(), 20), (a,))  # a alone
