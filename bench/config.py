@@ -137,28 +137,31 @@ SCALING_PRESETS = {
     # cost 2 of them). The ablations at 512, below the forward crossover's bracket (1K..2K), whose refinement
     # then re-measures 12 cells, not 24; taps up to 256 there (512: gss-direct's full taps)
     "quick": Preset("quick", (
-        Grid("length", ("gss", "attention", "conv", "dss", "attention-chunked"), (256, 512, 1024, 2048, 4096)),
-        Grid("length", ("gss", "dss"), (8192,)),
+        Grid("length", ("gss", "gss-fast", "attention", "conv", "dss", "attention-chunked"), (256, 512, 1024, 2048, 4096)),
+        Grid("length", ("gss", "gss-fast", "dss"), (8192,)),
         Grid("length", ("gss-direct",), (512, 1024, 2048), modes=("fwd",)),
-        Grid("kernel_N", ("gss",), (512,), modes=("fwd",), kernel_N=(64, 256, 1024), lambda_imag_exp=(True, False)),
+        Grid("kernel_N", ("gss", "gss-fast"), (512,), modes=("fwd",), kernel_N=(64, 256, 1024),
+             lambda_imag_exp=(True, False)),
         Grid("conv_kernel", ("conv", "gss-direct"), (512,), modes=("fwd",), conv_kernel=(16, 64, 256)),
     ), timing=dict(warmup=1, min_repeats=10, budget_s=1.0), refine=dict(pairs=_REFINED, ci=0.15, budget_s=60.0)),
     # One GPU: the GSS paper's 4K setting scaled to one device, lengths to 65536 or the first OOM.
     "full": Preset("full", (
-        Grid("length", ("gss", "attention", "conv", "dss", "attention-chunked"), tuple(2 ** k for k in range(10, 17)),
-             dtypes=("float32", "bfloat16"), batch=4, dim=1024),
+        Grid("length", ("gss", "gss-fast", "attention", "conv", "dss", "attention-chunked"),
+             tuple(2 ** k for k in range(10, 17)), dtypes=("float32", "bfloat16"), batch=4, dim=1024),
         Grid("length", ("gss-direct",), tuple(2 ** k for k in range(10, 15)), dtypes=("float32", "bfloat16"),
              batch=4, dim=1024),
-        Grid("kernel_N", ("gss",), (4096,), kernel_N=(64, 256, 512, 1024, 2048), lambda_imag_exp=(True, False),
+        Grid("kernel_N", ("gss", "gss-fast"), (4096,), kernel_N=(64, 256, 512, 1024, 2048), lambda_imag_exp=(True, False),
              batch=4, dim=1024),
         Grid("conv_kernel", ("conv", "gss-direct"), (4096,), conv_kernel=(16, 64, 256, 1024, 4096), batch=4,
              dim=1024),
     ), timing=dict(warmup=3, min_repeats=10, budget_s=2.0), refine=dict(pairs=_REFINED, ci=0.15, budget_s=120.0)),
     # One H100/H200 within the device budget (run_all.py --preset gpu-check, docs/gpu.md): every model at
     # 1K..64K, both dtypes; attention in float32 (no tensor cores) stops at 32K, the every-tap direct
-    # convolution (L^2) at 8K.
+    # convolution (L^2) at 8K, gss-fast in float32 at 16K (its cells to 64K would take the estimate to 443 s).
     "gpu-check": Preset("gpu-check", (
         Grid("length", ("gss", "conv"), _GPU_LENGTHS, dtypes=("float32", "bfloat16"), batch=4, dim=1024),
+        Grid("length", ("gss-fast",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
+        Grid("length", ("gss-fast",), _GPU_LENGTHS[:5], dtypes=("float32",), batch=4, dim=1024),
         Grid("length", ("attention",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
         Grid("length", ("attention",), _GPU_LENGTHS[:-1], dtypes=("float32",), batch=4, dim=1024),
         Grid("length", ("gss-direct",), _GPU_LENGTHS[:4], dtypes=("float32", "bfloat16"), batch=4, dim=1024),

@@ -5,8 +5,8 @@
 Per (mode, dtype), on the length sweeps of bench.analysis.model_sweeps (a sweep's options go in detail):
 slope, least squares of log(time) on log(seq_len) over the longest max(3, ceil(n/2)) of its n ok lengths (none
 when n < 3); crossover, the length above which `model` stays faster than `other`, for each two models that
-cross; speedup, attention's time / the model's at their longest common length, and dss's time / gss's at every
-common length (the GSS paper's claim).
+cross; speedup, attention's time / the model's at their longest common length, and at every common length
+dss's time / gss's (the GSS paper's claim) and gss's / gss-fast's (the same function, implemented faster).
 
 A slope is fitted to the cells' recorded medians (time_ms); its interval bootstraps each cell's repeats
 (times_ms) on its own: RESAMPLES resamples with replacement, their medians, the slope of each (several cells at
@@ -39,7 +39,7 @@ from bench.usage import Parser, UsageError, fail
 NAME = "findings.csv"
 COLUMNS = TABLES[NAME].columns
 REFERENCE = "attention"  # speedups are over this model
-PAPER = ("gss", "dss")  # and gss's over dss, at every length
+EVERY_LENGTH = (("gss", "dss"), ("gss-fast", "gss"))  # (model, over): speed-ups at every common length
 POOL_KEY = ["finding", "mode", "dtype", "model", "other", "options", "unit"]
 DIGITS = {"exponent": ".3f", "tokens": ",.0f", "x": ".2f"}
 HEADER = ("finding", "mode", "dtype", "model", "other", "value", "95% interval", "unit", "detail")
@@ -160,10 +160,10 @@ def crossover_rows(found, mode, dtype, resamples=RESAMPLES):
 
 
 def speedup_rows(found, mode, dtype, resamples=RESAMPLES):
-    """Each model's speed-up over attention at their longest common length; gss's over dss (the GSS paper's
-    claim, "2-3x faster than DSS") at every common length."""
+    """Each model's speed-up over attention at their longest common length; at every common length, those of
+    EVERY_LENGTH: gss's over dss (the GSS paper's claim, "2-3x faster than DSS") and gss-fast's over gss."""
     out = []
-    for model, reference, every in ((None, REFERENCE, False), (*PAPER, True)):
+    for model, reference, every in ((None, REFERENCE, False), *((m, o, True) for m, o in EVERY_LENGTH)):
         for ref in (s for s in found if s.model == reference):
             for s in (s for s in found if s.model != reference and model in (None, s.model)):
                 common = sorted(set(s.point.index) & set(ref.point.index))

@@ -77,14 +77,14 @@ NUMERICS_PRESETS = {
     # CPU, 2 cores: every model, within a minute together with decode's quick preset. The float64
     # reference of gss-direct's every-tap convolution grows as L^2, so it stops at 2048.
     "quick": Preset("quick", (
-        NumericsGrid("length", ("gss", "conv", "attention", "dss", "attention-chunked"), (256, 1024, 4096)),
+        NumericsGrid("length", ("gss", "gss-fast", "conv", "attention", "dss", "attention-chunked"), (256, 1024, 4096)),
         NumericsGrid("length", ("gss-direct",), (256, 1024)),
     )),
     # One GPU: lengths to 64K in every autocast dtype. Attention's float64 reference runs SDPA's math
     # kernel, whose L^2 scores (16 heads) pass 78 GiB at 16K, and gss-direct's is an L^2 convolution:
     # both stop at 8K.
     "full": Preset("full", (
-        NumericsGrid("length", ("gss", "conv", "attention-chunked"), tuple(2 ** k for k in range(8, 17)),
+        NumericsGrid("length", ("gss", "gss-fast", "conv", "attention-chunked"), tuple(2 ** k for k in range(8, 17)),
                      dtypes=("float32", "bfloat16", "float16"), dim=1024),
         NumericsGrid("length", ("attention", "dss"), tuple(2 ** k for k in range(8, 14)),
                      dtypes=("float32", "bfloat16", "float16"), dim=1024),

@@ -46,7 +46,7 @@ BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 RANGES = ("dss_kernel", "fft_conv", "direct_conv", "projection", "norm", "attention")
 CATEGORIES = (*RANGES, "backward", "other")
 
-_MODELS = ("gss", "gss-direct", "conv", "attention", "dss", "attention-chunked")
+_MODELS = ("gss", "gss-fast", "gss-direct", "conv", "attention", "dss", "attention-chunked")
 PROFILE_PRESETS = {
     # CPU, 2 cores: one length where every model's stages are visible, in well under a minute.
     "quick": Preset("quick", (Grid("profile", _MODELS, (2048,), batch=1, dim=512),),

@@ -138,6 +138,38 @@ def paper_section(run_dir, found, figs):
     return lines, bullets
 
 
+def fast_section(run_dir, found):
+    """gss-fast against gss, the same function: gss's time / gss-fast's per mode and length with its 95% interval
+    (findings.csv's speedup rows with other = gss), and their peak memory at each length."""
+    rows = None if found is None else found[(found.finding == "speedup") & (found.model == "gss-fast")
+                                            & (found.other == "gss")]
+    if rows is None or rows.empty:
+        return [], []
+    df = analysis.load_scaling(run_dir)
+
+    def memory(mode, dtype, length):  # gss-fast's peak memory / gss's at one length of their length sweeps
+        peak = analysis.sweeps(df, mode=mode, dtype=dtype, value="peak_mem_mb", models=["gss", "gss-fast"])
+        fast, ref = (peak.get(m, {}).get(length, math.nan) for m in ("gss-fast", "gss"))
+        return f"{fast / ref:.2f}" if ref > 0 and fast == fast else ""
+
+    shown, bullets = [], []
+    for r in rows.itertuples():
+        length = int(r.detail.split("at seq_len ")[-1])
+        shown.append((r.mode, r.dtype, tokens(length), f"{r.value:.2f}x", findings.interval(r.ci_low, r.ci_high, "x"),
+                      memory(r.mode, r.dtype, length)))
+    for (mode, dtype), part in rows.groupby(["mode", "dtype"], sort=False):
+        each = ", ".join(f"{r.value:.2f}x at {tokens(int(r.detail.split('at seq_len ')[-1]))}"
+                         f" ({findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'})" for r in part.itertuples())
+        bullets.append(f"gss-fast vs gss, {mode} {dtype} (the same function): {each}")
+    lines = ["## gss-fast: gss's function, implemented faster", "",
+             "gss-fast has gss's parameters and outputs (models/gss_fast.py: the kernel in real arithmetic, cached while "
+             "autograd is off, the convolution's backward in real transforms). Its speed-up over gss is gss's time / "
+             "gss-fast's, paired over the rounds of each length's interleaved group, with its 95% interval:", "",
+             *table(["mode", "dtype", "seq_len", "gss time / gss-fast time", "95% interval",
+                     "gss-fast peak memory / gss's"], shown)]
+    return lines, bullets
+
+
 def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
     """Writes REPORT.md into report_dir (default: the run directory) and returns its path; figures are
     embedded, linked relative to it, when plots_dir holds them. findings.csv (bench.findings; `found`, when
@@ -158,8 +190,8 @@ def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
             dict(intervals=intervals_section(found)) if section is scaling_section else {}))
         body += lines
         bullets += found_here
-    lines, found_here = paper_section(run_dir, found, figs)
-    body, bullets = body + lines, bullets + found_here
+    for lines, found_here in (paper_section(run_dir, found, figs), fast_section(run_dir, found)):
+        body, bullets = body + lines, bullets + found_here
     run_id = (env or {}).get("config", {}).get("run_id") or run_dir.name
     head = [f"# GSS Bench report: {run_id}", "",
             "Every number below is computed from the run's CSVs by `bench/report.py`; figures are in "

@@ -3,6 +3,8 @@ decoding, numerics): each reads its CSV through bench.analysis and bench.summari
 findings), the findings being the one-line facts REPORT.md lists first. bench.report puts them together with
 the environment, the failed cells and the commands to reproduce (pandas, no matplotlib, no torch)."""
 
+import itertools
+
 import pandas as pd
 
 from bench import analysis, summaries
@@ -46,16 +48,15 @@ def scaling_section(run_dir, figs, *, intervals=()):
     df = analysis.load_scaling(run_dir)
     if df is None:
         return [], []
-    lines, findings = ["## Scaling", ""], []
-    pairs = analysis.modes_dtypes(df)
-    rows = []
+    lines, findings, pairs = ["## Scaling", ""], [], analysis.modes_dtypes(df)
+    rows, gss_models = [], [m for m in ("gss", "gss-fast") if m in set(df.model)]
     for mode, dtype in pairs:
-        for _, _, text in analysis.crossovers(df, mode=mode, dtype=dtype):
-            rows.append((mode, dtype, text))
-            findings.append(f"{mode} {dtype}: {text}")
+        texts = {m: [t for _, _, t in analysis.crossovers(df, mode=mode, dtype=dtype, a=m)] for m in gss_models}
+        rows += [(mode, dtype, *row) for row in itertools.zip_longest(*texts.values(), fillvalue="")]
+        findings += [f"{mode} {dtype}: {text}" for t in texts.values() for text in t]
     if rows:
-        lines += ["Crossover of gss and attention (interpolated on log-log axes between measured lengths):", ""]
-        lines += table(["mode", "dtype", "gss vs attention"], rows)
+        lines += [f"Crossover of {' and of '.join(gss_models)} with attention (interpolated on log-log axes between "
+                  "measured lengths):", "", *table(["mode", "dtype", *(f"{m} vs attention" for m in gss_models)], rows)]
     slopes = {}
     for mode, dtype in pairs:
         for model, s in analysis.sweeps(df, mode=mode, dtype=dtype).items():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")
 MODES = ("fwd", "fwdbwd")
 # the order of tables and legends; others follow
-MODELS_ORDER = ("gss", "gss-direct", "dss", "conv", "attention", "attention-chunked", "gss-hybrid")
+MODELS_ORDER = ("gss", "gss-fast", "gss-direct", "dss", "conv", "attention", "attention-chunked", "gss-hybrid")
 
 # What every column means, wherever it appears (a name means the same thing in every CSV).
 COLUMNS_DOC = {

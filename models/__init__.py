@@ -4,9 +4,11 @@
     lm = build_lm("attention", num_tokens=256, dim=512, depth=4)
     hybrid = build_lm("gss-hybrid", num_tokens=256, dim=512, depth=8, chunk=512)
 
-Options carry the suite's names everywhere: kernel_N, lambda_imag_exp (GSS family, dss), kernel_H,
-dim_expansion_factor (GSS family), conv_kernel (gss-direct, conv), heads / head_dim (attention, attention-chunked),
-chunk (attention-chunked, gss-hybrid), hybrid_every (gss-hybrid). A new model is one file plus one entry in
+Options carry the suite's names everywhere: kernel_N, lambda_imag_exp (GSS family: gss, gss-fast, gss-direct,
+gss-hybrid; and dss), kernel_H, dim_expansion_factor (GSS family), conv_kernel (gss-direct, conv), heads /
+head_dim (attention, attention-chunked), chunk (attention-chunked, gss-hybrid), hybrid_every (gss-hybrid).
+gss-fast computes gss's function (same options, parameters and state_dict) in less time. A new model is one
+file plus one entry in
 SPECS; every suite, test and plot picks it up. NAMES are the layers (build_layer, and build_lm of `depth` alike
 layers); LM_NAMES add the LM-level models of LM_SPECS, mixes of layers that only build_lm builds.
 
@@ -29,6 +31,7 @@ from .chunked import ChunkedAttentionBlock
 from .conv import GatedConv
 from .dss import DSSLayer
 from .gss import DSS, GSS, GatedStateSpacesLM, RecurrentState
+from .gss_fast import FastDSS, FastGSS
 from .hybrid import hybrid_layers
 from .lm import GENERATE_METHODS, LM
 from .ops import ConvState, state_nbytes
@@ -61,9 +64,9 @@ VALIDATORS = {
 }
 
 
-def _gss(conv_mode):
+def _gss(conv_mode, cls=GSS):
     def build(dim, o, factory):
-        return GSS(dim=dim, dim_expansion_factor=o["dim_expansion_factor"], dss_kernel_N=o["kernel_N"],
+        return cls(dim=dim, dim_expansion_factor=o["dim_expansion_factor"], dss_kernel_N=o["kernel_N"],
                    dss_kernel_H=o["kernel_H"], dss_kernel_lambda_imag_exp=o["lambda_imag_exp"],
                    conv_mode=conv_mode, conv_kernel=o.get("conv_kernel"), **factory)
     return build
@@ -106,6 +109,8 @@ _GSS_DEFAULTS = {"kernel_N": 512, "kernel_H": 256, "dim_expansion_factor": 4, "l
 
 SPECS = {
     "gss": ModelSpec(_gss("fft"), dict(_GSS_DEFAULTS), "GSS, DSS convolution by FFT (the reference)"),
+    "gss-fast": ModelSpec(_gss("fft", FastGSS), dict(_GSS_DEFAULTS),
+                          "gss computed faster (real-arithmetic kernel, cached while autograd is off): same function"),
     "gss-direct": ModelSpec(_gss("direct"), {**_GSS_DEFAULTS, "conv_kernel": None},
                             "GSS, DSS kernel applied as a time-domain convolution of conv_kernel taps"),
     "conv": ModelSpec(_conv, {"kernel_H": 256, "dim_expansion_factor": 4, "conv_kernel": 64},
@@ -188,6 +193,8 @@ __all__ = [
     "ChunkedAttentionBlock",
     "ConvState",
     "DSSLayer",
+    "FastDSS",
+    "FastGSS",
     "GatedConv",
     "GatedStateSpacesLM",
     "GatedUnit",

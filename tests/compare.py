@@ -7,6 +7,7 @@ import models
 
 SMALL = {  # tiny but non-trivial options per model, so every test runs in milliseconds
     "gss": dict(kernel_N=8, kernel_H=12),
+    "gss-fast": dict(kernel_N=8, kernel_H=12),
     "gss-direct": dict(kernel_N=8, kernel_H=12),
     "conv": dict(kernel_H=12, conv_kernel=5),
     "attention": dict(head_dim=8),

@@ -77,3 +77,27 @@ def test_the_committed_references_gss_attention_crossovers_are_within_15_percent
     for mode in ("fwd", "fwdbwd"):
         r = one(found, finding="crossover", mode=mode, model="gss", other="attention")
         assert 0.85 * r.value <= r.ci_low < r.value < r.ci_high <= 1.15 * r.value, (mode, r.value, r.ci_low, r.ci_high)
+
+
+def test_gss_fast_over_gss_at_every_length_its_memory_and_both_crossovers_with_attention(tmp_path):
+    # gss = 2 L, gss-fast = 1.25 L (1.6x faster, 0.8x the memory), attention L^2 / 1000: crossovers 2,000 and 1,250
+    def memory(row):
+        return {**row, "peak_mem_mb": 0.8 if row["model"] == "gss-fast" else 1.0}
+
+    laws = {**power_laws(), ("gss-fast", "fwd"): {L: 1.25 * L for L in LENGTHS}}
+    run = plant(tmp_path / "run", laws, edit=memory)
+    found = findings.of_run(run)
+    over_gss = found[(found.finding == "speedup") & (found.other == "gss")]
+    assert list(over_gss.model) == ["gss-fast"] * 6 and list(over_gss.detail) == [f"at seq_len {L}" for L in LENGTHS]
+    assert over_gss.value.tolist() == pytest.approx([1.6] * 6)
+    # planted with the same rounds (gss's order): every round's ratio is 1.6, so is the paired interval
+    assert np.allclose(over_gss[["ci_low", "ci_high"]], 1.6, rtol=1e-5)  # times written to 6 significant digits
+    crossings = found[(found.finding == "crossover") & (found.other == "attention")]
+    assert dict(zip(crossings.model, crossings.value.round())) == {"gss": 2000, "gss-fast": 1250}
+    text = report.write_report(run, plots_dir=tmp_path / "figs").read_text(encoding="utf-8")
+    assert "| mode | dtype | gss vs attention | gss-fast vs attention |" in text
+    assert re.search(r"\| fwd \| float32 \| gss faster than attention above seq_len ≈ 2,000 \| "
+                     r"gss-fast faster than attention above seq_len ≈ 1,250 \|", text), text
+    section = text[text.index("## gss-fast: gss's function, implemented faster"):]
+    assert re.search(r"\| fwd \| float32 \| 8,192 \| 1\.60x \| 1\.60\.\.1\.60 \| 0\.80 \|", section), section
+    assert "- gss-fast vs gss, fwd float32 (the same function): 1.60x at 256 (1.60..1.60), 1.60x at 512" in text

@@ -21,8 +21,9 @@ def test_dry_run_builds_every_cell_estimates_within_the_budget_and_rehearses_the
     out = capsys.readouterr().out
     lines = {line.split()[0] + (" (repeat)" if "(repeat)" in line else ""): line.split() for line in out.splitlines()
              if line and line.split()[0] in ("scaling", "perplexity", "profiling", "decode", "numerics", "total")}
-    # gss and conv; attention bf16 to 64K, fp32 to 32K; gss-direct to 8K; dss and attention-chunked to 16K
-    assert int(lines["scaling"][1]) == 56 + 14 + 12 + 16 + 40
+    # gss and conv; gss-fast bf16 to 64K, fp32 to 16K; attention bf16 to 64K, fp32 to 32K; gss-direct to 8K;
+    # dss and attention-chunked to 16K
+    assert int(lines["scaling"][1]) == 56 + 14 + 10 + 14 + 12 + 16 + 40
     assert lines["scaling (repeat)"][2:] == lines["scaling"][1:]  # the second pass: the same cells
     total = int(lines["total"][2])
     assert 0 < total <= run_all.GPU_BUDGET_S

@@ -94,6 +94,7 @@ _UNIT = 2 * DIM + DIM * _E + DIM * _H + _H * _E + _E * DIM + DIM  # norm, W_u, W
 _MLP = 2 * DIM + (DIM * 4 * DIM + 4 * DIM) + (4 * DIM * DIM + DIM)  # norm, W_1, W_2 (both biased)
 PARAMS = {  # counted by hand from the papers' layers
     "gss": _UNIT + 2 * _H + 2 * _N + 2 * _H * _N + _H,  # DSS: norm, Lambda re/im, C re/im, D
+    "gss-fast": _UNIT + 2 * _H + 2 * _N + 2 * _H * _N + _H,  # the same parameters as gss
     "gss-direct": _UNIT + 2 * _H + 2 * _N + 2 * _H * _N + _H,
     "conv": _UNIT + 2 * _H + _T * _H + _H,  # norm, taps, D
     "attention": 2 * DIM + 3 * DIM * DIM + DIM * DIM + _MLP,

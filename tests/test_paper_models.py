@@ -185,8 +185,8 @@ def test_hybrid_placement(depth, hybrid_every, attention_at):
 def test_hybrid_defaults_and_names():
     assert models.build_lm("gss-hybrid", num_tokens=8, dim=64, depth=4, device="meta").layers[3].chunk == 512
     assert models.hybrid_layers(4, 4) == ("gss", "gss", "gss", "attention-chunked")
-    assert models.NAMES == ("gss", "gss-direct", "conv", "attention", "dss", "attention-chunked")
-    assert models.LM_NAMES == ("gss", "gss-direct", "conv", "attention", "dss", "attention-chunked", "gss-hybrid")
+    assert models.NAMES == ("gss", "gss-fast", "gss-direct", "conv", "attention", "dss", "attention-chunked")
+    assert (*models.NAMES, "gss-hybrid") == models.LM_NAMES
     assert models.resolve_options("gss-hybrid") == {
         **models.resolve_options("gss"), "heads": None, "head_dim": None, "chunk": 512, "hybrid_every": 4}
     assert set(models.options_of("gss-hybrid")) == set(models.options_of("gss")) | {

@@ -121,6 +121,7 @@ def attention_block_ref(block, x):
 
 REFERENCE_FORWARD = {  # every registered layer with its fast path replaced by the slow reference
     "gss": gated_unit_ref(dss_ref),
+    "gss-fast": gated_unit_ref(dss_ref),
     "gss-direct": gated_unit_ref(dss_ref),
     "conv": gated_unit_ref(learned_conv_ref),
     "attention": attention_block_ref,

@@ -10,6 +10,7 @@ from models.ops import ConvState
 
 SMALL = {  # the options of tests/test_models.py
     "gss": dict(kernel_N=8, kernel_H=12),
+    "gss-fast": dict(kernel_N=8, kernel_H=12),
     "gss-direct": dict(kernel_N=8, kernel_H=12),
     "conv": dict(kernel_H=12, conv_kernel=5),
     "attention": dict(head_dim=8),

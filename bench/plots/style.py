@@ -20,14 +20,14 @@ from bench import analysis
 from bench.analysis import ok, ordered_models
 
 DPI = 130
-MODEL_COLOURS = {"gss": "#1f77b4", "gss-direct": "#9467bd", "conv": "#2ca02c", "attention": "#d62728", "dss": "#ff7f0e",
-                 "attention-chunked": "#e377c2", "gss-hybrid": "#17becf"}
+MODEL_COLOURS = {"gss": "#1f77b4", "gss-fast": "#0b3d6b", "gss-direct": "#9467bd", "conv": "#2ca02c",
+                 "attention": "#d62728", "dss": "#ff7f0e", "attention-chunked": "#e377c2", "gss-hybrid": "#17becf"}
 FALLBACK_COLOURS = ("#8c564b", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a")
 CATEGORY_COLOURS = {"dss_kernel": "#1f77b4", "fft_conv": "#aec7e8", "direct_conv": "#9467bd", "projection": "#ff7f0e",
                     "norm": "#2ca02c", "attention": "#d62728", "backward": "#8c564b", "other": "#c7c7c7"}
-MODEL_MARKERS = {"gss": ("o", 8, 3.6), "gss-direct": ("s", 6.5, 2.6), "conv": ("^", 5.5, 1.7),  # marker, size, width
-                 "attention": ("D", 4, 1.2), "dss": ("P", 6, 2.0), "attention-chunked": ("X", 5, 1.5),
-                 "gss-hybrid": ("*", 7, 1.8)}
+MODEL_MARKERS = {"gss": ("o", 8, 3.6), "gss-fast": ("v", 6.5, 2.2), "gss-direct": ("s", 6.5, 2.6),  # marker, size, width
+                 "conv": ("^", 5.5, 1.7), "attention": ("D", 4, 1.2), "dss": ("P", 6, 2.0),
+                 "attention-chunked": ("X", 5, 1.5), "gss-hybrid": ("*", 7, 1.8)}
 STYLES = ("-", "--", ":", "-.")
 METHOD_STYLES = {"recurrent": "-", "kv_cache": "--", "reforward": ":"}
 MODE_TITLES = {"fwd": "forward", "fwdbwd": "forward + backward"}
