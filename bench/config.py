@@ -131,11 +131,11 @@ _REFINED = (("gss", "attention"),)  # the crossover the README quotes
 _GPU_LENGTHS = tuple(2 ** k for k in range(10, 17))  # 1K..64K
 SCALING_PRESETS = {
     # CPU, 2 cores: lengths 256..4096, so that the gss/attention crossovers (fwdbwd near 600, fwd near 1.5-2K) fall
-    # inside the range with a length on either side, and gss and dss also at 8192 (the GSS paper's 4K and beyond).
-    # The direct convolution and the ablations forward only, 1 s a cell, 60 s to refine a crossover (30 s left
-    # the fwdbwd crossover at -14%/+17% in one run of six): the quick run_all's 9 minutes (8192 for every model
-    # cost 2 of them). The ablations at 512, below the forward crossover's bracket (1K..2K), whose refinement
-    # then re-measures 12 cells, not 24; taps up to 256 there (512: gss-direct's full taps)
+    # inside the range with a length on either side, and gss, gss-fast and dss also at 8192 (the GSS paper's 4K and
+    # beyond). The direct convolution and the ablations forward only, 1 s a cell, 60 s to refine a crossover (30 s
+    # left the fwdbwd crossover at -14%/+17% in one run of six): the quick run_all's 9 minutes (9:12 with
+    # gss-fast's 18 cells; 8192 for every model cost 2 of them). The ablations at 512, out of the forward
+    # crossover's bracket (1K..2K); taps up to 256 there (512: gss-direct's full taps)
     "quick": Preset("quick", (
         Grid("length", ("gss", "gss-fast", "attention", "conv", "dss", "attention-chunked"), (256, 512, 1024, 2048, 4096)),
         Grid("length", ("gss", "gss-fast", "dss"), (8192,)),

@@ -90,9 +90,10 @@ def intervals_section(found):
     return ["### Findings with 95% intervals", "",
             "From `findings.csv` (`python -m bench.analysis`): each sweep's slope over its longest max(3, ⌈n/2⌉) "
             "lengths, the crossover of every two models that cross, each model's speed-up over attention at their "
-            "longest common length, and gss's over dss at every length. Intervals: 2.5th..97.5th percentiles over "
-            f"{findings.RESAMPLES:,} bootstrap resamples of every cell's timed repeats: the noise within this run only "
-            f"(`python -m bench.analysis` with several runs gives each finding's range across them).{older}", "",
+            "longest common length, and gss's over dss and gss-fast's over gss at every length. Intervals: "
+            f"2.5th..97.5th percentiles over {findings.RESAMPLES:,} bootstrap resamples of every cell's timed repeats: "
+            "the noise within this run only (`python -m bench.analysis` with several runs gives each finding's range "
+            f"across them).{older}", "",
             *table(list(findings.HEADER), findings.display(found))]
 
 
