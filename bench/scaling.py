@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 import models
-from bench import cli, refine, usage
+from bench import cli, env, executor, refine, usage
 from bench.config import LAYER_KEY, SCALING_PRESETS, Cell, group_key, groups_of, layer_cells, shard_groups
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
@@ -164,7 +164,14 @@ def run(args, ctx):
         sweep.run_group([cell.key_row(name) for cell in group],
                         lambda pending: measure_cells([group[i] for i in pending], ctx.device, ctx.preset.timing))
 
-    if drive(groups_of(ctx.cells), run_group, desc="scaling", deadline=ctx.deadline, unit="group") == 0:
+    if args.executor == "ray":
+        left, infos = executor.run(group_jobs(ctx, sweep, name), executor="ray", desc="scaling", unit="group",
+                                   deadline=ctx.deadline, ray_address=args.ray_address, threads=args.threads,
+                                   gpus=ctx.device.type == "cuda", cell_timeout=args.cell_timeout)
+        env.record(ctx.out_dir, nodes=executor.nodes(infos))
+    else:
+        left = drive(groups_of(ctx.cells), run_group, desc="scaling", deadline=ctx.deadline, unit="group")
+    if left == 0:
         sweep.writer.close()
         how = {**ctx.preset.refine, **({} if args.crossover_ci is None else {"ci": args.crossover_ci})}
         if how.get("ci") and args.shard is None:  # a shard may not hold a crossover's bracketing lengths
@@ -173,6 +180,31 @@ def run(args, ctx):
             except Exception as error:  # the sweep's rows stand as they are
                 print(f"scaling: crossover refinement failed ({type(error).__name__}: {error})", file=sys.stderr)
     return ctx.out_dir / CSV
+
+
+def group_jobs(ctx, sweep, name):
+    """The sweep's interleaved groups as executor jobs: begin and done run here (the one writer), the group is
+    measured by measure_remote on a worker; a group waits for the groups before it that share a series."""
+    for group in groups_of(ctx.cells):
+        keys, pending = [cell.key_row(name) for cell in group], []
+
+        def begin(group=group, keys=keys, pending=pending):
+            pending[:] = sweep.begin_group(keys)
+            return ([group[i] for i in pending], ctx.device.type, ctx.preset.timing) if pending else None
+
+        def done(result, info, keys=keys, pending=pending):
+            rows, device = ([result] * len(pending), None) if isinstance(result, Exception) else result
+            sweep.finish_group(keys, pending, rows, **({"device": device} if device else {}))
+
+        yield executor.Job(begin, ("bench.scaling", "measure_remote"), done,
+                           frozenset(sweep.series_of(k) for k in keys))
+
+
+def measure_remote(cells, device_type, timing):
+    """A group measured where a Ray task runs (bench.executor): each cell's columns or exception, and the
+    `device` column of that worker."""
+    device = torch.device(device_type)
+    return measure_cells(cells, device, timing), device_name(device)
 
 
 def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), budget_s=60.0, clock=time.monotonic):
@@ -239,15 +271,18 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
 
 
 def convert(args):
-    """--crossover-ci: a positive fraction, or 0 (no refinement)."""
+    """--crossover-ci: a positive fraction, or 0 (no refinement); the executor flags."""
+    executor.convert(args)
     if (text := args.crossover_ci) is not None:
         args.crossover_ci = 0.0 if text.strip() in ("0", "0.0") else usage.positive_number(text, "crossover-ci")
 
 
 def make_parser():
-    return cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS, crossover_ci=(
+    p = cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS, crossover_ci=(
         "FRACTION: re-measure the cells around a gss/attention crossover until its 95%% interval is within "
         "+-FRACTION of it (default: the preset's, 0.15 in quick and full; 0: off)"))
+    executor.add_flags(p)
+    return p
 
 
 # how a command line becomes cells (cli.resolve); a shard holds whole groups

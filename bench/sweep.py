@@ -160,15 +160,7 @@ class Sweep:
         left out and skipped ones recorded, as run() does; the group runs under the in-flight marker of its first
         cell to run (a process that dies in the group is recorded against that cell, and --resume runs the others
         again as a smaller group)."""
-        pending = []
-        for i, key in enumerate(key_rows):
-            if cell_key(key, self.key) in self.done:
-                continue
-            if reason := self.skip_reason(key):
-                self.record([{**key, "status": "skipped", "error": reason}])
-                continue
-            pending.append(i)
-        if not pending:
+        if not (pending := self.begin_group(key_rows)):
             return
         marker = {c: v for c, v in key_rows[pending[0]].items() if c != self.table.per_cell}
         with in_flight(self.out_dir, marker, stem=self.table.stem):
@@ -178,9 +170,26 @@ class Sweep:
                 results = [error] * len(pending)
             finally:
                 self.release()
-            for i, result in zip(pending, results, strict=True):
-                key = key_rows[i]
-                self.record([failure_row(key, result) if isinstance(result, Exception) else {**key, **result}])
+            self.finish_group(key_rows, pending, results)
+
+    def begin_group(self, key_rows):
+        """The indices of a group's cells still to run; done cells are left out, skipped ones recorded."""
+        pending = []
+        for i, key in enumerate(key_rows):
+            if cell_key(key, self.key) in self.done:
+                continue
+            if reason := self.skip_reason(key):
+                self.record([{**key, "status": "skipped", "error": reason}])
+                continue
+            pending.append(i)
+        return pending
+
+    def finish_group(self, key_rows, pending, results, **columns):
+        """Record each pending cell's measured columns, or its failure (an exception); `columns` override the
+        key's (the device of the worker that ran it)."""
+        for i, result in zip(pending, results, strict=True):
+            key = {**key_rows[i], **columns}
+            self.record([failure_row(key, result) if isinstance(result, Exception) else {**key, **result}])
 
     def release(self):
         """Free what a cell left behind before the next one is measured."""

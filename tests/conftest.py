@@ -6,7 +6,7 @@ And the fixtures the suites' tests share."""
 import pytest
 import torch
 
-DESELECTED = ("perf", "slow")
+DESELECTED = ("perf", "slow", "ray")
 
 
 def pytest_configure(config):

@@ -1,0 +1,209 @@
+"""Where a suite's cells run (`--executor`): `local`, one after another in this process (the default), or `ray`,
+one Ray task per cell (per interleaved group in the scaling suite) on this machine or a cluster (`--ray-address`).
+
+Either way only this process writes: a job's `begin()` runs here (is the cell done? skipped after an OOM?) and
+says what to run, a task runs it where the executor puts it and returns rows, and the job's `done(result)` runs
+here again, appending them as they arrive. So resume, `bench.results merge` and the gate see the same CSV.
+Jobs that share a series (bench.schema: a cell's key without its length) run one after another in their order,
+so an OOM skips the longer cells of its series exactly as it does locally; jobs of other series run at once.
+
+On Ray a task is run with max_retries=0 (a crash is a row, not four runs), on `num_gpus=1` on CUDA and
+`num_cpus=--threads` (default: every core of a node, so one cell per node at a time and no neighbour in a
+CPU timing) on CPU. Workers import the project from Ray's runtime environment (its working_dir), not from this
+process's path. A worker that dies (a crash, Ray's out-of-memory killer, a lost node) makes its cells error rows
+"worker died in this cell"; `--cell-timeout` cancels a task that runs longer; Ctrl-C cancels every task and
+leaves a CSV that --resume continues. Ray is imported only here, and only by the ray executor.
+"""
+
+import importlib
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench import usage
+from bench.usage import UsageError
+
+EXECUTORS = ("local", "ray")
+WORKER_DIED = "worker died in this cell"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# never shipped to workers: run outputs, figures, the environment, the history
+EXCLUDES = ["results/", "plots/", ".venv/", ".git/", "**/__pycache__/", "traces/"]
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Job:
+    """begin() -> the arguments of target for what is left to run (None: nothing, its rows are recorded);
+    target: (module, function), importable on every worker; done(result or exception, worker info)."""
+    begin: object
+    target: tuple
+    done: object
+    series: frozenset = field(default_factory=frozenset)
+
+
+def call(target, args):
+    """A task's body, on a worker: the target's result and where it ran."""
+    module, name = target
+    return getattr(importlib.import_module(module), name)(*args), worker_info()
+
+
+def worker_info():
+    """What env.json lists for each node that ran a cell."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"host": socket.gethostname(), "platform": platform.platform(), "torch": torch.__version__,
+            "cuda": torch.version.cuda if cuda else None,
+            "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else ["cpu"],
+            "cpu_count": os.cpu_count()}
+
+
+def check_address(address):
+    """A --ray-address must be host:port with something listening: one clear line (exit 2) otherwise, within
+    seconds, before Ray's own connection retries."""
+    if address in (None, "auto"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address must be HOST:PORT (or auto), got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise UsageError(f"--ray-address {address}: no Ray cluster reachable there ({error.strerror or error})") \
+            from None
+
+
+def run(jobs, *, executor="local", desc, unit="cell", deadline=None, clock=time.monotonic, ray_address=None,
+        threads=None, gpus=0, cell_timeout=None):
+    """Run `jobs` in order (see the module docstring); returns (jobs not started for the deadline, worker infos)."""
+    if executor == "ray":
+        return _run_ray(list(jobs), desc=desc, unit=unit, deadline=deadline, clock=clock, address=ray_address,
+                        threads=threads, gpus=gpus, cell_timeout=cell_timeout)
+    infos, jobs = [], list(jobs)
+    for i, job in enumerate(tqdm(jobs, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)):
+        if deadline is not None and clock() >= deadline:
+            _time_limit(desc, len(jobs) - i, len(jobs), unit)
+            return len(jobs) - i, infos
+        args = job.begin()
+        if args is not None:
+            job.done(*_local(job.target, args))
+    return 0, infos
+
+
+def _local(target, args):
+    try:
+        return call(target, args)[0], None
+    except Exception as error:  # the target's own machinery failed: its cells say so
+        return error, None
+
+
+def _time_limit(desc, left, total, unit):
+    print(f"{desc}: time limit reached, {left} of {total} {unit}s not run (--resume runs them)", file=sys.stderr,
+          flush=True)
+
+
+def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_timeout):
+    import ray
+    from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelledError
+
+    started = not ray.is_initialized()
+    if started:
+        env = {"working_dir": str(REPO_ROOT), "excludes": EXCLUDES}
+        ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=True,
+                 **({} if address else {"num_cpus": os.cpu_count(), "num_gpus": gpus or None}))
+    cpus = threads or int(ray.cluster_resources().get("CPU", os.cpu_count()) // max(1, len(ray.nodes())))
+    task = ray.remote(max_retries=0)(call).options(num_cpus=0 if gpus else cpus, num_gpus=1 if gpus else 0)
+    infos, running, waiting, bar = [], {}, list(jobs), tqdm(total=len(jobs), desc=desc, unit=unit, file=sys.stderr,
+                                                              dynamic_ncols=True, mininterval=1.0)
+    def capacity():  # tasks that can run at once: submitted only then, so a task's clock starts when it does
+        free = ray.cluster_resources()
+        return max(1, int(free.get("GPU", 0)) if gpus else int(free.get("CPU", 1) // cpus))
+
+    try:
+        while waiting or running:
+            busy = set().union(*(job.series for job, _ in running.values()))
+            held, room = set(), capacity() - len(running)
+            for job in list(waiting):  # submit in order every job no earlier job of its series waits for
+                if room <= 0:
+                    break
+                if job.series & (busy | held):
+                    held |= job.series
+                    continue
+                waiting.remove(job)
+                if deadline is not None and clock() >= deadline:
+                    _time_limit(desc, len(waiting) + 1, len(jobs), unit)
+                    waiting = []
+                    break
+                args = job.begin()
+                if args is None:
+                    bar.update()
+                    continue
+                running[task.remote(job.target, args)] = (job, clock())
+                busy |= job.series
+                room -= 1
+            if not running:
+                continue
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                job, _ = running.pop(ref)
+                try:
+                    result, info = ray.get(ref)
+                    infos.append(info)
+                except RayTaskError as error:  # the target raised: its cells say what
+                    result = error.cause if isinstance(error.cause, Exception) else RuntimeError(str(error))
+                except TaskCancelledError:
+                    result = TimeoutError(f"cell timed out after {cell_timeout:g} s (--cell-timeout)")
+                except (RayError, GetTimeoutError) as error:  # worker crash, Ray's OOM killer, a lost node
+                    result = RuntimeError(f"{WORKER_DIED} ({type(error).__name__})")
+                job.done(result, None)
+                bar.update()
+            if cell_timeout:
+                for ref, (_, since) in list(running.items()):
+                    if clock() - since > cell_timeout:
+                        ray.cancel(ref, force=True)
+    except KeyboardInterrupt:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        bar.close()
+        if started:
+            ray.shutdown()
+    return 0, infos
+
+
+def nodes(infos):
+    """The distinct nodes of `infos`, for env.json."""
+    return list({json.dumps(i, sort_keys=True): i for i in infos}.values())
+
+
+def add_flags(p):
+    p.add_argument("--executor", default="local", help="local (default: cells one after another here) or ray "
+                   "(one Ray task per cell, one GPU or one node's CPUs each; docs/suites.md)")
+    p.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster (`ray start --head`); default: start "
+                   "a local Ray instance and shut it down at the end")
+    p.add_argument("--cell-timeout", metavar="SECONDS", help="with --executor ray: a cell still running after "
+                   "this long is cancelled and recorded as an error")
+
+
+def convert(args):
+    """The executor flags checked: one line and exit 2 for a bad value, nothing written."""
+    usage.choice(args.executor, "executor", EXECUTORS)
+    if args.cell_timeout is not None:
+        args.cell_timeout = usage.positive_number(args.cell_timeout, "cell-timeout")
+    if args.executor != "ray" and (args.ray_address or args.cell_timeout):
+        raise UsageError("--ray-address and --cell-timeout need --executor ray")
+    if args.executor == "ray":
+        check_address(args.ray_address)
+        try:
+            importlib.import_module("ray")
+        except ImportError:
+            raise UsageError("--executor ray: the ray package is not installed (pip install -r requirements.txt)") \
+                from None

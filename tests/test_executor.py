@@ -1,0 +1,117 @@
+"""bench.executor: the local executor as today's loop; on a local Ray cluster (marked ray: .ci/run's second
+step), the same rows as a local run, a worker that dies as an error row, Ctrl-C and --resume, a hung cell timed
+out; and the flags' usage errors, which need no cluster."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import executor, scaling
+from tests.helpers import assert_usage_error
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ["--preset", "smoke", "--device", "cpu", "--models", "gss,attention", "--seq-lens", "32,64"]
+KEY = ("model", "mode", "dtype", "device", "batch", "seq_len", "dim", "kernel_N", "kernel_H", "lambda_imag_exp",
+       "conv_kernel", "compiled", "status")
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def jobs(targets, results):
+    """Jobs of tests.executor_targets functions; each done() appends (index, result) to results."""
+    return [executor.Job(lambda a=args: a, ("tests.executor_targets", name), lambda r, info, i=i: results.append((i, r)),
+                         frozenset({f"s{i}"})) for i, (name, args) in enumerate(targets)]
+
+
+def test_the_local_executor_runs_jobs_in_order_and_a_failing_target_is_its_result():
+    results = []
+    left, infos = executor.run(jobs([("echo", (1,)), ("missing", ()), ("echo", (3,))], results), desc="t")
+    assert left == 0 and infos == [] and [i for i, _ in results] == [0, 1, 2]
+    assert results[0][1] == 1 and results[2][1] == 3 and isinstance(results[1][1], AttributeError)
+
+
+def test_the_local_executor_starts_no_job_after_the_deadline():
+    results, now = [], iter([0.0, 0.0, 5.0])
+    left, _ = executor.run(jobs([("echo", (i,)) for i in range(3)], results), desc="t", deadline=1.0,
+                           clock=lambda: next(now))
+    assert left == 1 and results == [(0, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("argv,flag", [(["--executor", "dask"], "--executor"),
+                                       (["--cell-timeout", "5"], "--ray-address and --cell-timeout"),
+                                       (["--executor", "ray", "--cell-timeout", "-1"], "--cell-timeout"),
+                                       (["--executor", "ray", "--ray-address", "nohost"], "--ray-address")])
+def test_bad_executor_flags_exit_2_before_anything_is_written(tmp_path, capsys, argv, flag):
+    assert_usage_error(scaling.main, [*SMOKE, *argv], tmp_path / "run", capsys, flag)
+
+
+def test_a_ray_address_with_nothing_listening_is_one_line_and_exit_2_within_30_s(tmp_path):
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "bench.scaling", *SMOKE, "--executor", "ray", "--ray-address",
+                           "127.0.0.1:1", "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and time.monotonic() - start < 30
+    assert len(done.stderr.strip().splitlines()) == 1 and "--ray-address 127.0.0.1:1" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.ray
+def test_ray_rows_are_a_local_runs_cells_keys_and_columns(tmp_path):
+    for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
+        assert scaling.main([*SMOKE, "--out", str(tmp_path / name), *extra]) == 0
+    local, remote = rows(tmp_path / "local" / "scaling.csv"), rows(tmp_path / "ray" / "scaling.csv")
+    assert list(local[0]) == list(remote[0])  # the same columns in the same order
+    assert sorted(tuple(r[k] for k in KEY) for r in local) == sorted(tuple(r[k] for k in KEY) for r in remote)
+    assert {r["flops"] for r in local} == {r["flops"] for r in remote}
+    (node,) = json.loads((tmp_path / "ray" / "env.json").read_text())["nodes"]
+    assert node["devices"] == ["cpu"] and node["host"]
+
+
+@pytest.mark.ray
+def test_a_worker_that_dies_is_an_error_and_the_other_jobs_complete():
+    results = []
+    executor.run(jobs([("echo", (1,)), ("die", (2,)), ("echo", (3,))], results), executor="ray", desc="t")
+    by_job = dict(results)
+    assert by_job[0] == 1 and by_job[2] == 3
+    assert isinstance(by_job[1], RuntimeError) and executor.WORKER_DIED in str(by_job[1])
+
+
+@pytest.mark.ray
+def test_a_hung_cell_is_cancelled_at_its_timeout_and_the_others_complete():
+    results = []
+    executor.run(jobs([("sleep_then_echo", (1, 120)), ("echo", (2,))], results), executor="ray", desc="t",
+                 cell_timeout=3)
+    by_job = dict(results)
+    assert by_job[1] == 2 and isinstance(by_job[0], TimeoutError) and "--cell-timeout" in str(by_job[0])
+
+
+@pytest.mark.ray
+def test_ctrl_c_leaves_a_csv_that_resume_completes_without_repeating_or_losing_a_cell(tmp_path):
+    argv = [sys.executable, "-m", "bench.scaling", "--preset", "smoke", "--device", "cpu", "--seq-lens",
+            "32,64,128", "--executor", "ray", "--out", str(tmp_path / "run")]
+    driver = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    csv_path, deadline = tmp_path / "run" / "scaling.csv", time.monotonic() + 120
+    while time.monotonic() < deadline and (not csv_path.exists() or len(rows(csv_path)) < 4):
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    driver.communicate(timeout=120)
+    before = rows(csv_path)
+    assert len(before) >= 4
+    done = subprocess.run([*argv, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = rows(csv_path)
+    keys = [tuple(r[k] for k in KEY[:-1]) for r in after]
+    assert len(keys) == len(set(keys))  # none repeated
+    assert after[:len(before)] == before  # none lost or rewritten
+    expected = subprocess.run([*argv[:-2], "--list"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+    assert len(after) == len(expected) and {r["status"] for r in after} == {"ok"}
+    assert os.path.exists(tmp_path / "run" / "env.json")
