@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import models
-from bench import cli, usage
+from bench import cli, executor, usage
 from bench.config import Preset
 from bench.memory import MIB, peak_memory_mb
 from bench.sweep import Sweep, device_name
@@ -180,6 +180,7 @@ def measure_cell(cell, device, timing):
 
 def convert(args):
     """The suite's own flags (cli.convert_flags handles models, dtype, batch, dim, threads and shard)."""
+    executor.convert(args)
     cli.convert_lists(args, prompt_lens=usage.positive_int, methods=lambda t, n: usage.choice(t, "method", METHODS))
     cli.convert_ints(args, "depth", "new_tokens")
     if args.new_tokens is not None and args.new_tokens < 2:
@@ -208,16 +209,25 @@ def run(args, ctx):
     sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
     name = device_name(ctx.device)
     sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, desc="decode",
-                    deadline=ctx.deadline,
-                    measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing))
+                    deadline=ctx.deadline, measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing),
+                    remote=lambda cell: (("bench.decode", "measure_remote"), (cell, ctx.device.type, ctx.preset.timing)),
+                    how=executor.options(args, ctx.device))
     return ctx.out_dir / CSV
 
 
+def measure_remote(cell, device_type, timing):
+    """A cell measured where a Ray task runs (bench.executor): its columns and that worker's device column."""
+    device = torch.device(device_type)
+    return measure_cell(cell, device, timing), device_name(device)
+
+
 def make_parser():
-    return cli.parser(__doc__, "python -m bench.decode", ("--models", "--dtype", "--batch", "--dim", "--depth"),
-                      prompt_lens="comma-separated positive prompt lengths", batch="sequences decoded together",
-                      methods=f"comma-separated, from: {', '.join(METHODS)}",
-                      new_tokens="tokens generated per prompt (at least 2)")
+    p = cli.parser(__doc__, "python -m bench.decode", ("--models", "--dtype", "--batch", "--dim", "--depth"),
+                   prompt_lens="comma-separated positive prompt lengths", batch="sequences decoded together",
+                   methods=f"comma-separated, from: {', '.join(METHODS)}",
+                   new_tokens="tokens generated per prompt (at least 2)")
+    executor.add_flags(p)
+    return p
 
 
 HOW = dict(presets=DECODE_PRESETS, build_cells=build_cells, convert=convert)  # command line -> cells (cli.resolve)

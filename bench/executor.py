@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import usage
+from bench import env, usage
 from bench.usage import UsageError
 
 EXECUTORS = ("local", "ray")
@@ -179,9 +179,22 @@ def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_
     return 0, infos
 
 
-def nodes(infos):
-    """The distinct nodes of `infos`, for env.json."""
-    return list({json.dumps(i, sort_keys=True): i for i in infos}.values())
+def record_nodes(out_dir, infos):
+    """Add the nodes of `infos` to env.json's `nodes` (each node once, across the suites of a run)."""
+    if not infos:
+        return
+    path = Path(out_dir) / "env.json"
+    try:
+        known = json.loads(path.read_text(encoding="utf-8")).get("nodes", [])
+    except (OSError, ValueError):
+        known = []
+    env.record(out_dir, nodes=list({json.dumps(i, sort_keys=True): i for i in [*known, *infos]}.values()))
+
+
+def options(args, device):
+    """bench.executor.run's keyword arguments from a suite's command line."""
+    return dict(executor=args.executor, ray_address=args.ray_address, threads=args.threads,
+                gpus=int(device.type == "cuda"), cell_timeout=args.cell_timeout)
 
 
 def add_flags(p):

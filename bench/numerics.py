@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import models
-from bench import cli, usage
+from bench import cli, executor, usage
 from bench.config import Preset, layers
 from bench.sweep import Sweep, device_name
 from bench.timing import autocast
@@ -163,6 +163,7 @@ def measure_cell(cell, device, references):
 
 def convert(args):
     """--dtypes (float64 allowed; float16 only on CUDA); cli.convert_flags handles the shared flags."""
+    executor.convert(args)
     cli.convert_lists(args, dtypes=lambda t, n: usage.choice(t, "dtype", DTYPES))
     if args.dtypes is not None and "float16" in args.dtypes and cli.resolve_device(args.device).type != "cuda":
         raise UsageError("--dtypes float16 needs a CUDA device; use bfloat16 on CPU")
@@ -183,21 +184,31 @@ def run(args, ctx):
     sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
     name, references = device_name(ctx.device), References(ctx.device)
 
-    def measure(cell):
-        if cell.dtype == "float16" and ctx.device.type != "cuda":  # a CUDA preset run on a CPU
-            return dict(status="skipped", error="float16 autocast runs on CUDA only")
-        return measure_cell(cell, ctx.device, references)
-
-    sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, measure=measure,
-                    deadline=ctx.deadline,
-                    desc="numerics")
+    sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, deadline=ctx.deadline,
+                    measure=lambda cell: measure(cell, ctx.device, references), desc="numerics",
+                    remote=lambda cell: (("bench.numerics", "measure_remote"), (cell, ctx.device.type)),
+                    how=executor.options(args, ctx.device))
     return ctx.out_dir / CSV
+
+
+def measure(cell, device, references):
+    if cell.dtype == "float16" and device.type != "cuda":  # a CUDA preset run on a CPU
+        return dict(status="skipped", error="float16 autocast runs on CUDA only")
+    return measure_cell(cell, device, references)
+
+
+def measure_remote(cell, device_type):
+    """A cell measured where a Ray task runs (bench.executor), with its own float64 reference (a task shares
+    none with another): its columns and that worker's device column."""
+    device = torch.device(device_type)
+    return measure(cell, device, References(device)), device_name(device)
 
 
 def make_parser():
     p = cli.parser(__doc__, "python -m bench.numerics", ("--models", "--seq-lens", "--dim", "--batch"),
                    dtypes=f"comma-separated, from: {', '.join(DTYPES)} (float16: CUDA only)")
     p.set_defaults(dtype=None)  # cli.prepare's --dtype check: numerics validates --dtypes itself
+    executor.add_flags(p)
     return p
 
 

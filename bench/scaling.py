@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 import models
-from bench import cli, env, executor, refine, usage
+from bench import cli, executor, refine, usage
 from bench.config import LAYER_KEY, SCALING_PRESETS, Cell, group_key, groups_of, layer_cells, shard_groups
 from bench.flops import count_flops
 from bench.memory import peak_memory_mb
@@ -165,10 +165,9 @@ def run(args, ctx):
                         lambda pending: measure_cells([group[i] for i in pending], ctx.device, ctx.preset.timing))
 
     if args.executor == "ray":
-        left, infos = executor.run(group_jobs(ctx, sweep, name), executor="ray", desc="scaling", unit="group",
-                                   deadline=ctx.deadline, ray_address=args.ray_address, threads=args.threads,
-                                   gpus=ctx.device.type == "cuda", cell_timeout=args.cell_timeout)
-        env.record(ctx.out_dir, nodes=executor.nodes(infos))
+        left, infos = executor.run(group_jobs(ctx, sweep, name), desc="scaling", unit="group",
+                                   deadline=ctx.deadline, **executor.options(args, ctx.device))
+        executor.record_nodes(ctx.out_dir, infos)
     else:
         left = drive(groups_of(ctx.cells), run_group, desc="scaling", deadline=ctx.deadline, unit="group")
     if left == 0:

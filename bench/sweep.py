@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from bench import executor
 from bench.results import (
     DIED_ERROR,
     RowWriter,
@@ -126,33 +127,49 @@ class Sweep:
         """Measure one cell unless it is done or skipped. key_row: the cell's key columns (and any column known
         before measuring); a list of them for a cell of several rows known in advance (one per evaluation
         length), zipped with the measured rows, each of which then fails or is skipped on its own row."""
+        if not self.begin(key_row):
+            return
         keys = key_row if isinstance(key_row, list) else [key_row]
-        if cell_key(keys[0], self.key) in self.done:
-            return
-        reason = self.skip_reason(keys[0])
-        if reason:
-            self.record([{**k, "status": "skipped", "error": reason} for k in keys])
-            return
         marker = {c: v for c, v in keys[0].items() if c != self.table.per_cell}
         with in_flight(self.out_dir, marker, stem=self.table.stem):
-            also = {}
             try:
                 measured = measure()
-                if isinstance(measured, Rows):
-                    measured, also = measured.rows, measured.also
-                if isinstance(key_row, list):
-                    rows = [{**k, **m} for k, m in zip(keys, measured, strict=True)]
-                else:
-                    rows = [{**key_row, **m} for m in (measured if isinstance(measured, list) else [measured])]
             except Exception as error:  # failures are rows; the sweep goes on
-                also = {}
-                rows = [failure_row(k, error) for k in keys]
+                measured = error
             finally:
                 self.release()
-            for name, extra in also.items():
-                for row in extra:
-                    self.also[name].append({"run_id": self.run_id, **row})
-            self.record(rows)
+            self.finish(key_row, measured)
+
+    def begin(self, key_row):
+        """Whether a cell is to be measured: False when it is done, or skipped (its rows then recorded)."""
+        keys = key_row if isinstance(key_row, list) else [key_row]
+        if cell_key(keys[0], self.key) in self.done:
+            return False
+        if reason := self.skip_reason(keys[0]):
+            self.record([{**k, "status": "skipped", "error": reason} for k in keys])
+            return False
+        return True
+
+    def finish(self, key_row, measured, **columns):
+        """Record a cell's measured columns (as run() takes them from measure()) or its failure (an exception);
+        `columns` override the key's (the device of the worker that ran it)."""
+        keys = [{**k, **columns} for k in (key_row if isinstance(key_row, list) else [key_row])]
+        also = {}
+        try:
+            if isinstance(measured, Exception):
+                raise measured
+            if isinstance(measured, Rows):
+                measured, also = measured.rows, measured.also
+            if isinstance(key_row, list):
+                rows = [{**k, **m} for k, m in zip(keys, measured, strict=True)]
+            else:
+                rows = [{**keys[0], **m} for m in (measured if isinstance(measured, list) else [measured])]
+        except Exception as error:  # failures are rows; the sweep goes on
+            also, rows = {}, [failure_row(k, error) for k in keys]
+        for name, extra in also.items():
+            for row in extra:
+                self.also[name].append({"run_id": self.run_id, **row})
+        self.record(rows)
 
     def run_group(self, key_rows, measure):
         """Cells measured together (bench.timing.measure_group interleaves their repeats): measure(indices) -> for
@@ -197,9 +214,29 @@ class Sweep:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def run_cells(self, cells, *, key_row, measure, desc, deadline=None):
-        """Every cell through run(), driven by drive(): key_row(cell) and measure(cell) as run() takes them."""
-        return drive(cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc, deadline=deadline)
+    def run_cells(self, cells, *, key_row, measure, desc, deadline=None, remote=None, how=None):
+        """Every cell through run(), driven by drive(): key_row(cell) and measure(cell) as run() takes them. With
+        `how` (bench.executor.options) naming the ray executor, each cell is instead a task of remote(cell) ->
+        (target, args), whose result is (measured, the worker's device column), recorded here as it returns."""
+        if how is None or how["executor"] == "local":
+            return drive(cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc,
+                         deadline=deadline)
+        jobs = []
+        for cell in cells:
+            key, (target, args) = key_row(cell), remote(cell)
+            first = key[0] if isinstance(key, list) else key
+            jobs.append(executor.Job(lambda key=key, args=args: args if self.begin(key) else None, target,
+                                     lambda result, info, key=key: self.finish_remote(key, result),
+                                     frozenset({self.series_of(first)})))
+        left, infos = executor.run(jobs, desc=desc, deadline=deadline, **how)
+        executor.record_nodes(self.out_dir, infos)
+        return left
+
+    def finish_remote(self, key_row, result):
+        if isinstance(result, Exception):
+            return self.finish(key_row, result)
+        measured, device = result
+        self.finish(key_row, measured, device=device)
 
     def recover_in_flight(self):
         """A cell that was running when the process died is recorded as an error, not run again."""

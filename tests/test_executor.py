@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import executor, scaling
+from bench import decode, executor, numerics, scaling
 from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,14 +64,25 @@ def test_a_ray_address_with_nothing_listening_is_one_line_and_exit_2_within_30_s
     assert not (tmp_path / "run").exists()
 
 
+SUITES = {  # suite: (its smoke command line narrowed, its CSV, the columns that must be equal, as well as the key)
+    "scaling": (scaling, SMOKE, "scaling.csv", ("flops", "params")),
+    "decode": (decode, ["--preset", "smoke", "--device", "cpu", "--models", "gss,attention", "--prompt-lens", "16"],
+               "decode.csv", ("state_mb",)),
+    "numerics": (numerics, ["--preset", "smoke", "--device", "cpu", "--models", "gss,conv"], "numerics.csv", ()),
+}
+
+
 @pytest.mark.ray
-def test_ray_rows_are_a_local_runs_cells_keys_and_columns(tmp_path):
-    for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
-        assert scaling.main([*SMOKE, "--out", str(tmp_path / name), *extra]) == 0
-    local, remote = rows(tmp_path / "local" / "scaling.csv"), rows(tmp_path / "ray" / "scaling.csv")
+@pytest.mark.parametrize("suite", SUITES)
+def test_ray_rows_are_a_local_runs_cells_keys_and_columns(tmp_path, suite):
+    module, argv, name, exact = SUITES[suite]
+    for run, extra in (("local", []), ("ray", ["--executor", "ray"])):
+        assert module.main([*argv, "--out", str(tmp_path / run), *extra]) == 0
+    local, remote = rows(tmp_path / "local" / name), rows(tmp_path / "ray" / name)
     assert list(local[0]) == list(remote[0])  # the same columns in the same order
-    assert sorted(tuple(r[k] for k in KEY) for r in local) == sorted(tuple(r[k] for k in KEY) for r in remote)
-    assert {r["flops"] for r in local} == {r["flops"] for r in remote}
+    key = [k for k in local[0] if k in ("model", "mode", "method", "dtype", "device", "batch", "seq_len",
+                                        "prompt_len", "dim", "depth", "kernel_N", "status", *exact)]
+    assert sorted(tuple(r[k] for k in key) for r in local) == sorted(tuple(r[k] for k in key) for r in remote)
     (node,) = json.loads((tmp_path / "ray" / "env.json").read_text())["nodes"]
     assert node["devices"] == ["cpu"] and node["host"]
 
