@@ -98,3 +98,20 @@ def suite_seconds(suite, cells, timing):
     one = {"scaling": lambda c: scaling_cell(c, timing), "profiling": lambda c: profiling_cell(c, timing),
            "decode": lambda c: decode_cell(c, timing), "numerics": numerics_cell, "perplexity": training_cell}[suite]
     return sum(one(cell) for cell in cells)
+
+
+def scaling_group_seconds(preset, measured=None):
+    """Seconds of each interleaved group of a scaling preset's cells, in their order: a cell's measured step
+    (`measured`: {(model, mode, dtype, seq_len, kernel_N, conv_kernel) as CSV strings: seconds}, from a run's
+    scaling.csv) through the timing rule, else scaling_cell's estimate. For bench.executor.simulate."""
+    from argparse import Namespace
+
+    from bench.config import GRID_FLAGS, groups_of, layer_cells
+
+    args = Namespace(**dict.fromkeys((*GRID_FLAGS, "modes", "dtype", "batch", "dim")), compile=False)
+
+    def seconds(c):
+        key = (c.model, c.mode, c.dtype, str(c.seq_len), str(c.kernel_N or ""), str(c.conv_kernel or ""))
+        step = (measured or {}).get(key)
+        return scaling_cell(c, preset.timing) if step is None else CELL_S + step * (2 + timed_steps(step, preset.timing))
+    return [sum(seconds(c) for c in group) for group in groups_of(layer_cells(args, preset))]

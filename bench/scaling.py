@@ -183,7 +183,7 @@ def run(args, ctx):
 
 def group_jobs(ctx, sweep, name):
     """The sweep's interleaved groups as executor jobs: begin and done run here (the one writer), the group is
-    measured by measure_remote on a worker; a group waits for the groups before it that share a series."""
+    measured by measure_remote on a worker."""
     for group in groups_of(ctx.cells):
         keys, pending = [cell.key_row(name) for cell in group], []
 
@@ -195,8 +195,7 @@ def group_jobs(ctx, sweep, name):
             rows, device = ([result] * len(pending), None) if isinstance(result, Exception) else result
             sweep.finish_group(keys, pending, rows, **({"device": device} if device else {}))
 
-        yield executor.Job(begin, ("bench.scaling", "measure_remote"), done,
-                           frozenset(sweep.series_of(k) for k in keys))
+        yield executor.Job(begin, ("bench.scaling", "measure_remote"), done)
 
 
 def measure_remote(cells, device_type, timing):

@@ -224,10 +224,8 @@ class Sweep:
         jobs = []
         for cell in cells:
             key, (target, args) = key_row(cell), remote(cell)
-            first = key[0] if isinstance(key, list) else key
             jobs.append(executor.Job(lambda key=key, args=args: args if self.begin(key) else None, target,
-                                     lambda result, info, key=key: self.finish_remote(key, result),
-                                     frozenset({self.series_of(first)})))
+                                     lambda result, info, key=key: self.finish_remote(key, result)))
         left, infos = executor.run(jobs, desc=desc, deadline=deadline, **how)
         executor.record_nodes(self.out_dir, infos)
         return left

@@ -29,8 +29,8 @@ def rows(path):
 
 def jobs(targets, results):
     """Jobs of tests.executor_targets functions; each done() appends (index, result) to results."""
-    return [executor.Job(lambda a=args: a, ("tests.executor_targets", name), lambda r, info, i=i: results.append((i, r)),
-                         frozenset({f"s{i}"})) for i, (name, args) in enumerate(targets)]
+    return [executor.Job(lambda a=args: a, ("tests.executor_targets", name), lambda r, info, i=i: results.append((i, r)))
+            for i, (name, args) in enumerate(targets)]
 
 
 def test_the_local_executor_runs_jobs_in_order_and_a_failing_target_is_its_result():
@@ -126,3 +126,28 @@ def test_ctrl_c_leaves_a_csv_that_resume_completes_without_repeating_or_losing_a
     expected = subprocess.run([*argv[:-2], "--list"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
     assert len(after) == len(expected) and {r["status"] for r in after} == {"ok"}
     assert os.path.exists(tmp_path / "run" / "env.json")
+
+
+def test_simulated_wall_times_of_a_queue_and_of_static_shards():
+    costs = [4.0, 1.0, 1.0, 1.0, 1.0]
+    assert executor.simulate(costs, 1) == executor.static_shards(costs, 1) == 8.0
+    assert executor.simulate(costs, 2) == 4.0  # one worker takes the long job, the other the four short ones
+    assert executor.static_shards(costs, 2) == 6.0  # slices [4, 1, 1] and [1, 1]
+    assert executor.simulate(costs, 2, series=[{"a"}] * 5) == 8.0  # one series held in order: no parallelism
+    # j2 waits for j0 (a) until 4 on the worker free at 1, j3 and j4 follow j1 and j2 (b): 6
+    assert executor.simulate(costs, 2, series=[{"a"}, {"b"}, {"a"}, {"b"}, {"b"}]) == 6.0
+
+
+def test_a_presets_group_seconds_take_a_measured_step_through_the_timing_rule():
+    from bench import config, estimate
+
+    preset = config.SCALING_PRESETS["smoke"]
+    cells = [c for g in preset.grids for c in g.cells()]
+    estimated = estimate.scaling_group_seconds(preset)
+    assert len(estimated) == len(config.groups_of(cells))
+    assert sum(estimated) == pytest.approx(sum(estimate.scaling_cell(c, preset.timing) for c in cells))
+    c = cells[0]
+    step = {(c.model, c.mode, c.dtype, str(c.seq_len), str(c.kernel_N or ""), str(c.conv_kernel or "")): 2.0}
+    measured = estimate.scaling_group_seconds(preset, step)  # 2 s > the budget: 1 warm-up and 5 timed repeats
+    assert sum(measured) - sum(estimated) == pytest.approx(
+        estimate.CELL_S + 2.0 * (2 + 1 + 5) - estimate.scaling_cell(c, preset.timing))
