@@ -25,15 +25,17 @@ CUDA cell falls back to `cpu_wall`.
 
 import bisect
 import sys
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
 
 import models
-from bench import cli
+from bench import cli, executor
 from bench.config import Grid, Preset, layer_cells
 from bench.results import format_value
 from bench.sweep import Sweep, device_name
@@ -210,15 +212,31 @@ def run(args, ctx):
         return rows_of(result, f"{TRACES}/{trace}")
 
     sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), measure=measure, desc="profiling",
-                    deadline=ctx.deadline)
+                    deadline=ctx.deadline, how=executor.options(args, ctx.device),
+                    remote=lambda cell: (("bench.profiling", "measure_remote"), (cell, ctx.device.type,
+                                                                                 ctx.preset.timing)))
     return ctx.out_dir / CSV
 
 
+def measure_remote(cell, device_type, timing):
+    """A cell profiled where a Ray task runs (bench.executor): its rows, that worker's device column and its
+    trace's files (written by the driver, the one writer)."""
+    device, trace = torch.device(device_type), trace_name(cell)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = profile_cell(cell, device, Path(tmp) / trace, **timing)
+        files = {f"{TRACES}/{trace}/{p.relative_to(Path(tmp) / trace)}": p.read_bytes()
+                 for p in sorted((Path(tmp) / trace).rglob("*")) if p.is_file()}
+    return rows_of(result, f"{TRACES}/{trace}"), device_name(device), files
+
+
 def make_parser():
-    return cli.parser(__doc__, "python -m bench.profiling", cli.LAYER_FLAGS)
+    p = cli.parser(__doc__, "python -m bench.profiling", cli.LAYER_FLAGS)
+    executor.add_flags(p)
+    return p
 
 
-HOW = dict(presets=PROFILE_PRESETS, build_cells=layer_cells)  # how a command line becomes cells (cli.resolve)
+# how a command line becomes cells (cli.resolve)
+HOW = dict(presets=PROFILE_PRESETS, build_cells=layer_cells, convert=executor.convert)
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ import gc
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from bench import executor
 from bench.results import (
     DIED_ERROR,
     RowWriter,
+    atomic_path,
     cell_key,
     format_value,
     in_flight,
@@ -231,9 +233,16 @@ class Sweep:
         return left
 
     def finish_remote(self, key_row, result):
+        """A task's result: an exception, or (measured, the worker's device column[, {path under the run
+        directory: bytes}]); the files (a profiler trace) are written here, before the rows that name them."""
         if isinstance(result, Exception):
             return self.finish(key_row, result)
-        measured, device = result
+        measured, device, *files = result
+        for relative, data in (files[0] if files else {}).items():
+            path = self.out_dir / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(data)
         self.finish(key_row, measured, device=device)
 
     def recover_in_flight(self):

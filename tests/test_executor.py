@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import decode, executor, numerics, scaling
+from bench import decode, executor, numerics, profiling, scaling
 from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,8 @@ SUITES = {  # suite: (its smoke command line narrowed, its CSV, the columns that
     "decode": (decode, ["--preset", "smoke", "--device", "cpu", "--models", "gss,attention", "--prompt-lens", "16"],
                "decode.csv", ("state_mb",)),
     "numerics": (numerics, ["--preset", "smoke", "--device", "cpu", "--models", "gss,conv"], "numerics.csv", ()),
+    "profiling": (profiling, ["--preset", "smoke", "--device", "cpu", "--models", "gss,attention"],
+                  "op_breakdown.csv", ("category", "trace")),
 }
 
 
@@ -80,11 +82,13 @@ def test_ray_rows_are_a_local_runs_cells_keys_and_columns(tmp_path, suite):
         assert module.main([*argv, "--out", str(tmp_path / run), *extra]) == 0
     local, remote = rows(tmp_path / "local" / name), rows(tmp_path / "ray" / name)
     assert list(local[0]) == list(remote[0])  # the same columns in the same order
-    key = [k for k in local[0] if k in ("model", "mode", "method", "dtype", "device", "batch", "seq_len",
+    key = [k for k in local[0] if k in ("model", "mode", "method", "dtype", "device", "batch", "seq_len", "category",
                                         "prompt_len", "dim", "depth", "kernel_N", "status", *exact)]
     assert sorted(tuple(r[k] for k in key) for r in local) == sorted(tuple(r[k] for k in key) for r in remote)
     (node,) = json.loads((tmp_path / "ray" / "env.json").read_text())["nodes"]
     assert node["devices"] == ["cpu"] and node["host"]
+    for r in remote:  # a trace the worker wrote comes back as files the driver wrote, where its row says
+        assert not r.get("trace") or any((tmp_path / "ray" / r["trace"]).rglob("*.json"))
 
 
 @pytest.mark.ray
@@ -151,3 +155,12 @@ def test_a_presets_group_seconds_take_a_measured_step_through_the_timing_rule():
     measured = estimate.scaling_group_seconds(preset, step)  # 2 s > the budget: 1 warm-up and 5 timed repeats
     assert sum(measured) - sum(estimated) == pytest.approx(
         estimate.CELL_S + 2.0 * (2 + 1 + 5) - estimate.scaling_cell(c, preset.timing))
+
+
+def test_run_all_takes_the_executor_flags_and_keeps_gpu_check_local(tmp_path, capsys):
+    import run_all
+
+    assert_usage_error(run_all.main, ["--preset", "gpu-check", "--device", "cpu", "--executor", "ray"],
+                       tmp_path / "run", capsys, "gpu-check")
+    assert_usage_error(run_all.main, ["--cell-timeout", "3"], tmp_path / "run", capsys, "--executor ray")
+    assert set(run_all.RAY_SUITES) == set(run_all.SUITES) - {"perplexity"}
