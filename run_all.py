@@ -46,7 +46,6 @@ MODULES = {"scaling": scaling, "perplexity": perplexity, "profiling": profiling,
            "numerics": numerics}
 SUITES = {name: module.main for name, module in MODULES.items()}
 STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
-RAY_SUITES = ("scaling", "profiling", "decode", "numerics")  # those that take --executor ray (not perplexity yet)
 GPU_CHECK = "gpu-check"
 GPU_BUDGET_S = 420  # the gpu-check preset's suites, the second scaling pass included
 GPU_CHECK_DEVICES = ("cuda",)
@@ -127,12 +126,10 @@ def main(argv=None):
     return code
 
 
-def run_step(name, argv, ray=()):
-    """One suite; `ray`, the executor flags, go to the suites that take them (the others run here, and say so)."""
+def run_step(name, argv, executor_flags=()):
+    """One suite, with the executor's flags (--executor ray and its options) when given."""
     print(f"== {name}", file=sys.stderr, flush=True)
-    if ray and name not in RAY_SUITES:
-        print(f"{name}: runs in this process (--executor ray does not reach it yet)", file=sys.stderr, flush=True)
-    return SUITES[name]([*argv, *(ray if name in RAY_SUITES else ())])
+    return SUITES[name]([*argv, *executor_flags])
 
 
 def planned(args, common):

@@ -43,11 +43,12 @@ CONNECT_TIMEOUT_S = 5.0
 
 @dataclass
 class Job:
-    """begin() -> the arguments of target for what is left to run (None: nothing, its rows are recorded);
-    target: (module, function), importable on every worker; done(result or exception, worker info)."""
+    """begin() -> (target, args) for what is left to run, target a (module, function) importable on every worker
+    (None: nothing to run, its rows are recorded); done(result or exception, worker info); ready() -> whether
+    begin may run yet (a training at a selected rate waits for its selection)."""
     begin: object
-    target: tuple
     done: object
+    ready: object = None
 
 
 def call(target, args):
@@ -93,9 +94,9 @@ def run(jobs, *, executor="local", desc, unit="cell", deadline=None, clock=time.
         if deadline is not None and clock() >= deadline:
             _time_limit(desc, len(jobs) - i, len(jobs), unit)
             return len(jobs) - i, infos
-        args = job.begin()
-        if args is not None:
-            job.done(*_local(job.target, args))
+        work = job.begin()
+        if work is not None:
+            job.done(*_local(*work))
     return 0, infos
 
 
@@ -131,17 +132,18 @@ def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_
     try:
         while waiting or running:
             room = capacity() - len(running)
-            while waiting and room > 0:
-                job = waiting.pop(0)
+            while room > 0 and (job := next((j for j in waiting if j.ready is None or j.ready() or not running),
+                                            None)) is not None:  # the first that may start: all, once idle
+                waiting.remove(job)
                 if deadline is not None and clock() >= deadline:
                     _time_limit(desc, len(waiting) + 1, len(jobs), unit)
                     waiting = []
                     break
-                args = job.begin()
-                if args is None:
+                work = job.begin()
+                if work is None:
                     bar.update()
                     continue
-                running[task.remote(job.target, args)] = (job, clock())
+                running[task.remote(*work)] = (job, clock())
                 room -= 1
             if not running:
                 continue

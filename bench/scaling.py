@@ -189,13 +189,14 @@ def group_jobs(ctx, sweep, name):
 
         def begin(group=group, keys=keys, pending=pending):
             pending[:] = sweep.begin_group(keys)
-            return ([group[i] for i in pending], ctx.device.type, ctx.preset.timing) if pending else None
+            return (("bench.scaling", "measure_remote"), ([group[i] for i in pending], ctx.device.type,
+                                                          ctx.preset.timing)) if pending else None
 
         def done(result, info, keys=keys, pending=pending):
             rows, device = ([result] * len(pending), None) if isinstance(result, Exception) else result
             sweep.finish_group(keys, pending, rows, **({"device": device} if device else {}))
 
-        yield executor.Job(begin, ("bench.scaling", "measure_remote"), done)
+        yield executor.Job(begin, done)
 
 
 def measure_remote(cells, device_type, timing):

@@ -216,18 +216,24 @@ class Sweep:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def run_cells(self, cells, *, key_row, measure, desc, deadline=None, remote=None, how=None):
+    def run_cells(self, cells, *, key_row, measure, desc, deadline=None, remote=None, how=None, ready=None):
         """Every cell through run(), driven by drive(): key_row(cell) and measure(cell) as run() takes them. With
         `how` (bench.executor.options) naming the ray executor, each cell is instead a task of remote(cell) ->
-        (target, args), whose result is (measured, the worker's device column), recorded here as it returns."""
+        (target, args), whose result is (measured, the worker's device column), recorded here as it returns;
+        ready(cell), when given, holds a cell back while it is False (bench.executor.Job.ready)."""
         if how is None or how["executor"] == "local":
             return drive(cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc,
                          deadline=deadline)
         jobs = []
-        for cell in cells:
-            key, (target, args) = key_row(cell), remote(cell)
-            jobs.append(executor.Job(lambda key=key, args=args: args if self.begin(key) else None, target,
-                                     lambda result, info, key=key: self.finish_remote(key, result)))
+        for cell in cells:  # key_row and remote at the cell's start: a selected rate is known only then
+            keys = []
+
+            def begin(cell=cell, keys=keys):
+                keys[:] = [key_row(cell)]
+                return remote(cell) if self.begin(keys[0]) else None
+
+            jobs.append(executor.Job(begin, lambda result, info, keys=keys: self.finish_remote(keys[0], result),
+                                     None if ready is None else (lambda cell=cell: ready(cell))))
         left, infos = executor.run(jobs, desc=desc, deadline=deadline, **how)
         executor.record_nodes(self.out_dir, infos)
         return left

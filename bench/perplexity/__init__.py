@@ -14,15 +14,17 @@ import functools
 import sys
 from dataclasses import replace
 
+import torch
+
 import models
-from bench import cli, usage
+from bench import cli, executor, usage
 from bench.data import load_corpus
 from bench.perplexity import lm, mqar
 from bench.perplexity.grid import PERPLEXITY_PRESETS, TASKS, TrainGrid
 from bench.recall import check as check_recall
 from bench.results import cell_key
 from bench.schema import TABLES
-from bench.sweep import Sweep, drive
+from bench.sweep import Sweep, device_name, drive
 from bench.usage import UsageError
 
 CSV, CURVE_CSV, RECALL_CSV = "perplexity.csv", lm.CURVE_CSV, "recall.csv"
@@ -85,6 +87,7 @@ def shard(cells, spec):
 
 def convert(args):
     """The suite's own flags (cli.convert_flags handles the shared ones)."""
+    executor.convert(args)
     cli.convert_lists(args, seq_len=usage.positive_int, eval_lengths=usage.positive_int, seeds=_seed,
                       lr=usage.positive_number)
     cli.convert_ints(args, "steps", "depth", "vocab", "num_kv_pairs")
@@ -116,9 +119,12 @@ class SelectingSweep(Sweep):
         return cell.lrs[0] if len(cell.lrs) == 1 else self.chosen.get(cell_key(base, self.group))
 
 
+UNSELECTED = ("no learning rate selected for this training: the first seed's selection failed or did not run (a "
+              "shard holds a group's seeds together)")
+
+
 def unselected(*_):
-    raise RuntimeError("no learning rate selected for this training: the first seed's selection failed or did "
-                       "not run (a shard holds a group's seeds together)")
+    raise RuntimeError(UNSELECTED)
 
 
 def run(args, ctx):
@@ -126,34 +132,87 @@ def run(args, ctx):
     shared = dict(out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
     sweeps = {"lm": SelectingSweep(CSV, also=(CURVE_CSV,), **shared), "recall": SelectingSweep(RECALL_CSV, **shared)}
 
-    def run_cell(cell):
+    def plan(cell):
+        """(sweep, key row(s), the rate to train at: None for a selection)"""
         sweep = sweeps[cell.task]
         corpus = corpus_of(cell.corpus) if cell.task == "lm" else None
         base = lm.base_row(cell, corpus, ctx.device) if corpus else mqar.base_row(cell)
-        measure = functools.partial(lm.measure, cell, corpus) if corpus else functools.partial(mqar.measure, cell)
         if cell.selects:  # keyed by its first row: the smallest rate's validation row
             first = dict(lr=cell.lrs[0], split="val", eval_seq_len=cell.seq_len) if corpus else dict(lr=cell.lrs[0])
-            sweep.run({**base, **first}, lambda: measure(ctx.device))
-            return
+            return sweep, {**base, **first}, None
         rate = sweep.rate_for(cell, base)
         keys = [{**base, "lr": rate, "split": "test", "eval_seq_len": m * cell.seq_len} for m in cell.eval_lengths]
-        sweep.run(keys if corpus else {**base, "lr": rate},
-                  (lambda: measure(ctx.device, lr=rate)) if rate is not None else unselected)
+        return sweep, keys if corpus else {**base, "lr": rate}, rate
 
-    drive(ctx.cells, run_cell, desc="perplexity", deadline=ctx.deadline)
+    def run_cell(cell):
+        sweep, key, rate = plan(cell)
+        if not cell.selects and rate is None:
+            return sweep.run(key, unselected)
+        sweep.run(key, lambda: measure(cell, ctx.device, rate))
+
+    if args.executor == "local":
+        drive(ctx.cells, run_cell, desc="perplexity", deadline=ctx.deadline)
+    else:  # a training at a selected rate waits for its selection, then starts with the rate it chose
+        _, infos = executor.run(jobs(ctx.cells, plan), desc="perplexity", deadline=ctx.deadline,
+                                   **executor.options(args, ctx.device))
+        executor.record_nodes(ctx.out_dir, infos)
     return ctx.out_dir / CSV
+
+
+def jobs(cells, plan):
+    """The trainings as executor jobs, in order; one at a selected rate is held until its selection (the first
+    seed's cell of the same model and options) has finished, here or in the run being resumed."""
+    def group(c):
+        return c.task, c.model, c.seq_len, c.kernel_N, c.kernel_H, c.lambda_imag_exp, c.conv_kernel, c.corpus
+
+    selections, finished = {group(c): c for c in cells if c.selects}, set()
+    for cell in cells:
+        state = {}
+
+        def begin(cell=cell, state=state):
+            sweep, key, rate = plan(cell)
+            state.update(sweep=sweep, key=key)
+            if not sweep.begin(key):
+                finished.add(group(cell)) if cell.selects else None
+                return None
+            if not cell.selects and rate is None:  # its selection failed: as locally, an error row
+                sweep.finish(key, RuntimeError(UNSELECTED))
+                return None
+            return ("bench.perplexity", "measure_remote"), (cell, sweep.device.type, rate)
+
+        def done(result, info, cell=cell, state=state):
+            state["sweep"].finish_remote(state["key"], result)
+            if cell.selects:
+                finished.add(group(cell))
+
+        held = not cell.selects and group(cell) in selections
+        yield executor.Job(begin, done, (lambda cell=cell: group(cell) in finished) if held else None)
+
+
+def measure(cell, device, rate):
+    corpus = corpus_of(cell.corpus) if cell.task == "lm" else None
+    return lm.measure(cell, corpus, device, lr=rate) if corpus else mqar.measure(cell, device, lr=rate)
+
+
+def measure_remote(cell, device_type, rate):
+    """A training where a Ray task runs (bench.executor): its rows (and curves), and that worker's device."""
+    device = torch.device(device_type)
+    return measure(cell, device, rate), device_name(device)
+
 
 
 def make_parser():
     shared = ("--models", "--batch", "--dim", "--depth", "--kernel-n", "--lambda-imag-exp", "--conv-kernel", "--dtype")
-    return cli.parser(__doc__, "python -m bench.perplexity", shared, task="lm, recall (default: the preset's tasks)",
-                      corpus="synthetic, stdlib, enwik8[:PATH], or a path to a text file",
-                      seq_len="training length (recall: comma-separated lengths)", steps="optimiser steps",
-                      seeds="comma-separated seeds", eval_lengths="multiples of the training length, e.g. 1,2,4",
-                      lr="peak rates; with several, each model selects its own on validation (first seed)",
-                      dtype="float32, bfloat16 or float16 (autocast; one dtype)",
-                      vocab="recall vocabulary (default: the grid's if above the longest length, else the next power "
-                            "of two)", num_kv_pairs="recall key-value pairs per sequence")
+    p = cli.parser(__doc__, "python -m bench.perplexity", shared, task="lm, recall (default: the preset's tasks)",
+                   corpus="synthetic, stdlib, enwik8[:PATH], or a path to a text file",
+                   seq_len="training length (recall: comma-separated lengths)", steps="optimiser steps",
+                   seeds="comma-separated seeds", eval_lengths="multiples of the training length, e.g. 1,2,4",
+                   lr="peak rates; with several, each model selects its own on validation (first seed)",
+                   dtype="float32, bfloat16 or float16 (autocast; one dtype)",
+                   vocab="recall vocabulary (default: the grid's if above the longest length, else the next power "
+                         "of two)", num_kv_pairs="recall key-value pairs per sequence")
+    executor.add_flags(p)
+    return p
 
 
 # how a command line becomes cells (cli.resolve)
