@@ -18,6 +18,7 @@ process's path. A worker that dies (a crash, Ray's out-of-memory killer, a lost 
 leaves a CSV that --resume continues. Ray is imported only here, and only by the ray executor.
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -118,9 +119,7 @@ def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_
 
     started = not ray.is_initialized()
     if started:
-        env = {"working_dir": str(REPO_ROOT), "excludes": EXCLUDES}
-        ray.init(address=address, runtime_env=env, include_dashboard=False, log_to_driver=True,
-                 **({} if address else {"num_cpus": os.cpu_count(), "num_gpus": gpus or None}))
+        _init(address)
     cpus = threads or int(ray.cluster_resources().get("CPU", os.cpu_count()) // max(1, len(ray.nodes())))
     task = ray.remote(max_retries=0)(call).options(num_cpus=0 if gpus else cpus, num_gpus=1 if gpus else 0)
     infos, running, waiting, bar = [], {}, list(jobs), tqdm(total=len(jobs), desc=desc, unit=unit, file=sys.stderr,
@@ -217,6 +216,29 @@ def convert(args):
         except ImportError:
             raise UsageError("--executor ray: the ray package is not installed (pip install -r requirements.txt)") \
                 from None
+
+
+def _init(address):
+    import ray
+
+    ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES},
+             include_dashboard=False, log_to_driver=True, **({} if address else {"num_cpus": os.cpu_count()}))
+
+
+@contextlib.contextmanager
+def session(args):
+    """With --executor ray, one Ray instance (or connection) for every suite run inside (run_all.py): each suite
+    then joins it instead of starting and stopping its own."""
+    if getattr(args, "executor", "local") != "ray":
+        yield
+        return
+    import ray
+
+    _init(args.ray_address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def simulate(costs, workers, *, series=None):

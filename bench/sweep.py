@@ -249,7 +249,7 @@ class Sweep:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 Path(tmp).write_bytes(data)
-        self.finish(key_row, measured, device=device)
+        self.finish(key_row, measured, **({"device": device} if "device" in self.table.columns else {}))
 
     def recover_in_flight(self):
         """A cell that was running when the process died is recorded as an error, not run again."""

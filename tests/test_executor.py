@@ -72,9 +72,10 @@ SUITES = {  # suite: (its smoke command line narrowed, its CSV, the columns that
     "profiling": (profiling, ["--preset", "smoke", "--device", "cpu", "--models", "gss,attention"],
                   "op_breakdown.csv", ("category", "trace")),
     # two seeds: the second trains at the rate the first selected, so its task waits for that selection
-    "perplexity": (perplexity, ["--preset", "smoke", "--device", "cpu", "--models", "gss,attention", "--task", "lm",
-                                "--seeds", "0,1"], "perplexity.csv", ("seed", "lr", "split", "eval_seq_len",
-                                                                      "lr_selected")),
+    "perplexity": (perplexity, ["--preset", "smoke", "--device", "cpu", "--models", "gss,attention", "--seeds", "0,1"],
+                   "perplexity.csv", ("seed", "lr", "split", "eval_seq_len", "lr_selected")),
+    "recall": (perplexity, ["--preset", "smoke", "--device", "cpu", "--models", "gss,attention", "--seeds", "0,1"],
+               "recall.csv", ("seed", "lr", "lr_selected")),
 }
 
 
