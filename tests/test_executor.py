@@ -169,3 +169,12 @@ def test_run_all_takes_the_executor_flags_and_keeps_gpu_check_local(tmp_path, ca
                        tmp_path / "run", capsys, "gpu-check")
     assert_usage_error(run_all.main, ["--cell-timeout", "3"], tmp_path / "run", capsys, "--executor ray")
     assert all("--executor" in module.make_parser().format_help() for module in run_all.MODULES.values())
+
+
+def test_the_local_executor_never_imports_ray(tmp_path):
+    code = ("import sys; from bench import scaling; "
+            f"assert scaling.main(['--preset', 'smoke', '--device', 'cpu', '--models', 'gss', '--seq-lens', '8', "
+            f"'--modes', 'fwd', '--threads', '1', '--out', {str(tmp_path / 'run')!r}]) == 0; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
