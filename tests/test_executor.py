@@ -115,14 +115,15 @@ def test_a_hung_cell_is_cancelled_at_its_timeout_and_the_others_complete():
 
 
 @pytest.mark.ray
-def test_ctrl_c_leaves_a_csv_that_resume_completes_without_repeating_or_losing_a_cell(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
+def test_a_stopped_driver_leaves_a_csv_that_resume_completes_without_repeating_or_losing_a_cell(tmp_path, stop):
     argv = [sys.executable, "-m", "bench.scaling", "--preset", "smoke", "--device", "cpu", "--seq-lens",
             "32,64,128", "--executor", "ray", "--out", str(tmp_path / "run")]
     driver = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     csv_path, deadline = tmp_path / "run" / "scaling.csv", time.monotonic() + 120
     while time.monotonic() < deadline and (not csv_path.exists() or len(rows(csv_path)) < 4):
         time.sleep(0.2)
-    driver.send_signal(signal.SIGINT)
+    driver.send_signal(stop)
     driver.communicate(timeout=120)
     before = rows(csv_path)
     assert len(before) >= 4
@@ -178,3 +179,19 @@ def test_the_local_executor_never_imports_ray(tmp_path):
             "assert 'ray' not in sys.modules, 'ray imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_task_that_failed_on_its_worker_is_an_error_row_of_its_cell_and_the_sweep_goes_on(tmp_path):
+    import torch
+
+    from bench.sweep import Sweep
+
+    sweep = Sweep("decode.csv", out_dir=tmp_path, run_id="r", device=torch.device("cpu"), resume=False)
+    key = dict(model="gss", method="recurrent", dtype="float32", device="cpu", batch=1, dim=8, depth=1,
+               prompt_len=16, new_tokens=4)
+    sweep.finish_remote(key, RuntimeError(f"{executor.WORKER_DIED} (WorkerCrashedError)"))
+    sweep.finish_remote({**key, "prompt_len": 32}, (dict(time_per_token_ms=1.0, status="ok"), "cpu"))
+    sweep.writer.close()
+    died, ok = rows(tmp_path / "decode.csv")
+    assert (died["status"], died["error"]) == ("error", "RuntimeError: worker died in this cell (WorkerCrashedError)")
+    assert (ok["prompt_len"], ok["status"], ok["time_per_token_ms"]) == ("32", "ok", "1")
