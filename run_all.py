@@ -107,7 +107,7 @@ def main(argv=None):
         code = gpu_check(args, out_dir, common)
     else:
         ray = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-               if k in ("executor", "ray_address", "cell_timeout") and v is not None and args.executor == "ray"]
+               if k in ("executor", "ray_address", "cell_timeout") and v is not None] if args.executor == "ray" else []
         with executor.session(args):  # one Ray instance for every suite
             code = next((code for name in SUITES if name in args.only and (code := run_step(name, common, ray))), 0)
     if code not in (0, 1):

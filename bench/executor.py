@@ -19,6 +19,7 @@ leaves a CSV that --resume continues. Ray is imported only here, and only by the
 """
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -84,28 +85,52 @@ def check_address(address):
             from None
 
 
+@contextlib.contextmanager
+def frozen_gc():
+    """While sweeping, leave the objects alive before it (torch, the modules) out of garbage collection:
+    the collections around each cell then take microseconds, not ~0.1 s."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic, unit="cell"):
+    """The one local driver: run_cell(cell) for every cell in order, with a progress bar (cells done of total and
+    an ETA, on stderr) and garbage collection frozen for what lives before the sweep. With a `deadline` (on
+    `clock`), no cell starts after it: the cells left are not recorded, so --resume measures them later.
+    Returns the number of cells left."""
+    cells = list(cells)
+    with frozen_gc():
+        for i, cell in enumerate(tqdm(cells, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                                      mininterval=1.0)):
+            if deadline is not None and clock() >= deadline:
+                _time_limit(desc, len(cells) - i, len(cells), unit)
+                return len(cells) - i
+            run_cell(cell)
+    return 0
+
+
 def run(jobs, *, executor="local", desc, unit="cell", deadline=None, clock=time.monotonic, ray_address=None,
         threads=None, gpus=0, cell_timeout=None):
-    """Run `jobs` in order (see the module docstring); returns (jobs not started for the deadline, worker infos)."""
+    """Run `jobs` in order (see the module docstring); returns (jobs not started for the deadline, worker infos:
+    none locally)."""
     if executor == "ray":
         return _run_ray(list(jobs), desc=desc, unit=unit, deadline=deadline, clock=clock, address=ray_address,
                         threads=threads, gpus=gpus, cell_timeout=cell_timeout)
-    infos, jobs = [], list(jobs)
-    for i, job in enumerate(tqdm(jobs, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)):
-        if deadline is not None and clock() >= deadline:
-            _time_limit(desc, len(jobs) - i, len(jobs), unit)
-            return len(jobs) - i, infos
-        work = job.begin()
-        if work is not None:
-            job.done(*_local(*work))
-    return 0, infos
+    return drive(jobs, _run_here, desc=desc, deadline=deadline, clock=clock, unit=unit), []
 
 
-def _local(target, args):
+def _run_here(job):
+    if (work := job.begin()) is None:
+        return
     try:
-        return call(target, args)[0], None
+        result = call(*work)[0]
     except Exception as error:  # the target's own machinery failed: its cells say so
-        return error, None
+        result = error
+    job.done(result, None)
 
 
 def _time_limit(desc, left, total, unit):

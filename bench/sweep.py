@@ -7,20 +7,18 @@ row), a list of row dicts (a cell of several rows, e.g. one per op category), or
 plus rows of the others). An exception becomes an `oom` or `error` row and the sweep goes on. After an OOM,
 the longer cells of the same series (the cell's key without its length column) are `skipped`. The cell in
 flight is marked on disk, so a resumed run records a cell that killed the process as `error` ("process died
-in this cell") instead of running it again forever. `drive` feeds a suite's cells to its sweeps.
+in this cell") instead of running it again forever. `drive` (bench.executor's local driver) feeds a suite's
+cells to its sweeps.
 """
 
-import contextlib
 import gc
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from bench import executor
+from bench.executor import drive  # the local driver, where the suites have always imported it from
 from bench.results import (
     DIED_ERROR,
     RowWriter,
@@ -42,36 +40,6 @@ def is_oom(error):
 def device_name(device):
     """The `device` column: cpu, or cuda:<device name> (CPU model and threads go to env.json)."""
     return "cpu" if device.type == "cpu" else f"cuda:{torch.cuda.get_device_name(device)}"
-
-
-@contextlib.contextmanager
-def frozen_gc():
-    """While sweeping, leave the objects alive before it (torch, the modules) out of garbage collection:
-    the collections around each cell then take microseconds, not ~0.1 s."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic, unit="cell"):
-    """The one driver: run_cell(cell) for every cell in order, with a progress bar (cells done of total and
-    an ETA, on stderr) and garbage collection frozen for what lives before the sweep. With a `deadline` (on
-    `clock`), no cell starts after it: the cells left are not recorded, so --resume measures them later.
-    Returns the number of cells left."""
-    cells = list(cells)
-    with frozen_gc():
-        for i, cell in enumerate(tqdm(cells, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                                      mininterval=1.0)):
-            if deadline is not None and clock() >= deadline:
-                left = len(cells) - i
-                print(f"{desc}: time limit reached, {left} of {len(cells)} {unit}s not run (--resume runs them)",
-                      file=sys.stderr, flush=True)
-                return left
-            run_cell(cell)
-    return 0
 
 
 def failure_row(key, error):
@@ -192,23 +160,13 @@ class Sweep:
             self.finish_group(key_rows, pending, results)
 
     def begin_group(self, key_rows):
-        """The indices of a group's cells still to run; done cells are left out, skipped ones recorded."""
-        pending = []
-        for i, key in enumerate(key_rows):
-            if cell_key(key, self.key) in self.done:
-                continue
-            if reason := self.skip_reason(key):
-                self.record([{**key, "status": "skipped", "error": reason}])
-                continue
-            pending.append(i)
-        return pending
+        """The indices of a group's cells still to run (begin, cell by cell)."""
+        return [i for i, key in enumerate(key_rows) if self.begin(key)]
 
     def finish_group(self, key_rows, pending, results, **columns):
-        """Record each pending cell's measured columns, or its failure (an exception); `columns` override the
-        key's (the device of the worker that ran it)."""
+        """Record each pending cell's measured columns or its failure (finish, cell by cell)."""
         for i, result in zip(pending, results, strict=True):
-            key = {**key_rows[i], **columns}
-            self.record([failure_row(key, result) if isinstance(result, Exception) else {**key, **result}])
+            self.finish(key_rows[i], result, **columns)
 
     def release(self):
         """Free what a cell left behind before the next one is measured."""

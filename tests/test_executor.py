@@ -119,11 +119,13 @@ def test_a_hung_cell_is_cancelled_at_its_timeout_and_the_others_complete():
 def test_a_stopped_driver_leaves_a_csv_that_resume_completes_without_repeating_or_losing_a_cell(tmp_path, stop):
     argv = [sys.executable, "-m", "bench.scaling", "--preset", "smoke", "--device", "cpu", "--seq-lens",
             "32,64,128", "--executor", "ray", "--out", str(tmp_path / "run")]
-    driver = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # its own process group, signalled whole as a terminal's Ctrl-C or a job killer does: no Ray process outlives it
+    driver = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
     csv_path, deadline = tmp_path / "run" / "scaling.csv", time.monotonic() + 120
     while time.monotonic() < deadline and (not csv_path.exists() or len(rows(csv_path)) < 4):
         time.sleep(0.2)
-    driver.send_signal(stop)
+    os.killpg(driver.pid, stop)
     driver.communicate(timeout=120)
     before = rows(csv_path)
     assert len(before) >= 4

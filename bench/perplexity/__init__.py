@@ -173,7 +173,8 @@ def jobs(cells, plan):
             sweep, key, rate = plan(cell)
             state.update(sweep=sweep, key=key)
             if not sweep.begin(key):
-                finished.add(group(cell)) if cell.selects else None
+                if cell.selects:  # done in the run resumed (or skipped): its rate is known, or never will be
+                    finished.add(group(cell))
                 return None
             if not cell.selects and rate is None:  # its selection failed: as locally, an error row
                 sweep.finish(key, RuntimeError(UNSELECTED))
