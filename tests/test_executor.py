@@ -55,6 +55,7 @@ def test_bad_executor_flags_exit_2_before_anything_is_written(tmp_path, capsys, 
     assert_usage_error(scaling.main, [*SMOKE, *argv], tmp_path / "run", capsys, flag)
 
 
+@pytest.mark.slow  # a subprocess: .ci/run's second step, keeping the default run within 90 s
 def test_a_ray_address_with_nothing_listening_is_one_line_and_exit_2_within_30_s(tmp_path):
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "bench.scaling", *SMOKE, "--executor", "ray", "--ray-address",
@@ -174,6 +175,7 @@ def test_run_all_takes_the_executor_flags_and_keeps_gpu_check_local(tmp_path, ca
     assert all("--executor" in module.make_parser().format_help() for module in run_all.MODULES.values())
 
 
+@pytest.mark.slow  # a subprocess: .ci/run's second step
 def test_the_local_executor_never_imports_ray(tmp_path):
     code = ("import sys; from bench import scaling; "
             f"assert scaling.main(['--preset', 'smoke', '--device', 'cpu', '--models', 'gss', '--seq-lens', '8', "
