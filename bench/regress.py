@@ -12,7 +12,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.regress_load import VALUE_COLUMNS, CompareError, cpu_model, describe, load, number, runs_class, standard_error_ms
+from bench.regress_load import (
+    VALUE_COLUMNS,
+    CompareError,
+    cpu_model,
+    describe,
+    load,
+    number,
+    runs_class,
+    standard_error_ms,
+    time_beside,
+)
 from bench.schema import KEY_COLUMNS, OPTIONS
 from bench.usage import Parser, UsageError, fail
 
@@ -127,11 +137,12 @@ class Gate:
             if any(r is None for r in refs):
                 self.add("note", "scaling.csv", cell, f"no {REFERENCE_MODEL} cell to compare times against")
                 return
-            tb, tc = tb / number(refs[0]["time_ms"]), tc / number(refs[1]["time_ms"])
-            rel_noise += [standard_error_ms(r) / number(r["time_ms"]) for r in refs]
+            beside = [time_beside(r, number(row["repeats_" + s])) for r, s in zip(refs, "bc", strict=True)]
+            tb, tc = tb / beside[0][0], tc / beside[1][0]
+            rel_noise += [se / t for t, se in beside]
         change = tc / tb - 1
         steps = [number(row["time_ms_b"]), number(row["time_ms_c"])]
-        steps += [number(r["time_ms"]) for r in refs] if self.relative else []
+        steps += [t for t, _ in beside] if self.relative else []
         if min(steps) < MIN_TIMED_MS[self.cls]:
             self.untimed.append((cell, change))
             return

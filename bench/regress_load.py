@@ -5,7 +5,7 @@ of a cell's median time. Torch-free (pandas)."""
 import json
 import math
 from pathlib import Path
-from statistics import NormalDist
+from statistics import NormalDist, median
 
 import pandas as pd
 
@@ -76,13 +76,30 @@ def standard_error_ms(row, suffix=""):
     of the median (median_interval: 95% or more) divided by the normal quantile of its exact coverage,
     z = Phi^-1(1 - tail); one repeat gives 0. Without (runs from before times_ms), from the IQR and repeats by a
     normal approximation: sigma = IQR / 1.349, se(median) = 1.2533 sigma / sqrt(n)."""
-    if times := sorted(repeat_times(row.get("times_ms" + suffix, ""))):
-        if len(times) == 1:
-            return 0.0
-        j, tail = median_interval(len(times)) or (0, 0.5 ** len(times))  # under 6 repeats: smallest and largest
-        return (times[-1 - j] - times[j]) / (2 * NormalDist().inv_cdf(1 - tail))
+    if times := repeat_times(row.get("times_ms" + suffix, "")):
+        return _median_se(sorted(times))
     iqr, n = number(row["time_iqr_ms" + suffix]), max(1.0, number(row["repeats" + suffix]) or 1.0)
     return 1.2533 * (iqr / 1.349) / math.sqrt(n) if iqr == iqr else 0.0
+
+
+def _median_se(times):
+    if len(times) == 1:
+        return 0.0
+    j, tail = median_interval(len(times)) or (0, 0.5 ** len(times))  # under 6 repeats: smallest and largest
+    return (times[-1 - j] - times[j]) / (2 * NormalDist().inv_cdf(1 - tail))
+
+
+def time_beside(ref, rounds):
+    """(median ms, its standard error) of a reference cell over the rounds another cell of its length ran beside
+    it: its first `rounds` repeats. The cells of a length run their repeats in interleaved rounds, and a
+    crossover's refinement adds rounds to the four cells around it afterwards, when this machine may run at
+    another speed: a ratio of a cell to a refined reference over all the reference's rounds moved by up to 57%
+    between identical quick runs on the development CPU. The whole row without repeat times or extra rounds."""
+    times = repeat_times(ref.get("times_ms", ""))
+    if not 0 < rounds < len(times):
+        return number(ref["time_ms"]), standard_error_ms(ref)
+    kept = sorted(times[:int(rounds)])
+    return median(kept), _median_se(kept)
 
 
 def runs_class(tables):

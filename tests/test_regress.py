@@ -292,3 +292,4 @@ def test_times_are_not_compared_across_cpu_models_but_counts_and_memory_are(tmp_
     assert ("times not compared: the runs ran on different CPU models (AMD EPYC vs Intel Xeon)" in out) != compared
     code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 2.0, "flops")))
     assert code == 1 and "flops changed" in out
+
