@@ -164,7 +164,8 @@ def fast_section(run_dir, found):
         bullets.append(f"gss-fast vs gss, {mode} {dtype} (the same function): {each}")
     lines = ["## gss-fast: gss's function, implemented faster", "",
              "gss-fast has gss's parameters and outputs (models/gss_fast.py: the kernel in real arithmetic, cached while "
-             "autograd is off, the convolution's backward in real transforms). Its speed-up over gss is gss's time / "
+             "autograd is off, the convolution's backward in real transforms; inference in place and, on the CPU, "
+             "its position-wise part in blocks). Its speed-up over gss is gss's time / "
              "gss-fast's, paired over the rounds of each length's interleaved group, with its 95% interval:", "",
              *table(["mode", "dtype", "seq_len", "gss time / gss-fast time", "95% interval",
                      "gss-fast peak memory / gss's"], shown)]
