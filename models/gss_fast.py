@@ -219,9 +219,9 @@ class FastGSS(GSS):
 
     # With autograd off on the CPU, the position-wise part (W_u and its GELU, W_g, the gate's product, W_o and
     # the residual) runs over blocks of this many rows (batch x positions), so no (B, L, E) tensor is formed:
-    # blocks of 4 MiB at E 1024 stay in the cache and in memory the allocator reuses, where whole (B, L, E)
-    # tensors above glibc's 32 MiB mmap threshold (L 4K and up at E 2048) are mapped afresh, page by page,
-    # at every call. A CUDA device runs it whole (no page faults, and each block would cost kernel launches).
+    # a block (8 MiB at E 2048) comes from memory the allocator reuses, where whole (B, L, E) tensors of glibc's
+    # 32 MiB mmap threshold and up (L 4K and up at E 2048) are mapped afresh, page by page, at every call.
+    # A CUDA device runs it whole (no page faults there, and each block would cost kernel launches).
     block_rows = 1024
 
     def forward(self, x):
