@@ -1,9 +1,11 @@
 """The GPU reference's preset, rehearsed on the CPU: its dry run, the CUDA checks' logic on planted reports,
 the estimate's arithmetic, the time limits, the spread of two passes and the packed run directory."""
 
+import gc
 import json
 import tarfile
 import time
+import weakref
 
 import pytest
 
@@ -206,3 +208,25 @@ def test_cuda_gate_times_steps_from_10_ms_up_at_the_measured_tolerance(tmp_path)
         "1 cells' times not gated: a step under 10 ms on cuda is launch-bound (docs/gpu.md)"]
     regressions = [f for f in regress.compare(first, third, relative=True).findings if f.kind == "regression"]
     assert len(regressions) == 1 and "seq_len=2048" in regressions[0].cell
+
+
+def test_drive_freezes_what_a_cell_keeps_and_collects_the_cycles_it_leaves():
+    """After each cell, a collection and gc.freeze(): what the cell keeps (a lazily imported module, a cache) is
+    frozen before the next cell, so later collections skip it; the cycles it leaves are collected, not frozen;
+    nothing stays frozen after the sweep."""
+    class Node:
+        pass
+
+    kept, cycles, frozen = [], [], []
+
+    def run_cell(cell):
+        frozen.append(gc.get_freeze_count())
+        kept.append(Node())
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        cycles.append(weakref.ref(a))
+
+    drive(range(3), run_cell, desc="t")
+    assert frozen[0] < frozen[1] < frozen[2]
+    assert all(ref() is None for ref in cycles)
+    assert gc.get_freeze_count() == 0
