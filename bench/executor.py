@@ -99,9 +99,9 @@ def frozen_gc():
 
 def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic, unit="cell"):
     """The one local driver: run_cell(cell) for every cell in order, with a progress bar (cells done of total and
-    an ETA, on stderr) and garbage collection frozen for what lives before the sweep. With a `deadline` (on
-    `clock`), no cell starts after it: the cells left are not recorded, so --resume measures them later.
-    Returns the number of cells left."""
+    an ETA, on stderr) and garbage collection frozen for what lives before the sweep and, after each cell's
+    garbage is collected, for what the cell keeps. With a `deadline` (on `clock`), no cell starts after it: the
+    cells left are not recorded, so --resume measures them later. Returns the number of cells left."""
     cells = list(cells)
     with frozen_gc():
         for i, cell in enumerate(tqdm(cells, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
