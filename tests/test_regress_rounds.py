@@ -29,6 +29,7 @@ def test_relative_times_use_the_reference_rounds_run_beside_the_cell(tmp_path, c
         refined("attention", 512, 30, 2.0)(row)
 
     base = scaling_rows(spread=spread, edit=both)
+    # planted rows, no clock: the refined attention cell's median over all 40 rounds is its planted 20 ms doubled
     assert [r["time_ms"] for r in base if r["seq_len"] == 512 and r["model"] == "attention"] == [40.0]
     code, out, _ = gate(tmp_path / "same", capsys, base, scaling_rows(spread=spread), "--relative")
     assert code == 0 and "0 regressions" in out, out

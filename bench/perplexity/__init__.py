@@ -201,7 +201,6 @@ def measure_remote(cell, device_type, rate):
     return measure(cell, device, rate), device_name(device)
 
 
-
 def make_parser():
     shared = ("--models", "--batch", "--dim", "--depth", "--kernel-n", "--lambda-imag-exp", "--conv-kernel", "--dtype")
     p = cli.parser(__doc__, "python -m bench.perplexity", shared, task="lm, recall (default: the preset's tasks)",
