@@ -172,6 +172,33 @@ def fast_section(run_dir, found):
     return lines, bullets
 
 
+STEADY = 0.25  # a median profiled / timed ratio further than this from 1: the machine's speed changed
+
+
+def steadiness_section(run_dir):
+    """The cells timed by the scaling suite and profiled later in the same run (bench.summaries.profile_drift):
+    their time in each, and, when the median ratio is off by more than STEADY, a finding that the machine's
+    speed changed during the run, so that the times of the suites after the scaling suite (profiling,
+    decode) are not taken at face value."""
+    drift = summaries.profile_drift(analysis.load_scaling(run_dir), analysis.load_csv(run_dir, "op_breakdown.csv"))
+    if drift.empty:
+        return [], []
+    median = drift.ratio.median()
+    rows = [(r.model, r.mode, tokens(r.seq_len), f"{r.time_ms:,.1f}", f"{r.step_ms:,.1f}", f"{r.ratio:.2f}")
+            for r in drift.itertuples()]
+    lines = ["## Steadiness of the machine", "",
+             "The same cells timed by the scaling suite and, minutes later, profiled (the profiler's own overhead "
+             f"is a few percent): median profiled / timed {median:.2f} over {len(drift)} cells.", ""]
+    bullets = []
+    if abs(median - 1) > STEADY:
+        warning = (f"the machine's speed changed during the run: profiled steps took {median:.2f}x the scaling "
+                   "suite's time for the same cells; the times of the suites run after the scaling suite "
+                   "(profiling, decode) are suspect")
+        lines += [f"**Warning:** {warning}.", ""]
+        bullets.append(warning)
+    return lines + table(["model", "mode", "seq_len", "scaling ms", "profiled ms", "ratio"], rows), bullets
+
+
 def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
     """Writes REPORT.md into report_dir (default: the run directory) and returns its path; figures are
     embedded, linked relative to it, when plots_dir holds them. findings.csv (bench.findings; `found`, when
@@ -192,7 +219,8 @@ def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
             dict(intervals=intervals_section(found)) if section is scaling_section else {}))
         body += lines
         bullets += found_here
-    for lines, found_here in (paper_section(run_dir, found, figs), fast_section(run_dir, found)):
+    for lines, found_here in (paper_section(run_dir, found, figs), fast_section(run_dir, found),
+                              steadiness_section(run_dir)):
         body, bullets = body + lines, bullets + found_here
     run_id = (env or {}).get("config", {}).get("run_id") or run_dir.name
     head = [f"# GSS Bench report: {run_id}", "",

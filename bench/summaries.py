@@ -190,6 +190,33 @@ def op_shares(ops):
     return out
 
 
+PROFILE_KEY = ("model", "mode", "dtype", "batch", "seq_len", "dim", *OPTIONS, "compiled")
+
+
+def profile_drift(scaling, ops):
+    """Per cell that both the scaling suite timed and the profiler measured on the host's wall clock (basis
+    cpu_wall): model, mode, seq_len, the scaling suite's time_ms, the profiled step_ms and step_ms / time_ms.
+    The same step measured twice in one run: a ratio far from 1 means the machine's speed changed between
+    the two suites (the profiler's own overhead here is a few percent)."""
+    if scaling is None or ops is None or "step_ms" not in ops.columns:
+        return pd.DataFrame(columns=["model", "mode", "seq_len", "time_ms", "step_ms", "ratio"])
+    ops = ok(ops)
+    ops = ops[ops.basis == "cpu_wall"] if "basis" in ops.columns else ops.iloc[:0]
+    key = [c for c in PROFILE_KEY if c in ops.columns and c in scaling.columns]
+
+    def keyed(df, value):
+        out = df[key + [value]].copy()
+        for c in key:  # both CSVs as written: compare the text, "" for an empty cell
+            out[c] = out[c].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        return out.drop_duplicates(key)
+
+    both = keyed(ok(scaling), "time_ms").merge(keyed(ops, "step_ms"), on=key)
+    both[["time_ms", "step_ms"]] = both[["time_ms", "step_ms"]].apply(pd.to_numeric, errors="coerce")
+    both = both[(both.time_ms > 0) & (both.step_ms > 0)]
+    return both.assign(seq_len=both.seq_len.astype(float).astype(int), ratio=both.step_ms / both.time_ms)[
+        ["model", "mode", "seq_len", "time_ms", "step_ms", "ratio"]].reset_index(drop=True)
+
+
 def decode_speedup(decode):
     """Per model, stepping method (recurrent state, or attention's kv_cache) and prompt length: time per token
     of reforward over the stepping method, i.e. how much faster carrying a state is than re-running the prefix."""
