@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from bench.analysis import ok
+from bench.results import cell_key
 from bench.schema import OPTIONS, TABLES
 
 # ---- training runs: labels, seed statistics, ablation deltas
@@ -190,31 +191,24 @@ def op_shares(ops):
     return out
 
 
-PROFILE_KEY = ("model", "mode", "dtype", "batch", "seq_len", "dim", *OPTIONS, "compiled")
-
-
 def profile_drift(scaling, ops):
     """Per cell that both the scaling suite timed and the profiler measured on the host's wall clock (basis
     cpu_wall): model, mode, seq_len, the scaling suite's time_ms, the profiled step_ms and step_ms / time_ms.
     The same step measured twice in one run: a ratio far from 1 means the machine's speed changed between
     the two suites (the profiler's own overhead here is a few percent)."""
-    if scaling is None or ops is None or "step_ms" not in ops.columns:
-        return pd.DataFrame(columns=["model", "mode", "seq_len", "time_ms", "step_ms", "ratio"])
-    ops = ok(ops)
-    ops = ops[ops.basis == "cpu_wall"] if "basis" in ops.columns else ops.iloc[:0]
-    key = [c for c in PROFILE_KEY if c in ops.columns and c in scaling.columns]
-
-    def keyed(df, value):
-        out = df[key + [value]].copy()
-        for c in key:  # both CSVs as written: compare the text, "" for an empty cell
-            out[c] = out[c].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-        return out.drop_duplicates(key)
-
-    both = keyed(ok(scaling), "time_ms").merge(keyed(ops, "step_ms"), on=key)
-    both[["time_ms", "step_ms"]] = both[["time_ms", "step_ms"]].apply(pd.to_numeric, errors="coerce")
-    both = both[(both.time_ms > 0) & (both.step_ms > 0)]
-    return both.assign(seq_len=both.seq_len.astype(float).astype(int), ratio=both.step_ms / both.time_ms)[
-        ["model", "mode", "seq_len", "time_ms", "step_ms", "ratio"]].reset_index(drop=True)
+    columns = ["model", "mode", "seq_len", "time_ms", "step_ms", "ratio"]
+    if scaling is None or ops is None or not {"step_ms", "basis"} <= set(ops.columns):
+        return pd.DataFrame(columns=columns)
+    key = [c for c in TABLES["scaling.csv"].cell if c in TABLES["op_breakdown.csv"].cell]
+    ops, profiled, rows = ok(ops), {}, []
+    for r in ops[ops.basis == "cpu_wall"].to_dict("records"):  # a row per category, each with the step's time
+        profiled.setdefault(cell_key(r, key), pd.to_numeric(r["step_ms"], errors="coerce"))
+    for t in ok(scaling).to_dict("records"):
+        step = profiled.get(cell_key(t, key), math.nan)
+        if t["time_ms"] > 0 and step > 0:
+            rows.append(dict(model=t["model"], mode=t["mode"], seq_len=t["seq_len"], time_ms=t["time_ms"],
+                             step_ms=step, ratio=step / t["time_ms"]))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def decode_speedup(decode):
