@@ -34,13 +34,13 @@ def say(message):
 
 
 def pip(*args):
-    subprocess.run([str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args],
-                   check=True)
+    subprocess.run([str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args], check=True)
 
 
 def installed_torch():
-    probe = subprocess.run([str(venv_python()), "-c", "import torch; print(torch.__version__)"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(venv_python()), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    )
     return probe.stdout.strip() if probe.returncode == 0 else None
 
 

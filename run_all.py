@@ -42,8 +42,13 @@ from bench import (
 from bench.results import RESULTS_DIR, atomic_path, atomic_write_text, new_run_id
 from bench.usage import Parser, UsageError, fail
 
-MODULES = {"scaling": scaling, "perplexity": perplexity, "profiling": profiling, "decode": decode,  # in this order
-           "numerics": numerics}
+MODULES = {
+    "scaling": scaling,
+    "perplexity": perplexity,
+    "profiling": profiling,
+    "decode": decode,  # in this order
+    "numerics": numerics,
+}
 SUITES = {name: module.main for name, module in MODULES.items()}
 STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
 GPU_CHECK = "gpu-check"
@@ -62,8 +67,12 @@ def make_parser():
     p.add_argument("--check", metavar="BASELINE_DIR", help="then gate the run against a baseline run (bench.regress)")
     p.add_argument("--relative", action="store_true", help="with --check: compare times as ratios between models")
     p.add_argument("--tolerance", help="with --check: relative time tolerance (default: bench.regress's per device)")
-    p.add_argument("--dry-run", action="store_true", help="build every cell, rehearse the CUDA checks on this machine, "
-                   "print the estimated device time of one H100/H200; measures nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build every cell, rehearse the CUDA checks on this machine, "
+        "print the estimated device time of one H100/H200; measures nothing",
+    )
     p.add_argument("--pack", metavar="PATH", help="then pack the run directory into one .tar.gz at PATH")
     executor.add_flags(p)
     return p
@@ -71,8 +80,11 @@ def make_parser():
 
 def parse(argv):
     args = make_parser().parse_args(argv)
-    args.only = usage.parse_list(args.only, "only", lambda s: usage.choice(s, "step", STEPS)) \
-        if args.only is not None else STEPS
+    args.only = (
+        usage.parse_list(args.only, "only", lambda s: usage.choice(s, "step", STEPS))
+        if args.only is not None
+        else STEPS
+    )
     if args.tolerance is not None:
         try:
             args.tolerance = float(args.tolerance)
@@ -106,8 +118,15 @@ def main(argv=None):
     if args.preset == GPU_CHECK:
         code = gpu_check(args, out_dir, common)
     else:
-        ray = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-               if k in ("executor", "ray_address", "cell_timeout") and v is not None] if args.executor == "ray" else []
+        ray = (
+            [
+                f"--{k.replace('_', '-')}={v}"
+                for k, v in vars(args).items()
+                if k in ("executor", "ray_address", "cell_timeout") and v is not None
+            ]
+            if args.executor == "ray"
+            else []
+        )
         with executor.session(args):  # one Ray instance for every suite
             code = next((code for name in SUITES if name in args.only and (code := run_step(name, common, ray))), 0)
     if code not in (0, 1):
@@ -123,7 +142,9 @@ def main(argv=None):
     if args.pack:
         print(f"packed: {pack(out_dir, args.pack)}")
     if args.check:  # a failed CUDA check (1) fails the run even when the gate passes
-        return check(args, out_dir, ["--device", args.device, *(["--preset", args.preset] if args.preset else [])]) or code
+        return (
+            check(args, out_dir, ["--device", args.device, *(["--preset", args.preset] if args.preset else [])]) or code
+        )
     return code
 
 
@@ -180,7 +201,7 @@ def gpu_check(args, out_dir, common):
         print(f"CUDA check FAILED: {failure}", file=sys.stderr, flush=True)
     start, walls, limits = time.monotonic(), {}, {}
     for i, (step, suite, _, seconds) in enumerate(steps):
-        reserve = sum(s for *_, s in steps[i + 1:])
+        reserve = sum(s for *_, s in steps[i + 1 :])
         limits[step] = max(10.0, min(2 * seconds + 15, GPU_BUDGET_S - (time.monotonic() - start) - reserve))
         argv = [*common, "--time-limit", f"{limits[step]:.0f}"]
         if step != suite:
@@ -195,9 +216,17 @@ def gpu_check(args, out_dir, common):
         if code:
             failures.append(f"{step}: exit code {code}" if isinstance(code, int) else f"{step}: {code}")
     report.update(failures=failures, nvidia_smi_after=cuda_checks.nvidia_smi())
-    env.record(out_dir, cuda_check=report, gpu_check=dict(
-        budget_s=GPU_BUDGET_S, estimate_s={s: e for s, _, _, e in steps}, time_limit_s=limits, wall_s=walls,
-        planned_cells={s: len(c) for s, _, c, _ in steps}))
+    env.record(
+        out_dir,
+        cuda_check=report,
+        gpu_check=dict(
+            budget_s=GPU_BUDGET_S,
+            estimate_s={s: e for s, _, _, e in steps},
+            time_limit_s=limits,
+            wall_s=walls,
+            planned_cells={s: len(c) for s, _, c, _ in steps},
+        ),
+    )
     if (out_dir / scaling.CSV).exists() and (out_dir / REPEAT / scaling.CSV).exists():
         try:
             spread = regress.ratio_spread(out_dir, out_dir / REPEAT)
@@ -213,16 +242,23 @@ def check(args, out_dir, suite_flags):
     """The regression gate; when it flags times alone, those cells (and their reference) are measured once
     more and gated again: on a shared machine one disturbed median is not a regression, a slow-down that
     reproduces is."""
-    gate = ["--baseline", args.check, *(["--relative"] * args.relative),
-            *(["--tolerance", str(args.tolerance)] if args.tolerance else [])]
+    gate = [
+        "--baseline",
+        args.check,
+        *(["--relative"] * args.relative),
+        *(["--tolerance", str(args.tolerance)] if args.tolerance else []),
+    ]
     print(f"== regression gate against {args.check}", file=sys.stderr, flush=True)
     code, findings = regress.run([*gate, "--current", str(out_dir)])
     flagged = findings.time_only_regressions() if code == 1 and "scaling" in args.only else []
     if not flagged:
         return code
     again = out_dir / "remeasured"
-    print(f"== {len(flagged)} cell(s) flagged for time alone: measuring them again into {again}", file=sys.stderr,
-          flush=True)
+    print(
+        f"== {len(flagged)} cell(s) flagged for time alone: measuring them again into {again}",
+        file=sys.stderr,
+        flush=True,
+    )
     for key_row in flagged:
         flags = scaling.flags_of(key_row, also=[regress.REFERENCE_MODEL] if args.relative else [])
         resume = ["--resume"] if (again / scaling.CSV).exists() else []

@@ -5,7 +5,7 @@
                                    cells -> rows; no suite imports another, and only run_all imports a suite
              read side             bench.analysis < findings (< analysis's command, __main__) < summaries
                                    < report_sections < report < plots; regress_load < regress: CSVs -> findings (with
-                                   intervals: findings.csv), figures, the gate; torch-free (plots alone imports matplotlib)
+                                   intervals: findings.csv), figures, the gate; torch-free (plots alone: matplotlib)
     floor 1  ground                models/ (knows nothing of bench), then bench.schema, bench.usage, bench.stats,
                                    bench.results and bench.refine (torch-free), env, timing, memory, flops, cuda_checks,
                                    synthetic, data, recall, training, config, executor, sweep, cli, estimate
@@ -16,13 +16,40 @@ run_all, and a TORCH_FREE module nothing that imports torch.
 """
 
 FLOORS = {
-    "ground": ("models", "bench.schema", "bench.usage", "bench.stats", "bench.results", "bench.refine", "bench.env",
-               "bench.timing", "bench.memory", "bench.flops", "bench.cuda_checks", "bench.synthetic", "bench.data",
-               "bench.recall", "bench.training", "bench.config", "bench.executor", "bench.sweep", "bench.cli",
-               "bench.estimate"),
+    "ground": (
+        "models",
+        "bench.schema",
+        "bench.usage",
+        "bench.stats",
+        "bench.results",
+        "bench.refine",
+        "bench.env",
+        "bench.timing",
+        "bench.memory",
+        "bench.flops",
+        "bench.cuda_checks",
+        "bench.synthetic",
+        "bench.data",
+        "bench.recall",
+        "bench.training",
+        "bench.config",
+        "bench.executor",
+        "bench.sweep",
+        "bench.cli",
+        "bench.estimate",
+    ),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
-    "read side": ("bench.analysis", "bench.findings", "bench.analysis.__main__", "bench.summaries",
-                  "bench.report_sections", "bench.report", "bench.plots", "bench.regress_load", "bench.regress"),
+    "read side": (
+        "bench.analysis",
+        "bench.findings",
+        "bench.analysis.__main__",
+        "bench.summaries",
+        "bench.report_sections",
+        "bench.report",
+        "bench.plots",
+        "bench.regress_load",
+        "bench.regress",
+    ),
     "top": ("run_all",),
 }
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)

@@ -29,7 +29,7 @@ from bench.usage import Parser, UsageError, fail
 # The value flags suites share, with their help; a suite names those it takes.
 FLAGS = {
     "--models": f"comma-separated, from: {', '.join(models.LM_NAMES)} (LM-level, {', '.join(models.LM_SPECS)}: "
-                "trainings and decoding only)",
+    "trainings and decoding only)",
     "--seq-lens": "comma-separated positive integers",
     "--kernel-n": "DSS state sizes kernel_N (GSS family)",
     "--kernel-h": "DSS channels kernel_H (GSS family, conv)",
@@ -41,8 +41,18 @@ FLAGS = {
     "--dim": "model width",
     "--depth": "layers",
 }
-LAYER_FLAGS = ("--models", "--seq-lens", "--kernel-n", "--kernel-h", "--lambda-imag-exp", "--conv-kernel", "--modes",
-               "--dtype", "--batch", "--dim")  # and --compile: the scaling and profiling suites' layer cells
+LAYER_FLAGS = (
+    "--models",
+    "--seq-lens",
+    "--kernel-n",
+    "--kernel-h",
+    "--lambda-imag-exp",
+    "--conv-kernel",
+    "--modes",
+    "--dtype",
+    "--batch",
+    "--dim",
+)  # and --compile: the scaling and profiling suites' layer cells
 
 
 def parser(module_doc, prog, flags=(), **own):
@@ -57,8 +67,11 @@ def parser(module_doc, prog, flags=(), **own):
     p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded cells")
     p.add_argument("--shard", help="I/N: run the I-th of N deterministic slices of the cells")
     p.add_argument("--list", action="store_true", help="print the cells and exit")
-    p.add_argument("--time-limit", metavar="SECONDS", help="start no cell after this many seconds (the cells left "
-                   "are not recorded: --resume runs them)")
+    p.add_argument(
+        "--time-limit",
+        metavar="SECONDS",
+        help="start no cell after this many seconds (the cells left are not recorded: --resume runs them)",
+    )
     own = {"--" + name.replace("_", "-"): text for name, text in own.items()}
     for flag in flags:
         p.add_argument(flag, help=own.pop(flag, FLAGS[flag]))
@@ -87,10 +100,17 @@ def convert_ints(args, *names):
 
 def convert_flags(args):
     """Turn the raw strings of the shared flags into values, or raise UsageError naming the flag."""
-    convert_lists(args, models=lambda t, n: usage.choice(t, "model", models.LM_NAMES), seq_lens=usage.positive_int,
-                  kernel_n=usage.positive_int, kernel_h=usage.positive_int, lambda_imag_exp=usage.boolean,
-                  conv_kernel=config.conv_kernel, modes=lambda t, n: usage.choice(t, "mode", ("fwd", "fwdbwd")),
-                  dtype=lambda t, n: usage.choice(t, "dtype", config.DTYPES))
+    convert_lists(
+        args,
+        models=lambda t, n: usage.choice(t, "model", models.LM_NAMES),
+        seq_lens=usage.positive_int,
+        kernel_n=usage.positive_int,
+        kernel_h=usage.positive_int,
+        lambda_imag_exp=usage.boolean,
+        conv_kernel=config.conv_kernel,
+        modes=lambda t, n: usage.choice(t, "mode", ("fwd", "fwdbwd")),
+        dtype=lambda t, n: usage.choice(t, "dtype", config.DTYPES),
+    )
     convert_ints(args, "batch", "dim", "threads")
     if getattr(args, "time_limit", None) is not None:
         args.time_limit = usage.positive_number(args.time_limit, "time-limit")
@@ -117,13 +137,17 @@ def shard(cells, spec):
 
 def cell_fields(cell):
     """A cell's settings as the strings --list prints (a tuple, such as eval_lengths, comma-joined)."""
-    return {k: ",".join(map(format_value, v)) if isinstance(v, (tuple, list)) else format_value(v)
-            for k, v in cell.__dict__.items() if v is not None}
+    return {
+        k: ",".join(map(format_value, v)) if isinstance(v, (tuple, list)) else format_value(v)
+        for k, v in cell.__dict__.items()
+        if v is not None
+    }
 
 
 @dataclass
 class Context:
     """What a suite's run gets: the device, the preset, the run directory and id, and the cells (this shard's)."""
+
     device: torch.device
     preset: config.Preset
     out_dir: Path
@@ -174,8 +198,9 @@ def prepare(args, *, presets, csv_names, build_cells, convert=None, shard=shard)
     if args.threads:
         torch.set_num_threads(args.threads)
     deadline = time.monotonic() + args.time_limit if args.time_limit else None
-    return Context(device=device, preset=preset, out_dir=out_dir, run_id=out_dir.resolve().name, cells=cells,
-                   deadline=deadline)
+    return Context(
+        device=device, preset=preset, out_dir=out_dir, run_id=out_dir.resolve().name, cells=cells, deadline=deadline
+    )
 
 
 def _unknown_preset(name, presets):
@@ -189,10 +214,16 @@ def record_env(ctx, args, argv, *, suite):
         suites = json.loads(path.read_text())["config"]["suites"] if path.exists() else {}
     except (ValueError, KeyError, TypeError):
         suites = {}  # an unreadable env.json is replaced, never appended to
-    settings = {k: [format_value(i) for i in v] if isinstance(v, (list, tuple)) else format_value(v)
-                for k, v in vars(args).items()}
-    suites[suite] = {"device": str(ctx.device), "preset": ctx.preset.describe(), "args": settings,
-                     "command": shlex.join(argv)}
+    settings = {
+        k: [format_value(i) for i in v] if isinstance(v, (list, tuple)) else format_value(v)
+        for k, v in vars(args).items()
+    }
+    suites[suite] = {
+        "device": str(ctx.device),
+        "preset": ctx.preset.describe(),
+        "args": settings,
+        "command": shlex.join(argv),
+    }
     write_env(ctx.out_dir, argv=argv, config={"run_id": ctx.run_id, "suites": suites})
 
 
@@ -204,8 +235,7 @@ def run_suite(p, argv, *, presets, build_cells, run, convert=None, shard=shard):
     csv_names = [name for name, t in TABLES.items() if t.suite == suite]
     try:
         args = p.parse_args(argv)
-        ctx = prepare(args, presets=presets, csv_names=csv_names, build_cells=build_cells, convert=convert,
-                      shard=shard)
+        ctx = prepare(args, presets=presets, csv_names=csv_names, build_cells=build_cells, convert=convert, shard=shard)
     except (UsageError, ResultsError, ValueError) as error:  # ValueError: the registry's option checks
         return fail(error)
     if ctx is None:

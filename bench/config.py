@@ -25,6 +25,7 @@ def conv_kernel(text, name="conv-kernel"):
 @dataclass(frozen=True)
 class Cell:
     """One measured configuration of the scaling suite; options that do not apply are None."""
+
     model: str
     mode: str
     dtype: str
@@ -39,18 +40,32 @@ class Cell:
 
     def layer_options(self):
         """The options to pass to models.build_layer: only those the model takes."""
-        values = dict(kernel_N=self.kernel_N, kernel_H=self.kernel_H, lambda_imag_exp=self.lambda_imag_exp,
-                      conv_kernel=self.conv_kernel)
+        values = dict(
+            kernel_N=self.kernel_N,
+            kernel_H=self.kernel_H,
+            lambda_imag_exp=self.lambda_imag_exp,
+            conv_kernel=self.conv_kernel,
+        )
         return {k: v for k, v in values.items() if k in models.options_of(self.model) and v is not None}
 
     def key_row(self, device_name):
         """The cell's key columns as written (scaling.csv, op_breakdown.csv); conv_kernel is the taps used."""
         takes_taps = "conv_kernel" in models.options_of(self.model)
         taps = (self.conv_kernel or self.seq_len) if takes_taps else None
-        return dict(model=self.model, mode=self.mode, dtype=self.dtype, device=device_name, batch=self.batch,
-                    seq_len=self.seq_len, dim=self.dim, kernel_N=self.kernel_N, kernel_H=self.kernel_H,
-                    lambda_imag_exp=self.lambda_imag_exp,
-                    conv_kernel=None if taps is None else min(taps, self.seq_len), compiled=self.compiled)
+        return dict(
+            model=self.model,
+            mode=self.mode,
+            dtype=self.dtype,
+            device=device_name,
+            batch=self.batch,
+            seq_len=self.seq_len,
+            dim=self.dim,
+            kernel_N=self.kernel_N,
+            kernel_H=self.kernel_H,
+            lambda_imag_exp=self.lambda_imag_exp,
+            conv_kernel=None if taps is None else min(taps, self.seq_len),
+            compiled=self.compiled,
+        )
 
 
 SWEPT_OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")
@@ -61,8 +76,10 @@ def layers(names):
     (gss-hybrid, trained by the perplexity suite) is a UsageError naming the layers."""
     for name in names:
         if name in models.LM_SPECS:
-            raise UsageError(f"{name} is an LM-level model: the perplexity suite (trainings, recall) and decoding run "
-                             f"it; this suite measures layers: {', '.join(models.NAMES)}")
+            raise UsageError(
+                f"{name} is an LM-level model: the perplexity suite (trainings, recall) and decoding run "
+                f"it; this suite measures layers: {', '.join(models.NAMES)}"
+            )
         models.spec(name)
 
 
@@ -89,6 +106,7 @@ def option_combos(model, grid):
 class Grid:
     """A product of values; for each model only the options it takes are multiplied out.
     An option left None takes the model's default."""
+
     name: str
     models: tuple
     seq_lens: tuple
@@ -108,10 +126,22 @@ class Grid:
     def cells(self):
         """Group by group (see group_key): per mode and dtype, lengths ascending (so an OOM skips the longer
         lengths of its series), and at each length every model and option set of the grid."""
-        return [Cell(model=model, mode=mode, dtype=dtype, batch=self.batch, seq_len=seq_len, dim=self.dim,
-                     compiled=self.compiled, **options)
-                for mode, dtype in itertools.product(self.modes, self.dtypes) for seq_len in sorted(self.seq_lens)
-                for model in self.models for options in option_combos(model, self)]
+        return [
+            Cell(
+                model=model,
+                mode=mode,
+                dtype=dtype,
+                batch=self.batch,
+                seq_len=seq_len,
+                dim=self.dim,
+                compiled=self.compiled,
+                **options,
+            )
+            for mode, dtype in itertools.product(self.modes, self.dtypes)
+            for seq_len in sorted(self.seq_lens)
+            for model in self.models
+            for options in option_combos(model, self)
+        ]
 
 
 @dataclass(frozen=True)
@@ -123,12 +153,16 @@ class Preset:
     refine: dict = field(default_factory=dict)
 
     def describe(self):
-        return {"name": self.name, "grids": [asdict(g) for g in self.grids], "timing": self.timing,
-                "refine": self.refine}
+        return {
+            "name": self.name,
+            "grids": [asdict(g) for g in self.grids],
+            "timing": self.timing,
+            "refine": self.refine,
+        }
 
 
 _REFINED = (("gss", "attention"),)  # the crossover the README quotes
-_GPU_LENGTHS = tuple(2 ** k for k in range(10, 17))  # 1K..64K
+_GPU_LENGTHS = tuple(2**k for k in range(10, 17))  # 1K..64K
 SCALING_PRESETS = {
     # CPU, 2 cores: lengths 256..4096, so that the gss/attention crossovers (fwdbwd near 600, fwd near 1.5-2K) fall
     # inside the range with a length on either side, and gss, gss-fast and dss also at 8192 (the GSS paper's 4K and
@@ -136,42 +170,94 @@ SCALING_PRESETS = {
     # left the fwdbwd crossover at -14%/+17% in one run of six): the quick run_all's 9 minutes (9:12 with
     # gss-fast's 18 cells; 8192 for every model cost 2 of them). The ablations at 512, out of the forward
     # crossover's bracket (1K..2K); taps up to 256 there (512: gss-direct's full taps)
-    "quick": Preset("quick", (
-        Grid("length", ("gss", "gss-fast", "attention", "conv", "dss", "attention-chunked"), (256, 512, 1024, 2048, 4096)),
-        Grid("length", ("gss", "gss-fast", "dss"), (8192,)),
-        Grid("length", ("gss-direct",), (512, 1024, 2048), modes=("fwd",)),
-        Grid("kernel_N", ("gss", "gss-fast"), (512,), modes=("fwd",), kernel_N=(64, 256, 1024),
-             lambda_imag_exp=(True, False)),
-        Grid("conv_kernel", ("conv", "gss-direct"), (512,), modes=("fwd",), conv_kernel=(16, 64, 256)),
-    ), timing=dict(warmup=1, min_repeats=10, budget_s=1.0), refine=dict(pairs=_REFINED, ci=0.15, budget_s=60.0)),
+    "quick": Preset(
+        "quick",
+        (
+            Grid(
+                "length",
+                ("gss", "gss-fast", "attention", "conv", "dss", "attention-chunked"),
+                (256, 512, 1024, 2048, 4096),
+            ),
+            Grid("length", ("gss", "gss-fast", "dss"), (8192,)),
+            Grid("length", ("gss-direct",), (512, 1024, 2048), modes=("fwd",)),
+            Grid(
+                "kernel_N",
+                ("gss", "gss-fast"),
+                (512,),
+                modes=("fwd",),
+                kernel_N=(64, 256, 1024),
+                lambda_imag_exp=(True, False),
+            ),
+            Grid("conv_kernel", ("conv", "gss-direct"), (512,), modes=("fwd",), conv_kernel=(16, 64, 256)),
+        ),
+        timing=dict(warmup=1, min_repeats=10, budget_s=1.0),
+        refine=dict(pairs=_REFINED, ci=0.15, budget_s=60.0),
+    ),
     # One GPU: the GSS paper's 4K setting scaled to one device, lengths to 65536 or the first OOM.
-    "full": Preset("full", (
-        Grid("length", ("gss", "gss-fast", "attention", "conv", "dss", "attention-chunked"),
-             tuple(2 ** k for k in range(10, 17)), dtypes=("float32", "bfloat16"), batch=4, dim=1024),
-        Grid("length", ("gss-direct",), tuple(2 ** k for k in range(10, 15)), dtypes=("float32", "bfloat16"),
-             batch=4, dim=1024),
-        Grid("kernel_N", ("gss", "gss-fast"), (4096,), kernel_N=(64, 256, 512, 1024, 2048), lambda_imag_exp=(True, False),
-             batch=4, dim=1024),
-        Grid("conv_kernel", ("conv", "gss-direct"), (4096,), conv_kernel=(16, 64, 256, 1024, 4096), batch=4,
-             dim=1024),
-    ), timing=dict(warmup=3, min_repeats=10, budget_s=2.0), refine=dict(pairs=_REFINED, ci=0.15, budget_s=120.0)),
+    "full": Preset(
+        "full",
+        (
+            Grid(
+                "length",
+                ("gss", "gss-fast", "attention", "conv", "dss", "attention-chunked"),
+                tuple(2**k for k in range(10, 17)),
+                dtypes=("float32", "bfloat16"),
+                batch=4,
+                dim=1024,
+            ),
+            Grid(
+                "length",
+                ("gss-direct",),
+                tuple(2**k for k in range(10, 15)),
+                dtypes=("float32", "bfloat16"),
+                batch=4,
+                dim=1024,
+            ),
+            Grid(
+                "kernel_N",
+                ("gss", "gss-fast"),
+                (4096,),
+                kernel_N=(64, 256, 512, 1024, 2048),
+                lambda_imag_exp=(True, False),
+                batch=4,
+                dim=1024,
+            ),
+            Grid(
+                "conv_kernel", ("conv", "gss-direct"), (4096,), conv_kernel=(16, 64, 256, 1024, 4096), batch=4, dim=1024
+            ),
+        ),
+        timing=dict(warmup=3, min_repeats=10, budget_s=2.0),
+        refine=dict(pairs=_REFINED, ci=0.15, budget_s=120.0),
+    ),
     # One H100/H200 within the device budget (run_all.py --preset gpu-check, docs/gpu.md): every model at
     # 1K..64K, both dtypes; attention in float32 (no tensor cores) stops at 32K, the every-tap direct
     # convolution (L^2) at 8K, gss-fast in float32 at 16K (its cells to 64K would take the estimate to 443 s).
-    "gpu-check": Preset("gpu-check", (
-        Grid("length", ("gss", "conv"), _GPU_LENGTHS, dtypes=("float32", "bfloat16"), batch=4, dim=1024),
-        Grid("length", ("gss-fast",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
-        Grid("length", ("gss-fast",), _GPU_LENGTHS[:5], dtypes=("float32",), batch=4, dim=1024),
-        Grid("length", ("attention",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
-        Grid("length", ("attention",), _GPU_LENGTHS[:-1], dtypes=("float32",), batch=4, dim=1024),
-        Grid("length", ("gss-direct",), _GPU_LENGTHS[:4], dtypes=("float32", "bfloat16"), batch=4, dim=1024),
-        Grid("length", ("dss", "attention-chunked"), _GPU_LENGTHS[:5], dtypes=("float32", "bfloat16"), batch=4,
-             dim=1024),
-    ), timing=dict(warmup=2, min_repeats=10, budget_s=0.5)),
+    "gpu-check": Preset(
+        "gpu-check",
+        (
+            Grid("length", ("gss", "conv"), _GPU_LENGTHS, dtypes=("float32", "bfloat16"), batch=4, dim=1024),
+            Grid("length", ("gss-fast",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
+            Grid("length", ("gss-fast",), _GPU_LENGTHS[:5], dtypes=("float32",), batch=4, dim=1024),
+            Grid("length", ("attention",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
+            Grid("length", ("attention",), _GPU_LENGTHS[:-1], dtypes=("float32",), batch=4, dim=1024),
+            Grid("length", ("gss-direct",), _GPU_LENGTHS[:4], dtypes=("float32", "bfloat16"), batch=4, dim=1024),
+            Grid(
+                "length",
+                ("dss", "attention-chunked"),
+                _GPU_LENGTHS[:5],
+                dtypes=("float32", "bfloat16"),
+                batch=4,
+                dim=1024,
+            ),
+        ),
+        timing=dict(warmup=2, min_repeats=10, budget_s=0.5),
+    ),
     # Seconds, for tests and smoke runs.
-    "smoke": Preset("smoke", (
-        Grid("length", tuple(models.NAMES), (32, 64), batch=1, dim=32),
-    ), timing=dict(warmup=1, min_repeats=3, budget_s=0.05)),
+    "smoke": Preset(
+        "smoke",
+        (Grid("length", tuple(models.NAMES), (32, 64), batch=1, dim=32),),
+        timing=dict(warmup=1, min_repeats=3, budget_s=0.05),
+    ),
 }
 
 
@@ -212,11 +298,28 @@ def layer_cells(args, preset):
     grids = preset.grids
     if any(getattr(args, flag) is not None for flag in GRID_FLAGS):
         base = grids[0]
-        grids = (Grid("custom", args.models or models.NAMES, args.seq_lens or base.seq_lens, modes=base.modes,
-                      dtypes=base.dtypes, batch=base.batch, dim=base.dim, kernel_N=args.kernel_n,
-                      kernel_H=args.kernel_h, lambda_imag_exp=args.lambda_imag_exp, conv_kernel=args.conv_kernel),)
-    overrides = {k: v for k, v in dict(modes=args.modes, dtypes=args.dtype, batch=args.batch, dim=args.dim,
-                                        compiled=args.compile or None).items() if v is not None}
+        grids = (
+            Grid(
+                "custom",
+                args.models or models.NAMES,
+                args.seq_lens or base.seq_lens,
+                modes=base.modes,
+                dtypes=base.dtypes,
+                batch=base.batch,
+                dim=base.dim,
+                kernel_N=args.kernel_n,
+                kernel_H=args.kernel_h,
+                lambda_imag_exp=args.lambda_imag_exp,
+                conv_kernel=args.conv_kernel,
+            ),
+        )
+    overrides = {
+        k: v
+        for k, v in dict(
+            modes=args.modes, dtypes=args.dtype, batch=args.batch, dim=args.dim, compiled=args.compile or None
+        ).items()
+        if v is not None
+    }
     grids = tuple(Grid(**{**g.__dict__, **overrides}) for g in grids)
     cells, keys = [], set()
     for cell in (c for g in grids for c in g.cells()):
@@ -225,8 +328,9 @@ def layer_cells(args, preset):
             keys.add(key)
             cells.append(cell)
     if not cells:
-        raise UsageError("the grid is empty: no requested model takes the options given (conv_kernel 'full' is "
-                         "gss-direct's)")
+        raise UsageError(
+            "the grid is empty: no requested model takes the options given (conv_kernel 'full' is gss-direct's)"
+        )
     by_group = {}
     for cell in cells:
         by_group.setdefault(group_key(cell), []).append(cell)

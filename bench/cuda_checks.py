@@ -36,8 +36,19 @@ FUSED = ("flash", "cudnn")
 REQUIRED_SDPA = {"cuda": {"bfloat16": FUSED, "float16": FUSED}}  # device type -> dtype -> the backends accepted
 SLEEP_CYCLES = 10_000_000  # the GPU-side sleep timed by the event check: ~5 ms at 2 GHz
 TIMING_AGREEMENT = 0.25  # event and host times of the sleep agree within this fraction
-SMI_FIELDS = ("name", "driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "power.draw",
-              "power.limit", "temperature.gpu", "memory.total", "pstate")
+SMI_FIELDS = (
+    "name",
+    "driver_version",
+    "clocks.sm",
+    "clocks.max.sm",
+    "clocks.mem",
+    "clocks.max.mem",
+    "power.draw",
+    "power.limit",
+    "temperature.gpu",
+    "memory.total",
+    "pstate",
+)
 
 
 def sdpa_backend(op_names):
@@ -62,8 +73,11 @@ def observed_sdpa_backends(device, dtypes, *, batch=1, seq_len=1024, dim=1024):
 def sdpa_failures(backends, device_type):
     """What is wrong with a {dtype: backend} report on a device type (empty: all is as required)."""
     required = REQUIRED_SDPA.get(device_type, {})
-    return [f"attention in {dtype} ran SDPA's {backends[dtype]} backend, not {' or '.join(accepted)}"
-            for dtype, accepted in required.items() if dtype in backends and backends[dtype] not in accepted]
+    return [
+        f"attention in {dtype} ran SDPA's {backends[dtype]} backend, not {' or '.join(accepted)}"
+        for dtype, accepted in required.items()
+        if dtype in backends and backends[dtype] not in accepted
+    ]
 
 
 def event_timing(device, sleep=None, sync=None):
@@ -71,11 +85,13 @@ def event_timing(device, sleep=None, sync=None):
     synchronisation (their median). On CUDA the work is a GPU-side sleep (the launch returns at once: a host timer
     without events would read microseconds); `sleep` and `sync` replace it (a CPU rehearsal)."""
     if sleep is None:
+
         def sleep():
             torch.cuda._sleep(SLEEP_CYCLES)
 
         def sync():
             torch.cuda.synchronize(device)
+
     timed = measure(sleep, device=device, warmup=1, min_repeats=5, max_repeats=5)
     host = []
     for _ in range(5):  # a median of as many calls: one call descheduled on a busy host is not a disagreement
@@ -94,8 +110,10 @@ def timing_failures(report, device_type):
         failures.append(f"bench.timing timed {device_type} work with {report['clock']}, not {CLOCKS[device_type]}")
     timed, host = report["timed_ms"], report["host_ms"]
     if not (timed > 0 and abs(timed / host - 1) <= TIMING_AGREEMENT):
-        failures.append(f"a GPU sleep timed {timed:.3g} ms by bench.timing and {host:.3g} ms by the host clock: "
-                        f"they disagree by more than {TIMING_AGREEMENT:.0%}")
+        failures.append(
+            f"a GPU sleep timed {timed:.3g} ms by bench.timing and {host:.3g} ms by the host clock: "
+            f"they disagree by more than {TIMING_AGREEMENT:.0%}"
+        )
     return failures
 
 
@@ -108,8 +126,12 @@ def parse_smi(text):
 def nvidia_smi(run=subprocess.run):
     """What nvidia-smi reports of each GPU, or None where it cannot be run."""
     try:
-        done = run(["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits"],
-                   capture_output=True, text=True, timeout=20)
+        done = run(
+            ["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return parse_smi(done.stdout) if done.returncode == 0 else None
@@ -117,17 +139,27 @@ def nvidia_smi(run=subprocess.run):
 
 def gpu_info(device):
     props = torch.cuda.get_device_properties(device)
-    return dict(name=props.name, capability=f"{props.major}.{props.minor}", memory_gib=props.total_memory / 2 ** 30,
-                multiprocessors=props.multi_processor_count, torch=torch.__version__, torch_cuda=torch.version.cuda,
-                cudnn=torch.backends.cudnn.version(), nvidia_smi=nvidia_smi())
+    return dict(
+        name=props.name,
+        capability=f"{props.major}.{props.minor}",
+        memory_gib=props.total_memory / 2**30,
+        multiprocessors=props.multi_processor_count,
+        torch=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version(),
+        nvidia_smi=nvidia_smi(),
+    )
 
 
 def check(device, dtypes=("float32", "bfloat16", "float16")):
     """Observe and check the CUDA paths on `device`: (report for env.json, failures). An observation that raises
     is a failure, not the end of the run."""
     report, failures = {}, []
-    for name, observe, judge in (("gpu", gpu_info, None), ("sdpa_backend", lambda d: observed_sdpa_backends(d, dtypes),
-                                 sdpa_failures), ("timing", event_timing, timing_failures)):
+    for name, observe, judge in (
+        ("gpu", gpu_info, None),
+        ("sdpa_backend", lambda d: observed_sdpa_backends(d, dtypes), sdpa_failures),
+        ("timing", event_timing, timing_failures),
+    ):
         try:
             report[name] = observe(device)
         except Exception as error:  # recorded and reported: the measuring goes on

@@ -1,7 +1,7 @@
 """Byte-level corpora (vocabulary 256) for the perplexity suite, each with a deterministic, disjoint
 train/validation split and the SHA-256 of the bytes the splits come from.
 
-    synthetic      seeded first-order Markov text with copy segments; its entropy rate is known exactly (bench.synthetic)
+    synthetic      seeded first-order Markov text with copy segments; its entropy rate known exactly (bench.synthetic)
     stdlib         the top-level *.py files of the running Python's standard library, sorted, concatenated
     enwik8         the first 10^8 bytes of English Wikipedia (Hutter prize), downloaded once into the cache
     enwik8:PATH    enwik8 (or enwik8.zip) from a file you supply
@@ -11,6 +11,7 @@ Splits: train / validation / test, disjoint and in that order: the last `valid_f
 bytes is test, the `valid_fraction` before it validation, the rest (80%) training; synthetic splits between
 whole blocks; enwik8 keeps the standard 90M/5M/5M convention. Validation selects learning rates, test reports.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,8 +69,10 @@ class Corpus:
     def _check(self, split, seq_len):
         data = self.split(split)
         if len(data) < _positive(seq_len, "seq_len") + 1:
-            raise CorpusError(f"corpus {self.name}: the {split} split has {len(data):,} bytes, too few for "
-                              f"seq_len {seq_len} (a window needs seq_len + 1 = {seq_len + 1:,})")
+            raise CorpusError(
+                f"corpus {self.name}: the {split} split has {len(data):,} bytes, too few for "
+                f"seq_len {seq_len} (a window needs seq_len + 1 = {seq_len + 1:,})"
+            )
         return data
 
     def batch(self, split, *, batch, seq_len, generator):
@@ -118,17 +121,28 @@ def _corpus(name, content, *, source, valid_fraction=None, bounds=None, floor=No
     if n == 0:
         raise CorpusError(f"corpus {name} ({source}) is empty")
     if n < MIN_FILE_BYTES or train_end < 2 or valid_end - train_end < 2 or n - valid_end < 2:
-        raise CorpusError(f"corpus {name} ({source}) has {n:,} bytes, too few for its train/validation/test split "
-                          f"(a corpus needs at least {MIN_FILE_BYTES:,})")
+        raise CorpusError(
+            f"corpus {name} ({source}) has {n:,} bytes, too few for its train/validation/test split "
+            f"(a corpus needs at least {MIN_FILE_BYTES:,})"
+        )
     data = torch.from_numpy(array)
-    return Corpus(name=name, train=data[:train_end], valid=data[train_end:valid_end], test=data[valid_end:],
-                  sha256=hashlib.sha256(array).hexdigest(), entropy_floor_bpb=floor, source=source)
+    return Corpus(
+        name=name,
+        train=data[:train_end],
+        valid=data[train_end:valid_end],
+        test=data[valid_end:],
+        sha256=hashlib.sha256(array).hexdigest(),
+        entropy_floor_bpb=floor,
+        source=source,
+    )
 
 
 def _fraction(valid_fraction):
     if not isinstance(valid_fraction, (int, float)) or not 0 < valid_fraction < 0.5:
-        raise CorpusError(f"valid_fraction must be strictly between 0 and 0.5 (validation and test each take it), "
-                          f"got {valid_fraction!r}")
+        raise CorpusError(
+            f"valid_fraction must be strictly between 0 and 0.5 (validation and test each take it), "
+            f"got {valid_fraction!r}"
+        )
     return valid_fraction
 
 
@@ -212,28 +226,35 @@ def download(url, path, *, sha256, opener=None):
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
-            raise CorpusError(f"checksum did not match for {url}: SHA-256 {digest.hexdigest()}, expected {sha256}; "
-                              f"the download was deleted")
+            raise CorpusError(
+                f"checksum did not match for {url}: SHA-256 {digest.hexdigest()}, expected {sha256}; "
+                f"the download was deleted"
+            )
         os.replace(tmp, path)
     except BaseException as e:  # never leave a partial or bad download behind
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, (OSError, ValueError, http.client.HTTPException)) and not isinstance(e, CorpusError):
             reason = getattr(e, "reason", None) or e
-            raise CorpusError(f"cannot download enwik8 from {url} ({reason}); download {ENWIK8_URL} yourself and "
-                              f"put enwik8.zip in {path.parent} (or set {CACHE_ENV}), or pass "
-                              f"--corpus enwik8:/path/to/enwik8 (or .zip)") from e
+            raise CorpusError(
+                f"cannot download enwik8 from {url} ({reason}); download {ENWIK8_URL} yourself and "
+                f"put enwik8.zip in {path.parent} (or set {CACHE_ENV}), or pass "
+                f"--corpus enwik8:/path/to/enwik8 (or .zip)"
+            ) from e
         raise
 
 
-def enwik8(*, path=None, cache_dir=None, url=ENWIK8_URL, opener=None, zip_sha256=ENWIK8_ZIP_SHA256,
-           sha256=ENWIK8_SHA256):
+def enwik8(
+    *, path=None, cache_dir=None, url=ENWIK8_URL, opener=None, zip_sha256=ENWIK8_ZIP_SHA256, sha256=ENWIK8_SHA256
+):
     """enwik8 from PATH (the file or its zip; its content must hash to sha256), or else from
     CACHE/enwik8.zip, downloaded from url once and checked against zip_sha256 before every use."""
     if path is not None:
         content = _unzip(_read(path, what="enwik8 file"), path)
         if sha256 is not None and (digest := hashlib.sha256(content).hexdigest()) != sha256:
-            raise CorpusError(f"{path}: checksum did not match: the content's SHA-256 is {digest}, enwik8's is "
-                              f"{sha256} ({ENWIK8_URL})")
+            raise CorpusError(
+                f"{path}: checksum did not match: the content's SHA-256 is {digest}, enwik8's is "
+                f"{sha256} ({ENWIK8_URL})"
+            )
         source = str(Path(path).resolve())
     else:
         cached = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "enwik8.zip"
@@ -244,8 +265,9 @@ def enwik8(*, path=None, cache_dir=None, url=ENWIK8_URL, opener=None, zip_sha256
             raw = cached.read_bytes()
         content, source = _unzip(raw, cached), str(cached)
     n = len(content)
-    return _corpus("enwik8", content, bounds=(int(n * ENWIK8_TRAIN), int(n * (ENWIK8_TRAIN + ENWIK8_VALID))),
-                   source=source)
+    return _corpus(
+        "enwik8", content, bounds=(int(n * ENWIK8_TRAIN), int(n * (ENWIK8_TRAIN + ENWIK8_VALID))), source=source
+    )
 
 
 def load_corpus(spec, *, seed=0, cache_dir=None, valid_fraction=VALID_FRACTION, opener=None):
@@ -264,5 +286,7 @@ def load_corpus(spec, *, seed=0, cache_dir=None, valid_fraction=VALID_FRACTION, 
         return enwik8(path=path)
     if Path(spec).exists() or os.sep in spec or Path(spec).suffix:
         return from_file(spec, valid_fraction=valid_fraction)
-    raise CorpusError(f"unknown corpus {spec!r} (and no file by that name); valid: {', '.join(CORPORA)}, "
-                      f"enwik8:PATH, or a path to a text file")
+    raise CorpusError(
+        f"unknown corpus {spec!r} (and no file by that name); valid: {', '.join(CORPORA)}, "
+        f"enwik8:PATH, or a path to a text file"
+    )

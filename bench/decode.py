@@ -71,6 +71,7 @@ class DecodeCell:
 @dataclass(frozen=True)
 class DecodeGrid:
     """models x applicable methods x dtypes x prompt lengths, the rest shared."""
+
     name: str
     models: tuple
     prompt_lens: tuple
@@ -86,10 +87,21 @@ class DecodeGrid:
             models.spec(name)
 
     def cells(self):
-        return [DecodeCell(model=model, method=method, dtype=dtype, batch=self.batch, dim=self.dim, depth=self.depth,
-                           prompt_len=length, new_tokens=self.new_tokens)
-                for model, method, dtype in itertools.product(self.models, self.methods, self.dtypes)
-                if applies(model, method) for length in sorted(self.prompt_lens)]
+        return [
+            DecodeCell(
+                model=model,
+                method=method,
+                dtype=dtype,
+                batch=self.batch,
+                dim=self.dim,
+                depth=self.depth,
+                prompt_len=length,
+                new_tokens=self.new_tokens,
+            )
+            for model, method, dtype in itertools.product(self.models, self.methods, self.dtypes)
+            if applies(model, method)
+            for length in sorted(self.prompt_lens)
+        ]
 
 
 _CPU = ("gss", "gss-fast", "conv", "attention", "dss", "attention-chunked")
@@ -99,28 +111,78 @@ DECODE_PRESETS = {
     # CPU, 2 cores: stepping to 8192 shows the flat recurrent and the growing KV cache; re-running the
     # whole prompt per token only to 2048, where it already costs ~100x a step. With numerics' quick
     # preset, within a minute.
-    "quick": Preset("quick", (
-        DecodeGrid("stepping", _CPU, (128, 512, 2048, 8192), methods=_STEPPING),
-        DecodeGrid("reforward", _CPU, (128, 512, 2048), methods=("reforward",)),
-    ), timing=dict(warmup=1, min_repeats=2, budget_s=0.3)),
+    "quick": Preset(
+        "quick",
+        (
+            DecodeGrid("stepping", _CPU, (128, 512, 2048, 8192), methods=_STEPPING),
+            DecodeGrid("reforward", _CPU, (128, 512, 2048), methods=("reforward",)),
+        ),
+        timing=dict(warmup=1, min_repeats=2, budget_s=0.3),
+    ),
     # One GPU: the scaling suite's width, 4 layers, a batch of 8 sequences, prompts to 64K tokens.
-    "full": Preset("full", (
-        DecodeGrid("stepping", _CPU, tuple(2 ** k for k in range(8, 17)), methods=_STEPPING,
-                   dtypes=("float32", "bfloat16"), batch=8, dim=1024, depth=4, new_tokens=64),
-        DecodeGrid("reforward", _CPU, tuple(2 ** k for k in range(8, 16)), methods=("reforward",),
-                   dtypes=("float32", "bfloat16"), batch=8, dim=1024, depth=4, new_tokens=64),
-    ), timing=dict(warmup=1, min_repeats=3, budget_s=2.0)),
+    "full": Preset(
+        "full",
+        (
+            DecodeGrid(
+                "stepping",
+                _CPU,
+                tuple(2**k for k in range(8, 17)),
+                methods=_STEPPING,
+                dtypes=("float32", "bfloat16"),
+                batch=8,
+                dim=1024,
+                depth=4,
+                new_tokens=64,
+            ),
+            DecodeGrid(
+                "reforward",
+                _CPU,
+                tuple(2**k for k in range(8, 16)),
+                methods=("reforward",),
+                dtypes=("float32", "bfloat16"),
+                batch=8,
+                dim=1024,
+                depth=4,
+                new_tokens=64,
+            ),
+        ),
+        timing=dict(warmup=1, min_repeats=3, budget_s=2.0),
+    ),
     # One H100/H200 within the device budget: prompts 1K..16K, 4 layers of the scaling width, bfloat16.
-    "gpu-check": Preset("gpu-check", (
-        DecodeGrid("stepping", _GPU_CHECK, (1024, 4096, 16384), methods=_STEPPING, dtypes=("bfloat16",), batch=8,
-                   dim=1024, depth=4, new_tokens=32),
-        DecodeGrid("reforward", _GPU_CHECK, (1024, 4096), methods=("reforward",), dtypes=("bfloat16",), batch=8,
-                   dim=1024, depth=4, new_tokens=32),
-    ), timing=dict(warmup=1, min_repeats=5, budget_s=0.5)),
+    "gpu-check": Preset(
+        "gpu-check",
+        (
+            DecodeGrid(
+                "stepping",
+                _GPU_CHECK,
+                (1024, 4096, 16384),
+                methods=_STEPPING,
+                dtypes=("bfloat16",),
+                batch=8,
+                dim=1024,
+                depth=4,
+                new_tokens=32,
+            ),
+            DecodeGrid(
+                "reforward",
+                _GPU_CHECK,
+                (1024, 4096),
+                methods=("reforward",),
+                dtypes=("bfloat16",),
+                batch=8,
+                dim=1024,
+                depth=4,
+                new_tokens=32,
+            ),
+        ),
+        timing=dict(warmup=1, min_repeats=5, budget_s=0.5),
+    ),
     # Seconds, for tests and smoke runs: every model and method.
-    "smoke": Preset("smoke", (
-        DecodeGrid("all", tuple(models.NAMES), (16, 48), batch=1, dim=32, depth=1, new_tokens=4),
-    ), timing=dict(warmup=1, min_repeats=2, budget_s=0.02)),
+    "smoke": Preset(
+        "smoke",
+        (DecodeGrid("all", tuple(models.NAMES), (16, 48), batch=1, dim=32, depth=1, new_tokens=4),),
+        timing=dict(warmup=1, min_repeats=2, budget_s=0.02),
+    ),
 }
 
 
@@ -174,8 +236,14 @@ def measure_cell(cell, device, timing):
     prompt = torch.randint(NUM_TOKENS, (cell.batch, cell.prompt_len), device=device)
     how = measure_reforward if cell.method == "reforward" else measure_stepping
     values, timed = how(lm, prompt, cell, device, timing)
-    return dict(**values, time_per_token_ms=timed.median_ms, time_per_token_iqr_ms=timed.iqr_ms,
-                repeats=timed.repeats, tokens_per_s=cell.batch / (timed.median_ms / 1e3), status="ok")
+    return dict(
+        **values,
+        time_per_token_ms=timed.median_ms,
+        time_per_token_iqr_ms=timed.iqr_ms,
+        repeats=timed.repeats,
+        tokens_per_s=cell.batch / (timed.median_ms / 1e3),
+        status="ok",
+    )
 
 
 def convert(args):
@@ -191,16 +259,25 @@ def convert(args):
 def build_cells(args, preset):
     """The preset's grids, narrowed and overridden by the flags: --models and --prompt-lens replace each
     grid's, --methods keeps only those methods, --dtype/--batch/--dim/--depth/--new-tokens apply to all."""
-    overrides = dict(models=args.models, prompt_lens=args.prompt_lens, dtypes=args.dtype, batch=args.batch,
-                     dim=args.dim, depth=args.depth, new_tokens=args.new_tokens)
+    overrides = dict(
+        models=args.models,
+        prompt_lens=args.prompt_lens,
+        dtypes=args.dtype,
+        batch=args.batch,
+        dim=args.dim,
+        depth=args.depth,
+        new_tokens=args.new_tokens,
+    )
     overrides = {k: v for k, v in overrides.items() if v is not None}
     grids = [replace(g, **overrides) for g in preset.grids]
     if args.methods is not None:
         grids = [replace(g, methods=tuple(m for m in g.methods if m in args.methods)) for g in grids]
     cells = list(dict.fromkeys(c for g in grids for c in g.cells()))  # a cell shared by two grids runs once
     if not cells:
-        raise UsageError("the grid is empty: no requested model takes a requested method "
-                         "(recurrent: GSS family and conv; kv_cache: attention; reforward: every model)")
+        raise UsageError(
+            "the grid is empty: no requested model takes a requested method "
+            "(recurrent: GSS family and conv; kv_cache: attention; reforward: every model)"
+        )
     return cells
 
 
@@ -208,10 +285,15 @@ def run(args, ctx):
     """Run the context's cells into its run directory; returns the path of the CSV."""
     sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
     name = device_name(ctx.device)
-    sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, desc="decode",
-                    deadline=ctx.deadline, measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing),
-                    remote=lambda cell: (("bench.decode", "measure_remote"), (cell, ctx.device.type, ctx.preset.timing)),
-                    how=executor.options(args, ctx.device))
+    sweep.run_cells(
+        ctx.cells,
+        key_row=lambda cell: {**cell.__dict__, "device": name},
+        desc="decode",
+        deadline=ctx.deadline,
+        measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing),
+        remote=lambda cell: (("bench.decode", "measure_remote"), (cell, ctx.device.type, ctx.preset.timing)),
+        how=executor.options(args, ctx.device),
+    )
     return ctx.out_dir / CSV
 
 
@@ -222,10 +304,15 @@ def measure_remote(cell, device_type, timing):
 
 
 def make_parser():
-    p = cli.parser(__doc__, "python -m bench.decode", ("--models", "--dtype", "--batch", "--dim", "--depth"),
-                   prompt_lens="comma-separated positive prompt lengths", batch="sequences decoded together",
-                   methods=f"comma-separated, from: {', '.join(METHODS)}",
-                   new_tokens="tokens generated per prompt (at least 2)")
+    p = cli.parser(
+        __doc__,
+        "python -m bench.decode",
+        ("--models", "--dtype", "--batch", "--dim", "--depth"),
+        prompt_lens="comma-separated positive prompt lengths",
+        batch="sequences decoded together",
+        methods=f"comma-separated, from: {', '.join(METHODS)}",
+        new_tokens="tokens generated per prompt (at least 2)",
+    )
     executor.add_flags(p)
     return p
 

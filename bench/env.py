@@ -1,4 +1,5 @@
 """env.json: where and with what a run happened (versions, devices, CPU, git commit), beside its CSVs."""
+
 from __future__ import annotations
 
 import json
@@ -45,11 +46,18 @@ def environment() -> dict[str, Any]:
     commit, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--", ".", ":!results", ":!plots")
     return {
         "timestamp_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "hostname": socket.gethostname(), "python": platform.python_version(), "platform": platform.platform(),
-        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cudnn": cudnn,
-        "cuda_available": cuda, "cuda_device_count": count,
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "cuda_available": cuda,
+        "cuda_device_count": count,
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(count)],
-        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_num_threads": torch.get_num_threads(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(),
         "git_commit": commit.strip() if commit else None,
         "git_dirty": None if status is None else bool(status.strip()),
     }

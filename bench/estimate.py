@@ -64,8 +64,7 @@ def _lm_flops(model, *, num_tokens, dim, depth, batch, seq_len, **options):
 def decode_cell(cell, timing):
     """Stepping: timed prefills, then new_tokens single-token steps; reforward: forwards of the prompt."""
     shared = dict(num_tokens=256, dim=cell.dim, depth=cell.depth, batch=cell.batch)
-    prompt = step_s(_lm_flops(cell.model, seq_len=cell.prompt_len + 1, **shared), cell.dtype, "fwd",
-                    layers=cell.depth)
+    prompt = step_s(_lm_flops(cell.model, seq_len=cell.prompt_len + 1, **shared), cell.dtype, "fwd", layers=cell.depth)
     if cell.method == "reforward":
         return CELL_S + prompt * (1 + timed_steps(prompt, timing))
     token = step_s(_lm_flops(cell.model, seq_len=1, **shared), cell.dtype, "fwd", layers=cell.depth)
@@ -84,19 +83,27 @@ def training_cell(cell):
     """`steps` optimiser steps, one training per candidate rate, then the evaluations (forwards)."""
     vocab = cell.vocab or 256
     shared = dict(num_tokens=vocab, dim=cell.dim, depth=cell.depth, **cell.layer_options())
-    step = step_s(_lm_flops(cell.model, batch=cell.batch, seq_len=cell.seq_len, **shared), cell.dtype, "fwdbwd",
-                  layers=cell.depth)
-    evals = sum(step_s(_lm_flops(cell.model, batch=1, seq_len=m * cell.seq_len, **shared), cell.dtype, "fwd",
-                       layers=cell.depth) * math.ceil(cell.eval_tokens / (m * cell.seq_len))
-                for m in cell.eval_lengths)
+    step = step_s(
+        _lm_flops(cell.model, batch=cell.batch, seq_len=cell.seq_len, **shared), cell.dtype, "fwdbwd", layers=cell.depth
+    )
+    evals = sum(
+        step_s(_lm_flops(cell.model, batch=1, seq_len=m * cell.seq_len, **shared), cell.dtype, "fwd", layers=cell.depth)
+        * math.ceil(cell.eval_tokens / (m * cell.seq_len))
+        for m in cell.eval_lengths
+    )
     runs = len(cell.lrs) if cell.selects else 1
     return CELL_S + runs * (cell.steps * step + evals)
 
 
 def suite_seconds(suite, cells, timing):
     """The estimated device seconds of a suite's cells."""
-    one = {"scaling": lambda c: scaling_cell(c, timing), "profiling": lambda c: profiling_cell(c, timing),
-           "decode": lambda c: decode_cell(c, timing), "numerics": numerics_cell, "perplexity": training_cell}[suite]
+    one = {
+        "scaling": lambda c: scaling_cell(c, timing),
+        "profiling": lambda c: profiling_cell(c, timing),
+        "decode": lambda c: decode_cell(c, timing),
+        "numerics": numerics_cell,
+        "perplexity": training_cell,
+    }[suite]
     return sum(one(cell) for cell in cells)
 
 
@@ -113,5 +120,8 @@ def scaling_group_seconds(preset, measured=None):
     def seconds(c):
         key = (c.model, c.mode, c.dtype, str(c.seq_len), str(c.kernel_N or ""), str(c.conv_kernel or ""))
         step = (measured or {}).get(key)
-        return scaling_cell(c, preset.timing) if step is None else CELL_S + step * (2 + timed_steps(step, preset.timing))
+        return (
+            scaling_cell(c, preset.timing) if step is None else CELL_S + step * (2 + timed_steps(step, preset.timing))
+        )
+
     return [sum(seconds(c) for c in group) for group in groups_of(layer_cells(args, preset))]

@@ -48,6 +48,7 @@ class Job:
     """begin() -> (target, args) for what is left to run, target a (module, function) importable on every worker
     (None: nothing to run, its rows are recorded); done(result or exception, worker info); ready() -> whether
     begin may run yet (a training at a selected rate waits for its selection)."""
+
     begin: object
     done: object
     ready: object = None
@@ -64,10 +65,14 @@ def worker_info():
     import torch
 
     cuda = torch.cuda.is_available()
-    return {"host": socket.gethostname(), "platform": platform.platform(), "torch": torch.__version__,
-            "cuda": torch.version.cuda if cuda else None,
-            "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else ["cpu"],
-            "cpu_count": os.cpu_count()}
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else ["cpu"],
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def check_address(address):
@@ -81,8 +86,9 @@ def check_address(address):
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
-        raise UsageError(f"--ray-address {address}: no Ray cluster reachable there ({error.strerror or error})") \
-            from None
+        raise UsageError(
+            f"--ray-address {address}: no Ray cluster reachable there ({error.strerror or error})"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -104,8 +110,9 @@ def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic, unit="c
     cells left are not recorded, so --resume measures them later. Returns the number of cells left."""
     cells = list(cells)
     with frozen_gc():
-        for i, cell in enumerate(tqdm(cells, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                                      mininterval=1.0)):
+        for i, cell in enumerate(
+            tqdm(cells, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+        ):
             if deadline is not None and clock() >= deadline:
                 _time_limit(desc, len(cells) - i, len(cells), unit)
                 return len(cells) - i
@@ -117,13 +124,33 @@ def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic, unit="c
     return 0
 
 
-def run(jobs, *, executor="local", desc, unit="cell", deadline=None, clock=time.monotonic, ray_address=None,
-        threads=None, gpus=0, cell_timeout=None):
+def run(
+    jobs,
+    *,
+    executor="local",
+    desc,
+    unit="cell",
+    deadline=None,
+    clock=time.monotonic,
+    ray_address=None,
+    threads=None,
+    gpus=0,
+    cell_timeout=None,
+):
     """Run `jobs` in order (see the module docstring); returns (jobs not started for the deadline, worker infos:
     none locally)."""
     if executor == "ray":
-        return _run_ray(list(jobs), desc=desc, unit=unit, deadline=deadline, clock=clock, address=ray_address,
-                        threads=threads, gpus=gpus, cell_timeout=cell_timeout)
+        return _run_ray(
+            list(jobs),
+            desc=desc,
+            unit=unit,
+            deadline=deadline,
+            clock=clock,
+            address=ray_address,
+            threads=threads,
+            gpus=gpus,
+            cell_timeout=cell_timeout,
+        )
     return drive(jobs, _run_here, desc=desc, deadline=deadline, clock=clock, unit=unit), []
 
 
@@ -138,8 +165,11 @@ def _run_here(job):
 
 
 def _time_limit(desc, left, total, unit):
-    print(f"{desc}: time limit reached, {left} of {total} {unit}s not run (--resume runs them)", file=sys.stderr,
-          flush=True)
+    print(
+        f"{desc}: time limit reached, {left} of {total} {unit}s not run (--resume runs them)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_timeout):
@@ -151,8 +181,13 @@ def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_
         _init(address)
     cpus = threads or int(ray.cluster_resources().get("CPU", os.cpu_count()) // max(1, len(ray.nodes())))
     task = ray.remote(max_retries=0)(call).options(num_cpus=0 if gpus else cpus, num_gpus=1 if gpus else 0)
-    infos, running, waiting, bar = [], {}, list(jobs), tqdm(total=len(jobs), desc=desc, unit=unit, file=sys.stderr,
-                                                              dynamic_ncols=True, mininterval=1.0)
+    infos, running, waiting, bar = (
+        [],
+        {},
+        list(jobs),
+        tqdm(total=len(jobs), desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=1.0),
+    )
+
     def capacity():  # tasks that can run at once: submitted only then, so a task's clock starts when it does
         free = ray.cluster_resources()
         return max(1, int(free.get("GPU", 0)) if gpus else int(free.get("CPU", 1) // cpus))
@@ -160,8 +195,10 @@ def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_
     try:
         while waiting or running:
             room = capacity() - len(running)
-            while room > 0 and (job := next((j for j in waiting if j.ready is None or j.ready() or not running),
-                                            None)) is not None:  # the first that may start: all, once idle
+            while (
+                room > 0
+                and (job := next((j for j in waiting if j.ready is None or j.ready() or not running), None)) is not None
+            ):  # the first that may start: all, once idle
                 waiting.remove(job)
                 if deadline is not None and clock() >= deadline:
                     _time_limit(desc, len(waiting) + 1, len(jobs), unit)
@@ -218,17 +255,32 @@ def record_nodes(out_dir, infos):
 
 def options(args, device):
     """bench.executor.run's keyword arguments from a suite's command line."""
-    return dict(executor=args.executor, ray_address=args.ray_address, threads=args.threads,
-                gpus=int(device.type == "cuda"), cell_timeout=args.cell_timeout)
+    return dict(
+        executor=args.executor,
+        ray_address=args.ray_address,
+        threads=args.threads,
+        gpus=int(device.type == "cuda"),
+        cell_timeout=args.cell_timeout,
+    )
 
 
 def add_flags(p):
-    p.add_argument("--executor", default="local", help="local (default: cells one after another here) or ray "
-                   "(one Ray task per cell, one GPU or one node's CPUs each; docs/suites.md)")
-    p.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster (`ray start --head`); default: start "
-                   "a local Ray instance and shut it down at the end")
-    p.add_argument("--cell-timeout", metavar="SECONDS", help="with --executor ray: a cell still running after "
-                   "this long is cancelled and recorded as an error")
+    p.add_argument(
+        "--executor",
+        default="local",
+        help="local (default: cells one after another here) or ray "
+        "(one Ray task per cell, one GPU or one node's CPUs each; docs/suites.md)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="HOST:PORT of a running Ray cluster (`ray start --head`); default: start "
+        "a local Ray instance and shut it down at the end",
+    )
+    p.add_argument(
+        "--cell-timeout",
+        metavar="SECONDS",
+        help="with --executor ray: a cell still running after this long is cancelled and recorded as an error",
+    )
 
 
 def convert(args):
@@ -243,15 +295,21 @@ def convert(args):
         try:
             importlib.import_module("ray")
         except ImportError:
-            raise UsageError("--executor ray: the ray package is not installed (pip install -r requirements.txt)") \
-                from None
+            raise UsageError(
+                "--executor ray: the ray package is not installed (pip install -r requirements.txt)"
+            ) from None
 
 
 def _init(address):
     import ray
 
-    ray.init(address=address, runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES},
-             include_dashboard=False, log_to_driver=True, **({} if address else {"num_cpus": os.cpu_count()}))
+    ray.init(
+        address=address,
+        runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES},
+        include_dashboard=False,
+        log_to_driver=True,
+        **({} if address else {"num_cpus": os.cpu_count()}),
+    )
 
 
 @contextlib.contextmanager

@@ -101,9 +101,16 @@ def sweeps(df, draws, *, mode, dtype):
             rows = analysis.ok(rows).dropna(subset=["time_ms"])
             if len(rows):
                 point = rows.groupby("seq_len").time_ms.median().sort_index()
-                out.append(Sweep(label, model, label[len(model):].strip(), point,
-                                 {L: draws.at_length(g) for L, g in rows.groupby("seq_len")},
-                                 analysis.single_cells(rows)))
+                out.append(
+                    Sweep(
+                        label,
+                        model,
+                        label[len(model) :].strip(),
+                        point,
+                        {L: draws.at_length(g) for L, g in rows.groupby("seq_len")},
+                        analysis.single_cells(rows),
+                    )
+                )
     return out
 
 
@@ -121,8 +128,20 @@ def row(finding, mode, dtype, model, other, value, draws, *, unit, options="", s
         low, high, share = percentile_interval(draws)
         note = f"no {missing} in {share:.1%} of resamples" if missing and share > 0 else None
     detail = "; ".join(p for p in (options, span, note) if p)
-    return dict(finding=finding, mode=mode, dtype=dtype, model=model, other=other, value=float(value), ci_low=low,
-                ci_high=high, unit=unit, detail=detail, options=options, span=span)
+    return dict(
+        finding=finding,
+        mode=mode,
+        dtype=dtype,
+        model=model,
+        other=other,
+        value=float(value),
+        ci_low=low,
+        ci_high=high,
+        unit=unit,
+        detail=detail,
+        options=options,
+        span=span,
+    )
 
 
 def slope_rows(found, mode, dtype):
@@ -131,9 +150,20 @@ def slope_rows(found, mode, dtype):
         lengths = analysis.fitted_lengths(s.point.index)
         if lengths:
             draws = s.stack(lengths)
-            out.append(row("slope", mode, dtype, s.model, "", slope(lengths, s.point[lengths].to_numpy()),
-                           None if draws is None else slope(lengths, draws), unit="exponent", options=s.options,
-                           span=f"seq_len {lengths[0]}..{lengths[-1]}"))
+            out.append(
+                row(
+                    "slope",
+                    mode,
+                    dtype,
+                    s.model,
+                    "",
+                    slope(lengths, s.point[lengths].to_numpy()),
+                    None if draws is None else slope(lengths, draws),
+                    unit="exponent",
+                    options=s.options,
+                    span=f"seq_len {lengths[0]}..{lengths[-1]}",
+                )
+            )
     return out
 
 
@@ -141,7 +171,7 @@ def crossover_rows(found, mode, dtype, resamples=RESAMPLES):
     """Every pair of two models' sweeps that cross, the one faster at the long lengths first."""
     out = []
     for i, a in enumerate(found):
-        for b in found[i + 1:]:
+        for b in found[i + 1 :]:
             common = sorted(set(a.point.index) & set(b.point.index))
             if a.model == b.model or len(common) < 2:
                 continue
@@ -153,9 +183,21 @@ def crossover_rows(found, mode, dtype, resamples=RESAMPLES):
                 last = max(j for j, r in enumerate(ratio) if r >= 0)
                 draws = None if draws is None else crossover(common, draws)
                 options = " ".join(p for p in (fast.options, f"vs {slow.label}" if slow.options else "") if p)
-                out.append(row("crossover", mode, dtype, fast.model, slow.model, value, draws, unit="tokens",
-                               options=options, span=f"between seq_len {common[last]} and {common[last + 1]}",
-                               missing="crossover"))
+                out.append(
+                    row(
+                        "crossover",
+                        mode,
+                        dtype,
+                        fast.model,
+                        slow.model,
+                        value,
+                        draws,
+                        unit="tokens",
+                        options=options,
+                        span=f"between seq_len {common[last]} and {common[last + 1]}",
+                        missing="crossover",
+                    )
+                )
     return out
 
 
@@ -170,9 +212,20 @@ def speedup_rows(found, mode, dtype, resamples=RESAMPLES):
                 for length in common if every else common[-1:]:
                     (ratio,), draws = ref.ratio(s, [length], resamples)
                     options = " ".join(p for p in (s.options, f"vs {ref.label}" if ref.options else "") if p)
-                    out.append(row("speedup", mode, dtype, s.model, reference, np.exp(ratio),
-                                   None if draws is None else np.exp(draws[:, 0]), unit="x", options=options,
-                                   span=f"at seq_len {length}"))
+                    out.append(
+                        row(
+                            "speedup",
+                            mode,
+                            dtype,
+                            s.model,
+                            reference,
+                            np.exp(ratio),
+                            None if draws is None else np.exp(draws[:, 0]),
+                            unit="x",
+                            options=options,
+                            span=f"at seq_len {length}",
+                        )
+                    )
     return out
 
 
@@ -185,8 +238,11 @@ def compute(df, *, source="scaling.csv", resamples=RESAMPLES):
         draws = Draws(source, resamples)
         for mode, dtype in analysis.modes_dtypes(df):
             found = sweeps(df, draws, mode=mode, dtype=dtype)
-            out += slope_rows(found, mode, dtype) + crossover_rows(found, mode, dtype, resamples) \
+            out += (
+                slope_rows(found, mode, dtype)
+                + crossover_rows(found, mode, dtype, resamples)
                 + speedup_rows(found, mode, dtype, resamples)
+            )
     return pd.DataFrame(out, columns=[*COLUMNS, "options", "span"])
 
 
@@ -204,8 +260,9 @@ def write(run_dir, *, out_dir=None, found=None):
     out_dir = Path(run_dir if out_dir is None else out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows([COLUMNS, *([format_value(v) for v in r]
-                                                                for r in found[list(COLUMNS)].itertuples(index=False))])
+    csv.writer(text, lineterminator="\n").writerows(
+        [COLUMNS, *([format_value(v) for v in r] for r in found[list(COLUMNS)].itertuples(index=False))]
+    )
     atomic_write_text(out_dir / NAME, text.getvalue())
     return found
 
@@ -220,8 +277,20 @@ def interval(low, high, unit):
 
 def display(found):
     """The findings as rows of strings under HEADER (REPORT.md's table, the command's printout)."""
-    return [(r.finding, r.mode, r.dtype, r.model, r.other, number(r.value, r.unit), interval(r.ci_low, r.ci_high, r.unit),
-             r.unit, r.detail) for r in found.itertuples()]
+    return [
+        (
+            r.finding,
+            r.mode,
+            r.dtype,
+            r.model,
+            r.other,
+            number(r.value, r.unit),
+            interval(r.ci_low, r.ci_high, r.unit),
+            r.unit,
+            r.detail,
+        )
+        for r in found.itertuples()
+    ]
 
 
 def check_poolable(scaling):
@@ -233,8 +302,10 @@ def check_poolable(scaling):
             raise UsageError(f"cannot pool {first} and {run}: different devices ({', '.join(da)} vs {', '.join(db)})")
         ka, kb = ({refine.label(r) for _, r in df.iterrows()} for df in (a, b))
         if only := sorted(ka ^ kb):
-            raise UsageError(f"cannot pool {first} and {run}: different grids ({len(ka - kb)} cells only in {first}, "
-                             f"{len(kb - ka)} only in {run}; e.g. {only[0]})")
+            raise UsageError(
+                f"cannot pool {first} and {run}: different grids ({len(ka - kb)} cells only in {first}, "
+                f"{len(kb - ka)} only in {run}; e.g. {only[0]})"
+            )
 
 
 def pool(found):
@@ -246,8 +317,16 @@ def pool(found):
     out = []
     for (*key, _), g in rows.groupby([*POOL_KEY, "length"], sort=False):
         span = " / ".join(dict.fromkeys(g["span"]))  # the same lengths in every run, unless their statuses differ
-        out.append(dict(zip(POOL_KEY, key, strict=True), median=g.value.median(), low=g.value.min(),
-                        high=g.value.max(), runs=len(g), detail="; ".join(p for p in (key[5], span) if p)))
+        out.append(
+            dict(
+                zip(POOL_KEY, key, strict=True),
+                median=g.value.median(),
+                low=g.value.min(),
+                high=g.value.max(),
+                runs=len(g),
+                detail="; ".join(p for p in (key[5], span) if p),
+            )
+        )
     return pd.DataFrame(out, columns=[*POOL_KEY, "median", "low", "high", "runs", "detail"])
 
 
@@ -275,15 +354,36 @@ def main(argv=None):
     except (UsageError, ResultsError, OSError) as error:
         return fail(error)
     for run, frame in found.items():
-        print(f"{run / NAME}: {len(frame)} findings, 95% intervals by bootstrap over each cell's repeats "
-              f"({RESAMPLES} resamples; empty where the cells have no times_ms)")
+        print(
+            f"{run / NAME}: {len(frame)} findings, 95% intervals by bootstrap over each cell's repeats "
+            f"({RESAMPLES} resamples; empty where the cells have no times_ms)"
+        )
         print("\n".join(aligned(HEADER, display(frame))) + "\n")
     if len(found) > 1:
         pooled = pool(found)
         print(f"across {len(found)} runs: each finding's median and range (min..max) of the runs' values")
-        print("\n".join(aligned(POOLED, [(r.finding, r.mode, r.dtype, r.model, r.other, number(r.median, r.unit),
-                                          interval(r.low, r.high, r.unit), r.unit, f"{r.runs}/{len(found)}", r.detail)
-                                         for r in pooled.itertuples()])))
+        print(
+            "\n".join(
+                aligned(
+                    POOLED,
+                    [
+                        (
+                            r.finding,
+                            r.mode,
+                            r.dtype,
+                            r.model,
+                            r.other,
+                            number(r.median, r.unit),
+                            interval(r.low, r.high, r.unit),
+                            r.unit,
+                            f"{r.runs}/{len(found)}",
+                            r.detail,
+                        )
+                        for r in pooled.itertuples()
+                    ],
+                )
+            )
+        )
     return 0
 
 

@@ -36,8 +36,17 @@ def fft_flops(n: int, *, count: int = 1, complex_input: bool = False) -> float:
     return (5.0 if complex_input else 2.5) * n * math.log2(n) * count
 
 
-def attention_flops(*, batch: int, heads: int, q_len: int, kv_len: int, head_dim: int, v_head_dim: int | None = None,
-                    causal: bool = False, backward: bool = False) -> int:
+def attention_flops(
+    *,
+    batch: int,
+    heads: int,
+    q_len: int,
+    kv_len: int,
+    head_dim: int,
+    v_head_dim: int | None = None,
+    causal: bool = False,
+    backward: bool = False,
+) -> int:
     """QK^T and PV (forward); recomputed QK^T, dP, dV, dQ, dK (backward). Causal counts half the dense L^2 work."""
     dv = head_dim if v_head_dim is None else v_head_dim
     per_pair = (3 * head_dim + 2 * dv) if backward else (head_dim + dv)
@@ -65,6 +74,7 @@ def _complex_aware(base):
         flops = base(*args, out_val=out_val, **kwargs)
         is_complex = any(isinstance(a, torch.Tensor) and a.is_complex() for a in args)
         return 4 * flops if is_complex else flops
+
     return _raw(formula)
 
 
@@ -77,6 +87,7 @@ def _fft(kind):
             last = args[1] if len(args) > 1 else kwargs["last_dim_size"]
             lengths[-1] = int(last)
         return fft_flops(math.prod(lengths), count=count, complex_input=kind == "c2c")
+
     return _raw(formula)
 
 
@@ -93,8 +104,17 @@ def _sdpa(packet, *, backward):
     def formula(*args, out_val=None, **kwargs):
         q, k, v = args[1:4] if backward else args[0:3]
         b, h, lq, d = q.shape
-        return attention_flops(batch=b, heads=h, q_len=lq, kv_len=k.shape[-2], head_dim=d, v_head_dim=v.shape[-1],
-                               causal=bool(_arg(packet, "is_causal", args, kwargs, False)), backward=backward)
+        return attention_flops(
+            batch=b,
+            heads=h,
+            q_len=lq,
+            kv_len=k.shape[-2],
+            head_dim=d,
+            v_head_dim=v.shape[-1],
+            causal=bool(_arg(packet, "is_causal", args, kwargs, False)),
+            backward=backward,
+        )
+
     return _raw(formula)
 
 
@@ -104,6 +124,7 @@ def _causal_halved(packet, base):
         flops = base(*args, out_val=out_val, **kwargs)
         causal = _arg(packet, "is_causal", args, kwargs, False) or _arg(packet, "custom_mask_type", args, kwargs, 0)
         return flops // 2 if causal else flops
+
     return _raw(formula)
 
 
@@ -113,8 +134,17 @@ def _op(name):
 
 def _build_mapping():
     mapping = {}
-    for name in ["mm", "addmm", "bmm", "baddbmm", "convolution", "_convolution", "cudnn_convolution",
-                 "convolution_overrideable", "_slow_conv2d_forward"]:
+    for name in [
+        "mm",
+        "addmm",
+        "bmm",
+        "baddbmm",
+        "convolution",
+        "_convolution",
+        "cudnn_convolution",
+        "convolution_overrideable",
+        "_slow_conv2d_forward",
+    ]:
         op = _op(name)
         if op is not None and op in _fc.flop_registry:
             mapping[op] = _complex_aware(_fc.flop_registry[op])
@@ -127,8 +157,12 @@ def _build_mapping():
             op = _op(f"_scaled_dot_product_{kernel}" + ("_backward" if backward else ""))
             if op is not None:
                 mapping[op] = _sdpa(op, backward=backward)
-    for name in ["_flash_attention_forward", "_flash_attention_backward",
-                 "_efficient_attention_forward", "_efficient_attention_backward"]:
+    for name in [
+        "_flash_attention_forward",
+        "_flash_attention_backward",
+        "_efficient_attention_forward",
+        "_efficient_attention_backward",
+    ]:
         op = _op(name)
         if op is not None and op in _fc.flop_registry:
             mapping[op] = _causal_halved(op, _fc.flop_registry[op])

@@ -58,6 +58,7 @@ class NumericsCell:
 class NumericsGrid:
     """models x seq_lens x dtypes; a model's lengths run in order, every dtype of a length together,
     so that one float64 reference serves them all."""
+
     name: str
     models: tuple
     seq_lens: tuple
@@ -69,39 +70,74 @@ class NumericsGrid:
         layers(self.models)
 
     def cells(self):
-        return [NumericsCell(model=model, dtype=dtype, seq_len=length, dim=self.dim, batch=self.batch)
-                for model, length in itertools.product(self.models, sorted(self.seq_lens)) for dtype in self.dtypes]
+        return [
+            NumericsCell(model=model, dtype=dtype, seq_len=length, dim=self.dim, batch=self.batch)
+            for model, length in itertools.product(self.models, sorted(self.seq_lens))
+            for dtype in self.dtypes
+        ]
 
 
 NUMERICS_PRESETS = {
     # CPU, 2 cores: every model, within a minute together with decode's quick preset. The float64
     # reference of gss-direct's every-tap convolution grows as L^2, so it stops at 2048.
-    "quick": Preset("quick", (
-        NumericsGrid("length", ("gss", "gss-fast", "conv", "attention", "dss", "attention-chunked"), (256, 1024, 4096)),
-        NumericsGrid("length", ("gss-direct",), (256, 1024)),
-    )),
+    "quick": Preset(
+        "quick",
+        (
+            NumericsGrid(
+                "length", ("gss", "gss-fast", "conv", "attention", "dss", "attention-chunked"), (256, 1024, 4096)
+            ),
+            NumericsGrid("length", ("gss-direct",), (256, 1024)),
+        ),
+    ),
     # One GPU: lengths to 64K in every autocast dtype. Attention's float64 reference runs SDPA's math
     # kernel, whose L^2 scores (16 heads) pass 78 GiB at 16K, and gss-direct's is an L^2 convolution:
     # both stop at 8K.
-    "full": Preset("full", (
-        NumericsGrid("length", ("gss", "gss-fast", "conv", "attention-chunked"), tuple(2 ** k for k in range(8, 17)),
-                     dtypes=("float32", "bfloat16", "float16"), dim=1024),
-        NumericsGrid("length", ("attention", "dss"), tuple(2 ** k for k in range(8, 14)),
-                     dtypes=("float32", "bfloat16", "float16"), dim=1024),
-        NumericsGrid("length", ("gss-direct",), tuple(2 ** k for k in range(8, 14)),
-                     dtypes=("float32", "bfloat16", "float16"), dim=1024),
-    )),
+    "full": Preset(
+        "full",
+        (
+            NumericsGrid(
+                "length",
+                ("gss", "gss-fast", "conv", "attention-chunked"),
+                tuple(2**k for k in range(8, 17)),
+                dtypes=("float32", "bfloat16", "float16"),
+                dim=1024,
+            ),
+            NumericsGrid(
+                "length",
+                ("attention", "dss"),
+                tuple(2**k for k in range(8, 14)),
+                dtypes=("float32", "bfloat16", "float16"),
+                dim=1024,
+            ),
+            NumericsGrid(
+                "length",
+                ("gss-direct",),
+                tuple(2**k for k in range(8, 14)),
+                dtypes=("float32", "bfloat16", "float16"),
+                dim=1024,
+            ),
+        ),
+    ),
     # One H100/H200 within the device budget: every model and every CUDA dtype at 1K and 8K (the every-tap
     # direct convolution at 1K only: its float64 reference is L^2).
-    "gpu-check": Preset("gpu-check", (
-        NumericsGrid("length", ("gss", "conv", "attention"), (1024, 8192), dtypes=("float32", "bfloat16", "float16"),
-                     dim=1024),
-        NumericsGrid("length", ("gss-direct",), (1024,), dtypes=("float32", "bfloat16", "float16"), dim=1024),
-    )),
+    "gpu-check": Preset(
+        "gpu-check",
+        (
+            NumericsGrid(
+                "length",
+                ("gss", "conv", "attention"),
+                (1024, 8192),
+                dtypes=("float32", "bfloat16", "float16"),
+                dim=1024,
+            ),
+            NumericsGrid("length", ("gss-direct",), (1024,), dtypes=("float32", "bfloat16", "float16"), dim=1024),
+        ),
+    ),
     # Seconds, for tests and smoke runs.
-    "smoke": Preset("smoke", (
-        NumericsGrid("length", tuple(models.NAMES), (16, 64), dtypes=("float64", "float32", "bfloat16"), dim=32),
-    )),
+    "smoke": Preset(
+        "smoke",
+        (NumericsGrid("length", tuple(models.NAMES), (16, 64), dtypes=("float64", "float32", "bfloat16"), dim=32),),
+    ),
 }
 
 
@@ -153,9 +189,13 @@ def measure_cell(cell, device, references):
         layer, x, w, autocast_dtype = copy.deepcopy(layer64).float(), x64.float(), w64.float(), cell.dtype
     out, grad = forward_backward(layer, x, w, autocast_dtype=autocast_dtype)
     out, grad = out.double(), grad.double()
-    row = dict(out_rel_err=rel_err(out, out_ref), grad_rel_err=rel_err(grad, grad_ref),
-               out_branch_rel_err=rel_err(out - x64, out_ref - x64),
-               grad_branch_rel_err=rel_err(grad - w64, grad_ref - w64), status="ok")
+    row = dict(
+        out_rel_err=rel_err(out, out_ref),
+        grad_rel_err=rel_err(grad, grad_ref),
+        out_branch_rel_err=rel_err(out - x64, out_ref - x64),
+        grad_branch_rel_err=rel_err(grad - w64, grad_ref - w64),
+        status="ok",
+    )
     if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
         row.update(status="error", error=f"non-finite output or gradient in {cell.dtype}")
     return row
@@ -184,10 +224,15 @@ def run(args, ctx):
     sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
     name, references = device_name(ctx.device), References(ctx.device)
 
-    sweep.run_cells(ctx.cells, key_row=lambda cell: {**cell.__dict__, "device": name}, deadline=ctx.deadline,
-                    measure=lambda cell: measure(cell, ctx.device, references), desc="numerics",
-                    remote=lambda cell: (("bench.numerics", "measure_remote"), (cell, ctx.device.type)),
-                    how=executor.options(args, ctx.device))
+    sweep.run_cells(
+        ctx.cells,
+        key_row=lambda cell: {**cell.__dict__, "device": name},
+        deadline=ctx.deadline,
+        measure=lambda cell: measure(cell, ctx.device, references),
+        desc="numerics",
+        remote=lambda cell: (("bench.numerics", "measure_remote"), (cell, ctx.device.type)),
+        how=executor.options(args, ctx.device),
+    )
     return ctx.out_dir / CSV
 
 
@@ -205,8 +250,12 @@ def measure_remote(cell, device_type):
 
 
 def make_parser():
-    p = cli.parser(__doc__, "python -m bench.numerics", ("--models", "--seq-lens", "--dim", "--batch"),
-                   dtypes=f"comma-separated, from: {', '.join(DTYPES)} (float16: CUDA only)")
+    p = cli.parser(
+        __doc__,
+        "python -m bench.numerics",
+        ("--models", "--seq-lens", "--dim", "--batch"),
+        dtypes=f"comma-separated, from: {', '.join(DTYPES)} (float16: CUDA only)",
+    )
     p.set_defaults(dtype=None)  # cli.prepare's --dtype check: numerics validates --dtypes itself
     executor.add_flags(p)
     return p

@@ -51,24 +51,36 @@ CATEGORIES = (*RANGES, "backward", "other")
 _MODELS = ("gss", "gss-fast", "gss-direct", "conv", "attention", "dss", "attention-chunked")
 PROFILE_PRESETS = {
     # CPU, 2 cores: one length where every model's stages are visible, in well under a minute.
-    "quick": Preset("quick", (Grid("profile", _MODELS, (2048,), batch=1, dim=512),),
-                    timing=dict(warmup=1, active=2)),
+    "quick": Preset("quick", (Grid("profile", _MODELS, (2048,), batch=1, dim=512),), timing=dict(warmup=1, active=2)),
     # One GPU: the scaling suite's full width at the paper's 4K length and a long one, in both dtypes.
-    "full": Preset("full", (Grid("profile", _MODELS, (4096, 16384), dtypes=("float32", "bfloat16"), batch=4,
-                                 dim=1024),), timing=dict(warmup=1, active=2)),
+    "full": Preset(
+        "full",
+        (Grid("profile", _MODELS, (4096, 16384), dtypes=("float32", "bfloat16"), batch=4, dim=1024),),
+        timing=dict(warmup=1, active=2),
+    ),
     # One H100/H200 within the device budget: gss and attention at 8K, one profiled step, small traces.
-    "gpu-check": Preset("gpu-check", (Grid("profile", ("gss", "attention"), (8192,), dtypes=("bfloat16",), batch=4,
-                                           dim=1024),),
-                        timing=dict(warmup=1, active=1, record_shapes=False, profile_memory=False)),
+    "gpu-check": Preset(
+        "gpu-check",
+        (Grid("profile", ("gss", "attention"), (8192,), dtypes=("bfloat16",), batch=4, dim=1024),),
+        timing=dict(warmup=1, active=1, record_shapes=False, profile_memory=False),
+    ),
     # Seconds, for tests and smoke runs.
-    "smoke": Preset("smoke", (Grid("profile", tuple(models.NAMES), (64,), batch=1, dim=16, kernel_N=(8,),
-                                   kernel_H=(16,), conv_kernel=(8,)),), timing=dict(warmup=1, active=1)),
+    "smoke": Preset(
+        "smoke",
+        (
+            Grid(
+                "profile", tuple(models.NAMES), (64,), batch=1, dim=16, kernel_N=(8,), kernel_H=(16,), conv_kernel=(8,)
+            ),
+        ),
+        timing=dict(warmup=1, active=1),
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Breakdown:
     """One cell's split: category -> milliseconds (averaged over the profiled steps), fractions summing to 1."""
+
     times_ms: dict
     step_ms: float
     steps: int
@@ -162,8 +174,7 @@ def profile_cell(cell, device, trace_dir, *, warmup=1, active=2, record_shapes=T
     torch.manual_seed(0)
     layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
     x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
-    step = make_step(torch.compile(layer) if cell.compiled else layer, x, mode=cell.mode,
-                     autocast_dtype=cell.dtype)
+    step = make_step(torch.compile(layer) if cell.compiled else layer, x, mode=cell.mode, autocast_dtype=cell.dtype)
     on_cuda = device.type == "cuda"
 
     def profiled_step():
@@ -180,8 +191,14 @@ def profile_cell(cell, device, trace_dir, *, warmup=1, active=2, record_shapes=T
         found.append(breakdown(prof.events(), on_cuda=on_cuda))
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
-    with profile(activities=activities, record_shapes=record_shapes, profile_memory=profile_memory, with_stack=False,
-                 schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1), on_trace_ready=ready) as prof:
+    with profile(
+        activities=activities,
+        record_shapes=record_shapes,
+        profile_memory=profile_memory,
+        with_stack=False,
+        schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1),
+        on_trace_ready=ready,
+    ) as prof:
         for _ in range(warmup + active):
             profiled_step()
             prof.step()
@@ -195,15 +212,23 @@ def rows_of(result, trace):
     fractions = result.fractions()
     shared = dict(step_ms=result.step_ms, profiled_steps=result.steps, basis=result.basis, trace=trace, status="ok")
     # 12 digits, not the CSV's usual 6: a cell's fractions read back must still sum to 1 within 1e-9.
-    return [{"category": c, "time_ms": t, "fraction": format(fractions[c], ".12g"), **shared}
-            for c, t in result.times_ms.items()]
+    return [
+        {"category": c, "time_ms": t, "fraction": format(fractions[c], ".12g"), **shared}
+        for c, t in result.times_ms.items()
+    ]
 
 
 def run(args, ctx):
     """Profile the context's cells into its run directory; returns the path of the CSV."""
     # a cell is complete once its last row (`other`) or its failure is in
-    sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume,
-                  done=lambda r: r["category"] == "other" or r["status"] != "ok")
+    sweep = Sweep(
+        CSV,
+        out_dir=ctx.out_dir,
+        run_id=ctx.run_id,
+        device=ctx.device,
+        resume=args.resume,
+        done=lambda r: r["category"] == "other" or r["status"] != "ok",
+    )
     name = device_name(ctx.device)
 
     def measure(cell):
@@ -211,10 +236,15 @@ def run(args, ctx):
         result = profile_cell(cell, ctx.device, ctx.out_dir / TRACES / trace, **ctx.preset.timing)
         return rows_of(result, f"{TRACES}/{trace}")
 
-    sweep.run_cells(ctx.cells, key_row=lambda cell: cell.key_row(name), measure=measure, desc="profiling",
-                    deadline=ctx.deadline, how=executor.options(args, ctx.device),
-                    remote=lambda cell: (("bench.profiling", "measure_remote"), (cell, ctx.device.type,
-                                                                                 ctx.preset.timing)))
+    sweep.run_cells(
+        ctx.cells,
+        key_row=lambda cell: cell.key_row(name),
+        measure=measure,
+        desc="profiling",
+        deadline=ctx.deadline,
+        how=executor.options(args, ctx.device),
+        remote=lambda cell: (("bench.profiling", "measure_remote"), (cell, ctx.device.type, ctx.preset.timing)),
+    )
     return ctx.out_dir / CSV
 
 
@@ -224,8 +254,11 @@ def measure_remote(cell, device_type, timing):
     device, trace = torch.device(device_type), trace_name(cell)
     with tempfile.TemporaryDirectory() as tmp:
         result = profile_cell(cell, device, Path(tmp) / trace, **timing)
-        files = {f"{TRACES}/{trace}/{p.relative_to(Path(tmp) / trace)}": p.read_bytes()
-                 for p in sorted((Path(tmp) / trace).rglob("*")) if p.is_file()}
+        files = {
+            f"{TRACES}/{trace}/{p.relative_to(Path(tmp) / trace)}": p.read_bytes()
+            for p in sorted((Path(tmp) / trace).rglob("*"))
+            if p.is_file()
+        }
     return rows_of(result, f"{TRACES}/{trace}"), device_name(device), files
 
 

@@ -27,14 +27,16 @@ def check(*, seq_len, num_kv_pairs, vocab):
     if vocab <= seq_len:
         raise ValueError(f"recall needs vocab > seq_len (as Zoology's MQAR), got vocab {vocab} and seq_len {seq_len}")
     if num_kv_pairs > vocab // 2 - 1 or num_kv_pairs > vocab - vocab // 2:
-        raise ValueError(f"recall needs num_kv_pairs distinct keys in [1, vocab/2) and values in [vocab/2, vocab), "
-                         f"got {num_kv_pairs} pairs and vocab {vocab}")
+        raise ValueError(
+            f"recall needs num_kv_pairs distinct keys in [1, vocab/2) and values in [vocab/2, vocab), "
+            f"got {num_kv_pairs} pairs and vocab {vocab}"
+        )
     if seq_len < 4 * num_kv_pairs:  # one even query slot per key after the 2 * num_kv_pairs context tokens
         raise ValueError(f"recall needs seq_len >= 4 * num_kv_pairs, got {seq_len} and {num_kv_pairs} pairs")
 
 
 def gap_probabilities(*, seq_len, num_kv_pairs, power_a):
-    """(space,) float64: Zoology's power law over query gaps, p[g] proportional to power_a * (g + 1) ** (power_a - 1)."""
+    """(space,) float64: Zoology's power law over query gaps, p[g] ∝ power_a * (g + 1) ** (power_a - 1)."""
     space = (seq_len - 2 * num_kv_pairs) // 2
     p = power_a * torch.arange(1, space + 1, dtype=torch.float64) ** (power_a - 1)
     return p / p.sum()
@@ -81,7 +83,7 @@ def recall_accuracy(model, inputs, labels, *, batch=16):
     model.eval()
     correct, total = 0, 0
     for i in range(0, len(inputs), batch):
-        x, y = inputs[i:i + batch], labels[i:i + batch]
+        x, y = inputs[i : i + batch], labels[i : i + batch]
         scored = y != IGNORE
         predicted = model(x.to(next(model.parameters()).device)).argmax(-1).cpu()
         correct += (predicted[scored] == y[scored]).sum().item()

@@ -42,8 +42,12 @@ class Crossover:
     def within(self, ci):
         """Whether the 95% interval lies within +-ci of the value (and the crossover exists in 97.5% of the
         resamples: more without it, and the interval reaches past the lengths measured)."""
-        return (self.missing <= 0.025 and self.low is not None and self.low >= self.value * (1 - ci)
-                and self.high <= self.value * (1 + ci))
+        return (
+            self.missing <= 0.025
+            and self.low is not None
+            and self.low >= self.value * (1 - ci)
+            and self.high <= self.value * (1 + ci)
+        )
 
     def sweeps(self):
         """Which two sweeps cross: model, shared settings and options of the fast one and of the slow one."""
@@ -51,8 +55,10 @@ class Crossover:
 
     def describe(self):
         a = self.bracket[0]
-        return (f"{a['mode']} {a['dtype']}: {self.fast} faster than {self.slow} above {self.value:,.0f} tokens "
-                f"(95% interval {format_interval(self.low, self.high)})")
+        return (
+            f"{a['mode']} {a['dtype']}: {self.fast} faster than {self.slow} above {self.value:,.0f} tokens "
+            f"(95% interval {format_interval(self.low, self.high)})"
+        )
 
 
 def format_interval(low, high):
@@ -93,7 +99,7 @@ def one(fast, slow, fast_model, slow_model):
         return None
     low, high, missing = percentile_interval(crossover(common, draws))
     last = max(i for i, r in enumerate(ratio) if r >= 0)
-    bracket = tuple(sweep[L] for L in common[last:last + 2] for sweep in (fast, slow))
+    bracket = tuple(sweep[L] for L in common[last : last + 2] for sweep in (fast, slow))
     return Crossover(fast_model, slow_model, float(value), low, high, missing, bracket)
 
 

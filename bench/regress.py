@@ -99,9 +99,11 @@ class Gate:
         both = self.common_rows("scaling.csv", base, cur, key)
         ratios = {"b": self.reference_times(base), "c": self.reference_times(cur)}
         if self.relative and not (ratios["b"] and ratios["c"]):
-            raise CompareError(f"--relative compares times as ratios to {REFERENCE_MODEL}, and "
-                               f"{'the baseline' if not ratios['b'] else 'the current run'} has no ok "
-                               f"{REFERENCE_MODEL} cell in scaling.csv")
+            raise CompareError(
+                f"--relative compares times as ratios to {REFERENCE_MODEL}, and "
+                f"{'the baseline' if not ratios['b'] else 'the current run'} has no ok "
+                f"{REFERENCE_MODEL} cell in scaling.csv"
+            )
         for _, row in both.iterrows():
             cell = describe(row, key)
             if not self.statuses("scaling.csv", row, cell):
@@ -112,8 +114,13 @@ class Gate:
             if self.times:
                 self.time(row, cell, ratios, tuple((k, row[k]) for k in key))
         if self.untimed:
-            self.add("note", "scaling.csv", "", f"{len(self.untimed)} cells' times not gated: a step under "
-                     f"{MIN_TIMED_MS[self.cls]:g} ms on {self.cls} is launch-bound (docs/gpu.md)")
+            self.add(
+                "note",
+                "scaling.csv",
+                "",
+                f"{len(self.untimed)} cells' times not gated: a step under "
+                f"{MIN_TIMED_MS[self.cls]:g} ms on {self.cls} is launch-bound (docs/gpu.md)",
+            )
 
     def memory(self, row, cell):
         mb, mc = number(row["peak_mem_mb_b"]), number(row["peak_mem_mb_c"])
@@ -148,8 +155,9 @@ class Gate:
             return
         self.time_changes[cell] = change
         noise = NOISE_SIGMAS * math.sqrt(sum(n * n for n in rel_noise))
-        what = ("time ratio to " + REFERENCE_MODEL if self.relative else "time_ms") + \
-            f" {tb:.4g} -> {tc:.4g} ({change:+.1%}; tolerance {self.time_tol:.0%}, noise {noise:.1%})"
+        what = (
+            "time ratio to " + REFERENCE_MODEL if self.relative else "time_ms"
+        ) + f" {tb:.4g} -> {tc:.4g} ({change:+.1%}; tolerance {self.time_tol:.0%}, noise {noise:.1%})"
         if change > max(self.time_tol, noise):
             self.add("regression", "scaling.csv", cell, what, change, key)
         elif -change / (1 + change) > max(self.time_tol, noise):
@@ -173,20 +181,35 @@ class Gate:
             if abs(change) > tol:
                 worse = change > 0 if lower_is_better else change < 0
                 shown = f" ({change:+.1%})" if relative else ""
-                self.add("regression" if worse else "improvement", name, cell,
-                         f"{column} {vb:{fmt}} -> {vc:{fmt}}{shown}", abs(change))
+                self.add(
+                    "regression" if worse else "improvement",
+                    name,
+                    cell,
+                    f"{column} {vb:{fmt}} -> {vc:{fmt}}{shown}",
+                    abs(change),
+                )
 
     def perplexity(self, base, cur):
-        self.trained("perplexity.csv", base, cur, "bits_per_byte", tol=self.bpb_tol, relative=True,
-                     lower_is_better=True, fmt=".4g")
+        self.trained(
+            "perplexity.csv",
+            base,
+            cur,
+            "bits_per_byte",
+            tol=self.bpb_tol,
+            relative=True,
+            lower_is_better=True,
+            fmt=".4g",
+        )
 
     def recall(self, base, cur):
-        self.trained("recall.csv", base, cur, "accuracy", tol=self.acc_tol, relative=False, lower_is_better=False,
-                     fmt=".3f")
+        self.trained(
+            "recall.csv", base, cur, "accuracy", tol=self.acc_tol, relative=False, lower_is_better=False, fmt=".3f"
+        )
 
 
-def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, bpb_tol=BPB_TOLERANCE,
-            acc_tol=ACCURACY_TOLERANCE):
+def compare(
+    baseline, current, *, relative=False, time_tol=None, mem_tol=None, bpb_tol=BPB_TOLERANCE, acc_tol=ACCURACY_TOLERANCE
+):
     """The gate's findings; raises CompareError when the runs cannot be compared."""
     if missing := [d for d in (baseline, current) if not Path(d).is_dir()]:
         raise CompareError(f"not a run directory: {missing[0]}")
@@ -196,12 +219,24 @@ def compare(baseline, current, *, relative=False, time_tol=None, mem_tol=None, b
     tables = {n: (load(baseline, n), load(current, n)) for n in names}
     cls = runs_class(tables)
     cpus = {cpu_model(d) for d in (baseline, current)}
-    gate = Gate(relative=relative, cls=cls, time_tol=TIME_TOLERANCE[cls] if time_tol is None else time_tol,
-                mem_tol=MEM_TOLERANCE[cls] if mem_tol is None else mem_tol, bpb_tol=bpb_tol, acc_tol=acc_tol)
+    gate = Gate(
+        relative=relative,
+        cls=cls,
+        time_tol=TIME_TOLERANCE[cls] if time_tol is None else time_tol,
+        mem_tol=MEM_TOLERANCE[cls] if mem_tol is None else mem_tol,
+        bpb_tol=bpb_tol,
+        acc_tol=acc_tol,
+    )
     if cls == "cpu" and len(cpus) > 1 and None not in cpus:  # a time ratio across CPU models measures the hardware
         gate.times = False
-        gate.add("note", "scaling.csv", "", "times not compared: the runs ran on different CPU models ({}); counts "
-                 "and memory are".format(" vs ".join(sorted(cpus))))
+        gate.add(
+            "note",
+            "scaling.csv",
+            "",
+            "times not compared: the runs ran on different CPU models ({}); counts and memory are".format(
+                " vs ".join(sorted(cpus))
+            ),
+        )
     for name, (base, cur) in tables.items():
         if base is None:
             gate.add("note", name, "", "the baseline has no such file")
@@ -225,19 +260,31 @@ def ratio_spread(first, second):
         raise CompareError(f"no timed ratio to {REFERENCE_MODEL} in common between {first} and {second}")
     values = sorted(s for s, _ in spreads)
     quantile = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-    return dict(cells=len(values), max=values[-1], median=quantile(0.5), p90=quantile(0.9),
-                tolerance=3 * values[-1], min_timed_ms=MIN_TIMED_MS[gate.cls], untimed_cells=len(gate.untimed),
-                untimed_max=max((spread(c) for _, c in gate.untimed), default=None),
-                per_cell={cell: s for s, cell in spreads})
+    return dict(
+        cells=len(values),
+        max=values[-1],
+        median=quantile(0.5),
+        p90=quantile(0.9),
+        tolerance=3 * values[-1],
+        min_timed_ms=MIN_TIMED_MS[gate.cls],
+        untimed_cells=len(gate.untimed),
+        untimed_max=max((spread(c) for _, c in gate.untimed), default=None),
+        per_cell={cell: s for s, cell in spreads},
+    )
 
 
 def render_spread(spread):
     lines = [f"{s:7.1%}  {cell}" for cell, s in list(spread["per_cell"].items())[:5]]
-    untimed = (f"; {spread['untimed_cells']} cells under {spread['min_timed_ms']:g} ms not timed (largest spread "
-               f"{spread['untimed_max']:.1%})" if spread["untimed_cells"] else "")
-    lines.append(f"time-ratio spread over {spread['cells']} timed cells: largest {spread['max']:.1%}, median "
-                 f"{spread['median']:.1%}, 90th percentile {spread['p90']:.1%}: tolerance {spread['tolerance']:.0%}"
-                 + untimed)
+    untimed = (
+        f"; {spread['untimed_cells']} cells under {spread['min_timed_ms']:g} ms not timed (largest spread "
+        f"{spread['untimed_max']:.1%})"
+        if spread["untimed_cells"]
+        else ""
+    )
+    lines.append(
+        f"time-ratio spread over {spread['cells']} timed cells: largest {spread['max']:.1%}, median "
+        f"{spread['median']:.1%}, 90th percentile {spread['p90']:.1%}: tolerance {spread['tolerance']:.0%}" + untimed
+    )
     return "\n".join(lines)
 
 
@@ -246,12 +293,15 @@ def render(gate, *, one_sided=True):
     (still counted)."""
     order = {"regression": 0, "improvement": 1, "only-baseline": 2, "only-current": 3, "note": 4}
     rows = sorted(gate.findings, key=lambda f: (order[f.kind], -f.severity))
-    lines = [f"{f.kind:<13} {f.csv:<15} {f.cell}: {f.what}" for f in rows
-             if one_sided or not f.kind.startswith("only-")]
+    lines = [
+        f"{f.kind:<13} {f.csv:<15} {f.cell}: {f.what}" for f in rows if one_sided or not f.kind.startswith("only-")
+    ]
     counts = {k: sum(f.kind == k for f in rows) for k in order}
-    lines.append(f"{gate.compared} cells compared ({gate.cls}, {'relative' if gate.relative else 'absolute'} times, "
-                 f"time tolerance {gate.time_tol:.0%}): {counts['regression']} regressions, "
-                 f"{counts['improvement']} improvements, {counts['only-baseline'] + counts['only-current']} one-sided")
+    lines.append(
+        f"{gate.compared} cells compared ({gate.cls}, {'relative' if gate.relative else 'absolute'} times, "
+        f"time tolerance {gate.time_tol:.0%}): {counts['regression']} regressions, "
+        f"{counts['improvement']} improvements, {counts['only-baseline'] + counts['only-current']} one-sided"
+    )
     return "\n".join(lines)
 
 
@@ -260,15 +310,24 @@ def make_parser():
     p.add_argument("--baseline", required=True)
     p.add_argument("--current", required=True)
     p.add_argument("--relative", action="store_true", help=f"compare times as ratios to {REFERENCE_MODEL}'s")
-    p.add_argument("--tolerance", type=float, help="relative time tolerance (default: "
-                   f"{TIME_TOLERANCE['cpu']:g} CPU, {TIME_TOLERANCE['cuda']:g} CUDA)")
-    p.add_argument("--mem-tolerance", type=float, help="relative peak-memory tolerance (default: "
-                   f"{MEM_TOLERANCE['cpu']:g} CPU, {MEM_TOLERANCE['cuda']:g} CUDA)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        help=f"relative time tolerance (default: {TIME_TOLERANCE['cpu']:g} CPU, {TIME_TOLERANCE['cuda']:g} CUDA)",
+    )
+    p.add_argument(
+        "--mem-tolerance",
+        type=float,
+        help=f"relative peak-memory tolerance (default: {MEM_TOLERANCE['cpu']:g} CPU, {MEM_TOLERANCE['cuda']:g} CUDA)",
+    )
     p.add_argument("--bpb-tolerance", type=float, default=BPB_TOLERANCE, help="relative bits-per-byte tolerance")
     p.add_argument("--accuracy-tolerance", type=float, default=ACCURACY_TOLERANCE, help="absolute recall tolerance")
     p.add_argument("--no-one-sided", action="store_true", help="do not list cells measured in one run only")
-    p.add_argument("--spread", action="store_true", help="instead of gating: the time-ratio spread of two runs of the "
-                   "same code, from which a tolerance is derived")
+    p.add_argument(
+        "--spread",
+        action="store_true",
+        help="instead of gating: the time-ratio spread of two runs of the same code, from which a tolerance is derived",
+    )
     return p
 
 
@@ -284,8 +343,15 @@ def run(argv=None):
             spread = ratio_spread(args.baseline, args.current)
             print(render_spread(spread))
             return 0, None
-        gate = compare(args.baseline, args.current, relative=args.relative, time_tol=args.tolerance,
-                       mem_tol=args.mem_tolerance, bpb_tol=args.bpb_tolerance, acc_tol=args.accuracy_tolerance)
+        gate = compare(
+            args.baseline,
+            args.current,
+            relative=args.relative,
+            time_tol=args.tolerance,
+            mem_tol=args.mem_tolerance,
+            bpb_tol=args.bpb_tolerance,
+            acc_tol=args.accuracy_tolerance,
+        )
     except UsageError as error:  # a CompareError too
         return fail(error), None
     print(render(gate, one_sided=not args.no_one_sided))

@@ -24,8 +24,11 @@ VALUE_COLUMNS = {name: table.values for name, table in TABLES.items() if table.v
 MAY_BE_ZERO = {"time_iqr_ms", "accuracy", "peak_mem_mb"}
 # Older CSVs, read as such: from before learning-rate selection (issue 12) they hold the test rows of one rate;
 # scaling.csv from before times_ms (issue 13) has no repeat times (its noise term comes from the IQR).
-OLDER = {"perplexity.csv": dict(split="test", lr_selected="true"), "recall.csv": dict(lr_selected="true"),
-         "scaling.csv": dict(times_ms="")}
+OLDER = {
+    "perplexity.csv": dict(split="test", lr_selected="true"),
+    "recall.csv": dict(lr_selected="true"),
+    "scaling.csv": dict(times_ms=""),
+}
 
 
 def load(run_dir, name):
@@ -63,11 +66,14 @@ def check_repeat_times(path, row, key):
     try:
         count = len(repeat_times(row["times_ms"]))
     except ValueError as error:
-        raise CompareError(f"{path}: malformed, times_ms entry {error.args[0]!r} in an ok cell "
-                           f"({describe(row, key)})") from None
+        raise CompareError(
+            f"{path}: malformed, times_ms entry {error.args[0]!r} in an ok cell ({describe(row, key)})"
+        ) from None
     if count and count != number(row["repeats"]):
-        raise CompareError(f"{path}: malformed, times_ms holds {count} times and repeats={row['repeats']} in an ok "
-                           f"cell ({describe(row, key)})")
+        raise CompareError(
+            f"{path}: malformed, times_ms holds {count} times and repeats={row['repeats']} in an ok "
+            f"cell ({describe(row, key)})"
+        )
 
 
 def standard_error_ms(row, suffix=""):
@@ -98,7 +104,7 @@ def time_beside(ref, rounds):
     times = repeat_times(ref.get("times_ms", ""))
     if not 0 < rounds < len(times):
         return number(ref["time_ms"]), standard_error_ms(ref)
-    kept = sorted(times[:int(rounds)])
+    kept = sorted(times[: int(rounds)])
     return median(kept), _median_se(kept)
 
 

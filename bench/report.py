@@ -1,6 +1,6 @@
 """REPORT.md of a run: environment, findings computed from its CSVs, figures, failed cells, how to reproduce.
 
-    python -m bench.report RUN_DIR [--plots DIR]      # writes RUN_DIR/REPORT.md and findings.csv (no matplotlib, no torch)
+    python -m bench.report RUN_DIR [--plots DIR]      # RUN_DIR/REPORT.md and findings.csv (no matplotlib, no torch)
 
 The sections of findings, one per CSV, are in bench.report_sections (this file would be two ideas and
 over 300 lines with them); here they are put together with what is not a finding.
@@ -51,13 +51,16 @@ def environment_section(env, run_dir):
     gpus = env.get("cuda_devices") or []
     device = f"CUDA: {', '.join(gpus)}" if env.get("cuda_available") and gpus else "CPU only"
     commit = (env.get("git_commit") or "unknown")[:12] + (" (dirty)" if env.get("git_dirty") else "")
-    rows = [("run", env.get("config", {}).get("run_id") or Path(run_dir).name), ("device", device),
-            ("torch", env.get("torch")),
-            ("CUDA / cuDNN", f"{env.get('torch_cuda') or '-'} / {env.get('cudnn') or '-'}"),
-            ("CPU", f"{env.get('cpu_model')} ({env.get('cpu_count')} cores, "
-                    f"torch threads {env.get('torch_num_threads')})"),
-            ("Python / platform", f"{env.get('python')} / {env.get('platform')}"), ("git commit", commit),
-            ("when / host", f"{env.get('timestamp_utc')} / {env.get('hostname')}")]
+    rows = [
+        ("run", env.get("config", {}).get("run_id") or Path(run_dir).name),
+        ("device", device),
+        ("torch", env.get("torch")),
+        ("CUDA / cuDNN", f"{env.get('torch_cuda') or '-'} / {env.get('cudnn') or '-'}"),
+        ("CPU", f"{env.get('cpu_model')} ({env.get('cpu_count')} cores, torch threads {env.get('torch_num_threads')})"),
+        ("Python / platform", f"{env.get('python')} / {env.get('platform')}"),
+        ("git commit", commit),
+        ("when / host", f"{env.get('timestamp_utc')} / {env.get('hostname')}"),
+    ]
     return ["## Environment", "", *table(["", ""], rows)]
 
 
@@ -68,8 +71,16 @@ def reproduce_section(env, run_dir, report_dir=None):
     if top and top not in commands:
         top = f"python {top}" if top.split()[0].endswith(".py") else top
         commands = ["# the whole run", top, "# or suite by suite", *commands]
-    return ["## Reproduce", "", "```bash", *commands, "# re-render the figures and this report from the CSVs",
-            f"python -m bench.plots {run_dir}" + (f" --out {report_dir}" if report_dir else ""), "```", ""]
+    return [
+        "## Reproduce",
+        "",
+        "```bash",
+        *commands,
+        "# re-render the figures and this report from the CSVs",
+        f"python -m bench.plots {run_dir}" + (f" --out {report_dir}" if report_dir else ""),
+        "```",
+        "",
+    ]
 
 
 def failed_section(run_dir):
@@ -85,16 +96,23 @@ def intervals_section(found):
     """findings.csv as a table: every finding with its 95% interval."""
     if found is None or found.empty:
         return []
-    older = " They are empty where the cells have no recorded repeats (`times_ms`: runs from before it was recorded)." \
-        if found.ci_low.isna().any() else ""
-    return ["### Findings with 95% intervals", "",
-            "From `findings.csv` (`python -m bench.analysis`): each sweep's slope over its longest max(3, ⌈n/2⌉) "
-            "lengths, the crossover of every two models that cross, each model's speed-up over attention at their "
-            "longest common length, and gss's over dss and gss-fast's over gss at every length. Intervals: "
-            f"2.5th..97.5th percentiles over {findings.RESAMPLES:,} bootstrap resamples of every cell's timed repeats: "
-            "the noise within this run only (`python -m bench.analysis` with several runs gives each finding's range "
-            f"across them).{older}", "",
-            *table(list(findings.HEADER), findings.display(found))]
+    older = (
+        " They are empty where the cells have no recorded repeats (`times_ms`: runs from before it was recorded)."
+        if found.ci_low.isna().any()
+        else ""
+    )
+    return [
+        "### Findings with 95% intervals",
+        "",
+        "From `findings.csv` (`python -m bench.analysis`): each sweep's slope over its longest max(3, ⌈n/2⌉) "
+        "lengths, the crossover of every two models that cross, each model's speed-up over attention at their "
+        "longest common length, and gss's over dss and gss-fast's over gss at every length. Intervals: "
+        f"2.5th..97.5th percentiles over {findings.RESAMPLES:,} bootstrap resamples of every cell's timed repeats: "
+        "the noise within this run only (`python -m bench.analysis` with several runs gives each finding's range "
+        f"across them).{older}",
+        "",
+        *table(list(findings.HEADER), findings.display(found)),
+    ]
 
 
 PAPER_MODELS = ("gss", "dss", "gss-hybrid", "attention", "attention-chunked")  # the GSS paper's comparison
@@ -119,31 +137,53 @@ def paper_section(run_dir, found, figs):
     bpb = None if bpb is None else bpb[bpb.label.isin(PAPER_MODELS)]  # the comparison's cells, not an ablation's
     if (rows is None or rows.empty) and (bpb is None or bpb.empty):
         return [], []
-    lines, bullets = ["## The GSS paper's comparison: GSS, DSS and GSS-Hybrid", "",
-                      "The paper reports GSS \"2-3x\" faster than DSS on TPUs, and GSS-Hybrid (chunked attention in "
-                      "some layers) better in perplexity. Here on this run's device:", ""], []
+    lines, bullets = (
+        [
+            "## The GSS paper's comparison: GSS, DSS and GSS-Hybrid",
+            "",
+            'The paper reports GSS "2-3x" faster than DSS on TPUs, and GSS-Hybrid (chunked attention in '
+            "some layers) better in perplexity. Here on this run's device:",
+            "",
+        ],
+        [],
+    )
     if rows is not None and not rows.empty:
-        shown = [(r.mode, r.dtype, r.detail.removeprefix("at seq_len "), f"{r.value:.2f}x",
-                  findings.interval(r.ci_low, r.ci_high, "x"),
-                  "" if math.isnan(r.ci_low) else claim(r.ci_low, r.ci_high)) for r in rows.itertuples()]
+        shown = [
+            (
+                r.mode,
+                r.dtype,
+                r.detail.removeprefix("at seq_len "),
+                f"{r.value:.2f}x",
+                findings.interval(r.ci_low, r.ci_high, "x"),
+                "" if math.isnan(r.ci_low) else claim(r.ci_low, r.ci_high),
+            )
+            for r in rows.itertuples()
+        ]
         lines += table(["mode", "dtype", "seq_len", "dss time / gss time", "95% interval", "vs the paper"], shown)
         lines += figs("gss_vs_dss.png")
         for (mode, dtype), part in rows.groupby(["mode", "dtype"], sort=False):
             r = part.iloc[-1]
-            bullets.append(f"GSS vs DSS, {mode} {dtype}: gss {r.value:.2f}x faster {r.detail} (95% "
-                           f"{findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'}; the paper: 2-3x on TPUs)")
+            bullets.append(
+                f"GSS vs DSS, {mode} {dtype}: gss {r.value:.2f}x faster {r.detail} (95% "
+                f"{findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'}; the paper: 2-3x on TPUs)"
+            )
     if bpb is not None and not bpb.empty:
         lines += ["Test bits/byte at the training length (mean ± std over seeds, each model at its selected rate):", ""]
-        lines += table(["corpus", "model", "bits/byte", "seeds", "lr"],
-                       [(r.corpus, r.label, f"{r.mean:.3f} ± {r.std:.3f}", r.n, r.lr) for r in bpb.itertuples()])
+        lines += table(
+            ["corpus", "model", "bits/byte", "seeds", "lr"],
+            [(r.corpus, r.label, f"{r.mean:.3f} ± {r.std:.3f}", r.n, r.lr) for r in bpb.itertuples()],
+        )
     return lines, bullets
 
 
 def fast_section(run_dir, found):
     """gss-fast against gss, the same function: gss's time / gss-fast's per mode and length with its 95% interval
     (findings.csv's speedup rows with other = gss), and their peak memory at each length."""
-    rows = None if found is None else found[(found.finding == "speedup") & (found.model == "gss-fast")
-                                            & (found.other == "gss")]
+    rows = (
+        None
+        if found is None
+        else found[(found.finding == "speedup") & (found.model == "gss-fast") & (found.other == "gss")]
+    )
     if rows is None or rows.empty:
         return [], []
     df = analysis.load_scaling(run_dir)
@@ -156,19 +196,36 @@ def fast_section(run_dir, found):
     shown, bullets = [], []
     for r in rows.itertuples():
         length = int(r.detail.split("at seq_len ")[-1])
-        shown.append((r.mode, r.dtype, tokens(length), f"{r.value:.2f}x", findings.interval(r.ci_low, r.ci_high, "x"),
-                      memory(r.mode, r.dtype, length)))
+        shown.append(
+            (
+                r.mode,
+                r.dtype,
+                tokens(length),
+                f"{r.value:.2f}x",
+                findings.interval(r.ci_low, r.ci_high, "x"),
+                memory(r.mode, r.dtype, length),
+            )
+        )
     for (mode, dtype), part in rows.groupby(["mode", "dtype"], sort=False):
-        each = ", ".join(f"{r.value:.2f}x at {tokens(int(r.detail.split('at seq_len ')[-1]))}"
-                         f" ({findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'})" for r in part.itertuples())
+        each = ", ".join(
+            f"{r.value:.2f}x at {tokens(int(r.detail.split('at seq_len ')[-1]))}"
+            f" ({findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'})"
+            for r in part.itertuples()
+        )
         bullets.append(f"gss-fast vs gss, {mode} {dtype} (the same function): {each}")
-    lines = ["## gss-fast: gss's function, implemented faster", "",
-             "gss-fast has gss's parameters and outputs (models/gss_fast.py: the kernel in real arithmetic, cached while "
-             "autograd is off, the convolution's backward in real transforms; inference in place and, on the CPU, "
-             "its position-wise part in blocks). Its speed-up over gss is gss's time / "
-             "gss-fast's, paired over the rounds of each length's interleaved group, with its 95% interval:", "",
-             *table(["mode", "dtype", "seq_len", "gss time / gss-fast time", "95% interval",
-                     "gss-fast peak memory / gss's"], shown)]
+    lines = [
+        "## gss-fast: gss's function, implemented faster",
+        "",
+        "gss-fast has gss's parameters and outputs (models/gss_fast.py: the kernel in real arithmetic, cached while "
+        "autograd is off, the convolution's backward in real transforms; inference in place and, on the CPU, "
+        "its position-wise part in blocks). Its speed-up over gss is gss's time / "
+        "gss-fast's, paired over the rounds of each length's interleaved group, with its 95% interval:",
+        "",
+        *table(
+            ["mode", "dtype", "seq_len", "gss time / gss-fast time", "95% interval", "gss-fast peak memory / gss's"],
+            shown,
+        ),
+    ]
     return lines, bullets
 
 
@@ -184,16 +241,24 @@ def steadiness_section(run_dir):
     if drift.empty:
         return [], []
     median = drift.ratio.median()
-    rows = [(r.model, r.mode, tokens(r.seq_len), f"{r.time_ms:,.1f}", f"{r.step_ms:,.1f}", f"{r.ratio:.2f}")
-            for r in drift.itertuples()]
-    lines = ["## Steadiness of the machine", "",
-             "The same cells timed by the scaling suite and, minutes later, profiled (the profiler's own overhead "
-             f"is a few percent): median profiled / timed {median:.2f} over {len(drift)} cells.", ""]
+    rows = [
+        (r.model, r.mode, tokens(r.seq_len), f"{r.time_ms:,.1f}", f"{r.step_ms:,.1f}", f"{r.ratio:.2f}")
+        for r in drift.itertuples()
+    ]
+    lines = [
+        "## Steadiness of the machine",
+        "",
+        "The same cells timed by the scaling suite and, minutes later, profiled (the profiler's own overhead "
+        f"is a few percent): median profiled / timed {median:.2f} over {len(drift)} cells.",
+        "",
+    ]
     bullets = []
     if abs(median - 1) > STEADY:
-        warning = (f"the machine's speed changed during the run: profiled steps took {median:.2f}x the scaling "
-                   "suite's time for the same cells; the times of the suites run after the scaling suite "
-                   "(profiling, decode) are suspect")
+        warning = (
+            f"the machine's speed changed during the run: profiled steps took {median:.2f}x the scaling "
+            "suite's time for the same cells; the times of the suites run after the scaling suite "
+            "(profiling, decode) are suspect"
+        )
         lines += [f"**Warning:** {warning}.", ""]
         bullets.append(warning)
     return lines + table(["model", "mode", "seq_len", "scaling ms", "profiled ms", "ratio"], rows), bullets
@@ -215,20 +280,33 @@ def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
 
     body, bullets = [], []
     for section in SECTIONS:
-        lines, found_here = section(run_dir, figs, **(
-            dict(intervals=intervals_section(found)) if section is scaling_section else {}))
+        lines, found_here = section(
+            run_dir, figs, **(dict(intervals=intervals_section(found)) if section is scaling_section else {})
+        )
         body += lines
         bullets += found_here
-    for lines, found_here in (paper_section(run_dir, found, figs), fast_section(run_dir, found),
-                              steadiness_section(run_dir)):
+    for lines, found_here in (
+        paper_section(run_dir, found, figs),
+        fast_section(run_dir, found),
+        steadiness_section(run_dir),
+    ):
         body, bullets = body + lines, bullets + found_here
     run_id = (env or {}).get("config", {}).get("run_id") or run_dir.name
-    head = [f"# GSS Bench report: {run_id}", "",
-            "Every number below is computed from the run's CSVs by `bench/report.py`; figures are in "
-            f"`{os.path.relpath(plots_dir.resolve(), where.resolve())}`.", ""]
+    head = [
+        f"# GSS Bench report: {run_id}",
+        "",
+        "Every number below is computed from the run's CSVs by `bench/report.py`; figures are in "
+        f"`{os.path.relpath(plots_dir.resolve(), where.resolve())}`.",
+        "",
+    ]
     head += ["## Findings", "", *(f"- {f}" for f in bullets), ""] if bullets else []
-    text = "\n".join(head + environment_section(env, run_dir) + body + failed_section(run_dir)
-                     + reproduce_section(env, run_dir, report_dir))
+    text = "\n".join(
+        head
+        + environment_section(env, run_dir)
+        + body
+        + failed_section(run_dir)
+        + reproduce_section(env, run_dir, report_dir)
+    )
     if report_dir is not None:  # beside figures that may not exist yet
         where.mkdir(parents=True, exist_ok=True)
     if found is not None:

@@ -3,6 +3,7 @@
 A row is one line (newlines in values become spaces) written by one O_APPEND write, so a
 SIGKILL leaves at worst an unterminated last line, which readers ignore and writers cut.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
 ENV_FILE = "env.json"  # written by bench.env
 DIED_ERROR = "process died in this cell"
+
 
 class ResultsError(ValueError):
     """Bad results input or output (malformed file, duplicate cell, unwritable dir)."""
@@ -137,7 +139,7 @@ class RowWriter:
 def _write_line(fd: int, line: str) -> None:
     data = line.encode("utf-8")
     while data:  # one write, unless it comes back short (e.g. disk nearly full)
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
     os.fsync(fd)
 
 

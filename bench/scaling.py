@@ -36,11 +36,26 @@ def flags_of(key_row, *, also=()):
     """The command-line flags that select exactly the cell of a scaling.csv row's key (values as written),
     plus the same cell of the models in `also` (e.g. the reference of --relative times)."""
     full = key_row["model"] == "gss-direct" and str(key_row["conv_kernel"]) == str(key_row["seq_len"])
-    flags = ["--models", ",".join(dict.fromkeys([key_row["model"], *also])), "--modes", key_row["mode"],
-             "--dtype", key_row["dtype"], "--batch", str(key_row["batch"]), "--dim", str(key_row["dim"]),
-             "--seq-lens", str(key_row["seq_len"])]
-    for column, flag in (("kernel_N", "--kernel-n"), ("kernel_H", "--kernel-h"),
-                         ("lambda_imag_exp", "--lambda-imag-exp"), ("conv_kernel", "--conv-kernel")):
+    flags = [
+        "--models",
+        ",".join(dict.fromkeys([key_row["model"], *also])),
+        "--modes",
+        key_row["mode"],
+        "--dtype",
+        key_row["dtype"],
+        "--batch",
+        str(key_row["batch"]),
+        "--dim",
+        str(key_row["dim"]),
+        "--seq-lens",
+        str(key_row["seq_len"]),
+    ]
+    for column, flag in (
+        ("kernel_N", "--kernel-n"),
+        ("kernel_H", "--kernel-h"),
+        ("lambda_imag_exp", "--lambda-imag-exp"),
+        ("conv_kernel", "--conv-kernel"),
+    ):
         if str(key_row.get(column, "")) not in ("", "None"):
             flags += [flag, "full" if column == "conv_kernel" and full else str(key_row[column])]
     return flags + (["--compile"] if str(key_row.get("compiled")) == "true" else [])
@@ -49,6 +64,7 @@ def flags_of(key_row, *, also=()):
 @dataclass
 class Prepared:
     """A cell ready to be timed: its step, and what was counted and weighed on the way."""
+
     cell: Cell
     step: object
     params: int
@@ -80,10 +96,18 @@ def prepare_cell(cell, device):
 
 def row_of(prepared, timing):
     seconds, cell = timing.median_ms / 1e3, prepared.cell
-    return dict(params=prepared.params, flops=prepared.flops, tflops_per_s=prepared.flops / seconds / 1e12,
-                tokens_per_s=cell.batch * cell.seq_len / seconds, time_ms=timing.median_ms,
-                time_iqr_ms=timing.iqr_ms, repeats=timing.repeats, peak_mem_mb=prepared.peak_mem_mb,
-                times_ms=" ".join(format(t, ".6g") for t in timing.times_ms), status="ok")
+    return dict(
+        params=prepared.params,
+        flops=prepared.flops,
+        tflops_per_s=prepared.flops / seconds / 1e12,
+        tokens_per_s=cell.batch * cell.seq_len / seconds,
+        time_ms=timing.median_ms,
+        time_iqr_ms=timing.iqr_ms,
+        repeats=timing.repeats,
+        peak_mem_mb=prepared.peak_mem_mb,
+        times_ms=" ".join(format(t, ".6g") for t in timing.times_ms),
+        status="ok",
+    )
 
 
 def measure_cells(cells, device, timing):
@@ -161,12 +185,19 @@ def run(args, ctx):
     name = device_name(ctx.device)
 
     def run_group(group):
-        sweep.run_group([cell.key_row(name) for cell in group],
-                        lambda pending: measure_cells([group[i] for i in pending], ctx.device, ctx.preset.timing))
+        sweep.run_group(
+            [cell.key_row(name) for cell in group],
+            lambda pending: measure_cells([group[i] for i in pending], ctx.device, ctx.preset.timing),
+        )
 
     if args.executor == "ray":
-        left, infos = executor.run(group_jobs(ctx, sweep, name), desc="scaling", unit="group",
-                                   deadline=ctx.deadline, **executor.options(args, ctx.device))
+        left, infos = executor.run(
+            group_jobs(ctx, sweep, name),
+            desc="scaling",
+            unit="group",
+            deadline=ctx.deadline,
+            **executor.options(args, ctx.device),
+        )
         executor.record_nodes(ctx.out_dir, infos)
     else:
         left = drive(groups_of(ctx.cells), run_group, desc="scaling", deadline=ctx.deadline, unit="group")
@@ -189,8 +220,11 @@ def group_jobs(ctx, sweep, name):
 
         def begin(group=group, keys=keys, pending=pending):
             pending[:] = sweep.begin_group(keys)
-            return (("bench.scaling", "measure_remote"), ([group[i] for i in pending], ctx.device.type,
-                                                          ctx.preset.timing)) if pending else None
+            return (
+                (("bench.scaling", "measure_remote"), ([group[i] for i in pending], ctx.device.type, ctx.preset.timing))
+                if pending
+                else None
+            )
 
         def done(result, info, keys=keys, pending=pending):
             rows, device = ([result] * len(pending), None) if isinstance(result, Exception) else result
@@ -220,22 +254,37 @@ def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), bu
     while clock() < (ctx.deadline or math.inf):
         end = min(clock() + budget_s, ctx.deadline or math.inf)  # each crossover its own budget
         rows = read_rows(path)
-        todo = [c for c in refine.wide(rows, pairs, ci) if (keys := bracket_keys(c)) not in tried
-                and all(k in cells for k in keys)]
+        todo = [
+            c
+            for c in refine.wide(rows, pairs, ci)
+            if (keys := bracket_keys(c)) not in tried and all(k in cells for k in keys)
+        ]
         if not todo:
             return
         before = todo[0]
         tried.add(keys := bracket_keys(before))
         groups = {group_key(cells[k]) for k in keys}
         members = [r for r in rows if r["status"] == "ok" and cell_key(r, LAYER_KEY) in keys]
-        new, after = remeasure([cells[cell_key(r, LAYER_KEY)] for r in members], members, before, rows, ctx.device,
-                               timing, ci=ci, end=end, clock=clock)
+        new, after = remeasure(
+            [cells[cell_key(r, LAYER_KEY)] for r in members],
+            members,
+            before,
+            rows,
+            ctx.device,
+            timing,
+            ci=ci,
+            end=end,
+            clock=clock,
+        )
         with atomic_path(path) as tmp, RowWriter(tmp, TABLES[CSV].columns) as writer:
             for row in rows:
                 writer.append(new.get(cell_key(row, LAYER_KEY), row))
-        print(f"scaling: refined {before.describe()} -> {after.describe() if after else 'no crossover'}, its "
-              f"{len(members)} cells at {len(groups)} lengths re-measured together, "
-              f"{'/'.join(str(new[k]['repeats']) for k in keys[::2])} paired rounds a cell", file=sys.stderr)
+        print(
+            f"scaling: refined {before.describe()} -> {after.describe() if after else 'no crossover'}, its "
+            f"{len(members)} cells at {len(groups)} lengths re-measured together, "
+            f"{'/'.join(str(new[k]['repeats']) for k in keys[::2])} paired rounds a cell",
+            file=sys.stderr,
+        )
 
 
 def bracket_keys(crossover):
@@ -250,22 +299,42 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
     swept, common = [refine.times_of(old) or [] for old in old_rows], {}
     for cell, t in zip(cells, swept, strict=True):
         common[group_key(cell)] = min(common.get(group_key(cell), len(t)), len(t))
-    times = [t[:common[group_key(cell)]] for cell, t in zip(cells, swept, strict=True)]
+    times = [t[: common[group_key(cell)]] for cell, t in zip(cells, swept, strict=True)]
     warmup, after, start = timing.get("warmup", 1), None, len(times[0])
     while True:
-        for kept, result in zip(times, measure_group([p.step for p in prepared], device=device, warmup=warmup,
-                                                     min_repeats=REFINE_ROUND, max_repeats=REFINE_ROUND), strict=True):
+        for kept, result in zip(
+            times,
+            measure_group(
+                [p.step for p in prepared],
+                device=device,
+                warmup=warmup,
+                min_repeats=REFINE_ROUND,
+                max_repeats=REFINE_ROUND,
+            ),
+            strict=True,
+        ):
             if isinstance(result, Exception):
                 raise result
             kept += result.times_ms
         warmup = 0
-        new = {cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t))}
-               for old, p, t in zip(old_rows, prepared, times, strict=True)}
-        after = next((c for c in refine.crossovers([new.get(cell_key(r, LAYER_KEY), r) for r in rows],
-                                                   [(before.fast, before.slow)]) if c.sweeps() == before.sweeps()), None)
+        new = {
+            cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t))}
+            for old, p, t in zip(old_rows, prepared, times, strict=True)
+        }
+        after = next(
+            (
+                c
+                for c in refine.crossovers(
+                    [new.get(cell_key(r, LAYER_KEY), r) for r in rows], [(before.fast, before.slow)]
+                )
+                if c.sweeps() == before.sweeps()
+            ),
+            None,
+        )
         n = len(times[0]) - start  # the refinement's rounds
-        if n >= timing.get("min_repeats", 10) and (after is None or after.within(ci) or clock() >= end
-                                                   or n >= timing.get("max_repeats", 200)):
+        if n >= timing.get("min_repeats", 10) and (
+            after is None or after.within(ci) or clock() >= end or n >= timing.get("max_repeats", 200)
+        ):
             return new, after
 
 
@@ -277,9 +346,15 @@ def convert(args):
 
 
 def make_parser():
-    p = cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS, crossover_ci=(
-        "FRACTION: re-measure the cells around a gss/attention crossover until its 95%% interval is within "
-        "+-FRACTION of it (default: the preset's, 0.15 in quick and full; 0: off)"))
+    p = cli.parser(
+        __doc__,
+        "python -m bench.scaling",
+        cli.LAYER_FLAGS,
+        crossover_ci=(
+            "FRACTION: re-measure the cells around a gss/attention crossover until its 95%% interval is within "
+            "+-FRACTION of it (default: the preset's, 0.15 in quick and full; 0: off)"
+        ),
+    )
     executor.add_flags(p)
     return p
 

@@ -16,7 +16,7 @@ def median_interval(n, level=0.95):
     tail <= (1 - level) / 2. None when no rank gives the level (n < 6 at 95%)."""
     found, cumulative = None, 0.0
     for k in range(n // 2 + 1):
-        cumulative += math.comb(n, k) / 2 ** n
+        cumulative += math.comb(n, k) / 2**n
         if cumulative > (1 - level) / 2:
             break
         found = (k, cumulative)

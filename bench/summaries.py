@@ -67,8 +67,12 @@ def bpb_table(ppl):
     rows = rows[rows.eval_seq_len == rows.train_seq_len]
     by = ["corpus", "label", "model"]
     out = seed_stats(rows, "bits_per_byte", by)
-    extra = rows.groupby(by, sort=False).agg(lr=("lr", rates), floor=("entropy_floor_bpb", "max"),
-                                             window_floor=("window_floor_bpb", "max"), T=("train_seq_len", "max"))
+    extra = rows.groupby(by, sort=False).agg(
+        lr=("lr", rates),
+        floor=("entropy_floor_bpb", "max"),
+        window_floor=("window_floor_bpb", "max"),
+        T=("train_seq_len", "max"),
+    )
     out = out.merge(extra.reset_index(), on=by)
     return out.assign(gap=out["mean"] - out["floor"], window_gap=out["mean"] - out.window_floor)
 
@@ -79,12 +83,16 @@ def _selection(rows, candidates, by):
     chosen = rows[rows.lr_selected == "true"].groupby(by, sort=False).lr.agg(lambda v: sorted(set(v)))
     tried = candidates.groupby(by, sort=False).lr.agg(lambda v: sorted(set(v.dropna())))
     out = pd.DataFrame({"selected": chosen}).join(tried.rename("candidates")).reset_index()
-    out["candidates"] = [c if isinstance(c, list) and c else s for c, s in zip(out.candidates, out.selected,
-                                                                              strict=True)]
-    out["edge"] = [len(c) > 1 and any(r in (c[0], c[-1]) for r in s) for c, s in zip(out.candidates, out.selected,
-                                                                                        strict=True)]
-    out["side"] = [("smallest" if s[0] == c[0] else "largest") if e else ""
-                    for c, s, e in zip(out.candidates, out.selected, out.edge, strict=True)]
+    out["candidates"] = [
+        c if isinstance(c, list) and c else s for c, s in zip(out.candidates, out.selected, strict=True)
+    ]
+    out["edge"] = [
+        len(c) > 1 and any(r in (c[0], c[-1]) for r in s) for c, s in zip(out.candidates, out.selected, strict=True)
+    ]
+    out["side"] = [
+        ("smallest" if s[0] == c[0] else "largest") if e else ""
+        for c, s, e in zip(out.candidates, out.selected, out.edge, strict=True)
+    ]
     return out
 
 
@@ -123,10 +131,20 @@ def lambda_deltas(ppl):
     if wide.empty:
         return pd.DataFrame()
     wide["delta"] = wide["true"] - wide["false"]
-    out = wide.groupby(config, sort=False).agg(true_mean=("true", "mean"), true_std=("true", "std"),
-                                               false_mean=("false", "mean"), false_std=("false", "std"),
-                                               delta_mean=("delta", "mean"), delta_std=("delta", "std"),
-                                               n=("delta", "count")).reset_index().fillna(0.0)
+    out = (
+        wide.groupby(config, sort=False)
+        .agg(
+            true_mean=("true", "mean"),
+            true_std=("true", "std"),
+            false_mean=("false", "mean"),
+            false_std=("false", "std"),
+            delta_mean=("delta", "mean"),
+            delta_std=("delta", "std"),
+            n=("delta", "count"),
+        )
+        .reset_index()
+        .fillna(0.0)
+    )
     return out.assign(_n=pd.to_numeric(out.kernel_N, errors="coerce")).sort_values(["corpus", "model", "_n"])
 
 
@@ -179,6 +197,7 @@ def recall_stats(recall):
 
 # ---- op breakdown, decode, numerics, failures
 
+
 def op_shares(ops):
     """Time per (model, mode, seq_len) bar and category, with each category's share of the bar."""
     ops = ok(ops)
@@ -206,8 +225,16 @@ def profile_drift(scaling, ops):
     for t in ok(scaling).to_dict("records"):
         step = profiled.get(cell_key(t, key), math.nan)
         if t["time_ms"] > 0 and step > 0:
-            rows.append(dict(model=t["model"], mode=t["mode"], seq_len=t["seq_len"], time_ms=t["time_ms"],
-                             step_ms=step, ratio=step / t["time_ms"]))
+            rows.append(
+                dict(
+                    model=t["model"],
+                    mode=t["mode"],
+                    seq_len=t["seq_len"],
+                    time_ms=t["time_ms"],
+                    step_ms=step,
+                    ratio=step / t["time_ms"],
+                )
+            )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -236,6 +263,7 @@ def numerics_worst(numerics):
         for column in ("out_rel_err", "grad_rel_err"):
             if column in group.columns and group[column].notna().any():
                 worst = group.loc[group[column].idxmax()]
-                out.append(dict(dtype=dtype, error=column, value=worst[column], model=worst.model,
-                                seq_len=worst.seq_len))
+                out.append(
+                    dict(dtype=dtype, error=column, value=worst[column], model=worst.model, seq_len=worst.seq_len)
+                )
     return pd.DataFrame(out)

@@ -50,6 +50,7 @@ def failure_row(key, error):
 @dataclass
 class Rows:
     """A measured cell that writes to more than its sweep's CSV: `rows` of it, `also` {csv name: rows}."""
+
     rows: list
     also: dict = field(default_factory=dict)
 
@@ -180,8 +181,9 @@ class Sweep:
         (target, args), whose result is (measured, the worker's device column), recorded here as it returns;
         ready(cell), when given, holds a cell back while it is False (bench.executor.Job.ready)."""
         if how is None or how["executor"] == "local":
-            return drive(cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc,
-                         deadline=deadline)
+            return drive(
+                cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc, deadline=deadline
+            )
         jobs = []
         for cell in cells:  # key_row and remote at the cell's start: a selected rate is known only then
             keys = []
@@ -190,8 +192,13 @@ class Sweep:
                 keys[:] = [key_row(cell)]
                 return remote(cell) if self.begin(keys[0]) else None
 
-            jobs.append(executor.Job(begin, lambda result, info, keys=keys: self.finish_remote(keys[0], result),
-                                     None if ready is None else (lambda cell=cell: ready(cell))))
+            jobs.append(
+                executor.Job(
+                    begin,
+                    lambda result, info, keys=keys: self.finish_remote(keys[0], result),
+                    None if ready is None else (lambda cell=cell: ready(cell)),
+                )
+            )
         left, infos = executor.run(jobs, desc=desc, deadline=deadline, **how)
         executor.record_nodes(self.out_dir, infos)
         return left

@@ -18,7 +18,6 @@ class CorpusError(UsageError):
     """A corpus that cannot be loaded or cannot serve the requested windows."""
 
 
-
 def _entropy_bits(p):
     p = np.asarray(p, dtype=np.float64)
     return -np.sum(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
@@ -77,6 +76,7 @@ class Synthetic:
 
     Sampling is inverse-CDF in float64, exact up to float64 rounding of the cumulative sums.
     """
+
     size: int = 2_250_000  # bytes, rounded up to whole blocks (about 2 MB of training data)
     alphabet: int = 32
     concentration: float = 0.1
@@ -85,10 +85,17 @@ class Synthetic:
     copy_len: int = 32
 
     def __post_init__(self):
-        if not (2 <= self.alphabet <= len(MARKOV_ALPHABET) and 0 < self.copy_len <= self.markov_len
-                and self.concentration > 0 and 0 < self.smoothing <= 1 and self.size > 0):
-            raise CorpusError(f"bad synthetic source {self}: needs 2 <= alphabet <= {len(MARKOV_ALPHABET)}, "
-                              f"1 <= copy_len <= markov_len, concentration > 0, 0 < smoothing <= 1, size > 0")
+        if not (
+            2 <= self.alphabet <= len(MARKOV_ALPHABET)
+            and 0 < self.copy_len <= self.markov_len
+            and self.concentration > 0
+            and 0 < self.smoothing <= 1
+            and self.size > 0
+        ):
+            raise CorpusError(
+                f"bad synthetic source {self}: needs 2 <= alphabet <= {len(MARKOV_ALPHABET)}, "
+                f"1 <= copy_len <= markov_len, concentration > 0, 0 < smoothing <= 1, size > 0"
+            )
 
     @property
     def block_len(self):
@@ -108,9 +115,9 @@ class Synthetic:
         for i in range(1, self.markov_len):  # vectorised over blocks; inverse CDF = #{j: cdf_j <= u}
             symbols[i] = (cdf[symbols[i - 1]] <= u[i, :, None]).sum(axis=1)
         out = np.empty((blocks, self.block_len), dtype=np.uint8)
-        out[:, :self.markov_len] = np.frombuffer(MARKOV_ALPHABET, dtype=np.uint8)[symbols.T]
+        out[:, : self.markov_len] = np.frombuffer(MARKOV_ALPHABET, dtype=np.uint8)[symbols.T]
         out[:, self.markov_len] = MARKER
-        out[:, self.markov_len + 1:] = out[:, self.markov_len - self.copy_len:self.markov_len]
+        out[:, self.markov_len + 1 :] = out[:, self.markov_len - self.copy_len : self.markov_len]
         return out
 
 

@@ -36,8 +36,15 @@ class Timing:
     def of(cls, times_ms, *, warmup=0, stop_reason="", clock="") -> Timing:
         """The Timing of these repeats: their median and IQR."""
         median_ms, iqr_ms = _median_iqr_ms(times_ms)
-        return cls(median_ms=median_ms, iqr_ms=iqr_ms, repeats=len(times_ms), times_ms=tuple(times_ms),
-                   warmup=warmup, stop_reason=stop_reason, clock=clock)
+        return cls(
+            median_ms=median_ms,
+            iqr_ms=iqr_ms,
+            repeats=len(times_ms),
+            times_ms=tuple(times_ms),
+            warmup=warmup,
+            stop_reason=stop_reason,
+            clock=clock,
+        )
 
     @property
     def rel_iqr(self) -> float:
@@ -97,6 +104,7 @@ class _CpuTimer:
 
 class _CudaTimer(_CpuTimer):
     """Event pairs on the current stream, synchronised after every repeat."""
+
     clock = CLOCKS["cuda"]
 
     def __init__(self, device: torch.device) -> None:
@@ -126,8 +134,9 @@ class _Member:
         return Timing.of(self.times, warmup=self.warmups, stop_reason=self.stop_reason, clock=clock)
 
 
-def measure_group(fns, *, device, warmup=2, min_repeats=10, max_repeats=200, budget_s=1.0, target_ci=TARGET_CI,
-                  timer=None):
+def measure_group(
+    fns, *, device, warmup=2, min_repeats=10, max_repeats=200, budget_s=1.0, target_ci=TARGET_CI, timer=None
+):
     """Time zero-arg steps `fns` together: each one's warm-ups first, then timed repeats round-robin (A B C A B C
     ...) so that a drift of the machine falls on every member alike. Each member keeps its own stopping rule:
     after at least `min_repeats` repeats, stop once the median's 95% interval is within +-target_ci of it
@@ -136,8 +145,10 @@ def measure_group(fns, *, device, warmup=2, min_repeats=10, max_repeats=200, bud
     ends when every member has stopped. Returns one Timing per step, or the exception the step raised (the
     others go on). `timer` replaces the device's clock (tests)."""
     if warmup < 0 or min_repeats < 1 or max_repeats < min_repeats:
-        raise ValueError(f"need warmup >= 0 and 1 <= min_repeats <= max_repeats, got warmup={warmup}, "
-                         f"min_repeats={min_repeats}, max_repeats={max_repeats}")
+        raise ValueError(
+            f"need warmup >= 0 and 1 <= min_repeats <= max_repeats, got warmup={warmup}, "
+            f"min_repeats={min_repeats}, max_repeats={max_repeats}"
+        )
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     timer = timer or (_CudaTimer(device) if on_cuda else _CpuTimer())

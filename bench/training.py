@@ -38,8 +38,9 @@ def lr_at(step, *, steps, lr):
 def optimizer(model, *, lr):
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95)
+    )
 
 
 def train(model, next_batch, *, steps, lr, device, dtype=None, loss_fn=None):
@@ -67,7 +68,7 @@ def train(model, next_batch, *, steps, lr, device, dtype=None, loss_fn=None):
         losses.append(loss.item())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    tail = losses[-max(1, steps // 10):]
+    tail = losses[-max(1, steps // 10) :]
     return TrainResult(losses=tuple(losses), train_loss=sum(tail) / len(tail), time_s=time.perf_counter() - start)
 
 
@@ -78,7 +79,7 @@ def mean_loss(model, inputs, labels, *, device, dtype=None, batch=8):
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(inputs), batch):
-        x, y = inputs[i:i + batch].to(device), labels[i:i + batch].to(device)
+        x, y = inputs[i : i + batch].to(device), labels[i : i + batch].to(device)
         with autocast(dtype, device.type):
             loss = model(x, y)
         scored = (y != IGNORE).sum().item()  # the LM's loss is a mean over the scored labels

@@ -58,23 +58,42 @@ def _boolean(name, value):
 
 
 VALIDATORS = {
-    "kernel_N": _positive_int, "kernel_H": _positive_int, "dim_expansion_factor": _positive_number,
-    "lambda_imag_exp": _boolean, "conv_kernel": _positive_int_or_none, "heads": _positive_int_or_none,
-    "head_dim": _positive_int_or_none, "chunk": _positive_int, "hybrid_every": _positive_int,
+    "kernel_N": _positive_int,
+    "kernel_H": _positive_int,
+    "dim_expansion_factor": _positive_number,
+    "lambda_imag_exp": _boolean,
+    "conv_kernel": _positive_int_or_none,
+    "heads": _positive_int_or_none,
+    "head_dim": _positive_int_or_none,
+    "chunk": _positive_int,
+    "hybrid_every": _positive_int,
 }
 
 
 def _gss(conv_mode, cls=GSS):
     def build(dim, o, factory):
-        return cls(dim=dim, dim_expansion_factor=o["dim_expansion_factor"], dss_kernel_N=o["kernel_N"],
-                   dss_kernel_H=o["kernel_H"], dss_kernel_lambda_imag_exp=o["lambda_imag_exp"],
-                   conv_mode=conv_mode, conv_kernel=o.get("conv_kernel"), **factory)
+        return cls(
+            dim=dim,
+            dim_expansion_factor=o["dim_expansion_factor"],
+            dss_kernel_N=o["kernel_N"],
+            dss_kernel_H=o["kernel_H"],
+            dss_kernel_lambda_imag_exp=o["lambda_imag_exp"],
+            conv_mode=conv_mode,
+            conv_kernel=o.get("conv_kernel"),
+            **factory,
+        )
+
     return build
 
 
 def _conv(dim, o, factory):
-    return GatedConv(dim=dim, dim_expansion_factor=o["dim_expansion_factor"], kernel_H=o["kernel_H"],
-                     conv_kernel=o["conv_kernel"], **factory)
+    return GatedConv(
+        dim=dim,
+        dim_expansion_factor=o["dim_expansion_factor"],
+        kernel_H=o["kernel_H"],
+        conv_kernel=o["conv_kernel"],
+        **factory,
+    )
 
 
 def _attention(dim, o, factory):
@@ -94,8 +113,13 @@ def _gss_hybrid(num_tokens, dim, depth, o, factory):
     options = {kind: {k: o[k] for k in SPECS[kind].defaults} for kind in dict.fromkeys(kinds)}
     for kind, kind_options in options.items():
         build_layer(kind, dim=dim, device="meta", **kind_options)  # validate once, before allocating anything
-    return LM(num_tokens=num_tokens, dim=dim, depth=depth, **factory,
-              make_layer_at=lambda i: build_layer(kinds[i], dim=dim, **factory, **options[kinds[i]]))
+    return LM(
+        num_tokens=num_tokens,
+        dim=dim,
+        depth=depth,
+        **factory,
+        make_layer_at=lambda i: build_layer(kinds[i], dim=dim, **factory, **options[kinds[i]]),
+    )
 
 
 @dataclass(frozen=True)
@@ -109,25 +133,43 @@ _GSS_DEFAULTS = {"kernel_N": 512, "kernel_H": 256, "dim_expansion_factor": 4, "l
 
 SPECS = {
     "gss": ModelSpec(_gss("fft"), dict(_GSS_DEFAULTS), "GSS, DSS convolution by FFT (the reference)"),
-    "gss-fast": ModelSpec(_gss("fft", FastGSS), dict(_GSS_DEFAULTS),
-                          "gss computed faster (real-arithmetic kernel, cached while autograd is off): same function"),
-    "gss-direct": ModelSpec(_gss("direct"), {**_GSS_DEFAULTS, "conv_kernel": None},
-                            "GSS, DSS kernel applied as a time-domain convolution of conv_kernel taps"),
-    "conv": ModelSpec(_conv, {"kernel_H": 256, "dim_expansion_factor": 4, "conv_kernel": 64},
-                      "gated CNN: GSS with a learned causal depthwise convolution"),
-    "attention": ModelSpec(_attention, {"heads": None, "head_dim": None},
-                           "pre-norm causal Transformer block, SDPA + rotary, 4x MLP"),
-    "dss": ModelSpec(_dss, {"kernel_N": 64, "lambda_imag_exp": False},
-                     "DSS layer (DSS-EXP kernel over dim channels, learned per-channel step) + 4x MLP"),
-    "attention-chunked": ModelSpec(_attention_chunked, {"heads": None, "head_dim": None, "chunk": 512},
-                                   "the attention block within non-overlapping chunks of `chunk` tokens"),
+    "gss-fast": ModelSpec(
+        _gss("fft", FastGSS),
+        dict(_GSS_DEFAULTS),
+        "gss computed faster (real-arithmetic kernel, cached while autograd is off): same function",
+    ),
+    "gss-direct": ModelSpec(
+        _gss("direct"),
+        {**_GSS_DEFAULTS, "conv_kernel": None},
+        "GSS, DSS kernel applied as a time-domain convolution of conv_kernel taps",
+    ),
+    "conv": ModelSpec(
+        _conv,
+        {"kernel_H": 256, "dim_expansion_factor": 4, "conv_kernel": 64},
+        "gated CNN: GSS with a learned causal depthwise convolution",
+    ),
+    "attention": ModelSpec(
+        _attention, {"heads": None, "head_dim": None}, "pre-norm causal Transformer block, SDPA + rotary, 4x MLP"
+    ),
+    "dss": ModelSpec(
+        _dss,
+        {"kernel_N": 64, "lambda_imag_exp": False},
+        "DSS layer (DSS-EXP kernel over dim channels, learned per-channel step) + 4x MLP",
+    ),
+    "attention-chunked": ModelSpec(
+        _attention_chunked,
+        {"heads": None, "head_dim": None, "chunk": 512},
+        "the attention block within non-overlapping chunks of `chunk` tokens",
+    ),
 }
 NAMES = tuple(SPECS)
 
 LM_SPECS = {  # build(num_tokens, dim, depth, options, factory) -> an LM
-    "gss-hybrid": ModelSpec(_gss_hybrid, {**_GSS_DEFAULTS, "heads": None, "head_dim": None, "chunk": 512,
-                                          "hybrid_every": 4},
-                            "gss layers with every hybrid_every-th layer attention-chunked (an LM only)"),
+    "gss-hybrid": ModelSpec(
+        _gss_hybrid,
+        {**_GSS_DEFAULTS, "heads": None, "head_dim": None, "chunk": 512, "hybrid_every": 4},
+        "gss layers with every hybrid_every-th layer attention-chunked (an LM only)",
+    ),
 }
 LM_NAMES = NAMES + tuple(LM_SPECS)
 
@@ -150,8 +192,9 @@ def resolve_options(name, **options):
     defaults = spec(name).defaults
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ValueError(f"model {name!r} does not take option(s) {', '.join(unknown)}; "
-                         f"valid options: {', '.join(defaults)}")
+        raise ValueError(
+            f"model {name!r} does not take option(s) {', '.join(unknown)}; valid options: {', '.join(defaults)}"
+        )
     resolved = {**defaults, **options}
     for key, value in resolved.items():
         VALIDATORS[key](key, value)
@@ -161,8 +204,9 @@ def resolve_options(name, **options):
 def build_layer(name, *, dim, device=None, dtype=None, **options):
     """A (B, L, dim) -> (B, L, dim) layer with `.flops(batch, seq_len)` and `.num_params()`."""
     if name in LM_SPECS:
-        raise ValueError(f"{name!r} is an LM-level model, not a layer: build it with build_lm "
-                         f"(layers: {', '.join(NAMES)})")
+        raise ValueError(
+            f"{name!r} is an LM-level model, not a layer: build it with build_lm (layers: {', '.join(NAMES)})"
+        )
     model = spec(name)
     _positive_int("dim", dim)
     return model.build(dim, resolve_options(name, **options), dict(device=device, dtype=dtype))
@@ -173,11 +217,18 @@ def build_lm(name, *, num_tokens, dim, depth, device=None, dtype=None, **options
     _positive_int("num_tokens", num_tokens)
     _positive_int("depth", depth)
     if name in LM_SPECS:
-        return LM_SPECS[name].build(num_tokens, dim, depth, resolve_options(name, **options),
-                                    dict(device=device, dtype=dtype))
+        return LM_SPECS[name].build(
+            num_tokens, dim, depth, resolve_options(name, **options), dict(device=device, dtype=dtype)
+        )
     build_layer(name, dim=dim, device="meta", **options)  # validate once, before allocating anything
-    return LM(num_tokens=num_tokens, dim=dim, depth=depth, device=device, dtype=dtype,
-              make_layer=lambda: build_layer(name, dim=dim, device=device, dtype=dtype, **options))
+    return LM(
+        num_tokens=num_tokens,
+        dim=dim,
+        depth=depth,
+        device=device,
+        dtype=dtype,
+        make_layer=lambda: build_layer(name, dim=dim, device=device, dtype=dtype, **options),
+    )
 
 
 __all__ = [

@@ -77,6 +77,7 @@ class KVCache:
     """Rotary-applied keys and values of the positions seen so far, (B, heads, capacity, head_dim) each;
     the first `length` positions are filled, and the capacity doubles when a step needs more, up to `limit`
     positions when one is set (chunked attention, which empties a full cache)."""
+
     k: torch.Tensor
     v: torch.Tensor
     length: int = 0
@@ -97,10 +98,12 @@ class KVCache:
             capacity = max(end, 2 * self.k.shape[2])
             if self.limit is not None:
                 capacity = min(capacity, self.limit)
-            self.k, self.v = (torch.cat((c, c.new_zeros(*c.shape[:2], capacity - c.shape[2], c.shape[3])), dim=2)
-                              for c in (self.k, self.v))
-        self.k[:, :, self.length: end] = k
-        self.v[:, :, self.length: end] = v
+            self.k, self.v = (
+                torch.cat((c, c.new_zeros(*c.shape[:2], capacity - c.shape[2], c.shape[3])), dim=2)
+                for c in (self.k, self.v)
+            )
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
         self.length = end
 
 
@@ -111,8 +114,9 @@ class MLPBlock(nn.Module):
     def add_mlp(self, dim, mlp_ratio, factory):
         self.dim_mlp = int(mlp_ratio * dim)
         self.norm_mlp = nn.LayerNorm(dim, **factory)
-        self.mlp = nn.Sequential(nn.Linear(dim, self.dim_mlp, **factory), nn.GELU(),
-                                 nn.Linear(self.dim_mlp, dim, **factory))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, self.dim_mlp, **factory), nn.GELU(), nn.Linear(self.dim_mlp, dim, **factory)
+        )
 
     def mlp_residual(self, x):
         """x (..., dim) -> x + MLP(norm(x)), per position."""

@@ -79,7 +79,7 @@ def chunked_attention_block_ref(block, x):
     of x on its own (no padding, no folding), rotary from 0 in each chunk, the chunks' outputs concatenated."""
     outputs = []
     for start in range(0, x.shape[1], block.chunk):
-        x_c = x[:, start: start + block.chunk]
+        x_c = x[:, start : start + block.chunk]
         q, k, v = block._qkv(x_c, start=0)
         outputs.append(block._out(x_c, attention_ref(q, k, v)))
     return torch.cat(outputs, dim=1)

@@ -58,10 +58,17 @@ class LearnedConv(NormedMixer):
 
 
 class GatedConv(GatedUnit):
-    def __init__(self, *, dim, dim_expansion_factor=4, kernel_H=256, conv_kernel=64, reverse_seq=False,
-                 device=None, dtype=None):
-        super().__init__(dim=dim, dim_expansion_factor=dim_expansion_factor, hidden_H=kernel_H,
-                         reverse_seq=reverse_seq, device=device, dtype=dtype)
+    def __init__(
+        self, *, dim, dim_expansion_factor=4, kernel_H=256, conv_kernel=64, reverse_seq=False, device=None, dtype=None
+    ):
+        super().__init__(
+            dim=dim,
+            dim_expansion_factor=dim_expansion_factor,
+            hidden_H=kernel_H,
+            reverse_seq=reverse_seq,
+            device=device,
+            dtype=dtype,
+        )
         self.conv = LearnedConv(dim=kernel_H, conv_kernel=conv_kernel, device=device, dtype=dtype)
 
     @property

@@ -40,8 +40,9 @@ class DeltaDSS(DSS):
     Lambda_real = log 0.5 (Re Lambda = -0.5), Lambda_imag = Im Lambda (its log with lambda_imag_exp)."""
 
     def __init__(self, *, dim, kernel_N=64, lambda_imag_exp=False, device=None, dtype=None):
-        super().__init__(dim=dim, kernel_N=kernel_N, dss_kernel_lambda_imag_exp=lambda_imag_exp,
-                         device=device, dtype=dtype)
+        super().__init__(
+            dim=dim, kernel_N=kernel_N, dss_kernel_lambda_imag_exp=lambda_imag_exp, device=device, dtype=dtype
+        )
         log_dt = torch.empty(dim, device=device, dtype=dtype).uniform_(math.log(DELTA_MIN), math.log(DELTA_MAX))
         self.log_dt = nn.Parameter(log_dt)
         imag = skew_hippo_eigenvalues(kernel_N).imag  # > 0

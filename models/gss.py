@@ -40,6 +40,7 @@ CONV_MODES = ("fft", "direct")
 class RecurrentState:
     """DSS recurrence state s (B, H, N) complex, plus the constants exp(Delta Lambda) ((N,), or (H, N) with a
     per-channel Delta) and C' (H, N)."""
+
     s: torch.Tensor
     decay: torch.Tensor = field(metadata=CONSTANT)
     C: torch.Tensor = field(metadata=CONSTANT)
@@ -54,15 +55,27 @@ class DSS(NormedMixer):
     (`delta()` is None); the DSS layer of dss.py learns one Delta per channel.
     """
 
-    def __init__(self, *, dim, kernel_N=512, dss_kernel_lambda_imag_exp=True, conv_mode="fft",
-                 conv_kernel=None, device=None, dtype=None):
+    def __init__(
+        self,
+        *,
+        dim,
+        kernel_N=512,
+        dss_kernel_lambda_imag_exp=True,
+        conv_mode="fft",
+        conv_kernel=None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if conv_mode not in CONV_MODES:
             raise ValueError(f"unknown conv_mode {conv_mode!r}; valid: {', '.join(CONV_MODES)}")
-        if conv_kernel is not None and (conv_mode == "fft" or isinstance(conv_kernel, bool)
-                                        or not isinstance(conv_kernel, int) or conv_kernel <= 0):
-            raise ValueError(f"conv_kernel must be None or a positive integer with conv_mode='direct', got "
-                             f"{conv_kernel!r} with conv_mode={conv_mode!r}")
+        if conv_kernel is not None and (
+            conv_mode == "fft" or isinstance(conv_kernel, bool) or not isinstance(conv_kernel, int) or conv_kernel <= 0
+        ):
+            raise ValueError(
+                f"conv_kernel must be None or a positive integer with conv_mode='direct', got "
+                f"{conv_kernel!r} with conv_mode={conv_mode!r}"
+            )
         factory = dict(device=device, dtype=dtype)
         self.dim, self.kernel_N = dim, kernel_N
         self.dss_kernel_lambda_imag_exp = dss_kernel_lambda_imag_exp
@@ -85,7 +98,8 @@ class DSS(NormedMixer):
         Delta = self.delta()
         Lambda_real, Lambda_imag, C_real, C_imag = (
             p.float() if p.dtype in (torch.float16, torch.bfloat16) else p
-            for p in (self.Lambda_real, self.Lambda_imag, self.C_real, self.C_imag))
+            for p in (self.Lambda_real, self.Lambda_imag, self.C_real, self.C_imag)
+        )
         imag = Lambda_imag.exp() if self.dss_kernel_lambda_imag_exp else Lambda_imag
         Lambda = -Lambda_real.exp() + 1j * imag
         dtLambda = Lambda if Delta is None else Delta.to(Lambda_real.dtype)[:, None] * Lambda  # (N,) or (H, N)
@@ -239,12 +253,37 @@ def dss_ref(dss, x):
 class GSS(GatedUnit):
     """Gated State Space layer: the gated unit with a DSS mixer (GSS paper, Pseudocode 3.2)."""
 
-    def __init__(self, *, dim, dim_expansion_factor=4, dss_kernel_N=512, dss_kernel_H=256, reverse_seq=False,
-                 dss_kernel_lambda_imag_exp=True, conv_mode="fft", conv_kernel=None, device=None, dtype=None):
-        super().__init__(dim=dim, dim_expansion_factor=dim_expansion_factor, hidden_H=dss_kernel_H,
-                         reverse_seq=reverse_seq, device=device, dtype=dtype)
-        self.dss = DSS(dim=dss_kernel_H, kernel_N=dss_kernel_N, dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
-                       conv_mode=conv_mode, conv_kernel=conv_kernel, device=device, dtype=dtype)
+    def __init__(
+        self,
+        *,
+        dim,
+        dim_expansion_factor=4,
+        dss_kernel_N=512,
+        dss_kernel_H=256,
+        reverse_seq=False,
+        dss_kernel_lambda_imag_exp=True,
+        conv_mode="fft",
+        conv_kernel=None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            dim=dim,
+            dim_expansion_factor=dim_expansion_factor,
+            hidden_H=dss_kernel_H,
+            reverse_seq=reverse_seq,
+            device=device,
+            dtype=dtype,
+        )
+        self.dss = DSS(
+            dim=dss_kernel_H,
+            kernel_N=dss_kernel_N,
+            dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
+            conv_mode=conv_mode,
+            conv_kernel=conv_kernel,
+            device=device,
+            dtype=dtype,
+        )
 
     @property
     def mixer(self):
@@ -254,11 +293,28 @@ class GSS(GatedUnit):
 class GatedStateSpacesLM(LM):
     """Embedding -> `depth` GSS layers -> logits, as in the reference; `labels` give the cross-entropy."""
 
-    def __init__(self, *, num_tokens, dim, depth, dim_expansion_factor=4, dss_kernel_N=512, dss_kernel_H=256,
-                 dss_kernel_lambda_imag_exp=True, device=None, dtype=None):
+    def __init__(
+        self,
+        *,
+        num_tokens,
+        dim,
+        depth,
+        dim_expansion_factor=4,
+        dss_kernel_N=512,
+        dss_kernel_H=256,
+        dss_kernel_lambda_imag_exp=True,
+        device=None,
+        dtype=None,
+    ):
         def layer():
-            return GSS(dim=dim, dim_expansion_factor=dim_expansion_factor, dss_kernel_N=dss_kernel_N,
-                       dss_kernel_H=dss_kernel_H, dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
-                       device=device, dtype=dtype)
+            return GSS(
+                dim=dim,
+                dim_expansion_factor=dim_expansion_factor,
+                dss_kernel_N=dss_kernel_N,
+                dss_kernel_H=dss_kernel_H,
+                dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
+                device=device,
+                dtype=dtype,
+            )
 
         super().__init__(num_tokens=num_tokens, dim=dim, depth=depth, make_layer=layer, device=device, dtype=dtype)

@@ -95,7 +95,7 @@ class FFTConv(torch.autograd.Function):
         n = 2 * u.shape[-2]
         U, K_f = rfft(u, n=n, dim=-2), rfft(K, n=n, dim=-2)
         ctx.save_for_backward(U, K_f)
-        return irfft(U * K_f, n=n, dim=-2)[..., :u.shape[-2], :]
+        return irfft(U * K_f, n=n, dim=-2)[..., : u.shape[-2], :]
 
     @staticmethod
     @once_differentiable
@@ -120,12 +120,28 @@ class FastDSS(DSS):
 
     `kernel_computations` counts the kernels actually computed (cache misses and grad-enabled calls)."""
 
-    def __init__(self, *, dim, kernel_N=512, dss_kernel_lambda_imag_exp=True, conv_mode="fft",
-                 conv_kernel=None, device=None, dtype=None):
+    def __init__(
+        self,
+        *,
+        dim,
+        kernel_N=512,
+        dss_kernel_lambda_imag_exp=True,
+        conv_mode="fft",
+        conv_kernel=None,
+        device=None,
+        dtype=None,
+    ):
         if conv_mode != "fft":
             raise ValueError(f"FastDSS supports conv_mode='fft' only, got {conv_mode!r}")
-        super().__init__(dim=dim, kernel_N=kernel_N, dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
-                         conv_mode=conv_mode, conv_kernel=conv_kernel, device=device, dtype=dtype)
+        super().__init__(
+            dim=dim,
+            kernel_N=kernel_N,
+            dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
+            conv_mode=conv_mode,
+            conv_kernel=conv_kernel,
+            device=device,
+            dtype=dtype,
+        )
         self._kernel_cache = None  # (key, snapshot of the kernel's parameters, K, K's spectrum): the last only
         self.kernel_computations = 0
 
@@ -155,11 +171,15 @@ class FastDSS(DSS):
         With autograd recording, the cache is neither read nor written. The returned tensor may be the cached
         one: do not modify it in place."""
         params = [getattr(self, name) for name in _KERNEL_PARAMS]
-        key = (seq_len, params[0].device, params[0].dtype, self.dss_kernel_lambda_imag_exp,
-               tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in params))
+        key = (
+            seq_len,
+            params[0].device,
+            params[0].dtype,
+            self.dss_kernel_lambda_imag_exp,
+            tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in params),
+        )
         cache = self._kernel_cache
-        if (cache is not None and cache[0] == key
-                and all(torch.equal(p, saved) for p, saved in zip(params, cache[1]))):
+        if cache is not None and cache[0] == key and all(torch.equal(p, saved) for p, saved in zip(params, cache[1])):
             return cache[2:]
         self._kernel_cache = None  # free the old kernel before computing the new one
         K = self._compute_kernel(seq_len)
@@ -205,17 +225,41 @@ class FastGSS(GSS):
     """GSS with a FastDSS mixer: same constructor, parameters, state_dict, outputs and recurrence (init_state,
     step and prefill are GSS's). Only conv_mode="fft"."""
 
-    def __init__(self, *, dim, dim_expansion_factor=4, dss_kernel_N=512, dss_kernel_H=256, reverse_seq=False,
-                 dss_kernel_lambda_imag_exp=True, conv_mode="fft", conv_kernel=None, device=None, dtype=None):
+    def __init__(
+        self,
+        *,
+        dim,
+        dim_expansion_factor=4,
+        dss_kernel_N=512,
+        dss_kernel_H=256,
+        reverse_seq=False,
+        dss_kernel_lambda_imag_exp=True,
+        conv_mode="fft",
+        conv_kernel=None,
+        device=None,
+        dtype=None,
+    ):
         if conv_mode != "fft":
             raise ValueError(f"FastGSS supports conv_mode='fft' only, got {conv_mode!r}")
         # GSS.__init__ is GatedUnit's plus the mixer: build the FastDSS in its place, so that parameters are
         # created in GSS's order and a seed initialises FastGSS and GSS alike.
-        super(GSS, self).__init__(dim=dim, dim_expansion_factor=dim_expansion_factor, hidden_H=dss_kernel_H,
-                                  reverse_seq=reverse_seq, device=device, dtype=dtype)
-        self.dss = FastDSS(dim=dss_kernel_H, kernel_N=dss_kernel_N,
-                           dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp, conv_mode=conv_mode,
-                           conv_kernel=conv_kernel, device=device, dtype=dtype)
+        super(GSS, self).__init__(
+            dim=dim,
+            dim_expansion_factor=dim_expansion_factor,
+            hidden_H=dss_kernel_H,
+            reverse_seq=reverse_seq,
+            device=device,
+            dtype=dtype,
+        )
+        self.dss = FastDSS(
+            dim=dss_kernel_H,
+            kernel_N=dss_kernel_N,
+            dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
+            conv_mode=conv_mode,
+            conv_kernel=conv_kernel,
+            device=device,
+            dtype=dtype,
+        )
 
     # With autograd off on the CPU, the position-wise part (W_u and its GELU, W_g, the gate's product, W_o and
     # the residual) runs over blocks of this many rows (batch x positions), so no (B, L, E) tensor is formed:

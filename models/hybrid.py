@@ -14,6 +14,8 @@ def hybrid_layers(depth, hybrid_every):
     """The registry names of gss-hybrid's layers, bottom first: layers hybrid_every - 1, 2 hybrid_every - 1, ...
     are attention-chunked and the others gss; with depth < hybrid_every the last layer is attention-chunked.
     depth 4 -> gss, gss, gss, attention-chunked; depth 2 -> gss, attention-chunked."""
+
     def is_attention(i):
         return (i + 1) % hybrid_every == 0 or (depth < hybrid_every and i == depth - 1)
+
     return tuple(HYBRID_LAYERS[is_attention(i)] for i in range(depth))

@@ -48,8 +48,9 @@ def state_nbytes(state):
     if isinstance(state, torch.Tensor):
         return state.numel() * state.element_size()
     if dataclasses.is_dataclass(state):
-        return sum(state_nbytes(getattr(state, f.name)) for f in dataclasses.fields(state)
-                   if not f.metadata.get("constant"))
+        return sum(
+            state_nbytes(getattr(state, f.name)) for f in dataclasses.fields(state) if not f.metadata.get("constant")
+        )
     if isinstance(state, dict):
         return sum(state_nbytes(v) for v in state.values())
     if isinstance(state, (list, tuple)):
@@ -64,6 +65,7 @@ class ConvState:
     inputs (B, T, H): the last T inputs, oldest first, zeros before the sequence starts;
     weight (T, H): the taps aligned with `inputs`, i.e. the kernel K flipped in time (a constant).
     """
+
     inputs: torch.Tensor
     weight: torch.Tensor = field(metadata=CONSTANT)
 

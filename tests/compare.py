@@ -30,7 +30,6 @@ TOLERANCES = {
 }
 
 
-
 def small_layer(name, dtype=torch.float64, seed=0):
     torch.manual_seed(seed)
     return models.build_layer(name, dim=DIM, dtype=dtype, **SMALL[name])
@@ -41,8 +40,10 @@ def assert_close(actual, expected, what):
     difference is printed first (pytest shows it on failure, like mamba's tests)."""
     tolerance = TOLERANCES[actual.dtype]
     actual, expected = actual.double(), expected.double()
-    print(f"{what}: max abs difference {(actual - expected).abs().max().item():.3e} "
-          f"(max |reference| {expected.abs().max().item():.3e})")
+    print(
+        f"{what}: max abs difference {(actual - expected).abs().max().item():.3e} "
+        f"(max |reference| {expected.abs().max().item():.3e})"
+    )
     torch.testing.assert_close(actual, expected, **tolerance)
 
 

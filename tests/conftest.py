@@ -37,4 +37,5 @@ def restore_threads():
 def synth():
     """The synthetic corpus at seed 0, loaded once for the session (a few seconds to sample)."""
     from bench.data import load_corpus
+
     return load_corpus("synthetic")

@@ -47,10 +47,23 @@ def write_fixture(path, times):
         writer.writeheader()
         for (model, mode, *kernel_N), series in times.items():
             for seq_len, time_ms in series.items():
-                writer.writerow(dict(run_id="fixture", model=model, mode=mode, dtype="float32", device="cpu", batch=1,
-                                     seq_len=seq_len, dim=64, compiled="false", time_ms=time_ms,
-                                     kernel_N=kernel_N[0] if kernel_N else "", peak_mem_mb=1.0,
-                                     status="ok" if time_ms is not None else "oom"))
+                writer.writerow(
+                    dict(
+                        run_id="fixture",
+                        model=model,
+                        mode=mode,
+                        dtype="float32",
+                        device="cpu",
+                        batch=1,
+                        seq_len=seq_len,
+                        dim=64,
+                        compiled="false",
+                        time_ms=time_ms,
+                        kernel_N=kernel_N[0] if kernel_N else "",
+                        peak_mem_mb=1.0,
+                        status="ok" if time_ms is not None else "oom",
+                    )
+                )
 
 
 LENGTHS = [256, 512, 1024, 2048, 4096, 8192]
@@ -58,8 +71,10 @@ LENGTHS = [256, 512, 1024, 2048, 4096, 8192]
 
 def test_slope_and_crossover_of_power_laws(tmp_path):
     # gss = 2 L, attention = L^2 / 1000: equal at L = 2000, gss faster above it
-    write_fixture(tmp_path, {("gss", "fwdbwd"): {L: 2.0 * L for L in LENGTHS},
-                             ("attention", "fwdbwd"): {L: L * L / 1000 for L in LENGTHS}})
+    write_fixture(
+        tmp_path,
+        {("gss", "fwdbwd"): {L: 2.0 * L for L in LENGTHS}, ("attention", "fwdbwd"): {L: L * L / 1000 for L in LENGTHS}},
+    )
     series = sweeps(load_scaling(tmp_path), mode="fwdbwd", dtype="float32")
     assert list(series) == ["gss", "attention"] and list(series["gss"].index) == LENGTHS
     gss, attention = series["gss"], series["attention"]
@@ -70,10 +85,15 @@ def test_slope_and_crossover_of_power_laws(tmp_path):
 
 def test_two_sweeps_of_equal_reach_are_both_kept_and_labelled(tmp_path):
     # --kernel-n 64,512 over the same lengths: two gss sweeps; gss N=64 is twice as fast as N=512
-    write_fixture(tmp_path, {("gss", "fwdbwd", "512"): {L: 2.0 * L for L in LENGTHS},
-                             ("gss", "fwdbwd", "64"): {L: 1.0 * L for L in LENGTHS},
-                             ("gss", "fwdbwd", "1024"): {1024: 5000.0},  # an ablation cell: not a sweep
-                             ("attention", "fwdbwd"): {L: L * L / 1000 for L in LENGTHS}})
+    write_fixture(
+        tmp_path,
+        {
+            ("gss", "fwdbwd", "512"): {L: 2.0 * L for L in LENGTHS},
+            ("gss", "fwdbwd", "64"): {L: 1.0 * L for L in LENGTHS},
+            ("gss", "fwdbwd", "1024"): {1024: 5000.0},  # an ablation cell: not a sweep
+            ("attention", "fwdbwd"): {L: L * L / 1000 for L in LENGTHS},
+        },
+    )
     df = load_scaling(tmp_path)
     assert list(model_sweeps(df, "gss", mode="fwdbwd")) == ["gss kernel_N=512", "gss kernel_N=64"]
     assert list(model_sweeps(df, "attention", mode="fwdbwd")) == ["attention"]
@@ -81,20 +101,28 @@ def test_two_sweeps_of_equal_reach_are_both_kept_and_labelled(tmp_path):
     assert series["gss kernel_N=64"][8192] == 8192.0 and series["gss kernel_N=512"][8192] == 16384.0
     assert [text for *_, text in analysis.crossovers(df, mode="fwdbwd", dtype="float32")][:2] == [
         "gss kernel_N=512 faster than attention above seq_len ≈ 2,000",
-        "gss kernel_N=64 faster than attention above seq_len ≈ 1,000"]
+        "gss kernel_N=64 faster than attention above seq_len ≈ 1,000",
+    ]
 
 
 def test_a_single_length_keeps_every_option_set_apart(tmp_path):
-    write_fixture(tmp_path, {("gss", "fwd", "64"): {2048: 10.0}, ("gss", "fwd", "1024"): {2048: 30.0},
-                             ("attention", "fwd"): {2048: 20.0}})
+    write_fixture(
+        tmp_path,
+        {("gss", "fwd", "64"): {2048: 10.0}, ("gss", "fwd", "1024"): {2048: 30.0}, ("attention", "fwd"): {2048: 20.0}},
+    )
     series = sweeps(load_scaling(tmp_path), mode="fwd", dtype="float32")
-    assert {k: v[2048] for k, v in series.items()} == {"gss kernel_N=64": 10.0, "gss kernel_N=1024": 30.0,
-                                                        "attention": 20.0}
+    assert {k: v[2048] for k, v in series.items()} == {
+        "gss kernel_N=64": 10.0,
+        "gss kernel_N=1024": 30.0,
+        "attention": 20.0,
+    }
 
 
 def test_failed_cells_are_gaps_and_no_crossover_is_reported_as_none(tmp_path):
-    write_fixture(tmp_path, {("gss", "fwd"): {256: 10.0, 512: 20.0, 1024: None},
-                             ("attention", "fwd"): {256: 1.0, 512: 2.0, 1024: 4.0}})
+    write_fixture(
+        tmp_path,
+        {("gss", "fwd"): {256: 10.0, 512: 20.0, 1024: None}, ("attention", "fwd"): {256: 1.0, 512: 2.0, 1024: 4.0}},
+    )
     series = sweeps(load_scaling(tmp_path), mode="fwd", dtype="float32")
     gss = series["gss"]
     assert list(gss.index) == [256, 512]
@@ -107,8 +135,14 @@ FIXTURE = Path(__file__).parent / "fixtures" / "run"
 
 def test_a_sweep_keeps_its_failed_cells_and_leaves_the_ablations_out():
     df = load_scaling(FIXTURE)
-    (label, rows), = model_sweeps(df, "gss-direct", mode="fwd").items()
-    assert label == "gss-direct" and list(rows.seq_len) == [256, 512, 1024, 2048, 4096]  # full taps: conv_kernel == seq_len
+    ((label, rows),) = model_sweeps(df, "gss-direct", mode="fwd").items()
+    assert label == "gss-direct" and list(rows.seq_len) == [
+        256,
+        512,
+        1024,
+        2048,
+        4096,
+    ]  # full taps: conv_kernel == seq_len
     assert list(rows.status) == ["ok"] * 4 + ["error"]
     (rows,) = model_sweeps(df, "gss", mode="fwd").values()
     assert list(rows.kernel_N.unique()) == ["512"]  # not the kernel_N ablation
@@ -126,10 +160,12 @@ def test_option_ablation_includes_the_sweep_cell_at_the_ablation_length():
 
 def test_crossover_text_says_why_there_is_none():
     s = lambda values: pd.Series(values, index=[256, 512, 1024])  # noqa: E731
-    assert crossover_text(s([1, 2, 4]), s([2, 4, 8])) == \
-        "gss faster than attention at every measured length (256..1,024)"
-    assert crossover_text(s([4, 8, 16]), s([1, 2, 4])) == \
-        "none: attention faster at seq_len 1,024 (longest common length)"
+    assert (
+        crossover_text(s([1, 2, 4]), s([2, 4, 8])) == "gss faster than attention at every measured length (256..1,024)"
+    )
+    assert (
+        crossover_text(s([4, 8, 16]), s([1, 2, 4])) == "none: attention faster at seq_len 1,024 (longest common length)"
+    )
     assert crossover_text(s([4, 4, 4]), s([1, 4, 16])) == "gss faster than attention above seq_len ≈ 512"
 
 
@@ -137,7 +173,7 @@ def test_lambda_deltas_are_paired_by_seed():
     d = lambda_deltas(load_csv(FIXTURE, "perplexity.csv"))
     assert list(d.kernel_N) == ["16", "64"] and list(d.n) == [2, 2]
     assert d.delta_mean.tolist() == pytest.approx([-0.11, -0.11])
-    assert d.delta_std.tolist() == pytest.approx([0.02 ** 0.5 / 10] * 2)
+    assert d.delta_std.tolist() == pytest.approx([0.02**0.5 / 10] * 2)
 
 
 def ppl_fixture(edit=None):
@@ -163,8 +199,9 @@ def test_the_bits_per_byte_tables_hold_the_selected_rates_test_rows_only():
 def test_the_selected_rate_is_named_and_flagged_at_the_edge_of_its_grid():
     sel = lr_selection(ppl_fixture()).set_index(["corpus", "label"])
     grid = [0.002, 0.006, 0.012]
-    assert sel.loc[("stdlib", "gss")].to_dict() == dict(model="gss", selected=[0.006], candidates=grid, edge=False,
-                                                        side="", val_bpb=pytest.approx(2.45))
+    assert sel.loc[("stdlib", "gss")].to_dict() == dict(
+        model="gss", selected=[0.006], candidates=grid, edge=False, side="", val_bpb=pytest.approx(2.45)
+    )
     assert sel.loc[("stdlib", "conv"), ["selected", "edge", "side"]].tolist() == [[0.012], True, "largest"]
     assert sel.loc[("stdlib", "attention"), ["selected", "edge", "side"]].tolist() == [[0.002], True, "smallest"]
     assert sel.loc[("synthetic", "gss N=16 λexp=false"), ["selected", "edge"]].tolist() == [[0.002], True]
@@ -199,8 +236,7 @@ def test_recall_reports_the_selected_rate_beside_chance():
     assert (gss["mean"], gss.n, gss.chance, gss.ratio) == pytest.approx((0.88, 2, 0.25, 3.52))
     assert gss.selected == [0.006] and not gss.edge
     conv = stats.loc[("conv", 256)]
-    assert (conv["mean"], conv.chance, conv.selected, conv.side) == (pytest.approx(0.065), 0.0625, [0.002],
-                                                                     "smallest")
+    assert (conv["mean"], conv.chance, conv.selected, conv.side) == (pytest.approx(0.065), 0.0625, [0.002], "smallest")
     assert ("attention", 1024) not in stats.index  # its one training failed
 
 
@@ -228,8 +264,15 @@ def test_an_older_csv_reads_as_test_rows_of_its_one_rate(tmp_path):
 
 def test_labels_name_only_the_options_that_vary():
     labels = set(with_labels(load_csv(FIXTURE, "perplexity.csv")).label)
-    assert labels == {"gss", "conv", "attention", "gss N=16 λexp=true", "gss N=16 λexp=false", "gss N=64 λexp=true",
-                      "gss N=64 λexp=false"}
+    assert labels == {
+        "gss",
+        "conv",
+        "attention",
+        "gss N=16 λexp=true",
+        "gss N=16 λexp=false",
+        "gss N=64 λexp=true",
+        "gss N=64 λexp=false",
+    }
 
 
 def test_decode_speedup_and_numerics_worst():
@@ -237,8 +280,9 @@ def test_decode_speedup_and_numerics_worst():
     assert speed[speed.model == "gss"].speedup.tolist() == pytest.approx([1.6, 6.4, 25.6])
     assert set(speed[speed.model == "attention"].method) == {"kv_cache"}
     worst = numerics_worst(load_csv(FIXTURE, "numerics.csv"))
-    assert worst.iloc[0].to_dict() == dict(dtype="bfloat16", error="out_rel_err", value=pytest.approx(0.012),
-                                           model="attention", seq_len=4096)
+    assert worst.iloc[0].to_dict() == dict(
+        dtype="bfloat16", error="out_rel_err", value=pytest.approx(0.012), model="attention", seq_len=4096
+    )
 
 
 def test_failed_cells_of_every_csv(tmp_path):
@@ -258,7 +302,7 @@ def test_a_slope_is_fitted_over_the_longest_max_3_half_of_the_lengths():
     assert fitted_lengths([1, 2]) == [] and fitted_lengths([4, 1, 2]) == [1, 2, 4]
     assert fitted_lengths(range(1, 8)) == [4, 5, 6, 7] and fitted_lengths(range(1, 6)) == [3, 4, 5]
     # a kink below the fitted lengths does not move the slope: seven lengths, the longest four fitted
-    times = pd.Series({2 ** k: (99.0 if k < 3 else 2.0 ** (1.5 * k)) for k in range(7)})
+    times = pd.Series({2**k: (99.0 if k < 3 else 2.0 ** (1.5 * k)) for k in range(7)})
     assert fitted_slope(times) == pytest.approx(1.5)
-    times[2 ** 3] *= 2  # the fourth-longest length is in the fit
+    times[2**3] *= 2  # the fourth-longest length is in the fit
     assert fitted_slope(times) < 1.5

@@ -31,6 +31,7 @@ def text_file(tmp_path, size=10_000, name="corpus.txt"):
 
 # ----- synthetic -----
 
+
 def test_synthetic_is_deterministic_per_seed():
     a, b, c = (D.synthetic(seed=s, config=SMALL) for s in (0, 0, 1))
     assert content_of(a) == content_of(b) and a.sha256 == b.sha256
@@ -62,6 +63,7 @@ def test_synthetic_rejects_bad_config():
 
 # ----- windows -----
 
+
 def test_scored_windows_are_fixed_evenly_spaced_and_end_in_their_split(synth):
     ids, labels = synth.scored_windows("valid", seq_len=256, count=16)
     again = load_corpus("synthetic").scored_windows("valid", seq_len=256, count=16)  # another model, another load
@@ -72,7 +74,7 @@ def test_scored_windows_are_fixed_evenly_spaced_and_end_in_their_split(synth):
     span = len(valid) - 257
     for i in range(16):
         end = 257 + i * span // 15
-        assert torch.equal(ids[i], valid[end - 257:end - 1]) and torch.equal(labels[i], valid[end - 256:end])
+        assert torch.equal(ids[i], valid[end - 257 : end - 1]) and torch.equal(labels[i], valid[end - 256 : end])
     assert span // 15 >= 257  # non-overlapping
     (first,), _ = synth.scored_windows("valid", seq_len=256, count=1)
     assert torch.equal(first, valid[:256])
@@ -111,6 +113,7 @@ def test_windows_too_long_or_bad_arguments(synth):
 
 # ----- stdlib and files -----
 
+
 def test_stdlib_corpus():
     files = D.stdlib_files()
     if not files:
@@ -140,8 +143,12 @@ def test_bad_files_raise_corpus_error(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     short = text_file(tmp_path, size=D.MIN_FILE_BYTES - 1, name="short.txt")
-    for spec, message in [(tmp_path / "missing.txt", "does not exist"), (empty, "is empty"),
-                          (short, "too few.*needs at least"), (tmp_path, "is not a file")]:
+    for spec, message in [
+        (tmp_path / "missing.txt", "does not exist"),
+        (empty, "is empty"),
+        (short, "too few.*needs at least"),
+        (tmp_path, "is not a file"),
+    ]:
         with pytest.raises(CorpusError, match=message) as error:
             load_corpus(str(spec))
         assert str(spec) in str(error.value)
@@ -152,8 +159,10 @@ def test_unreadable_file(tmp_path, monkeypatch):
     path.chmod(0)
     try:
         if os.access(path, os.R_OK):  # root reads anything: fail the read instead
+
             def denied(self):
                 raise PermissionError(13, "Permission denied", str(self))
+
             monkeypatch.setattr(Path, "read_bytes", denied)
         with pytest.raises(CorpusError, match=f"cannot read corpus file {path}: Permission denied"):
             load_corpus(str(path))
@@ -167,6 +176,7 @@ def test_unknown_name():
 
 
 # ----- enwik8 -----
+
 
 def fake_enwik8(tmp_path, size=20_000):
     content = bytes(range(256)) * (size // 256) + b"<page>" * 10
@@ -213,8 +223,9 @@ def test_enwik8_corrupt_cache_is_fetched_again(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "enwik8.zip").write_bytes(b"truncated")
-    corpus = D.enwik8(cache_dir=cache, url=served.as_uri(), zip_sha256=zip_sha, opener=lambda url: io.BytesIO(
-        served.read_bytes()))
+    corpus = D.enwik8(
+        cache_dir=cache, url=served.as_uri(), zip_sha256=zip_sha, opener=lambda url: io.BytesIO(served.read_bytes())
+    )
     assert corpus.sha256 == hashlib.sha256(content).hexdigest()
 
 

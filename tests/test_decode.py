@@ -12,6 +12,8 @@ from tests.helpers import SMOKE_ONE_THREAD, assert_usage_error
 
 SMOKE = [*SMOKE_ONE_THREAD, "--device", "cpu"]
 pytestmark = pytest.mark.usefixtures("restore_threads")
+
+
 def run_decode(out, *extra):
     code = decode.main([*SMOKE, "--out", str(out), *extra])
     return code, (read_rows(out / decode.CSV) if (out / decode.CSV).exists() else [])
@@ -41,7 +43,9 @@ def test_rows_have_the_documented_columns_and_formats(smoke_rows):
 
 
 def test_every_model_runs_reforward_and_its_own_stepping_method(smoke_rows):
-    stepping = {name: "kv_cache" if name in ("attention", "attention-chunked") else "recurrent" for name in models.NAMES}
+    stepping = {
+        name: "kv_cache" if name in ("attention", "attention-chunked") else "recurrent" for name in models.NAMES
+    }
     expected = {(m, method, L) for m in models.NAMES for method in (stepping[m], "reforward") for L in ("16", "48")}
     found = [(r["model"], r["method"], r["prompt_len"]) for r in smoke_rows]
     assert len(found) == len(set(found)) and set(found) == expected
@@ -73,18 +77,21 @@ def test_flags_narrow_the_preset_and_presets_hold_the_documented_grids(capsys):
     assert narrowed == ["model=gss method=reforward dtype=float32 batch=1 dim=32 depth=3 prompt_len=5 new_tokens=4"]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--models", "mamba"], "unknown model 'mamba'"),
-    (["--prompt-lens", "0"], "--prompt-lens: 0 is not positive"),
-    (["--prompt-lens", "-8"], "--prompt-lens: -8 is not positive"),
-    (["--prompt-lens", "8,,16"], "--prompt-lens needs a comma-separated list"),
-    (["--dtype", "float16"], "float16 needs a CUDA device"),
-    (["--dtype", "int8"], "unknown dtype 'int8'"),
-    (["--methods", "beam"], "unknown method 'beam'"),
-    (["--models", "gss", "--methods", "kv_cache"], "the grid is empty"),
-    (["--new-tokens", "1"], "--new-tokens must be at least 2"),
-    (["--depth", "0"], "--depth: 0 is not positive"),
-    (["--preset", "huge"], "unknown preset 'huge'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--models", "mamba"], "unknown model 'mamba'"),
+        (["--prompt-lens", "0"], "--prompt-lens: 0 is not positive"),
+        (["--prompt-lens", "-8"], "--prompt-lens: -8 is not positive"),
+        (["--prompt-lens", "8,,16"], "--prompt-lens needs a comma-separated list"),
+        (["--dtype", "float16"], "float16 needs a CUDA device"),
+        (["--dtype", "int8"], "unknown dtype 'int8'"),
+        (["--methods", "beam"], "unknown method 'beam'"),
+        (["--models", "gss", "--methods", "kv_cache"], "the grid is empty"),
+        (["--new-tokens", "1"], "--new-tokens must be at least 2"),
+        (["--depth", "0"], "--depth: 0 is not positive"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     assert_usage_error(decode.main, ["--device", "cpu", *argv], tmp_path / "run", capsys, message)

@@ -93,9 +93,12 @@ def test_readme_is_a_front_door():
 
 
 def test_links_resolve():
-    broken = [f"{page.relative_to(ROOT)}: {target}" for page in PAGES
-              for target in LINK.findall(page.read_text(encoding="utf-8"))
-              if "://" not in target and not (page.parent / target).exists()]
+    broken = [
+        f"{page.relative_to(ROOT)}: {target}"
+        for page in PAGES
+        for target in LINK.findall(page.read_text(encoding="utf-8"))
+        if "://" not in target and not (page.parent / target).exists()
+    ]
     assert not broken
 
 
@@ -108,6 +111,7 @@ def test_commands_are_found():
 
 
 # --- the column tables -------------------------------------------------------------------------------------
+
 
 def schema_blocks():
     return SCHEMA_BLOCK.findall((ROOT / "docs" / "suites.md").read_text(encoding="utf-8"))
@@ -122,11 +126,13 @@ def test_every_csv_has_one_column_table():
 def test_column_table_is_generated(name):
     blocks = dict(schema_blocks())
     assert name in blocks, f"docs/suites.md has no <!-- schema:{name} --> block"
-    assert blocks[name].strip("\n") == schema.markdown(name).strip("\n"), \
+    assert blocks[name].strip("\n") == schema.markdown(name).strip("\n"), (
         f"docs/suites.md's {name} table differs from bench.schema: paste `python -m bench.schema`'s block"
+    )
 
 
 # --- every command parses ----------------------------------------------------------------------------------
+
 
 def check_parses(command, pytestconfig):
     if command.module == "bootstrap":
@@ -159,6 +165,7 @@ def test_command_parses(command, pytestconfig):
 
 
 # --- the quick ones run ------------------------------------------------------------------------------------
+
 
 def substitute(argv, tmp_path):
     """results/<run_id> -> a copy of the committed CPU reference; --out DIR -> a directory under tmp_path."""

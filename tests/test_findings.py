@@ -37,11 +37,23 @@ def plant(run, laws, *, repeats=20, spread=0.05, device="cpu", times=True, colum
             for seq_len, time_ms in series.items():
                 z = ORDERS.get(model, lambda z: z)(np.linspace(-1, 1, repeats))
                 repeats_ms = [] if time_ms is None else time_ms * (1 + spread * z)
-                row = dict(run_id=run.name, model=model, mode=mode, dtype="float32", device=device, batch=1,
-                           seq_len=seq_len, dim=64, compiled="false", kernel_N=kernel_N[0] if kernel_N else "",
-                           time_ms="" if time_ms is None else f"{time_ms:.6g}", peak_mem_mb=1.0,
-                           repeats=len(repeats_ms), status="ok" if time_ms is not None else "oom",
-                           times_ms=" ".join(f"{v:.6g}" for v in repeats_ms) if times else "")
+                row = dict(
+                    run_id=run.name,
+                    model=model,
+                    mode=mode,
+                    dtype="float32",
+                    device=device,
+                    batch=1,
+                    seq_len=seq_len,
+                    dim=64,
+                    compiled="false",
+                    kernel_N=kernel_N[0] if kernel_N else "",
+                    time_ms="" if time_ms is None else f"{time_ms:.6g}",
+                    peak_mem_mb=1.0,
+                    repeats=len(repeats_ms),
+                    status="ok" if time_ms is not None else "oom",
+                    times_ms=" ".join(f"{v:.6g}" for v in repeats_ms) if times else "",
+                )
                 writer.writerow(edit(row) if edit else row)
     return run
 
@@ -60,7 +72,7 @@ def one(found, **where):
 
 
 def test_slope_of_exact_power_laws_is_the_exponent(tmp_path):
-    laws = {**power_laws(), ("conv", "fwd"): {L: 0.01 * L ** 1.5 for L in LENGTHS}}
+    laws = {**power_laws(), ("conv", "fwd"): {L: 0.01 * L**1.5 for L in LENGTHS}}
     found = findings.of_run(plant(tmp_path, laws))
     for model, exponent in (("gss", 1.0), ("conv", 1.5), ("attention", 2.0)):
         r = one(found, finding="slope", model=model)
@@ -69,16 +81,21 @@ def test_slope_of_exact_power_laws_is_the_exponent(tmp_path):
 
 
 def test_slope_fits_the_longest_max_3_half_lengths():
-    assert [analysis.fitted_lengths(range(1, n + 1)) for n in (2, 3, 4, 6, 7)] == \
-        [[], [1, 2, 3], [2, 3, 4], [4, 5, 6], [4, 5, 6, 7]]
+    assert [analysis.fitted_lengths(range(1, n + 1)) for n in (2, 3, 4, 6, 7)] == [
+        [],
+        [1, 2, 3],
+        [2, 3, 4],
+        [4, 5, 6],
+        [4, 5, 6, 7],
+    ]
 
 
 @pytest.mark.parametrize("n", [3, 4, 7])
 def test_a_kink_below_the_fitted_lengths_does_not_move_the_slope(tmp_path, n):
     lengths = [2 ** (13 - n + 1 + i) for i in range(n)]  # n lengths up to 8192
-    fitted = lengths[-max(3, math.ceil(n / 2)):]
+    fitted = lengths[-max(3, math.ceil(n / 2)) :]
     # exactly L^1.5 over the fitted lengths, L^3 below them (joined at the first fitted one)
-    times = {n: n ** 1.5 if n >= fitted[0] else fitted[0] ** 1.5 * (n / fitted[0]) ** 3 for n in lengths}
+    times = {n: n**1.5 if n >= fitted[0] else fitted[0] ** 1.5 * (n / fitted[0]) ** 3 for n in lengths}
     r = one(findings.of_run(plant(tmp_path, {("gss", "fwd"): times})), finding="slope")
     assert r.value == pytest.approx(1.5) and r.detail == f"seq_len {fitted[0]}..{fitted[-1]}"
     kinked = {n: t * (10 if n == fitted[0] else 1) for n, t in times.items()}  # a kink inside them does move it
@@ -87,8 +104,12 @@ def test_a_kink_below_the_fitted_lengths_does_not_move_the_slope(tmp_path, n):
 
 
 def test_no_slope_under_3_lengths_and_a_failed_cell_is_no_length(tmp_path):
-    found = findings.of_run(plant(tmp_path, {("gss", "fwd"): {256: 1.0, 512: 2.0, 1024: None},
-                                             ("attention", "fwd"): {256: 1.0, 512: 2.0, 1024: 4.0}}))
+    found = findings.of_run(
+        plant(
+            tmp_path,
+            {("gss", "fwd"): {256: 1.0, 512: 2.0, 1024: None}, ("attention", "fwd"): {256: 1.0, 512: 2.0, 1024: 4.0}},
+        )
+    )
     assert list(found[found.finding == "slope"].model) == ["attention"]
 
 
@@ -97,7 +118,7 @@ def widths(found):
 
 
 def test_the_interval_holds_the_estimate_and_shrinks_with_more_repeats(tmp_path):
-    laws = {**power_laws(), ("conv", "fwd"): {L: 0.01 * L ** 1.5 for L in LENGTHS}}
+    laws = {**power_laws(), ("conv", "fwd"): {L: 0.01 * L**1.5 for L in LENGTHS}}
     few, many = (findings.of_run(plant(tmp_path / str(n), laws, repeats=n, spread=0.1)) for n in (10, 40))
     assert list(few.detail) == list(many.detail) and len(few) == 6  # 3 slopes, gss over attention, 2 speed-ups
     for found in (few, many):
@@ -106,7 +127,7 @@ def test_the_interval_holds_the_estimate_and_shrinks_with_more_repeats(tmp_path)
 
 
 def test_the_same_run_gives_the_same_intervals_and_a_cell_its_draws_whatever_else_the_run_holds(tmp_path):
-    laws = {**power_laws(), ("conv", "fwd"): {L: 0.01 * L ** 1.5 for L in LENGTHS}}
+    laws = {**power_laws(), ("conv", "fwd"): {L: 0.01 * L**1.5 for L in LENGTHS}}
     df = analysis.load_scaling(plant(tmp_path, laws, spread=0.1))
     full = findings.compute(df)
     pd.testing.assert_frame_equal(full, findings.compute(df))
@@ -126,8 +147,14 @@ def test_intervals_are_empty_without_times_ms(tmp_path):
         assert {(r["ci_low"], r["ci_high"]) for r in rows} == {("", "")}
         assert one(found, finding="crossover").value == pytest.approx(2000)
     # one cell without repeats: the findings that use it have no interval, the others keep theirs
-    one_cell = plant(tmp_path / "one", power_laws(), edit=lambda row: {
-        **row, "times_ms": "" if (row["model"], row["seq_len"]) == ("attention", 256) else row["times_ms"]})
+    one_cell = plant(
+        tmp_path / "one",
+        power_laws(),
+        edit=lambda row: {
+            **row,
+            "times_ms": "" if (row["model"], row["seq_len"]) == ("attention", 256) else row["times_ms"],
+        },
+    )
     found = findings.of_run(one_cell).set_index("finding")
     assert pd.isna(found.loc["crossover"].ci_low)  # it uses every common length
     assert found.ci_low.notna().sum() == 3  # both slopes (2048..8192) and the speed-up at 8192
@@ -144,7 +171,7 @@ def test_a_planted_crossing_has_its_interval(tmp_path):
 
 def test_the_vectorised_crossover_is_analysis_crossover():
     rng = np.random.default_rng(1)
-    lengths = [2 ** k for k in range(8, 15)]
+    lengths = [2**k for k in range(8, 15)]
     ratios = rng.normal(scale=0.8, size=(500, len(lengths))) + np.linspace(0.6, -0.6, len(lengths))
     fast = findings.crossover(lengths, ratios)
     for log_ratio, got in zip(ratios, fast, strict=True):
@@ -156,8 +183,15 @@ def test_the_vectorised_crossover_is_analysis_crossover():
 
 def test_a_crossover_absent_from_some_resamples_says_so(tmp_path):
     ratio = [1.3, 1.2, 1.1, 1.05, 1.02, 0.99]  # gss / attention: gss just faster at the longest length only
-    run = plant(tmp_path, {("gss", "fwd"): {L: r * L for L, r in zip(LENGTHS, ratio, strict=True)},
-                           ("attention", "fwd"): {L: float(L) for L in LENGTHS}}, repeats=10, spread=0.1)
+    run = plant(
+        tmp_path,
+        {
+            ("gss", "fwd"): {L: r * L for L, r in zip(LENGTHS, ratio, strict=True)},
+            ("attention", "fwd"): {L: float(L) for L in LENGTHS},
+        },
+        repeats=10,
+        spread=0.1,
+    )
     r = one(findings.of_run(run), finding="crossover")
     share = float(re.fullmatch(r"between seq_len 4096 and 8192; no crossover in (\d+\.\d)% of resamples", r.detail)[1])
     assert 5 < share < 95 and r.ci_low <= r.value <= r.ci_high
@@ -165,18 +199,27 @@ def test_a_crossover_absent_from_some_resamples_says_so(tmp_path):
 
 def test_speedup_over_attention_at_the_longest_common_length_and_options_in_detail(tmp_path):
     longer = [*LENGTHS, 16384]
-    found = findings.of_run(plant(tmp_path, {
-        ("gss", "fwd", "64"): {L: 1.0 * L for L in longer}, ("gss", "fwd", "512"): {L: 2.0 * L for L in longer},
-        ("attention", "fwd"): {**{L: L * L / 1000 for L in LENGTHS[:-1]}, 8192: None}}))
+    found = findings.of_run(
+        plant(
+            tmp_path,
+            {
+                ("gss", "fwd", "64"): {L: 1.0 * L for L in longer},
+                ("gss", "fwd", "512"): {L: 2.0 * L for L in longer},
+                ("attention", "fwd"): {**{L: L * L / 1000 for L in LENGTHS[:-1]}, 8192: None},
+            },
+        )
+    )
     fast = one(found, finding="speedup", detail="kernel_N=64; at seq_len 4096")
     assert (fast.model, fast.other, fast.unit) == ("gss", "attention", "x")
     # the repeats as written: 6 significant digits
     assert fast.value == pytest.approx(4096 / 1000, rel=1e-5) and fast.ci_low < fast.value < fast.ci_high
-    assert one(found, finding="speedup", detail="kernel_N=512; at seq_len 4096").value == \
-        pytest.approx(4096 / 2000, rel=1e-5)
+    assert one(found, finding="speedup", detail="kernel_N=512; at seq_len 4096").value == pytest.approx(
+        4096 / 2000, rel=1e-5
+    )
     assert one(found, finding="slope", detail="kernel_N=512; seq_len 2048..16384").value == pytest.approx(1.0)
-    assert one(found, finding="crossover", detail="kernel_N=64; between seq_len 512 and 1024").value == \
-        pytest.approx(1000, rel=1e-5)  # the times as written: 6 significant digits
+    assert one(found, finding="crossover", detail="kernel_N=64; between seq_len 512 and 1024").value == pytest.approx(
+        1000, rel=1e-5
+    )  # the times as written: 6 significant digits
 
 
 def test_several_runs_are_pooled_into_median_and_range(tmp_path, capsys):
@@ -185,8 +228,9 @@ def test_several_runs_are_pooled_into_median_and_range(tmp_path, capsys):
     out = capsys.readouterr().out
     assert all((r / "findings.csv").is_file() for r in runs)
     pooled = out.split("across 3 runs")[1].splitlines()
-    assert re.search(r"^crossover +fwd +float32 +gss +attention +2,000 +1,500\.\.3,000 +tokens +3/3 ", "\n".join(pooled),
-                     re.M), out
+    assert re.search(
+        r"^crossover +fwd +float32 +gss +attention +2,000 +1,500\.\.3,000 +tokens +3/3 ", "\n".join(pooled), re.M
+    ), out
     table = findings.pool({r: findings.of_run(r) for r in runs}).set_index("finding")
     cross = table.loc["crossover", ["median", "low", "high", "runs"]].tolist()
     assert cross == pytest.approx([2000, 1500, 3000, 3], rel=1e-5)  # the times as written: 6 significant digits
@@ -195,11 +239,16 @@ def test_several_runs_are_pooled_into_median_and_range(tmp_path, capsys):
     assert f"{runs[0] / 'findings.csv'}: 4 findings" in out
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda row: {**row, "device": "cuda:NVIDIA H200"}, "different devices (cpu vs cuda:NVIDIA H200)"),
-    (lambda row: {**row, "seq_len": 16384} if row["seq_len"] == 8192 and row["model"] == "gss" else row,
-     "different grids (1 cells only in"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda row: {**row, "device": "cuda:NVIDIA H200"}, "different devices (cpu vs cuda:NVIDIA H200)"),
+        (
+            lambda row: {**row, "seq_len": 16384} if row["seq_len"] == 8192 and row["model"] == "gss" else row,
+            "different grids (1 cells only in",
+        ),
+    ],
+)
 def test_runs_that_cannot_be_pooled_exit_2_with_one_line(tmp_path, capsys, edit, message):
     a, b = plant(tmp_path / "a", power_laws()), plant(tmp_path / "b", power_laws(), edit=edit)
     assert findings.main([str(a), str(b)]) == 2
@@ -210,8 +259,14 @@ def test_runs_that_cannot_be_pooled_exit_2_with_one_line(tmp_path, capsys, edit,
 
 @pytest.mark.parametrize("bad", ["1.0 x 2.0", "1.0 nan", "-1 2", "1,2"])
 def test_malformed_times_ms_exits_2_naming_the_cell(tmp_path, capsys, bad):
-    run = plant(tmp_path / "run", power_laws(), edit=lambda row: {
-        **row, "times_ms": bad if (row["model"], row["seq_len"]) == ("gss", 512) else row["times_ms"]})
+    run = plant(
+        tmp_path / "run",
+        power_laws(),
+        edit=lambda row: {
+            **row,
+            "times_ms": bad if (row["model"], row["seq_len"]) == ("gss", 512) else row["times_ms"],
+        },
+    )
     for main, flags in ((findings.main, []), (report.main, []), (plots.main, ["--out", str(tmp_path / "figs")])):
         assert main([str(run), *flags]) == 2
         err = capsys.readouterr().err
@@ -229,10 +284,14 @@ def test_the_report_lists_every_finding_with_its_interval(tmp_path):
     assert len(rows) == 4 and all(r["ci_low"] and r["ci_high"] for r in rows)
     cross = next(r for r in rows if r["finding"] == "crossover")
     low, high = float(cross["ci_low"]), float(cross["ci_high"])
-    expected = f"| crossover | fwd | float32 | gss | attention | 2,000 | {low:,.0f}..{high:,.0f} | tokens | between seq_len"
+    expected = (
+        f"| crossover | fwd | float32 | gss | attention | 2,000 | {low:,.0f}..{high:,.0f} | tokens | between seq_len"
+    )
     assert expected + " 1024 and 2048 |" in section.splitlines()
-    assert section.count("\n| slope | fwd | float32 |") == 2 and "| speedup | fwd | float32 | gss | attention | 4.10 |" \
-        in section
+    assert (
+        section.count("\n| slope | fwd | float32 |") == 2
+        and "| speedup | fwd | float32 | gss | attention | 4.10 |" in section
+    )
     assert "empty where the cells have no recorded repeats" not in section
     out = tmp_path / "elsewhere"  # a report elsewhere takes findings.csv with it; the run gets nothing new
     (run / "findings.csv").unlink()

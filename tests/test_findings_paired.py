@@ -19,7 +19,10 @@ def test_gss_over_dss_is_a_speedup_at_every_common_length_and_over_attention_onl
     assert over_dss.value.tolist() == pytest.approx([2.5] * 4)
     assert ((over_dss.ci_low < 2.5) & (over_dss.ci_high > 2.5)).all()
     over_attention = found[(found.finding == "speedup") & (found.other == "attention")]
-    assert dict(zip(over_attention.model, over_attention.detail)) == {"gss": "at seq_len 8192", "dss": "at seq_len 2048"}
+    assert dict(zip(over_attention.model, over_attention.detail)) == {
+        "gss": "at seq_len 8192",
+        "dss": "at seq_len 2048",
+    }
 
 
 def test_the_report_sets_gss_over_dss_beside_the_papers_2_to_3x(tmp_path):
@@ -27,21 +30,28 @@ def test_the_report_sets_gss_over_dss_beside_the_papers_2_to_3x(tmp_path):
     path = report.write_report(plant(tmp_path / "run", laws), plots_dir=tmp_path / "figs")
     text = path.read_text(encoding="utf-8")
     assert "## The GSS paper's comparison: GSS, DSS and GSS-Hybrid" in text
-    section = text[text.index("## The GSS paper's comparison"):]
+    section = text[text.index("## The GSS paper's comparison") :]
     assert re.search(r"\| fwd \| float32 \| 256 \| 2\.50x \| 2\.4\d\.\.2\.5\d \| within 2-3x \|", section), section
     assert "- GSS vs DSS, fwd float32: gss 2.50x faster at seq_len 512" in text
     assert [report.claim(*ci) for ci in ((1.1, 1.3), (3.5, 4.0), (1.8, 2.2), (2.1, 2.9))] == [
-        "below 2x", "above 3x", "overlaps the 2-3x edge", "within 2-3x"]
+        "below 2x",
+        "above 3x",
+        "overlaps the 2-3x edge",
+        "within 2-3x",
+    ]
 
 
 def test_pooled_runs_keep_gss_over_dss_apart_per_length(tmp_path, capsys):
-    runs = [plant(tmp_path / f"r{i}", {**power_laws(), ("dss", "fwd"): {L: c * L for L in LENGTHS[:3]}})
-            for i, c in enumerate((5.0, 6.0))]
+    runs = [
+        plant(tmp_path / f"r{i}", {**power_laws(), ("dss", "fwd"): {L: c * L for L in LENGTHS[:3]}})
+        for i, c in enumerate((5.0, 6.0))
+    ]
     pooled = findings.pool({run: findings.of_run(run) for run in runs})
     over_dss = pooled[(pooled.finding == "speedup") & (pooled.other == "dss")]
     assert list(over_dss.detail) == [f"at seq_len {L}" for L in LENGTHS[:3]] and (over_dss.runs == 2).all()
-    assert over_dss[["low", "median", "high"]].to_numpy().ravel().tolist() == \
-        pytest.approx([2.5, 2.75, 3.0] * 3, rel=1e-5)  # the repeats as written: 6 significant digits
+    assert over_dss[["low", "median", "high"]].to_numpy().ravel().tolist() == pytest.approx(
+        [2.5, 2.75, 3.0] * 3, rel=1e-5
+    )  # the repeats as written: 6 significant digits
 
 
 def test_a_drift_shared_by_the_cells_of_a_round_cancels_in_the_interval(tmp_path):
@@ -56,12 +66,19 @@ def test_a_drift_shared_by_the_cells_of_a_round_cancels_in_the_interval(tmp_path
             times = float(row["time_ms"]) * drift * np.exp(rng.normal(scale=0.01, size=drift.size))  # +-1%: its own
             if not paired and row["model"] == "attention":
                 times = rng.permutation(times)
-            return {**row, "time_ms": f"{np.median(times):.6g}", "times_ms": " ".join(f"{t:.6g}" for t in times),
-                    "repeats": len(times)}
+            return {
+                **row,
+                "time_ms": f"{np.median(times):.6g}",
+                "times_ms": " ".join(f"{t:.6g}" for t in times),
+                "repeats": len(times),
+            }
+
         return f
 
-    found = {paired: findings.of_run(plant(tmp_path / str(paired), power_laws(), repeats=30, edit=edit(paired)))
-             for paired in (True, False)}
+    found = {
+        paired: findings.of_run(plant(tmp_path / str(paired), power_laws(), repeats=30, edit=edit(paired)))
+        for paired in (True, False)
+    }
     r, shuffled = (one(found[paired], finding="crossover") for paired in (True, False))
     assert r.value == pytest.approx(2000, rel=0.02) and 0.98 * r.value < r.ci_low < r.value < r.ci_high < 1.02 * r.value
     assert shuffled.ci_high - shuffled.ci_low > 4 * (r.ci_high - r.ci_low)
@@ -96,8 +113,11 @@ def test_gss_fast_over_gss_at_every_length_its_memory_and_both_crossovers_with_a
     assert dict(zip(crossings.model, crossings.value.round())) == {"gss": 2000, "gss-fast": 1250}
     text = report.write_report(run, plots_dir=tmp_path / "figs").read_text(encoding="utf-8")
     assert "| mode | dtype | gss vs attention | gss-fast vs attention |" in text
-    assert re.search(r"\| fwd \| float32 \| gss faster than attention above seq_len ≈ 2,000 \| "
-                     r"gss-fast faster than attention above seq_len ≈ 1,250 \|", text), text
-    section = text[text.index("## gss-fast: gss's function, implemented faster"):]
+    assert re.search(
+        r"\| fwd \| float32 \| gss faster than attention above seq_len ≈ 2,000 \| "
+        r"gss-fast faster than attention above seq_len ≈ 1,250 \|",
+        text,
+    ), text
+    section = text[text.index("## gss-fast: gss's function, implemented faster") :]
     assert re.search(r"\| fwd \| float32 \| 8,192 \| 1\.60x \| 1\.60\.\.1\.60 \| 0\.80 \|", section), section
     assert "- gss-fast vs gss, fwd float32 (the same function): 1.60x at 256 (1.60..1.60), 1.60x at 512" in text

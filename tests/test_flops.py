@@ -83,8 +83,10 @@ def test_sdpa_cpu_causal_forward_backward():
     q, k, v = _qkv(requires_grad=True)
     by_op = count_flops_by_op(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward())
     fwd = 2 * B * HEADS * L * L * D  # half of the dense 4*B*h*L^2*d
-    assert by_op == {"aten._scaled_dot_product_flash_attention_for_cpu": fwd,
-                     "aten._scaled_dot_product_flash_attention_for_cpu_backward": 5 * fwd // 2}
+    assert by_op == {
+        "aten._scaled_dot_product_flash_attention_for_cpu": fwd,
+        "aten._scaled_dot_product_flash_attention_for_cpu_backward": 5 * fwd // 2,
+    }
     assert sum(by_op.values()) == 7 * B * HEADS * L * L * D
 
 

@@ -50,9 +50,20 @@ def fake_cells(cells, device, timing, *, factor=1.0):
     rows = []
     for cell in cells:
         time_ms = TIME_MS[cell.model] * cell.seq_len / 32 * (factor if cell.model == "gss" else 1.0)
-        rows.append(dict(params=1000, flops=10_000 * cell.seq_len, tflops_per_s=1e-6, tokens_per_s=1e3,
-                         time_ms=time_ms, time_iqr_ms=0.01 * time_ms, repeats=len(REPEATS), peak_mem_mb=1.0,
-                         times_ms=" ".join(f"{time_ms * f:.6g}" for f in REPEATS), status="ok"))
+        rows.append(
+            dict(
+                params=1000,
+                flops=10_000 * cell.seq_len,
+                tflops_per_s=1e-6,
+                tokens_per_s=1e3,
+                time_ms=time_ms,
+                time_iqr_ms=0.01 * time_ms,
+                repeats=len(REPEATS),
+                peak_mem_mb=1.0,
+                times_ms=" ".join(f"{time_ms * f:.6g}" for f in REPEATS),
+                status="ok",
+            )
+        )
     return rows
 
 
@@ -65,7 +76,9 @@ def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_p
     base, current = tmp_path / "base", tmp_path / "current"
     assert scaling.main([*SMOKE, "--models", "gss,attention", "--out", str(base)]) == 0
     first = read_rows(base / "scaling.csv")[0]  # the gate's noise terms come from the repeats
-    assert first["repeats"] == "5" and first["times_ms"] == " ".join(f"{float(first['time_ms']) * f:.6g}" for f in REPEATS)
+    assert first["repeats"] == "5" and first["times_ms"] == " ".join(
+        f"{float(first['time_ms']) * f:.6g}" for f in REPEATS
+    )
     shutil.copytree(base, current)
     slow_down(current, "gss", 20.0)  # a disturbed first measurement of every gss cell
     args = run_all.parse(["--check", str(base), "--relative", "--tolerance", "3", *SMOKE, "--only", "scaling"])
@@ -74,11 +87,13 @@ def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_p
     captured = capsys.readouterr()
     assert captured.out.count("regression    scaling.csv     model=gss") == 4  # flagged by the first gate
     assert "4 cell(s) flagged for time alone" in captured.err
-    assert captured.out.strip().splitlines()[-1] == ("8 cells compared (cpu, relative times, time tolerance 300%): "
-                                                     "0 regressions, 0 improvements, 0 one-sided")
+    assert captured.out.strip().splitlines()[-1] == (
+        "8 cells compared (cpu, relative times, time tolerance 300%): 0 regressions, 0 improvements, 0 one-sided"
+    )
     again = read_rows(current / "remeasured" / "scaling.csv")
     assert sorted((r["model"], r["mode"], r["seq_len"]) for r in again) == sorted(
-        (m, mode, L) for m in ("gss", "attention") for mode in ("fwd", "fwdbwd") for L in ("32", "64"))
+        (m, mode, L) for m in ("gss", "attention") for mode in ("fwd", "fwdbwd") for L in ("32", "64")
+    )
 
     # a slow-down that is really in the code: the second measurement shows it too
     monkeypatch.setattr(scaling, "measure_cells", lambda *a: fake_cells(*a, factor=20.0))

@@ -21,8 +21,11 @@ from tests.test_regress import write
 def test_dry_run_builds_every_cell_estimates_within_the_budget_and_rehearses_the_checks(capsys):
     assert run_all.main(["--preset", "gpu-check", "--device", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    lines = {line.split()[0] + (" (repeat)" if "(repeat)" in line else ""): line.split() for line in out.splitlines()
-             if line and line.split()[0] in ("scaling", "perplexity", "profiling", "decode", "numerics", "total")}
+    lines = {
+        line.split()[0] + (" (repeat)" if "(repeat)" in line else ""): line.split()
+        for line in out.splitlines()
+        if line and line.split()[0] in ("scaling", "perplexity", "profiling", "decode", "numerics", "total")
+    }
     # gss and conv; gss-fast bf16 to 64K, fp32 to 16K; attention bf16 to 64K, fp32 to 32K; gss-direct to 8K;
     # dss and attention-chunked to 16K
     assert int(lines["scaling"][1]) == 56 + 14 + 10 + 14 + 12 + 16 + 40
@@ -37,8 +40,9 @@ def test_the_gpu_check_preset_spans_what_the_reference_needs():
     assert {c.model for c in cells} == set(config.models.NAMES)
     assert {(c.batch, c.dim) for c in cells} == {(4, 1024)}
     assert {c.dtype for c in cells} == {"float32", "bfloat16"} and {c.mode for c in cells} == {"fwd", "fwdbwd"}
-    longest = {(c.model, c.dtype): max(x.seq_len for x in cells if (x.model, x.dtype) == (c.model, c.dtype))
-               for c in cells}
+    longest = {
+        (c.model, c.dtype): max(x.seq_len for x in cells if (x.model, x.dtype) == (c.model, c.dtype)) for c in cells
+    }
     assert longest[("gss", "bfloat16")] == longest[("attention", "bfloat16")] == 65536
     assert min(c.seq_len for c in cells) == 1024
     assert "float16" in numerics.NUMERICS_PRESETS["gpu-check"].grids[0].dtypes
@@ -57,8 +61,10 @@ def test_sdpa_check_requires_a_fused_kernel_for_half_precision_on_cuda_only():
     assert cuda_checks.sdpa_backend(["bmm", "_softmax", "bmm"]) == "math"
     assert cuda_checks.sdpa_failures({"float32": "efficient", "bfloat16": "flash", "float16": "cudnn"}, "cuda") == []
     failures = cuda_checks.sdpa_failures({"bfloat16": "efficient", "float16": "math"}, "cuda")
-    assert failures == ["attention in bfloat16 ran SDPA's efficient backend, not flash or cudnn",
-                        "attention in float16 ran SDPA's math backend, not flash or cudnn"]
+    assert failures == [
+        "attention in bfloat16 ran SDPA's efficient backend, not flash or cudnn",
+        "attention in float16 ran SDPA's math backend, not flash or cudnn",
+    ]
     assert cuda_checks.sdpa_failures({"bfloat16": "math"}, "cpu") == []
 
 
@@ -81,6 +87,7 @@ def test_nvidia_smi_is_read_field_by_field_and_its_absence_is_none():
 
     def missing(*args, **kwargs):
         raise FileNotFoundError("nvidia-smi")
+
     assert cuda_checks.nvidia_smi(run=missing) is None
 
 
@@ -108,9 +115,27 @@ def test_drive_starts_no_cell_after_its_deadline():
 
 
 def _scaling_rows(path, times):
-    rows = [dict(run_id="r", model=m, mode="fwd", dtype="float32", device="cuda:GPU", batch=4, seq_len=n, dim=64,
-                 compiled="false", params=10, flops=100, time_ms=t, time_iqr_ms=0.0, repeats=10, peak_mem_mb=1.0,
-                 status="ok") for (m, n), t in times.items()]
+    rows = [
+        dict(
+            run_id="r",
+            model=m,
+            mode="fwd",
+            dtype="float32",
+            device="cuda:GPU",
+            batch=4,
+            seq_len=n,
+            dim=64,
+            compiled="false",
+            params=10,
+            flops=100,
+            time_ms=t,
+            time_iqr_ms=0.0,
+            repeats=10,
+            peak_mem_mb=1.0,
+            status="ok",
+        )
+        for (m, n), t in times.items()
+    ]
     write(path, "scaling.csv", TABLES["scaling.csv"].columns, rows)
 
 
@@ -118,10 +143,28 @@ def test_ratio_spread_is_the_largest_symmetric_change_of_time_ratios_of_timed_ce
     first, second = tmp_path / "a", tmp_path / "b"
     # gss/attention: 2.0 -> 2.2 (+10%) at 1024; 1.0 -> 0.8 at 2048, i.e. 1.25x apart (25%); at 512 the steps are
     # under MIN_TIMED_MS (10 ms on CUDA): 2x apart, counted apart and left out of the tolerance
-    _scaling_rows(first, {("attention", 1024): 10.0, ("gss", 1024): 20.0, ("attention", 2048): 40.0,
-                          ("gss", 2048): 40.0, ("attention", 512): 2.0, ("gss", 512): 2.0})
-    _scaling_rows(second, {("attention", 1024): 10.0, ("gss", 1024): 22.0, ("attention", 2048): 50.0,
-                           ("gss", 2048): 40.0, ("attention", 512): 2.0, ("gss", 512): 4.0})
+    _scaling_rows(
+        first,
+        {
+            ("attention", 1024): 10.0,
+            ("gss", 1024): 20.0,
+            ("attention", 2048): 40.0,
+            ("gss", 2048): 40.0,
+            ("attention", 512): 2.0,
+            ("gss", 512): 2.0,
+        },
+    )
+    _scaling_rows(
+        second,
+        {
+            ("attention", 1024): 10.0,
+            ("gss", 1024): 22.0,
+            ("attention", 2048): 50.0,
+            ("gss", 2048): 40.0,
+            ("attention", 512): 2.0,
+            ("gss", 512): 4.0,
+        },
+    )
     spread = regress.ratio_spread(first, second)
     assert spread["cells"] == 2 and spread["untimed_cells"] == 1 and spread["untimed_max"] == pytest.approx(1.0)
     assert spread["max"] == pytest.approx(0.25) and spread["tolerance"] == pytest.approx(0.75)
@@ -149,8 +192,13 @@ def test_gpu_check_needs_a_cuda_device_and_says_so(capsys):
 @pytest.mark.slow  # every suite's smoke preset twice, figures, the archive: 7 s
 def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path, monkeypatch, restore_threads):
     """The whole flow on the CPU (seconds), each suite's gpu-check preset replaced by its smoke preset."""
-    for presets in (config.SCALING_PRESETS, grid.PERPLEXITY_PRESETS, profiling.PROFILE_PRESETS,
-                    decode.DECODE_PRESETS, numerics.NUMERICS_PRESETS):
+    for presets in (
+        config.SCALING_PRESETS,
+        grid.PERPLEXITY_PRESETS,
+        profiling.PROFILE_PRESETS,
+        decode.DECODE_PRESETS,
+        numerics.NUMERICS_PRESETS,
+    ):
         monkeypatch.setitem(presets, "gpu-check", presets["smoke"])
     monkeypatch.setattr(run_all, "GPU_CHECK_DEVICES", ("cpu",))
     # limits far above what the smoke cells take on any machine: no cell is left out for time here
@@ -158,13 +206,27 @@ def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path
     monkeypatch.setattr(run_all.estimate, "suite_seconds", lambda *args: 1e3)
     planted = dict(sdpa_backend={"bfloat16": "flash"}, timing=dict(clock="cuda_events", timed_ms=5, host_ms=5))
     monkeypatch.setattr(cuda_checks, "check", lambda device: (dict(planted), []))
+
     def broken(argv):
         raise RuntimeError("planted")
+
     monkeypatch.setitem(run_all.SUITES, "decode", broken)  # a step that breaks does not stop the others
     run, archive = tmp_path / "nvidia-test", tmp_path / "run.tar.gz"
     began = time.monotonic()
-    code = run_all.main(["--preset", "gpu-check", "--device", "cpu", "--out", str(run), "--pack", str(archive),
-                         "--only", "scaling,perplexity,profiling,decode,numerics"])
+    code = run_all.main(
+        [
+            "--preset",
+            "gpu-check",
+            "--device",
+            "cpu",
+            "--out",
+            str(run),
+            "--pack",
+            str(archive),
+            "--only",
+            "scaling,perplexity,profiling,decode,numerics",
+        ]
+    )
     assert code == 1
     env = json.loads((run / "env.json").read_text())
     assert env["cuda_check"]["sdpa_backend"] == {"bfloat16": "flash"}
@@ -179,13 +241,24 @@ def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path
     assert spread["tolerance"] == pytest.approx(3 * spread["max"])
     with tarfile.open(archive) as packed:
         names = set(packed.getnames())
-    assert {f"{run.name}/{n}" for n in ("env.json", "scaling.csv", "repeat/scaling.csv", "ratio_spread.json",
-                                        "perplexity.csv", "op_breakdown.csv", "numerics.csv")} <= names
+    assert {
+        f"{run.name}/{n}"
+        for n in (
+            "env.json",
+            "scaling.csv",
+            "repeat/scaling.csv",
+            "ratio_spread.json",
+            "perplexity.csv",
+            "op_breakdown.csv",
+            "numerics.csv",
+        )
+    } <= names
 
 
 def test_a_check_that_raises_is_a_failure_not_the_end_of_the_run(monkeypatch):
     def broken(device):
         raise RuntimeError("no sleep kernel")
+
     monkeypatch.setattr(cuda_checks, "gpu_info", lambda device: {"name": "planted"})
     monkeypatch.setattr(cuda_checks, "observed_sdpa_backends", lambda device, dtypes: {"bfloat16": "flash"})
     monkeypatch.setattr(cuda_checks, "event_timing", broken)
@@ -205,7 +278,8 @@ def test_cuda_gate_times_steps_from_10_ms_up_at_the_measured_tolerance(tmp_path)
     assert gate.time_tol == regress.TIME_TOLERANCE["cuda"] == 0.12
     assert not [f for f in gate.findings if f.kind == "regression"]
     assert [f.what for f in gate.findings if f.kind == "note"] == [
-        "1 cells' times not gated: a step under 10 ms on cuda is launch-bound (docs/gpu.md)"]
+        "1 cells' times not gated: a step under 10 ms on cuda is launch-bound (docs/gpu.md)"
+    ]
     regressions = [f for f in regress.compare(first, third, relative=True).findings if f.kind == "regression"]
     assert len(regressions) == 1 and "seq_len=2048" in regressions[0].cell
 
@@ -214,6 +288,7 @@ def test_drive_freezes_what_a_cell_keeps_and_collects_the_cycles_it_leaves():
     """After each cell, a collection and gc.freeze(): what the cell keeps (a lazily imported module, a cache) is
     frozen before the next cell, so later collections skip it; the cycles it leaves are collected, not frozen;
     nothing stays frozen after the sweep."""
+
     class Node:
         pass
 

@@ -1,7 +1,6 @@
 """models.gss_fast against models.gss: the same function (outputs and gradients), the same state_dict, a kernel
 cache that is never stale, FLOPs as executed, and GSS's recurrence for step / prefill."""
 
-
 import pytest
 import torch
 
@@ -56,8 +55,13 @@ def test_matches_gss(dtype, out_tol, grad_tol, imag_exp, seq_len):
         assert rel(fast(x), out_ref) < out_tol and rel(fast(x), out_ref) < out_tol
 
 
-@pytest.mark.parametrize("options", [dict(dim=64, dss_kernel_H=32, dss_kernel_N=16, dim_expansion_factor=4),
-                                     dict(dim=64, dss_kernel_H=64, dss_kernel_N=8, reverse_seq=True)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(dim=64, dss_kernel_H=32, dss_kernel_N=16, dim_expansion_factor=4),
+        dict(dim=64, dss_kernel_H=64, dss_kernel_N=8, reverse_seq=True),
+    ],
+)
 def test_matches_gss_dim64(options):
     ref, fast = pair(**options)
     x = torch.randn(3, 50, 64)
@@ -171,7 +175,8 @@ def test_flops_as_executed(batch, seq_len):
     assert fast.flops(batch, seq_len) - fast.flops(batch, seq_len, cached=True) == pytest.approx(kernel)
     assert counted - cached == pytest.approx(kernel, abs=8)
     assert fast.dss.flops(batch, seq_len, cached=True) == pytest.approx(
-        GSS(**SMALL).dss.flops(batch, seq_len) - 8 * H * N * seq_len - rfft_flops(2 * seq_len, count=H))
+        GSS(**SMALL).dss.flops(batch, seq_len) - 8 * H * N * seq_len - rfft_flops(2 * seq_len, count=H)
+    )
 
 
 def test_step_and_prefill_match_forward():

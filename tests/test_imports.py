@@ -1,5 +1,6 @@
 """The floors hold: every import of bench/, models/ and run_all.py (relative ones included) points down the map
-in bench/__init__.py, no suite imports another, the torch-free modules stay torch-free, and no file is over 300 lines."""
+in bench/__init__.py, no suite imports another, the torch-free modules stay torch-free, and no file is over 400
+lines."""
 
 import ast
 from pathlib import Path
@@ -37,7 +38,7 @@ def imports_of(source, module, *, is_package=False):
         if isinstance(stmt, ast.Import):
             out += [(stmt.lineno, alias.name) for alias in stmt.names]
         elif isinstance(stmt, ast.ImportFrom):
-            base = ".".join(package[:len(package) - stmt.level + 1]) if stmt.level else ""
+            base = ".".join(package[: len(package) - stmt.level + 1]) if stmt.level else ""
             name = ".".join(p for p in (base, stmt.module or "") if p)
             out.append((stmt.lineno, name))
             out += [(stmt.lineno, f"{name}.{alias.name}") for alias in stmt.names]  # `from bench import scaling`
@@ -78,8 +79,9 @@ def test_torch_free_modules_import_nothing_that_imports_torch():
     heavy = {"torch", "models"}
     graph = {}
     for path in SOURCES:
-        graph.setdefault(node(module_name(path)), set()).update(name.split(".")[0] if node(name) is None else node(name)
-                                                                 for _, name in imports(path))
+        graph.setdefault(node(module_name(path)), set()).update(
+            name.split(".")[0] if node(name) is None else node(name) for _, name in imports(path)
+        )
     for module in IMPORT_ORDER:  # in order, so every import's own imports are already known
         for dep in list(graph.get(module, ())):
             if dep in graph and dep != module:
@@ -87,16 +89,24 @@ def test_torch_free_modules_import_nothing_that_imports_torch():
     assert {m: sorted(graph[m] & heavy) for m in TORCH_FREE if graph[m] & heavy} == {}
 
 
-@pytest.mark.parametrize("module, source, expected", [
-    ("bench.probe", "from . import scaling", "bench.scaling"),
-    ("bench.probe", "from .results import x", "bench.results"),
-    ("bench.probe", "from ..models import gss", "models.gss"),
-    ("bench.plots.probe", "from .. import decode", "bench.decode"),
-    ("bench.probe", "def f():\n    import bench.decode as d", "bench.decode")])
+@pytest.mark.parametrize(
+    "module, source, expected",
+    [
+        ("bench.probe", "from . import scaling", "bench.scaling"),
+        ("bench.probe", "from .results import x", "bench.results"),
+        ("bench.probe", "from ..models import gss", "models.gss"),
+        ("bench.plots.probe", "from .. import decode", "bench.decode"),
+        ("bench.probe", "def f():\n    import bench.decode as d", "bench.decode"),
+    ],
+)
 def test_relative_aliased_and_local_imports_are_resolved(module, source, expected):
     assert node(expected) in [node(name) for _, name in imports_of(source, module)]
 
 
-def test_no_file_of_bench_models_or_run_all_is_over_300_lines():
-    """The house rule: a file past 300 lines holds two ideas."""
-    assert {str(p.relative_to(ROOT)): n for p in SOURCES if (n := len(p.read_text().splitlines())) > 300} == {}
+MAX_LINES = 400  # as `ruff format` shapes them: .ci/run checks the formatting, so a line count is a formatted one
+
+
+def test_no_file_of_bench_models_or_run_all_is_over_400_formatted_lines():
+    """The house rule: a file past 400 formatted lines holds two ideas (tests are exempt)."""
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in SOURCES}
+    assert {path: n for path, n in sizes.items() if n > MAX_LINES} == {}

@@ -31,7 +31,9 @@ def small_layer(name, dtype=torch.float64, seed=0):
 def test_every_model_has_small_options():
     assert set(SMALL) == set(models.LM_NAMES)
 
+
 # ---- faithfulness to gated-state-spaces-pytorch 0.1.0 ----
+
 
 @pytest.fixture(scope="module")
 def upstream():
@@ -64,8 +66,9 @@ def test_dss_matches_upstream(upstream, lambda_imag_exp):
 
 @pytest.mark.parametrize("lambda_imag_exp", [True, False])
 def test_lm_cross_entropy_matches_upstream(upstream, lambda_imag_exp):
-    kw = dict(num_tokens=50, dim=32, depth=2, dss_kernel_N=16, dss_kernel_H=24,
-              dss_kernel_lambda_imag_exp=lambda_imag_exp)
+    kw = dict(
+        num_tokens=50, dim=32, depth=2, dss_kernel_N=16, dss_kernel_H=24, dss_kernel_lambda_imag_exp=lambda_imag_exp
+    )
     torch.manual_seed(0)
     theirs, ours = upstream.GatedStateSpacesLM(**kw), models.GatedStateSpacesLM(**kw)
     ours.load_state_dict(theirs.state_dict(), strict=True)
@@ -73,8 +76,9 @@ def test_lm_cross_entropy_matches_upstream(upstream, lambda_imag_exp):
     assert_close(ours(ids, labels), theirs(ids, labels), "LM cross-entropy")
     assert_close(ours(ids), theirs(ids), "LM logits")
     # the registry's LM is the same network
-    registry_lm = models.build_lm("gss", num_tokens=50, dim=32, depth=2, kernel_N=16, kernel_H=24,
-                                  lambda_imag_exp=lambda_imag_exp)
+    registry_lm = models.build_lm(
+        "gss", num_tokens=50, dim=32, depth=2, kernel_N=16, kernel_H=24, lambda_imag_exp=lambda_imag_exp
+    )
     registry_lm.load_state_dict(theirs.state_dict(), strict=True)
     assert_close(registry_lm(ids), theirs(ids), "registry LM logits")
 
@@ -83,8 +87,9 @@ def test_parameter_counts_match_upstream(upstream):
     kw = dict(dim=32, dss_kernel_N=16, dss_kernel_H=24)
     assert models.GSS(**kw).num_params() == sum(p.numel() for p in upstream.GSS(**kw).parameters())
     lm_kw = dict(num_tokens=50, depth=2, **kw)
-    assert (models.GatedStateSpacesLM(**lm_kw).num_params()
-            == sum(p.numel() for p in upstream.GatedStateSpacesLM(**lm_kw).parameters()))
+    assert models.GatedStateSpacesLM(**lm_kw).num_params() == sum(
+        p.numel() for p in upstream.GatedStateSpacesLM(**lm_kw).parameters()
+    )
 
 
 # ---- properties of every registered layer and LM ----
@@ -120,9 +125,23 @@ def test_attention_parameter_count_is_within_ten_percent_of_gss_at_dim_512():
 
 # The default head rule, by hand: heads of the largest even divisor of dim that is at most max(2, min(64, dim // 4)).
 DEFAULT_HEADS = {  # dim: (heads, head width)
-    2: (1, 2), 4: (2, 2), 16: (4, 4), 32: (4, 8), 36: (6, 6), 40: (4, 10), 48: (4, 12), 64: (4, 16),
-    96: (4, 24), 100: (5, 20), 128: (4, 32), 130: (5, 26), 200: (4, 50), 256: (4, 64), 320: (5, 64),
-    512: (8, 64), 1024: (16, 64),
+    2: (1, 2),
+    4: (2, 2),
+    16: (4, 4),
+    32: (4, 8),
+    36: (6, 6),
+    40: (4, 10),
+    48: (4, 12),
+    64: (4, 16),
+    96: (4, 24),
+    100: (5, 20),
+    128: (4, 32),
+    130: (5, 26),
+    200: (4, 50),
+    256: (4, 64),
+    320: (5, 64),
+    512: (8, 64),
+    1024: (16, 64),
 }
 OLD_DEFAULT_HEADS = {16: 1, 36: 1, 64: 1, 100: 1, 130: 1, 200: 2, 256: 4, 512: 8}  # the rule before issue 12
 
@@ -191,10 +210,10 @@ def test_layer_is_causal(name):
     x = torch.randn(2, 30, DIM, dtype=torch.float64)
     for t in (0, 11, 28):
         changed = x.clone()
-        changed[:, t + 1:] = torch.randn_like(changed[:, t + 1:])
+        changed[:, t + 1 :] = torch.randn_like(changed[:, t + 1 :])
         y, y_changed = layer(x), layer(changed)
         assert torch.allclose(y[:, : t + 1], y_changed[:, : t + 1], rtol=0, atol=1e-10)
-        assert not torch.allclose(y[:, t + 1:], y_changed[:, t + 1:])
+        assert not torch.allclose(y[:, t + 1 :], y_changed[:, t + 1 :])
 
 
 @pytest.mark.parametrize("name", models.LM_NAMES)
@@ -268,26 +287,30 @@ def test_low_precision_parameters_run_and_stay_close_to_float32(name, dtype):
 
 # ---- bad arguments ----
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: models.build_layer("mamba", dim=8), "unknown model 'mamba'; valid models: gss"),
-    (lambda: models.build_layer("gss", dim=0), "dim must be a positive integer"),
-    (lambda: models.build_layer("gss", dim=-3), "dim must be a positive integer"),
-    (lambda: models.build_layer("gss", dim=8, kernel_N=0), "kernel_N must be a positive integer"),
-    (lambda: models.build_layer("conv", dim=8, conv_kernel=0), "conv_kernel must be a positive integer"),
-    (lambda: models.build_layer("gss-direct", dim=8, conv_kernel=-1), "conv_kernel must be a positive integer"),
-    (lambda: models.build_layer("gss", dim=8, conv_kernel=4), "does not take option.*valid options: kernel_N"),
-    (lambda: models.build_layer("attention", dim=8, kernel_N=4), "does not take option"),
-    (lambda: models.build_layer("gss", dim=8, lambda_imag_exp="yes"), "lambda_imag_exp must be true or false"),
-    (lambda: models.build_layer("attention", dim=48, head_dim=64), "head_dim must be a positive divisor"),
-    (lambda: models.build_lm("gss", num_tokens=0, dim=8, depth=1), "num_tokens must be a positive integer"),
-    (lambda: models.build_lm("conv", num_tokens=8, dim=8, depth=1, conv_kernel=0), "conv_kernel"),
-    (lambda: models.build_layer("gss", dim=16, dim_expansion_factor=0.01), "dim_expansion_factor \\* dim must be"),
-    (lambda: models.build_layer("gss", dim=16, dim_expansion_factor=float("inf")), "positive finite number"),
-    (lambda: models.build_layer("attention", dim=3), "attention needs an even dim"),
-    (lambda: models.GSS(dim=8, conv_mode="direct", conv_kernel=0), "conv_kernel must be None or a positive"),
-    (lambda: models.GSS(dim=8, conv_kernel=5), "with conv_mode='fft'"),
-    (lambda: models.conv.LearnedConv(dim=8, conv_kernel=0), "conv_kernel must be a positive integer"),
-])
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: models.build_layer("mamba", dim=8), "unknown model 'mamba'; valid models: gss"),
+        (lambda: models.build_layer("gss", dim=0), "dim must be a positive integer"),
+        (lambda: models.build_layer("gss", dim=-3), "dim must be a positive integer"),
+        (lambda: models.build_layer("gss", dim=8, kernel_N=0), "kernel_N must be a positive integer"),
+        (lambda: models.build_layer("conv", dim=8, conv_kernel=0), "conv_kernel must be a positive integer"),
+        (lambda: models.build_layer("gss-direct", dim=8, conv_kernel=-1), "conv_kernel must be a positive integer"),
+        (lambda: models.build_layer("gss", dim=8, conv_kernel=4), "does not take option.*valid options: kernel_N"),
+        (lambda: models.build_layer("attention", dim=8, kernel_N=4), "does not take option"),
+        (lambda: models.build_layer("gss", dim=8, lambda_imag_exp="yes"), "lambda_imag_exp must be true or false"),
+        (lambda: models.build_layer("attention", dim=48, head_dim=64), "head_dim must be a positive divisor"),
+        (lambda: models.build_lm("gss", num_tokens=0, dim=8, depth=1), "num_tokens must be a positive integer"),
+        (lambda: models.build_lm("conv", num_tokens=8, dim=8, depth=1, conv_kernel=0), "conv_kernel"),
+        (lambda: models.build_layer("gss", dim=16, dim_expansion_factor=0.01), "dim_expansion_factor \\* dim must be"),
+        (lambda: models.build_layer("gss", dim=16, dim_expansion_factor=float("inf")), "positive finite number"),
+        (lambda: models.build_layer("attention", dim=3), "attention needs an even dim"),
+        (lambda: models.GSS(dim=8, conv_mode="direct", conv_kernel=0), "conv_kernel must be None or a positive"),
+        (lambda: models.GSS(dim=8, conv_kernel=5), "with conv_mode='fft'"),
+        (lambda: models.conv.LearnedConv(dim=8, conv_kernel=0), "conv_kernel must be a positive integer"),
+    ],
+)
 def test_bad_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -46,8 +46,9 @@ def test_float64_against_itself_is_exactly_zero_for_every_model(smoke_rows):
 def test_float32_is_close_and_bfloat16_is_further_off(smoke_rows):
     err = defaultdict(dict)
     for r in smoke_rows:
-        err[(r["model"], r["seq_len"])][r["dtype"]] = [float(r[e]) for e in (
-            "out_rel_err", "grad_rel_err", "out_branch_rel_err", "grad_branch_rel_err")]
+        err[(r["model"], r["seq_len"])][r["dtype"]] = [
+            float(r[e]) for e in ("out_rel_err", "grad_rel_err", "out_branch_rel_err", "grad_branch_rel_err")
+        ]
     for cell, by_dtype in err.items():
         for f32, bf16 in zip(by_dtype["float32"], by_dtype["bfloat16"]):
             assert 0 < f32 < 1e-4, cell
@@ -72,7 +73,8 @@ def test_an_oom_in_the_float64_reference_is_an_oom_row_that_says_so(tmp_path, mo
     assert code == 0
     assert [(r["status"], r["error"]) for r in rows] == [
         ("oom", "OutOfMemoryError: float64 reference: CUDA out of memory (injected)"),
-        ("skipped", "skipped after an OOM at seq_len=8")]
+        ("skipped", "skipped after an OOM at seq_len=8"),
+    ]
 
 
 def test_non_finite_errors_make_an_error_row(monkeypatch):
@@ -84,25 +86,43 @@ def test_non_finite_errors_make_an_error_row(monkeypatch):
 
 
 def test_float16_cells_of_a_cuda_preset_are_skipped_on_cpu_and_resume_skips_done_cells(tmp_path):
-    argv = ["--preset", "full", "--device", "cpu", "--models", "conv", "--seq-lens", "8", "--dim", "8",
-            "--out", str(tmp_path)]
+    argv = [
+        "--preset",
+        "full",
+        "--device",
+        "cpu",
+        "--models",
+        "conv",
+        "--seq-lens",
+        "8",
+        "--dim",
+        "8",
+        "--out",
+        str(tmp_path),
+    ]
     assert numerics.main(argv) == 0
     rows = read_rows(tmp_path / numerics.CSV)
     assert [(r["dtype"], r["status"]) for r in rows] == [("float32", "ok"), ("bfloat16", "ok"), ("float16", "skipped")]
     assert numerics.main([*argv[:-1], str(tmp_path), "--seq-lens", "8,16", "--resume"]) == 0
     resumed = read_rows(tmp_path / numerics.CSV)
     assert resumed[:3] == rows and [(r["seq_len"], r["dtype"]) for r in resumed[3:]] == [
-        ("16", "float32"), ("16", "bfloat16"), ("16", "float16")]
+        ("16", "float32"),
+        ("16", "bfloat16"),
+        ("16", "float16"),
+    ]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--models", "mamba"], "unknown model 'mamba'"),
-    (["--seq-lens", "0"], "--seq-lens: 0 is not positive"),
-    (["--seq-lens", "-3"], "--seq-lens: -3 is not positive"),
-    (["--dtypes", "float16"], "float16 needs a CUDA device"),
-    (["--dtypes", "float8"], "unknown dtype 'float8'"),
-    (["--dtypes", "float32,"], "--dtypes needs a comma-separated list"),
-    (["--dim", "0"], "--dim: 0 is not positive"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--models", "mamba"], "unknown model 'mamba'"),
+        (["--seq-lens", "0"], "--seq-lens: 0 is not positive"),
+        (["--seq-lens", "-3"], "--seq-lens: -3 is not positive"),
+        (["--dtypes", "float16"], "float16 needs a CUDA device"),
+        (["--dtypes", "float8"], "unknown dtype 'float8'"),
+        (["--dtypes", "float32,"], "--dtypes needs a comma-separated list"),
+        (["--dim", "0"], "--dim: 0 is not positive"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     assert_usage_error(numerics.main, ["--device", "cpu", *argv], tmp_path / "run", capsys, message)

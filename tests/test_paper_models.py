@@ -26,8 +26,10 @@ def test_dss_matches_the_float64_recurrence_on_outputs_and_gradients(dtype, lamb
     torch.manual_seed(0)
     layer = models.build_layer("dss", dim=DIM, kernel_N=8, lambda_imag_exp=lambda_imag_exp, dtype=dtype)
     x = torch.randn(2, 33, DIM, dtype=dtype)
-    for what, module, forward, reference in (("DSS mixer", layer.dss, layer_forward, dss_ref),
-                                             ("dss layer", layer, layer_forward, dss_layer_ref)):
+    for what, module, forward, reference in (
+        ("DSS mixer", layer.dss, layer_forward, dss_ref),
+        ("dss layer", layer, layer_forward, dss_layer_ref),
+    ):
         expected = layer_output_and_grads(reference, copy.deepcopy(module).double(), x.double())
         assert "grad log_dt" in expected or "grad dss.log_dt" in expected
         assert_paths_agree(layer_output_and_grads(forward, module, x), expected, f"{what} {dtype}")
@@ -103,8 +105,10 @@ ATTENTION_512 = 2 * D + 4 * D * D + MLP_512
 
 
 def test_parameter_counts_at_dim_512_by_hand():
-    counts = {name: models.build_layer(name, dim=512, device="meta").num_params()
-              for name in ("gss", "dss", "attention", "attention-chunked")}
+    counts = {
+        name: models.build_layer(name, dim=512, device="meta").num_params()
+        for name in ("gss", "dss", "attention", "attention-chunked")
+    }
     assert counts == {"gss": GSS_512, "dss": DSS_512, "attention": ATTENTION_512, "attention-chunked": ATTENTION_512}
     assert (GSS_512, DSS_512, ATTENTION_512) == (3_017_984, 2_431_104, 3_150_336)
     assert abs(DSS_512 - GSS_512) <= 0.20 * GSS_512  # dss is 19.4% smaller: 9 d^2 against gss's ~11.5 d^2
@@ -113,6 +117,7 @@ def test_parameter_counts_at_dim_512_by_hand():
 
 
 # ---- attention-chunked ----
+
 
 def small_chunked(chunk, dtype=torch.float64):
     torch.manual_seed(0)
@@ -126,7 +131,7 @@ def test_chunks_are_the_plain_block_on_each_chunk_and_padding_never_reaches_an_o
     x = torch.randn(2, 2 * 8 + 3, DIM, dtype=torch.float64)  # the last chunk is 3 positions, padded by 5
     y = chunked(x)
     for start in (0, 8, 16):
-        assert_close(y[:, start: start + 8], plain(x[:, start: start + 8]), f"chunk at {start}")
+        assert_close(y[:, start : start + 8], plain(x[:, start : start + 8]), f"chunk at {start}")
     changed = x.clone()
     changed[:, :16] = torch.randn_like(changed[:, :16])  # earlier chunks do not reach the last one
     assert torch.equal(chunked(changed)[:, 16:], y[:, 16:])
@@ -166,18 +171,39 @@ def test_chunk_option_is_validated():
 
 # ---- gss-hybrid ----
 
-@pytest.mark.parametrize("depth,hybrid_every,attention_at", [
-    (1, 4, [0]), (2, 4, [1]), (4, 4, [3]), (5, 4, [3]), (8, 4, [3, 7]), (3, 3, [2]), (6, 2, [1, 3, 5]),
-    (3, 1, [0, 1, 2]), (2, 5, [1]),
-])
+
+@pytest.mark.parametrize(
+    "depth,hybrid_every,attention_at",
+    [
+        (1, 4, [0]),
+        (2, 4, [1]),
+        (4, 4, [3]),
+        (5, 4, [3]),
+        (8, 4, [3, 7]),
+        (3, 3, [2]),
+        (6, 2, [1, 3, 5]),
+        (3, 1, [0, 1, 2]),
+        (2, 5, [1]),
+    ],
+)
 def test_hybrid_placement(depth, hybrid_every, attention_at):
     kinds = models.hybrid_layers(depth, hybrid_every)
     assert [i for i, kind in enumerate(kinds) if kind == "attention-chunked"] == attention_at
     assert all(kind == "gss" for i, kind in enumerate(kinds) if i not in attention_at)
-    lm = models.build_lm("gss-hybrid", num_tokens=8, dim=DIM, depth=depth, hybrid_every=hybrid_every, device="meta",
-                         kernel_N=4, kernel_H=8, chunk=3)
+    lm = models.build_lm(
+        "gss-hybrid",
+        num_tokens=8,
+        dim=DIM,
+        depth=depth,
+        hybrid_every=hybrid_every,
+        device="meta",
+        kernel_N=4,
+        kernel_H=8,
+        chunk=3,
+    )
     assert [type(layer).__name__ for layer in lm.layers] == [
-        "ChunkedAttentionBlock" if i in attention_at else "GSS" for i in range(depth)]
+        "ChunkedAttentionBlock" if i in attention_at else "GSS" for i in range(depth)
+    ]
     assert all(layer.chunk == 3 for i, layer in enumerate(lm.layers) if i in attention_at)
     assert all(layer.dss.kernel_N == 4 for i, layer in enumerate(lm.layers) if i not in attention_at)
 
@@ -188,21 +214,37 @@ def test_hybrid_defaults_and_names():
     assert models.NAMES == ("gss", "gss-fast", "gss-direct", "conv", "attention", "dss", "attention-chunked")
     assert (*models.NAMES, "gss-hybrid") == models.LM_NAMES
     assert models.resolve_options("gss-hybrid") == {
-        **models.resolve_options("gss"), "heads": None, "head_dim": None, "chunk": 512, "hybrid_every": 4}
+        **models.resolve_options("gss"),
+        "heads": None,
+        "head_dim": None,
+        "chunk": 512,
+        "hybrid_every": 4,
+    }
     assert set(models.options_of("gss-hybrid")) == set(models.options_of("gss")) | {
-        "heads", "head_dim", "chunk", "hybrid_every"}
+        "heads",
+        "head_dim",
+        "chunk",
+        "hybrid_every",
+    }
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: models.build_layer("gss-hybrid", dim=DIM), "'gss-hybrid' is an LM-level model.*build_lm"),
-    (lambda: models.build_lm("gss-hybrid", num_tokens=8, dim=DIM, depth=2, hybrid_every=0),
-     "hybrid_every must be a positive integer"),
-    (lambda: models.build_lm("gss-hybrid", num_tokens=8, dim=DIM, depth=2, conv_kernel=3),
-     "does not take option.*conv_kernel"),
-    (lambda: models.build_lm("gss-hybrid", num_tokens=8, dim=DIM, depth=2, head_dim=5), "head_dim must be"),
-    (lambda: models.build_lm("mamba", num_tokens=8, dim=DIM, depth=2), "valid models: .*gss-hybrid"),
-    (lambda: models.LM(num_tokens=8, dim=DIM, depth=2), "exactly one of make_layer and make_layer_at"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: models.build_layer("gss-hybrid", dim=DIM), "'gss-hybrid' is an LM-level model.*build_lm"),
+        (
+            lambda: models.build_lm("gss-hybrid", num_tokens=8, dim=DIM, depth=2, hybrid_every=0),
+            "hybrid_every must be a positive integer",
+        ),
+        (
+            lambda: models.build_lm("gss-hybrid", num_tokens=8, dim=DIM, depth=2, conv_kernel=3),
+            "does not take option.*conv_kernel",
+        ),
+        (lambda: models.build_lm("gss-hybrid", num_tokens=8, dim=DIM, depth=2, head_dim=5), "head_dim must be"),
+        (lambda: models.build_lm("mamba", num_tokens=8, dim=DIM, depth=2), "valid models: .*gss-hybrid"),
+        (lambda: models.LM(num_tokens=8, dim=DIM, depth=2), "exactly one of make_layer and make_layer_at"),
+    ],
+)
 def test_hybrid_bad_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -211,6 +253,7 @@ def test_hybrid_bad_arguments_raise_value_error(call, match):
 @pytest.mark.parametrize("L", [1, 2, 3, 7, 16, 17, 100])
 def test_the_blocked_vandermonde_kernel_is_the_materialised_sum(L):
     from models.gss import kernel_blocks, vandermonde_blocks
+
     torch.manual_seed(L)
     H, N = 3, 5
     dtLambda = torch.complex(-torch.rand(H, N, dtype=torch.float64), torch.randn(H, N, dtype=torch.float64))
@@ -226,6 +269,7 @@ def test_the_blocked_vandermonde_kernel_is_the_materialised_sum(L):
 def test_the_blocked_prefill_state_is_the_materialised_sum(L):
     """dss's state after a prompt, sum_k exp(dtLambda (L - 1 - k)) u_k, without the (H, N, L) exponentials."""
     from models.gss import decayed_sum
+
     torch.manual_seed(L)
     B, H, N = 2, 3, 5
     dtLambda = torch.complex(-torch.rand(H, N, dtype=torch.float64), torch.randn(H, N, dtype=torch.float64))

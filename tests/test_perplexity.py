@@ -1,5 +1,5 @@
-"""The perplexity and recall suites: honest losses against the entropy floor, determinism, rows, resume by every setting,
-and bad input."""
+"""The perplexity and recall suites: honest losses against the entropy floor, determinism, rows, resume by every
+setting, and bad input."""
 
 import importlib
 import math
@@ -19,8 +19,31 @@ from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--preset", "smoke", "--device", "cpu"]
-LEARN = [*TINY, "--task", "lm", "--models", "gss", "--corpus", "synthetic", "--seq-len", "64", "--steps", "120",
-         "--dim", "32", "--depth", "1", "--kernel-n", "16", "--eval-lengths", "1,2", "--lr", "3e-3", "--batch", "8"]
+LEARN = [
+    *TINY,
+    "--task",
+    "lm",
+    "--models",
+    "gss",
+    "--corpus",
+    "synthetic",
+    "--seq-len",
+    "64",
+    "--steps",
+    "120",
+    "--dim",
+    "32",
+    "--depth",
+    "1",
+    "--kernel-n",
+    "16",
+    "--eval-lengths",
+    "1,2",
+    "--lr",
+    "3e-3",
+    "--batch",
+    "8",
+]
 
 
 def test_a_trained_model_beats_the_unigram_entropy_and_stays_above_the_floor(tmp_path):
@@ -48,8 +71,9 @@ def test_the_same_seed_gives_identical_losses(tmp_path):
     assert perplexity.main([*args, "--out", str(tmp_path / "a")]) == 0
     assert perplexity.main([*args, "--out", str(tmp_path / "b")]) == 0
     assert perplexity.main([*args, "--seeds", "1", "--out", str(tmp_path / "c")]) == 0
-    losses = {run: [(r["train_loss"], r["eval_loss"]) for r in read_rows(tmp_path / run / "perplexity.csv")]
-              for run in "abc"}
+    losses = {
+        run: [(r["train_loss"], r["eval_loss"]) for r in read_rows(tmp_path / run / "perplexity.csv")] for run in "abc"
+    }
     assert losses["a"] == losses["b"] and losses["a"] != losses["c"]
     assert read_rows(tmp_path / "a" / "train_curve.csv") != []
 
@@ -57,9 +81,36 @@ def test_the_same_seed_gives_identical_losses(tmp_path):
 def test_ablation_in_one_command_and_real_corpora_have_no_floor(tmp_path):
     text = tmp_path / "text.txt"
     text.write_bytes(bytes(range(32, 127)) * 200)
-    assert perplexity.main([*TINY, "--task", "lm", "--models", "gss,attention", "--corpus", str(text), "--seq-len", "32",
-                            "--steps", "2", "--kernel-n", "4,8", "--lambda-imag-exp", "true,false", "--seeds", "0,1",
-                            "--eval-lengths", "1", "--lr", "2e-3", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        perplexity.main(
+            [
+                *TINY,
+                "--task",
+                "lm",
+                "--models",
+                "gss,attention",
+                "--corpus",
+                str(text),
+                "--seq-len",
+                "32",
+                "--steps",
+                "2",
+                "--kernel-n",
+                "4,8",
+                "--lambda-imag-exp",
+                "true,false",
+                "--seeds",
+                "0,1",
+                "--eval-lengths",
+                "1",
+                "--lr",
+                "2e-3",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     rows = read_rows(tmp_path / "run" / "perplexity.csv")
     gss = {(r["kernel_N"], r["lambda_imag_exp"], r["seed"]) for r in rows if r["model"] == "gss"}
     assert len(gss) == 8 and len([r for r in rows if r["model"] == "attention"]) == 2
@@ -70,10 +121,27 @@ def test_ablation_in_one_command_and_real_corpora_have_no_floor(tmp_path):
 def test_recall_rows_with_the_vocabulary_rule_and_chance(tmp_path):
     assert perplexity.main([*TINY, "--task", "recall", "--out", str(tmp_path)]) == 0
     rows = read_rows(tmp_path / "recall.csv")  # smoke: length 32, no vocabulary above it -> the next power of two
-    assert [(r["model"], r["seq_len"], r["num_kv_pairs"], r["vocab"], r["chance_accuracy"], r["lr_selected"])
-            for r in rows] == [("gss", "32", "4", "64", "0.25", "true"), ("attention", "32", "4", "64", "0.25", "true")]
-    assert perplexity.main([*TINY, "--task", "recall", "--vocab", "33", "--num-kv-pairs", "2", "--models", "gss",
-                            "--out", str(tmp_path / "b")]) == 0
+    assert [
+        (r["model"], r["seq_len"], r["num_kv_pairs"], r["vocab"], r["chance_accuracy"], r["lr_selected"]) for r in rows
+    ] == [("gss", "32", "4", "64", "0.25", "true"), ("attention", "32", "4", "64", "0.25", "true")]
+    assert (
+        perplexity.main(
+            [
+                *TINY,
+                "--task",
+                "recall",
+                "--vocab",
+                "33",
+                "--num-kv-pairs",
+                "2",
+                "--models",
+                "gss",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     assert [(r["vocab"], r["chance_accuracy"]) for r in read_rows(tmp_path / "b" / "recall.csv")] == [("33", "0.5")]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 and r["status"] == "ok" for r in rows)
     assert not (tmp_path / "perplexity.csv").exists() or read_rows(tmp_path / "perplexity.csv") == []
@@ -89,7 +157,9 @@ def test_list_prints_every_training_and_resume_tells_trainings_apart_by_every_se
     assert perplexity.main([*recall, "--kernel-n", "8,16", "--resume"]) == 0  # the kernel_N=16 training is new
     rows = read_rows(tmp_path / "recall.csv")
     assert [(r["kernel_N"], r["status"], r["batch"], r["dtype"]) for r in rows] == [
-        ("8", "ok", "2", "float32"), ("16", "ok", "2", "float32")]
+        ("8", "ok", "2", "float32"),
+        ("16", "ok", "2", "float32"),
+    ]
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
@@ -99,29 +169,34 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert all(a >= b for a, b in zip(rates[9:], rates[10:]))
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--corpus", "nosuch"], "unknown corpus"),
-    (["--corpus", "{empty}"], "empty"),
-    (["--corpus", "{missing}"], "does not exist"),
-    (["--corpus", "{short}"], "too few for its train/validation/test split"),
-    (["--task", "translate"], "unknown task 'translate'"),
-    (["--models", "rnn"], "unknown model 'rnn'"),
-    (["--seq-len", "0"], "--seq-len: 0 is not positive"),
-    (["--seeds", "-1"], "--seeds: -1 is negative"),
-    (["--lr", "fast"], "--lr: 'fast' is not a number"),
-    (["--corpus", "synthetic", "--seq-len", "1000000", "--task", "lm"], "too few for seq_len 1000000"),
-    (["--task", "recall", "--seq-len", "8"], "recall needs seq_len >= 4 * num_kv_pairs"),
-    (["--lr", "inf"], "--lr must be a positive finite number, got inf"),
-    (["--lr", "1e-3,0"], "--lr must be a positive finite number, got 0"),
-    (["--task", "recall", "--vocab", "32"], "recall needs vocab > seq_len"),
-    (["--models", "conv", "--conv-kernel", "full"], "no requested model takes the options given"),
-    (["--dtype", "float32,bfloat16"], "--dtype takes one dtype here"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--corpus", "nosuch"], "unknown corpus"),
+        (["--corpus", "{empty}"], "empty"),
+        (["--corpus", "{missing}"], "does not exist"),
+        (["--corpus", "{short}"], "too few for its train/validation/test split"),
+        (["--task", "translate"], "unknown task 'translate'"),
+        (["--models", "rnn"], "unknown model 'rnn'"),
+        (["--seq-len", "0"], "--seq-len: 0 is not positive"),
+        (["--seeds", "-1"], "--seeds: -1 is negative"),
+        (["--lr", "fast"], "--lr: 'fast' is not a number"),
+        (["--corpus", "synthetic", "--seq-len", "1000000", "--task", "lm"], "too few for seq_len 1000000"),
+        (["--task", "recall", "--seq-len", "8"], "recall needs seq_len >= 4 * num_kv_pairs"),
+        (["--lr", "inf"], "--lr must be a positive finite number, got inf"),
+        (["--lr", "1e-3,0"], "--lr must be a positive finite number, got 0"),
+        (["--task", "recall", "--vocab", "32"], "recall needs vocab > seq_len"),
+        (["--models", "conv", "--conv-kernel", "full"], "no requested model takes the options given"),
+        (["--dtype", "float32,bfloat16"], "--dtype takes one dtype here"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "short.txt").write_bytes(b"x" * 100)
-    argv = [a.format(empty=tmp_path / "empty.txt", missing=tmp_path / "missing.txt", short=tmp_path / "short.txt")
-            for a in argv]
+    argv = [
+        a.format(empty=tmp_path / "empty.txt", missing=tmp_path / "missing.txt", short=tmp_path / "short.txt")
+        for a in argv
+    ]
     assert_usage_error(perplexity.main, [*TINY, *argv], tmp_path / "run", capsys, message)
 
 
@@ -153,5 +228,10 @@ def test_chunked_models_attend_within_an_eighth_of_the_training_length_and_the_p
 @pytest.mark.parametrize("suite", ["bench.scaling", "bench.numerics", "bench.profiling"])
 def test_the_layer_suites_refuse_the_lm_level_hybrid_with_one_line(tmp_path, capsys, suite):
     main = importlib.import_module(suite).main
-    assert_usage_error(main, ["--preset", "smoke", "--device", "cpu", "--models", "gss-hybrid"], tmp_path / "run",
-                       capsys, "gss-hybrid is an LM-level model")
+    assert_usage_error(
+        main,
+        ["--preset", "smoke", "--device", "cpu", "--models", "gss-hybrid"],
+        tmp_path / "run",
+        capsys,
+        "gss-hybrid is an LM-level model",
+    )

@@ -17,8 +17,16 @@ from bench.results import REPO_ROOT
 from bench.schema import MODELS_ORDER
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
-SCALING_FIGURES = ["time_fwd_float32.png", "time_fwdbwd_float32.png", "memory_fwd.png", "memory_fwdbwd.png",
-                   "flops_fwd.png", "flops_fwdbwd.png", "ablation_kernel_N.png", "ablation_conv_kernel.png"]
+SCALING_FIGURES = [
+    "time_fwd_float32.png",
+    "time_fwdbwd_float32.png",
+    "memory_fwd.png",
+    "memory_fwdbwd.png",
+    "flops_fwd.png",
+    "flops_fwdbwd.png",
+    "ablation_kernel_N.png",
+    "ablation_conv_kernel.png",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -79,8 +87,10 @@ def test_without_out_the_report_goes_to_the_run_dir_and_links_to_plots(tmp_path,
     run_dir.mkdir(parents=True)
     shutil.copy(FIXTURE / "decode.csv", run_dir)  # one figure is enough here
     assert plots.main([str(run_dir)]) == 0
-    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "plots" / "abc" / "decode.png"),
-                                                    str(run_dir / "REPORT.md")]
+    assert capsys.readouterr().out.splitlines() == [
+        str(tmp_path / "plots" / "abc" / "decode.png"),
+        str(run_dir / "REPORT.md"),
+    ]
     assert links(run_dir / "REPORT.md") == ["../../plots/abc/decode.png"]
     assert (run_dir / "../../plots/abc/decode.png").resolve().is_file()
 
@@ -105,8 +115,15 @@ def test_an_empty_run_dir_renders_nothing(tmp_path, capsys):
     assert not (tmp_path / "plots").exists()
 
 
-@pytest.mark.parametrize("name,column", [("scaling.csv", "peak_mem_mb"), ("perplexity.csv", "kernel_N"),
-                                         ("decode.csv", "dtype"), ("numerics.csv", "grad_rel_err")])
+@pytest.mark.parametrize(
+    "name,column",
+    [
+        ("scaling.csv", "peak_mem_mb"),
+        ("perplexity.csv", "kernel_N"),
+        ("decode.csv", "dtype"),
+        ("numerics.csv", "grad_rel_err"),
+    ],
+)
 def test_a_csv_without_a_column_the_figures_read_exits_2_with_one_line(tmp_path, capsys, name, column):
     run = tmp_path / "run"  # that CSV alone: the error comes before any figure is drawn
     run.mkdir()
@@ -118,8 +135,10 @@ def test_a_csv_without_a_column_the_figures_read_exits_2_with_one_line(tmp_path,
         writer.writerows(rows)
     for main, flags in ((plots.main, ["--out", str(tmp_path / "figs")]), (report.main, [])):
         assert main([str(run), *flags]) == 2  # an exception other than the user's would fail the test here
-        assert capsys.readouterr().err.strip().splitlines()[-1] == \
-            f"error: {run / name}: malformed, missing columns {column}"
+        assert (
+            capsys.readouterr().err.strip().splitlines()[-1]
+            == f"error: {run / name}: malformed, missing columns {column}"
+        )
 
 
 def test_failed_cells_are_gaps_and_all_failed_is_skipped(tmp_path, capsys):
@@ -180,12 +199,15 @@ def test_the_learning_rate_figure_rings_each_selected_rate(drawn, capsys):
     assert stdlib.get_xscale() == "log"
     (ring,) = stdlib.collections[-1:]
     # attention selected 0.002, gss 0.006, conv 0.012
-    assert sorted(ring.get_offsets().tolist()) == [pytest.approx(p) for p in ([0.002, 2.35], [0.006, 2.45], [0.012, 2.52])]
+    assert sorted(ring.get_offsets().tolist()) == [
+        pytest.approx(p) for p in ([0.002, 2.35], [0.006, 2.45], [0.012, 2.52])
+    ]
     assert list(lines_by_label(drawn[0])["conv"].get_ydata()) == pytest.approx([2.70, 2.60, 2.52])
     test_only = analysis.load_csv(FIXTURE, "perplexity.csv")
     assert plots.plot_lr_selection(test_only[test_only.split == "test"], "lr.png") is None
-    assert capsys.readouterr().err.strip() == ("note: skipped learning-rate selection: perplexity.csv has no "
-                                               "validation rows (one rate per model)")
+    assert capsys.readouterr().err.strip() == (
+        "note: skipped learning-rate selection: perplexity.csv has no validation rows (one rate per model)"
+    )
 
 
 def test_every_known_model_has_its_own_colour_and_other_models_one_apart():
@@ -196,19 +218,25 @@ def test_every_known_model_has_its_own_colour_and_other_models_one_apart():
 
 
 def test_plots_imports_neither_torch_nor_models():
-    code = ("import bench.plots, bench.report, sys; "
-            "assert 'torch' not in sys.modules and 'models' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import bench.plots, bench.report, sys; "
+        "assert 'torch' not in sys.modules and 'models' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
 
 
 def test_only_plots_imports_matplotlib():
-    importers = [str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "bench").rglob("*.py")
-                 if re.search(r"^\s*(import|from)\s+matplotlib", p.read_text(), re.M)]
+    importers = [
+        str(p.relative_to(REPO_ROOT))
+        for p in (REPO_ROOT / "bench").rglob("*.py")
+        if re.search(r"^\s*(import|from)\s+matplotlib", p.read_text(), re.M)
+    ]
     assert importers == ["bench/plots/style.py"]  # the plots package's one door to matplotlib
 
 
 def test_cli_on_a_missing_run_dir_exits_2_with_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "bench.plots", str(tmp_path / "nope")], cwd=REPO_ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.plots", str(tmp_path / "nope")], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: ") and "nope" in r.stderr

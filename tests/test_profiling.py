@@ -43,8 +43,9 @@ def test_suite_writes_one_breakdown_per_cell_whose_fractions_sum_to_one(smoke_ru
         assert set(split) <= set(profiling.CATEGORIES) and "other" in split
         assert abs(sum(float(r["fraction"]) for r in split.values()) - 1) < 1e-9
         assert all(float(r["time_ms"]) >= 0 for r in split.values())
-        assert sum(float(r["time_ms"]) for r in split.values()) == pytest.approx(float(split["other"]["step_ms"]),
-                                                                                 rel=1e-4)
+        assert sum(float(r["time_ms"]) for r in split.values()) == pytest.approx(
+            float(split["other"]["step_ms"]), rel=1e-4
+        )
         assert ("backward" in split) == (mode == "fwdbwd")
         if mode == "fwdbwd":
             assert float(split["backward"]["time_ms"]) > 0
@@ -90,30 +91,50 @@ def test_profiled_cell_splits_the_step_into_the_model_ranges(tmp_path, model, ra
 
 def event(name, start, end, *, kernels=(), device=DeviceType.CPU):
     annotation = name in profiling.RANGES or name in (profiling.STEP, "ProfilerStep#1")
-    return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end), device_type=device,
-                           is_async=False, is_user_annotation=annotation,
-                           kernels=[SimpleNamespace(name=name, device=0, duration=d) for d in kernels])
+    return SimpleNamespace(
+        name=name,
+        time_range=SimpleNamespace(start=start, end=end),
+        device_type=device,
+        is_async=False,
+        is_user_annotation=annotation,
+        kernels=[SimpleNamespace(name=name, device=0, duration=d) for d in kernels],
+    )
 
 
 def test_cpu_split_counts_nested_ranges_once_and_gives_each_instant_to_the_innermost():
     evaluate = profiling.BACKWARD_PREFIX
-    events = [event("ProfilerStep#1", 0, 110), event("step", 0, 100), event("fft_conv", 10, 40),
-              event("fft_conv", 15, 20), event("norm", 30, 35), event(f"{evaluate}MulBackward0", 50, 70),
-              event(f"{evaluate}torch::autograd::AccumulateGrad", 55, 60), event("aten::mul", 56, 58),
-              event("projection", 90, 130), event("step", 0, 50, device=DeviceType.CUDA)]
+    events = [
+        event("ProfilerStep#1", 0, 110),
+        event("step", 0, 100),
+        event("fft_conv", 10, 40),
+        event("fft_conv", 15, 20),
+        event("norm", 30, 35),
+        event(f"{evaluate}MulBackward0", 50, 70),
+        event(f"{evaluate}torch::autograd::AccumulateGrad", 55, 60),
+        event("aten::mul", 56, 58),
+        event("projection", 90, 130),
+        event("step", 0, 50, device=DeviceType.CUDA),
+    ]
     result = profiling.breakdown(events, on_cuda=False)
     assert result.basis == "cpu_wall" and result.steps == 1 and result.step_ms == pytest.approx(0.1)
-    assert result.times_ms == pytest.approx(dict(fft_conv=0.025, projection=0.01, norm=0.005, backward=0.02,
-                                                 other=0.04))
+    assert result.times_ms == pytest.approx(
+        dict(fft_conv=0.025, projection=0.01, norm=0.005, backward=0.02, other=0.04)
+    )
     assert list(result.times_ms) == [c for c in profiling.CATEGORIES if c in result.times_ms]
 
 
 def test_cuda_split_gives_kernel_time_to_the_range_that_launched_it_and_averages_steps():
     evaluate = profiling.BACKWARD_PREFIX
-    one = [event("step", 0, 100), event("fft_conv", 10, 40, kernels=(25,)),  # its own GPU annotation: ignored
-           event("aten::mul", 12, 14, kernels=(20,)), event("projection", 50, 60), event("aten::mm", 52, 53,
-           kernels=(5, 3)), event("aten::add", 70, 71, kernels=(4,)), event(f"{evaluate}MmBackward0", 80, 95),
-           event("aten::mm", 81, 82, kernels=(6,))]
+    one = [
+        event("step", 0, 100),
+        event("fft_conv", 10, 40, kernels=(25,)),  # its own GPU annotation: ignored
+        event("aten::mul", 12, 14, kernels=(20,)),
+        event("projection", 50, 60),
+        event("aten::mm", 52, 53, kernels=(5, 3)),
+        event("aten::add", 70, 71, kernels=(4,)),
+        event(f"{evaluate}MmBackward0", 80, 95),
+        event("aten::mm", 81, 82, kernels=(6,)),
+    ]
     two = [event("step", 200, 260), event("fft_conv", 210, 220), event("aten::mul", 211, 212, kernels=(10,))]
     result = profiling.breakdown(one + two, on_cuda=True)
     assert result.basis == "cuda_kernels" and result.steps == 2 and result.step_ms == pytest.approx(0.08)
@@ -132,8 +153,10 @@ def test_resume_skips_recorded_cells_and_a_second_run_needs_resume(smoke_run, ca
     assert "pass --resume" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags", [["--models", "gss,nope"], ["--seq-lens", "64,0"], ["--seq-lens", "x"],
-                                   ["--preset", "nope"], ["--modes", "bwd"]])
+@pytest.mark.parametrize(
+    "flags",
+    [["--models", "gss,nope"], ["--seq-lens", "64,0"], ["--seq-lens", "x"], ["--preset", "nope"], ["--modes", "bwd"]],
+)
 def test_bad_input_is_one_stderr_line_exit_2_and_writes_nothing(tmp_path, capsys, flags):
     assert_usage_error(profiling.main, [*SMOKE, *flags], tmp_path / "run", capsys)
 

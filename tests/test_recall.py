@@ -16,18 +16,18 @@ def draw(batch=64, seed=0, **shape):
 def test_keys_and_values_are_distinct_from_their_halves_and_open_the_sequence_in_pairs():
     inputs, labels = draw()
     n, half = SHAPE["num_kv_pairs"], SHAPE["vocab"] // 2
-    keys, values = inputs[:, 0:2 * n:2], inputs[:, 1:2 * n:2]  # (B, P)
+    keys, values = inputs[:, 0 : 2 * n : 2], inputs[:, 1 : 2 * n : 2]  # (B, P)
     assert inputs.shape == labels.shape == (64, 64) and inputs.dtype == labels.dtype == torch.long
     assert bool(((keys >= 1) & (keys < half)).all()) and bool(((values >= half) & (values < 2 * half)).all())
     assert all(len(set(row.tolist())) == n for row in keys) and all(len(set(row.tolist())) == n for row in values)
-    assert bool((labels[:, :2 * n] == IGNORE).all())  # the pairs themselves are never scored
+    assert bool((labels[:, : 2 * n] == IGNORE).all())  # the pairs themselves are never scored
 
 
 def test_every_key_is_queried_once_after_the_pairs_on_an_even_slot_and_labelled_with_its_value():
     inputs, labels = draw()
     n = SHAPE["num_kv_pairs"]
     for x, y in zip(inputs, labels):
-        pairs = dict(zip(x[0:2 * n:2].tolist(), x[1:2 * n:2].tolist()))
+        pairs = dict(zip(x[0 : 2 * n : 2].tolist(), x[1 : 2 * n : 2].tolist()))
         scored = (y != IGNORE).nonzero().flatten().tolist()
         assert len(scored) == n and all(t >= 2 * n and t % 2 == 0 for t in scored)
         assert sorted(x[scored].tolist()) == sorted(pairs)  # each key exactly once
@@ -46,12 +46,12 @@ def test_the_smallest_sequence_is_fully_determined_but_its_value():
 
 def test_positions_after_the_pairs_that_are_not_queries_hold_uniform_random_tokens():
     inputs, labels = draw(batch=256)
-    filler = inputs[:, 2 * SHAPE["num_kv_pairs"]:][labels[:, 2 * SHAPE["num_kv_pairs"]:] == IGNORE]
+    filler = inputs[:, 2 * SHAPE["num_kv_pairs"] :][labels[:, 2 * SHAPE["num_kv_pairs"] :] == IGNORE]
     counts = torch.bincount(filler, minlength=SHAPE["vocab"]).double()
     print(f"filler: {len(filler)} tokens, {int((counts > 0).sum())} distinct, zeros {int(counts[0])}")
     assert (counts > 0).all()  # every token of the vocabulary, 0 included, appears as filler
     expected = len(filler) / SHAPE["vocab"]
-    assert float((counts - expected).abs().max()) < 6 * expected ** 0.5
+    assert float((counts - expected).abs().max()) < 6 * expected**0.5
 
 
 def test_the_same_generator_seed_gives_the_same_batch_and_another_seed_another():
@@ -62,12 +62,13 @@ def test_the_same_generator_seed_gives_the_same_batch_and_another_seed_another()
 
 def test_with_one_pair_the_query_gap_follows_zoologys_power_law_exactly():
     n, seq_len, power_a = 1, 20, 0.01
-    _, labels = recall_batch(batch=20_000, seq_len=seq_len, num_kv_pairs=n, vocab=21, generator=torch.Generator(),
-                             power_a=power_a)
+    _, labels = recall_batch(
+        batch=20_000, seq_len=seq_len, num_kv_pairs=n, vocab=21, generator=torch.Generator(), power_a=power_a
+    )
     gaps = ((labels != IGNORE).nonzero()[:, 1] - 2 * n) // 2
     p = gap_probabilities(seq_len=seq_len, num_kv_pairs=n, power_a=power_a)
     # Zoology: p[g] = a * (g + 1) ** (a - 1), normalised, over (seq_len - 2n) // 2 = 9 gaps
-    assert len(p) == 9 and p[0] / p[1] == pytest.approx(2 ** 0.99)
+    assert len(p) == 9 and p[0] / p[1] == pytest.approx(2**0.99)
     freq = torch.bincount(gaps, minlength=len(p)).double() / len(gaps)
     sigma = (p * (1 - p) / len(gaps)).sqrt()
     print(f"max |freq - p| / sigma = {float(((freq - p).abs() / sigma).max()):.2f}")
@@ -81,19 +82,26 @@ def test_small_power_a_puts_more_queries_near_the_pairs_and_power_a_one_spreads_
         return torch.bincount(gaps, minlength=120)
 
     skewed, uniform = gap_counts(0.01), gap_counts(1.0)
-    print(f"power_a 0.01: first/last quarter {int(skewed[:30].sum())}/{int(skewed[-30:].sum())}; "
-          f"power_a 1: {int(uniform[:30].sum())}/{int(uniform[-30:].sum())}")
+    print(
+        f"power_a 0.01: first/last quarter {int(skewed[:30].sum())}/{int(skewed[-30:].sum())}; "
+        f"power_a 1: {int(uniform[:30].sum())}/{int(uniform[-30:].sum())}"
+    )
     assert skewed[:30].sum() > 2 * skewed[-30:].sum() and skewed[0] > skewed[60:].max()
     assert abs(int(uniform[:30].sum()) - int(uniform[-30:].sum())) < 0.15 * int(uniform[:30].sum())
 
 
-@pytest.mark.parametrize("shape,message", [
-    (dict(seq_len=64, num_kv_pairs=8, vocab=64), "recall needs vocab > seq_len (as Zoology's MQAR), got vocab 64 "
-                                                 "and seq_len 64"),
-    (dict(seq_len=32, num_kv_pairs=4, vocab=16), "got vocab 16 and seq_len 32"),
-    (dict(seq_len=8, num_kv_pairs=4, vocab=16), "recall needs seq_len >= 4 * num_kv_pairs, got 8 and 4 pairs"),
-    (dict(seq_len=16, num_kv_pairs=0, vocab=32), "recall needs num_kv_pairs >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "shape,message",
+    [
+        (
+            dict(seq_len=64, num_kv_pairs=8, vocab=64),
+            "recall needs vocab > seq_len (as Zoology's MQAR), got vocab 64 and seq_len 64",
+        ),
+        (dict(seq_len=32, num_kv_pairs=4, vocab=16), "got vocab 16 and seq_len 32"),
+        (dict(seq_len=8, num_kv_pairs=4, vocab=16), "recall needs seq_len >= 4 * num_kv_pairs, got 8 and 4 pairs"),
+        (dict(seq_len=16, num_kv_pairs=0, vocab=32), "recall needs num_kv_pairs >= 1, got 0"),
+    ],
+)
 def test_impossible_settings_raise_one_line_naming_the_values(shape, message):
     for call in (lambda: check(**shape), lambda: recall_batch(batch=1, generator=torch.Generator(), **shape)):
         with pytest.raises(ValueError) as info:
@@ -114,10 +122,10 @@ class Answers(torch.nn.Module):
 
     def forward(self, x):  # (B, L) -> (B, L, V)
         n = SHAPE["num_kv_pairs"]
-        y = self.labels[self.seen:self.seen + len(x)]
+        y = self.labels[self.seen : self.seen + len(x)]
         self.seen += len(x)
         pick = torch.randint(n, x.shape, generator=torch.Generator().manual_seed(self.seen))
-        guess = x[:, 1:2 * n:2].gather(1, pick)  # (B, L): a random value of the sequence
+        guess = x[:, 1 : 2 * n : 2].gather(1, pick)  # (B, L): a random value of the sequence
         answer = torch.where(y != IGNORE, y, 0) if self.oracle else guess
         return torch.nn.functional.one_hot(answer, SHAPE["vocab"]).float()
 

@@ -34,6 +34,7 @@ def test_every_registered_model_has_small_options_and_a_reference():
 
 # ---- the references themselves, by hand ----
 
+
 def test_causal_conv_ref_by_hand():
     u = torch.tensor([1.0, 2.0, 3.0]).reshape(1, 3, 1)
     K = torch.tensor([1.0, 10.0]).reshape(2, 1)
@@ -59,7 +60,6 @@ def test_attention_ref_with_equal_scores_is_the_running_mean_of_the_values():
 # ---- fast paths against their references: outputs, input gradients and parameter gradients ----
 
 
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("L,T", [(1, 1), (2, 1), (17, 17), (40, 7), (64, 64)])
 def test_fft_and_direct_convolution_match_the_tap_by_tap_reference(dtype, L, T):
@@ -67,8 +67,10 @@ def test_fft_and_direct_convolution_match_the_tap_by_tap_reference(dtype, L, T):
     u, K = torch.randn(2, L, 5, dtype=dtype), torch.randn(T, 5, dtype=dtype)
     u64, K64 = (t.double().requires_grad_() for t in (u, K))
     reference = output_and_grads(causal_conv_ref(u64, K64), dict(u=u64, K=K64))
-    paths = {"fft": lambda u, K: fft_conv(u, F.pad(K, (0, 0, 0, L - T))),  # T taps, zero-padded to L
-             "direct": direct_conv}
+    paths = {
+        "fft": lambda u, K: fft_conv(u, F.pad(K, (0, 0, 0, L - T))),  # T taps, zero-padded to L
+        "direct": direct_conv,
+    }
     for path, conv in paths.items():
         u, K = (t.detach().requires_grad_() for t in (u, K))
         assert_paths_agree(output_and_grads(conv(u, K), dict(u=u, K=K)), reference, f"{path} {dtype}")
@@ -103,9 +105,11 @@ def test_direct_conv_truncated_to_conv_kernel_taps_is_the_reference_on_the_first
 
 def gated_unit_ref(mixer_ref):
     """A gated unit's forward with its mixer replaced by the mixer's reference."""
+
     def forward(layer, x):
         u, v = layer._project(x)
         return layer._gate(mixer_ref(layer.mixer, v), u, x)
+
     return forward
 
 

@@ -13,8 +13,24 @@ from bench.results import read_rows
 from bench.timing import Timing
 from tests.helpers import assert_usage_error
 
-TINY = ["--preset", "smoke", "--device", "cpu", "--dim", "16", "--kernel-n", "4", "--kernel-h", "8",
-        "--models", "gss,attention,conv", "--seq-lens", "8,16,32", "--modes", "fwd"]
+TINY = [
+    "--preset",
+    "smoke",
+    "--device",
+    "cpu",
+    "--dim",
+    "16",
+    "--kernel-n",
+    "4",
+    "--kernel-h",
+    "8",
+    "--models",
+    "gss,attention,conv",
+    "--seq-lens",
+    "8,16,32",
+    "--modes",
+    "fwd",
+]
 WIDE = (0.8, 0.85, 0.9, 0.95, 1.0, 1.0, 1.05, 1.1, 1.15, 1.2)  # +-20% around the median: a loose crossover
 TIGHT = (1.0, 0.998, 1.002, 0.999, 1.001)  # one round of refined repeats: +-0.2%
 
@@ -37,10 +53,25 @@ def planted(cell, spread):
 
 def row(model, seq_len, spread, **extra):
     times = [base_ms(model, seq_len) * f for f in ordered(model, spread)]
-    return dict(run_id="r", model=model, mode="fwd", dtype="float32", device="cpu", batch="1", seq_len=str(seq_len),
-                dim="16", kernel_N="4" if model == "gss" else "", kernel_H="8" if model == "gss" else "",
-                lambda_imag_exp="true" if model == "gss" else "", conv_kernel="", compiled="false", status="ok",
-                time_ms=str(float(np.median(times))), times_ms=" ".join(f"{t:.6g}" for t in times), **extra)
+    return dict(
+        run_id="r",
+        model=model,
+        mode="fwd",
+        dtype="float32",
+        device="cpu",
+        batch="1",
+        seq_len=str(seq_len),
+        dim="16",
+        kernel_N="4" if model == "gss" else "",
+        kernel_H="8" if model == "gss" else "",
+        lambda_imag_exp="true" if model == "gss" else "",
+        conv_kernel="",
+        compiled="false",
+        status="ok",
+        time_ms=str(float(np.median(times))),
+        times_ms=" ".join(f"{t:.6g}" for t in times),
+        **extra,
+    )
 
 
 def rows_of(spread, lengths=(8, 16, 32)):
@@ -52,8 +83,12 @@ def test_the_crossover_is_the_power_laws_meeting_point_and_its_interval_is_the_o
     (found,) = refine.crossovers(rows, [("gss", "attention")])
     assert (found.fast, found.slow) == ("gss", "attention")
     assert found.value == pytest.approx(24.0, rel=1e-5)  # the repeats as written: 6 significant digits
-    assert [(r["model"], r["seq_len"]) for r in found.bracket] == [("gss", "16"), ("attention", "16"),
-                                                                   ("gss", "32"), ("attention", "32")]
+    assert [(r["model"], r["seq_len"]) for r in found.bracket] == [
+        ("gss", "16"),
+        ("attention", "16"),
+        ("gss", "32"),
+        ("attention", "32"),
+    ]
     frame = pd.DataFrame(rows).astype({"seq_len": int, "time_ms": float, "batch": int, "dim": int})
     reported = findings.compute(frame).query("finding == 'crossover'").iloc[0]
     assert (found.value, found.low, found.high) == pytest.approx((reported.value, reported.ci_low, reported.ci_high))
@@ -78,10 +113,17 @@ def test_sweeps_that_never_cross_or_share_one_length_have_no_crossover():
 def fake_sweep(monkeypatch, refined_spread, calls):
     """The sweep's cells timed with WIDE repeats; the refinement's groups with `refined_spread`, one group per
     call to measure_group, its steps the cells themselves."""
+
     def measure_cells(cells, device, timing):  # attention at 16 ran 4 rounds after the others of its group stopped
-        return [scaling.row_of(scaling.Prepared(c, None, 1, 1.0, 1.0), Timing.of(
-            planted(c, WIDE) + [base_ms(c.model, c.seq_len)] * 4 * ((c.model, c.seq_len) == ("attention", 16))))
-            for c in cells]
+        return [
+            scaling.row_of(
+                scaling.Prepared(c, None, 1, 1.0, 1.0),
+                Timing.of(
+                    planted(c, WIDE) + [base_ms(c.model, c.seq_len)] * 4 * ((c.model, c.seq_len) == ("attention", 16))
+                ),
+            )
+            for c in cells
+        ]
 
     def prepare_cell(cell, device):
         return scaling.Prepared(cell, cell, 1, 1.0, 1.0)
@@ -96,7 +138,8 @@ def fake_sweep(monkeypatch, refined_spread, calls):
 
 
 def test_a_loose_crossover_has_its_four_bracketing_cells_measured_again_until_it_is_within_15_percent(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     calls = []
     fake_sweep(monkeypatch, TIGHT, calls)
     assert scaling.main([*TINY, "--out", str(tmp_path / "wide"), "--crossover-ci", "0"]) == 0
@@ -135,9 +178,15 @@ class FakeClock:
 def test_a_crossover_that_stays_loose_stops_at_the_budget_and_still_keeps_the_fresh_rows(tmp_path, monkeypatch):
     calls, clock = [], FakeClock()
     fake_sweep(monkeypatch, WIDE[::2], calls)  # refined repeats as loose as the sweep's
-    monkeypatch.setattr(scaling, "measure_group", lambda steps, **how: (
-        calls.append(1), setattr(clock, "now", clock.now + 1.0),
-        [Timing.of(planted(c, WIDE[::2])) for c in steps])[2])
+    monkeypatch.setattr(
+        scaling,
+        "measure_group",
+        lambda steps, **how: (
+            calls.append(1),
+            setattr(clock, "now", clock.now + 1.0),
+            [Timing.of(planted(c, WIDE[::2])) for c in steps],
+        )[2],
+    )
     assert scaling.main([*TINY, "--out", str(tmp_path), "--crossover-ci", "0"]) == 0
     preset, cells = cli.plan(scaling.make_parser(), TINY, **scaling.HOW)
     ctx = cli.Context(device=torch.device("cpu"), preset=preset, out_dir=tmp_path, run_id="r", cells=cells)
@@ -164,9 +213,15 @@ def test_the_quick_and_full_presets_refine_the_gss_attention_crossover_to_15_per
 def test_each_loose_crossover_gets_its_own_budget(tmp_path, monkeypatch):
     calls, clock = [], FakeClock()
     fake_sweep(monkeypatch, WIDE[::2], calls)
-    monkeypatch.setattr(scaling, "measure_group", lambda steps, **how: (
-        calls.append(len(steps)), setattr(clock, "now", clock.now + 1.0),
-        [Timing.of(planted(c, WIDE[::2])) for c in steps])[2])
+    monkeypatch.setattr(
+        scaling,
+        "measure_group",
+        lambda steps, **how: (
+            calls.append(len(steps)),
+            setattr(clock, "now", clock.now + 1.0),
+            [Timing.of(planted(c, WIDE[::2])) for c in steps],
+        )[2],
+    )
     argv = [*TINY[:-2], "--modes", "fwd,fwdbwd"]  # the same loose crossover in both modes
     assert scaling.main([*argv, "--out", str(tmp_path), "--crossover-ci", "0"]) == 0
     preset, cells = cli.plan(scaling.make_parser(), argv, **scaling.HOW)

@@ -22,12 +22,30 @@ def scaling_rows(*, scale=1.0, device="cpu", iqr_fraction=0.01, repeats=10, edit
     rows = []
     for model, series in TIMES.items():
         for seq_len, time_ms in series.items():
-            row = dict(run_id="r", model=model, mode="fwdbwd", dtype="float32", device=device, batch=1, seq_len=seq_len,
-                       dim=64, kernel_N=512 if model == "gss" else "", kernel_H=256 if model != "attention" else "",
-                       lambda_imag_exp="true" if model == "gss" else "", conv_kernel=64 if model == "conv" else "",
-                       compiled="false", params=1000, flops=10 ** 9 * seq_len, time_ms=time_ms * scale,
-                       time_iqr_ms=time_ms * scale * iqr_fraction, repeats=repeats, peak_mem_mb=seq_len / 8,
-                       status="ok", error="", times_ms=" ".join(f"{time_ms * scale * f:.6g}" for f in spread or ()))
+            row = dict(
+                run_id="r",
+                model=model,
+                mode="fwdbwd",
+                dtype="float32",
+                device=device,
+                batch=1,
+                seq_len=seq_len,
+                dim=64,
+                kernel_N=512 if model == "gss" else "",
+                kernel_H=256 if model != "attention" else "",
+                lambda_imag_exp="true" if model == "gss" else "",
+                conv_kernel=64 if model == "conv" else "",
+                compiled="false",
+                params=1000,
+                flops=10**9 * seq_len,
+                time_ms=time_ms * scale,
+                time_iqr_ms=time_ms * scale * iqr_fraction,
+                repeats=repeats,
+                peak_mem_mb=seq_len / 8,
+                status="ok",
+                error="",
+                times_ms=" ".join(f"{time_ms * scale * f:.6g}" for f in spread or ()),
+            )
             if edit:
                 edit(row)
             rows.append(row)
@@ -55,6 +73,7 @@ def slower(model, seq_len, factor, column="time_ms"):
     def edit(row):
         if row["model"] == model and row["seq_len"] == seq_len:
             row[column] = row[column] * factor
+
     return edit
 
 
@@ -78,8 +97,9 @@ def test_a_baseline_edited_to_be_faster_fails_in_relative_mode(tmp_path, capsys)
 def test_slowdowns_within_the_measured_noise_pass(tmp_path, capsys):
     noisy = dict(iqr_fraction=0.6, repeats=3)
     tolerance = ["--tolerance", "0.3"]  # the noise term decides here, whatever the default tolerance
-    code, _, _ = gate(tmp_path, capsys, scaling_rows(**noisy), scaling_rows(**noisy, edit=slower("gss", 512, 1.5)),
-                      *tolerance)
+    code, _, _ = gate(
+        tmp_path, capsys, scaling_rows(**noisy), scaling_rows(**noisy, edit=slower("gss", 512, 1.5)), *tolerance
+    )
     assert code == 0
     code, _, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 512, 1.5)), *tolerance)
     assert code == 1
@@ -101,10 +121,15 @@ def repeats_around(inner):
 
 def slower_repeats(model, seq_len, factor):
     """slower(), with the cell's IQR and every repeat."""
+
     def edit(row):
         if row["model"] == model and row["seq_len"] == seq_len:
-            row.update(time_ms=row["time_ms"] * factor, time_iqr_ms=row["time_iqr_ms"] * factor,
-                       times_ms=" ".join(f"{float(t) * factor:.6g}" for t in row["times_ms"].split()))
+            row.update(
+                time_ms=row["time_ms"] * factor,
+                time_iqr_ms=row["time_iqr_ms"] * factor,
+                times_ms=" ".join(f"{float(t) * factor:.6g}" for t in row["times_ms"].split()),
+            )
+
     return edit
 
 
@@ -116,9 +141,11 @@ def test_the_repeats_themselves_give_the_noise_term_when_a_run_has_them(tmp_path
     for method in ("inclusive", "exclusive"):
         quartiles = [statistics.quantiles(repeats_around(inner), n=4, method=method) for inner in (TIGHT, WIDE)]
         assert quartiles[0][0] == quartiles[1][0] == 0.5 and quartiles[0][2] == quartiles[1][2] == 1.5
-    for name, inner, verdict, noise, relative_noise in [("iqr", None, 0, "72.0%", "101.8%"),
-                                                          ("tight", TIGHT, 1, "2.1%", "3.0%"),
-                                                          ("wide", WIDE, 0, "94.2%", "133.3%")]:
+    for name, inner, verdict, noise, relative_noise in [
+        ("iqr", None, 0, "72.0%", "101.8%"),
+        ("tight", TIGHT, 1, "2.1%", "3.0%"),
+        ("wide", WIDE, 0, "94.2%", "133.3%"),
+    ]:
         rows = dict(iqr_fraction=1.0, repeats=30, spread=inner and repeats_around(inner))
         base = scaling_rows(**rows)
         for mode in ((), ("--relative",)):  # relative: the attention cell's repeats give its noise too
@@ -132,11 +159,15 @@ def test_the_repeats_themselves_give_the_noise_term_when_a_run_has_them(tmp_path
 
 def test_the_standard_error_of_a_median_from_its_repeats_or_its_iqr():
     z = statistics.NormalDist().inv_cdf
-    ten = " ".join(str(t) for t in (7, 3, 10, 1, 5, 2, 9, 4, 8, 6))  # ranks 1 and 8 bound 97.9%: P(Bin(10) <= 1) = 11/1024
+    ten = " ".join(
+        str(t) for t in (7, 3, 10, 1, 5, 2, 9, 4, 8, 6)
+    )  # ranks 1 and 8 bound 97.9%: P(Bin(10) <= 1) = 11/1024
     assert regress.standard_error_ms(dict(times_ms=ten, time_iqr_ms=100, repeats=10)) == pytest.approx(
-        (9 - 2) / (2 * z(1 - 11 / 1024)), rel=1e-12)
+        (9 - 2) / (2 * z(1 - 11 / 1024)), rel=1e-12
+    )
     assert regress.standard_error_ms(dict(times_ms="5 1 3 2 4", time_iqr_ms=100, repeats=5)) == pytest.approx(
-        (5 - 1) / (2 * z(1 - 1 / 32)), rel=1e-12)  # under 6 repeats: the smallest and largest, 93.75%
+        (5 - 1) / (2 * z(1 - 1 / 32)), rel=1e-12
+    )  # under 6 repeats: the smallest and largest, 93.75%
     assert regress.standard_error_ms(dict(times_ms="3", time_iqr_ms=0, repeats=1)) == 0.0
     for older in (dict(times_ms=""), {}):  # an older run: from the IQR, 1.2533 (IQR / 1.349) / sqrt(repeats)
         assert regress.standard_error_ms(dict(older, time_iqr_ms=2.698, repeats=4)) == pytest.approx(1.2533, rel=1e-12)
@@ -151,10 +182,16 @@ def test_a_baseline_without_times_ms_gates_a_current_run_with_them(tmp_path, cap
     base = write(tmp_path / "base", "scaling.csv", older, scaling_rows(iqr_fraction=1.0, repeats=30))
     assert "times_ms" not in (base / "scaling.csv").read_text()
     slower_gss = slower_repeats("gss", 1024, 2.0)
-    for name, edit, code, shown in [("same", None, 0, "0 regressions"),
-                                    ("slower", slower_gss, 1, "(+100.0%; tolerance 49%, noise 50.9%)")]:
-        cur = write(tmp_path / name, "scaling.csv", COLUMNS,
-                    scaling_rows(iqr_fraction=1.0, repeats=30, spread=repeats_around(TIGHT), edit=edit))
+    for name, edit, code, shown in [
+        ("same", None, 0, "0 regressions"),
+        ("slower", slower_gss, 1, "(+100.0%; tolerance 49%, noise 50.9%)"),
+    ]:
+        cur = write(
+            tmp_path / name,
+            "scaling.csv",
+            COLUMNS,
+            scaling_rows(iqr_fraction=1.0, repeats=30, spread=repeats_around(TIGHT), edit=edit),
+        )
         assert regress.main(["--baseline", str(base), "--current", str(cur)]) == code
         out = capsys.readouterr().out
         assert "6 cells compared" in out and shown in out, out
@@ -165,10 +202,15 @@ def test_a_baseline_without_times_ms_gates_a_current_run_with_them(tmp_path, cap
 def test_the_default_cpu_tolerance_passes_the_measured_spread_and_fails_a_doubling(tmp_path, capsys):
     spread = 0.163  # the largest change of a time ratio between two identical interleaved quick runs here
     assert regress.TIME_TOLERANCE["cpu"] >= 3 * spread
-    assert gate(tmp_path / "a", capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 1 + spread)),
-                "--relative")[0] == 0
-    assert gate(tmp_path / "b", capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 2.0)),
-                "--relative")[0] == 1
+    assert (
+        gate(tmp_path / "a", capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 1 + spread)), "--relative")[
+            0
+        ]
+        == 0
+    )
+    assert (
+        gate(tmp_path / "b", capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 2.0)), "--relative")[0] == 1
+    )
 
 
 def test_a_uniformly_slower_machine_passes_relative_but_not_absolute(tmp_path, capsys):
@@ -178,8 +220,9 @@ def test_a_uniformly_slower_machine_passes_relative_but_not_absolute(tmp_path, c
 
 @pytest.mark.parametrize("column,factor", [("flops", 2), ("params", 3)])
 def test_a_changed_count_fails_even_in_relative_mode(tmp_path, capsys, column, factor):
-    code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("attention", 512, factor, column)),
-                        "--relative")
+    code, out, _ = gate(
+        tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("attention", 512, factor, column)), "--relative"
+    )
     assert code == 1 and f"{column} changed" in out
 
 
@@ -193,6 +236,7 @@ def test_ok_then_oom_is_a_regression_and_one_sided_cells_are_listed(tmp_path, ca
     def oom(row):
         if row["model"] == "gss" and row["seq_len"] == 1024:
             row.update(status="oom", time_ms="", error="OutOfMemoryError")
+
     current = [r for r in scaling_rows(edit=oom) if not (r["model"] == "conv" and r["seq_len"] == 512)]
     code, out, _ = gate(tmp_path, capsys, scaling_rows(), current)
     assert code == 1
@@ -211,28 +255,46 @@ def test_a_malformed_baseline_exits_2_with_one_line(tmp_path, content):
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "scaling.csv").write_text(content)
     write(tmp_path / "cur", "scaling.csv", COLUMNS, scaling_rows())
-    done = subprocess.run([sys.executable, "-m", "bench.regress", "--baseline", str(tmp_path / "base"), "--current",
-                           str(tmp_path / "cur")], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.regress",
+            "--baseline",
+            str(tmp_path / "base"),
+            "--current",
+            str(tmp_path / "cur"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("edit,message", [
-    (None, "missing columns time_ms"),
-    (dict(time_ms=0), "time_ms='0' in an ok cell (model=gss mode=fwdbwd"),
-    (dict(time_ms="abc"), "time_ms='abc' in an ok cell"),
-    (dict(flops=""), "flops='' in an ok cell"),
-    (dict(times_ms="40 abc 41"), "times_ms entry 'abc' in an ok cell (model=gss mode=fwdbwd dtype=float32 device=cpu "
-                                 "batch=1 seq_len=512 dim=64 kernel_N=512 kernel_H=256 lambda_imag_exp=true "
-                                 "compiled=false)"),
-    (dict(times_ms="40,41"), "times_ms entry '40,41' in an ok cell (model=gss"),
-    (dict(times_ms="40 nan"), "times_ms entry 'nan' in an ok cell (model=gss"),
-    (dict(times_ms="40 -1"), "times_ms entry '-1' in an ok cell (model=gss"),
-    (dict(times_ms="40 0"), "times_ms entry '0' in an ok cell (model=gss"),
-    (dict(times_ms="40 inf"), "times_ms entry 'inf' in an ok cell (model=gss"),
-    (dict(times_ms="39 40 41"), "times_ms holds 3 times and repeats=10 in an ok cell (model=gss mode=fwdbwd"),
-    (dict(times_ms=" ".join(["40"] * 11)), "times_ms holds 11 times and repeats=10 in an ok cell (model=gss"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (None, "missing columns time_ms"),
+        (dict(time_ms=0), "time_ms='0' in an ok cell (model=gss mode=fwdbwd"),
+        (dict(time_ms="abc"), "time_ms='abc' in an ok cell"),
+        (dict(flops=""), "flops='' in an ok cell"),
+        (
+            dict(times_ms="40 abc 41"),
+            "times_ms entry 'abc' in an ok cell (model=gss mode=fwdbwd dtype=float32 device=cpu "
+            "batch=1 seq_len=512 dim=64 kernel_N=512 kernel_H=256 lambda_imag_exp=true "
+            "compiled=false)",
+        ),
+        (dict(times_ms="40,41"), "times_ms entry '40,41' in an ok cell (model=gss"),
+        (dict(times_ms="40 nan"), "times_ms entry 'nan' in an ok cell (model=gss"),
+        (dict(times_ms="40 -1"), "times_ms entry '-1' in an ok cell (model=gss"),
+        (dict(times_ms="40 0"), "times_ms entry '0' in an ok cell (model=gss"),
+        (dict(times_ms="40 inf"), "times_ms entry 'inf' in an ok cell (model=gss"),
+        (dict(times_ms="39 40 41"), "times_ms holds 3 times and repeats=10 in an ok cell (model=gss mode=fwdbwd"),
+        (dict(times_ms=" ".join(["40"] * 11)), "times_ms holds 11 times and repeats=10 in an ok cell (model=gss"),
+    ],
+)
 def test_a_current_run_with_bad_values_exits_2_not_1(tmp_path, capsys, edit, message):
     columns = [c for c in COLUMNS if edit is not None or c != "time_ms"]  # None: the column is missing
     rows = scaling_rows(edit=lambda r: r.update(edit) if edit and r["model"] == "gss" and r["seq_len"] == 512 else 0)
@@ -259,12 +321,19 @@ def test_relative_without_the_reference_model_exits_2(tmp_path, capsys):
     no_attention = [r for r in scaling_rows(scale=3.0) if r["model"] != "attention"]
     code, out, err = gate(tmp_path, capsys, scaling_rows(), no_attention, "--relative")
     assert code == 2 and out == ""
-    assert err == ("error: --relative compares times as ratios to attention, and the current run has no ok "
-                   "attention cell in scaling.csv\n")
+    assert err == (
+        "error: --relative compares times as ratios to attention, and the current run has no ok "
+        "attention cell in scaling.csv\n"
+    )
 
 
-@pytest.mark.parametrize("argv,message", [(["--current", "x"], "required: --baseline"),
-                                          (["--baseline", "a", "--current", "b", "--tolerance", "wide"], "invalid float")])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--current", "x"], "required: --baseline"),
+        (["--baseline", "a", "--current", "b", "--tolerance", "wide"], "invalid float"),
+    ],
+)
 def test_a_bad_command_line_exits_2_with_one_line(capsys, argv, message):
     assert regress.main(argv) == 2
     out, err = capsys.readouterr()
@@ -279,8 +348,10 @@ def test_a_missing_baseline_or_no_common_cell_exits_2(tmp_path, capsys):
     assert "no cell in common" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cpus, compared", [(("Intel Xeon", "AMD EPYC"), False), (("AMD EPYC", "AMD EPYC"), True),
-                                            (("AMD EPYC", None), True)])
+@pytest.mark.parametrize(
+    "cpus, compared",
+    [(("Intel Xeon", "AMD EPYC"), False), (("AMD EPYC", "AMD EPYC"), True), (("AMD EPYC", None), True)],
+)
 def test_times_are_not_compared_across_cpu_models_but_counts_and_memory_are(tmp_path, capsys, cpus, compared):
     """A time ratio across CPU models measures the hardware: a planted 3x slow-down passes between two models,
     fails on one; a changed FLOP count fails either way."""
@@ -292,4 +363,3 @@ def test_times_are_not_compared_across_cpu_models_but_counts_and_memory_are(tmp_
     assert ("times not compared: the runs ran on different CPU models (AMD EPYC vs Intel Xeon)" in out) != compared
     code, out, _ = gate(tmp_path, capsys, scaling_rows(), scaling_rows(edit=slower("gss", 1024, 2.0, "flops")))
     assert code == 1 and "flops changed" in out
-

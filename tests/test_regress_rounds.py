@@ -10,11 +10,14 @@ from tests.test_regress import gate, scaling_rows, slower_repeats
 def refined(model, seq_len, extra, factor):
     """A crossover's refinement: `extra` rounds appended to the cell's repeats, run while the machine was `factor`
     times slower, its median taken over all of them."""
+
     def edit(row):
         if row["model"] == model and row["seq_len"] == seq_len:
             times = [float(t) for t in row["times_ms"].split()] + [row["time_ms"] * factor] * extra
-            row.update(times_ms=" ".join(f"{t:.6g}" for t in times), repeats=len(times),
-                       time_ms=statistics.median(times))
+            row.update(
+                times_ms=" ".join(f"{t:.6g}" for t in times), repeats=len(times), time_ms=statistics.median(times)
+            )
+
     return edit
 
 
@@ -33,9 +36,13 @@ def test_relative_times_use_the_reference_rounds_run_beside_the_cell(tmp_path, c
     assert [r["time_ms"] for r in base if r["seq_len"] == 512 and r["model"] == "attention"] == [40.0]
     code, out, _ = gate(tmp_path / "same", capsys, base, scaling_rows(spread=spread), "--relative")
     assert code == 0 and "0 regressions" in out, out
-    code, out, _ = gate(tmp_path / "doubled", capsys, base, scaling_rows(spread=spread,
-                                                                         edit=slower_repeats("conv", 512, 2.0)),
-                        "--relative")
+    code, out, _ = gate(
+        tmp_path / "doubled",
+        capsys,
+        base,
+        scaling_rows(spread=spread, edit=slower_repeats("conv", 512, 2.0)),
+        "--relative",
+    )
     assert code == 1 and "model=conv" in out.splitlines()[0] and "+100.0%" in out.splitlines()[0], out
 
 
@@ -44,5 +51,7 @@ def test_time_beside():
     assert regress_load.time_beside(row, 3)[0] == 2.0  # the first three rounds
     assert regress_load.time_beside(row, 6) == (5.0, regress_load.standard_error_ms(row))  # all of them: the row's
     assert regress_load.time_beside(row, 9)[0] == 5.0
-    assert regress_load.time_beside({**row, "times_ms": ""}, 3) == (5.0, regress_load.standard_error_ms(
-        {**row, "times_ms": ""}))  # no repeat times (older runs): the row's
+    assert regress_load.time_beside({**row, "times_ms": ""}, 3) == (
+        5.0,
+        regress_load.standard_error_ms({**row, "times_ms": ""}),
+    )  # no repeat times (older runs): the row's

@@ -22,62 +22,70 @@ def text(tmp_path_factory):
     return report.write_report(run_dir, plots_dir=run_dir / "no-plots").read_text()
 
 
-@pytest.mark.parametrize("expected", [
-    # gss = 2 L and attention = L^2 / 1000 (fwdbwd), L and L^2 / 4000 (fwd): equal at 2000 and 4000
-    "| fwdbwd | float32 | gss faster than attention above seq_len ≈ 2,000 |",
-    "| fwd | float32 | gss faster than attention above seq_len ≈ 4,000 |",
-    "| gss | 1.00 (2,048..16,384) | 1.00 (2,048..16,384) |",
-    "| attention | 2.00 (2,048..8,192) | 2.00 (2,048..8,192) |",
-    "| gss-direct | 1.50 (512..2,048) | 1.50 (512..2,048) |",
-    "- fwdbwd float32: fitted exponents gss 1.00, gss-direct 1.50, conv 1.00, attention 2.00",
-    "- fwdbwd float32, seq_len 2,048: fastest conv (3,072.0 ms)",
-    # attention's oom and conv's predicted-memory skip failed there; gss-direct's grid stops before it
-    "- fwdbwd float32, seq_len 16,384: fastest gss (32,768.0 ms); conv, attention did not reach it; gss-direct not "
-    "measured at it",
-    "| gss | fwdbwd | float32 | 1,024 | true | 724.1 | 1,448.2 | 2,048.0 | 2,896.3 | 4.00× |",
-    "| gss-direct | fwd | float32 | 2,048 | 129.3 | 341.3 | 900.8 | 2,377.2 | 3,861.8 | 29.86× |",
-    # bits/byte, test rows of the selected rate: true = 2.0 + 0.02 seed, false = 2.1 + 0.04 seed -> delta -0.10, -0.12
-    "- best bits/byte on stdlib: attention 2.320 ± 0.028 (2 seeds, lr 0.002)",
-    "| synthetic | gss | 16 | 2.010 ± 0.014 | 2.120 ± 0.028 | -0.110 ± 0.014 | 2 |",
-    "- lambda_imag_exp on synthetic, gss kernel_N=64: Δ bits/byte (true − false) -0.110 ± 0.014 over 2 seeds",
-    "| synthetic | gss | 64 | 2.015 ± 0.066 | 4 |",
-    "| stdlib | attention | 2.320 ± 0.028 | 2.470 ± 0.028 | 2.920 ± 0.028 | +0.600 |",
-    # the window floor (planted 1.7 at 1x, 1.5 from 2x) beside the entropy floor (1.5)
-    "| synthetic | gss N=64 λexp=true | 0.006 | 1.960 ± 0.014 | 2 | 1.700 | +0.260 | 1.500 | +0.460 |",
-    "| stdlib | gss | 0.006 | 2.410 ± 0.014 | 2 |  |  |  |  |",
-    "- best bits/byte on synthetic: attention 1.800 (1 seed, lr 0.002); +0.100 above the window floor 1.700 (the "
-    "optimum for these windows, knowing the phase), +0.300 above the entropy floor 1.500",
-    "| synthetic | window floor | 1.700 | 1.500 | 1.500 | -0.200 |",
-    "- length generalisation on synthetic, gss N=16 λexp=true: bits/byte 2.010 at 1× -> 2.210 at 4× (window floor "
-    "1.700 -> 1.500)",
-    # the selected rates: the middle of the grid unflagged, an edge flagged, a single rate not selected
-    "| stdlib | gss | 0.002, 0.006, 0.012 | 0.006 | 2.450 |  |",
-    "| stdlib | conv | 0.002, 0.006, 0.012 | 0.012 | 2.520 | the largest rate tried: the grid may not bracket the "
-    "optimum |",
-    "| synthetic | gss N=16 λexp=false | 0.002, 0.006, 0.012 | 0.002 | 2.130 | the smallest rate tried: the grid may "
-    "not bracket the optimum |",
-    "| synthetic | attention | 0.002 | 0.002 |  | one rate: nothing selected |",
-    "- learning rate selected on stdlib: gss 0.006, conv 0.012 (the largest rate tried: the grid may not bracket the "
-    "optimum), attention 0.002 (the smallest rate tried: the grid may not bracket the optimum)",
-    # recall: the selected rate's test accuracy (the other rates' left out) beside chance 1/num_kv_pairs
-    "| gss | 64 | 0.25 | 0.880 ± 0.028 | 2 | 3.52× chance | 0.006 | 0.002, 0.006, 0.012 |  |",
-    "| conv | 256 | 0.0625 | 0.065 ± 0.007 | 2 | 1.04× chance, within one std of chance | 0.002 | 0.002, 0.006, 0.012 "
-    "| the smallest rate tried: the grid may not bracket the optimum |",
-    "- recall at seq_len 256 (chance 0.0625): gss 0.680 ± 0.028 (10.9× chance), conv 0.065 ± 0.007 (1.04× chance, "
-    "within one std of chance), attention 0.940 ± 0.014 (15.0× chance)",
-    "- recall learning rate, gss: 0.006 at every seq_len",
-    "- recall learning rate, conv: 0.012 (the largest rate tried: the grid may not bracket the optimum) at seq_len 64, "
-    "0.002 (the smallest rate tried: the grid may not bracket the optimum) at seq_len 256",
-    "- decode gss: recurrent 25.6× faster per token than reforward at prompt_len 2,048",
-    "- decode attention: kv_cache 13.4× faster per token than reforward at prompt_len 2,048",
-    "| gss | recurrent | float32 | 2,048 | 1.000 | 25.600 | 25.6× |",
-    "- numerics bfloat16: worst out_rel_err 1.20e-02 (attention, seq_len 4,096)",
-    "| gss | fwd | 2,048 | 341.5 | 33% | 18% | 42% | 4% | 2% |  |  |  |",
-    "| git commit | 6f9e9f48cd76 (dirty) |",
-    "| torch | 2.13.0+cpu |",
-    "python run_all.py --out results/fixture",
-    "python -m bench.scaling --out results/fixture --device cpu",
-])
+@pytest.mark.parametrize(
+    "expected",
+    [
+        # gss = 2 L and attention = L^2 / 1000 (fwdbwd), L and L^2 / 4000 (fwd): equal at 2000 and 4000
+        "| fwdbwd | float32 | gss faster than attention above seq_len ≈ 2,000 |",
+        "| fwd | float32 | gss faster than attention above seq_len ≈ 4,000 |",
+        "| gss | 1.00 (2,048..16,384) | 1.00 (2,048..16,384) |",
+        "| attention | 2.00 (2,048..8,192) | 2.00 (2,048..8,192) |",
+        "| gss-direct | 1.50 (512..2,048) | 1.50 (512..2,048) |",
+        "- fwdbwd float32: fitted exponents gss 1.00, gss-direct 1.50, conv 1.00, attention 2.00",
+        "- fwdbwd float32, seq_len 2,048: fastest conv (3,072.0 ms)",
+        # attention's oom and conv's predicted-memory skip failed there; gss-direct's grid stops before it
+        "- fwdbwd float32, seq_len 16,384: fastest gss (32,768.0 ms); conv, attention did not reach it; gss-direct not "
+        "measured at it",
+        "| gss | fwdbwd | float32 | 1,024 | true | 724.1 | 1,448.2 | 2,048.0 | 2,896.3 | 4.00× |",
+        "| gss-direct | fwd | float32 | 2,048 | 129.3 | 341.3 | 900.8 | 2,377.2 | 3,861.8 | 29.86× |",
+        # bits/byte, test rows of the selected rate: true = 2.0 + 0.02 seed, false = 2.1 + 0.04 seed
+        # -> delta -0.10, -0.12
+        "- best bits/byte on stdlib: attention 2.320 ± 0.028 (2 seeds, lr 0.002)",
+        "| synthetic | gss | 16 | 2.010 ± 0.014 | 2.120 ± 0.028 | -0.110 ± 0.014 | 2 |",
+        "- lambda_imag_exp on synthetic, gss kernel_N=64: Δ bits/byte (true − false) -0.110 ± 0.014 over 2 seeds",
+        "| synthetic | gss | 64 | 2.015 ± 0.066 | 4 |",
+        "| stdlib | attention | 2.320 ± 0.028 | 2.470 ± 0.028 | 2.920 ± 0.028 | +0.600 |",
+        # the window floor (planted 1.7 at 1x, 1.5 from 2x) beside the entropy floor (1.5)
+        "| synthetic | gss N=64 λexp=true | 0.006 | 1.960 ± 0.014 | 2 | 1.700 | +0.260 | 1.500 | +0.460 |",
+        "| stdlib | gss | 0.006 | 2.410 ± 0.014 | 2 |  |  |  |  |",
+        "- best bits/byte on synthetic: attention 1.800 (1 seed, lr 0.002); +0.100 above the window floor 1.700 (the "
+        "optimum for these windows, knowing the phase), +0.300 above the entropy floor 1.500",
+        "| synthetic | window floor | 1.700 | 1.500 | 1.500 | -0.200 |",
+        "- length generalisation on synthetic, gss N=16 λexp=true: bits/byte 2.010 at 1× -> 2.210 at 4× (window floor "
+        "1.700 -> 1.500)",
+        # the selected rates: the middle of the grid unflagged, an edge flagged, a single rate not selected
+        "| stdlib | gss | 0.002, 0.006, 0.012 | 0.006 | 2.450 |  |",
+        "| stdlib | conv | 0.002, 0.006, 0.012 | 0.012 | 2.520 | the largest rate tried: the grid may not bracket the "
+        "optimum |",
+        "| synthetic | gss N=16 λexp=false | 0.002, 0.006, 0.012 | 0.002 | 2.130 | the smallest rate "
+        "tried: the grid may "
+        "not bracket the optimum |",
+        "| synthetic | attention | 0.002 | 0.002 |  | one rate: nothing selected |",
+        "- learning rate selected on stdlib: gss 0.006, conv 0.012 (the largest rate tried: the grid "
+        "may not bracket the "
+        "optimum), attention 0.002 (the smallest rate tried: the grid may not bracket the optimum)",
+        # recall: the selected rate's test accuracy (the other rates' left out) beside chance 1/num_kv_pairs
+        "| gss | 64 | 0.25 | 0.880 ± 0.028 | 2 | 3.52× chance | 0.006 | 0.002, 0.006, 0.012 |  |",
+        "| conv | 256 | 0.0625 | 0.065 ± 0.007 | 2 | 1.04× chance, within one std of chance | 0.002 | "
+        "0.002, 0.006, 0.012 "
+        "| the smallest rate tried: the grid may not bracket the optimum |",
+        "- recall at seq_len 256 (chance 0.0625): gss 0.680 ± 0.028 (10.9× chance), conv 0.065 ± 0.007 (1.04× chance, "
+        "within one std of chance), attention 0.940 ± 0.014 (15.0× chance)",
+        "- recall learning rate, gss: 0.006 at every seq_len",
+        "- recall learning rate, conv: 0.012 (the largest rate tried: the grid may not bracket the "
+        "optimum) at seq_len 64, "
+        "0.002 (the smallest rate tried: the grid may not bracket the optimum) at seq_len 256",
+        "- decode gss: recurrent 25.6× faster per token than reforward at prompt_len 2,048",
+        "- decode attention: kv_cache 13.4× faster per token than reforward at prompt_len 2,048",
+        "| gss | recurrent | float32 | 2,048 | 1.000 | 25.600 | 25.6× |",
+        "- numerics bfloat16: worst out_rel_err 1.20e-02 (attention, seq_len 4,096)",
+        "| gss | fwd | 2,048 | 341.5 | 33% | 18% | 42% | 4% | 2% |  |  |  |",
+        "| git commit | 6f9e9f48cd76 (dirty) |",
+        "| torch | 2.13.0+cpu |",
+        "python run_all.py --out results/fixture",
+        "python -m bench.scaling --out results/fixture --device cpu",
+    ],
+)
 def test_findings_are_the_known_numbers(text, expected):
     assert expected in text.splitlines()
 
@@ -92,8 +100,10 @@ def older(run_dir):
     """The fixture as the protocol before learning-rate selection wrote it: test rows, no split, lr_selected,
     window_floor_bpb, chance_accuracy or val_accuracy columns."""
     shutil.copytree(FIXTURE, run_dir)
-    for name, columns in (("perplexity.csv", ("split", "lr_selected", "window_floor_bpb")),
-                          ("recall.csv", ("lr_selected", "chance_accuracy", "val_accuracy"))):
+    for name, columns in (
+        ("perplexity.csv", ("split", "lr_selected", "window_floor_bpb")),
+        ("recall.csv", ("lr_selected", "chance_accuracy", "val_accuracy")),
+    ):
         with open(run_dir / name, newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("split", "test") == "test" and r["lr_selected"] != "false"]
         with open(run_dir / name, "w", newline="") as f:
@@ -108,7 +118,10 @@ def test_an_older_run_is_read_as_test_rows_of_one_rate_and_says_so(tmp_path):
     assert "- best bits/byte on stdlib: attention 2.320 ± 0.028 (2 seeds, lr 0.002)" in lines
     assert "| stdlib | conv | 0.012 | 0.012 |  | one rate: nothing selected |" in lines
     assert sum("predates learning-rate selection" in line for line in lines) == 2  # perplexity.csv, recall.csv
-    assert "| gss | 64 |  | 0.880 ± 0.028 | 2 | chance not recorded | 0.006 | 0.006 | one rate: nothing selected |" in lines
+    assert (
+        "| gss | 64 |  | 0.880 ± 0.028 | 2 | chance not recorded | 0.006 | 0.006 | one rate: nothing selected |"
+        in lines
+    )
     assert not any("may not bracket" in line for line in lines)
 
 
@@ -146,8 +159,11 @@ def test_default_plots_dir_mirrors_results_and_links_are_relative(tmp_path, monk
     text = report.write_report(run_dir).read_text()
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     up = "../" * (len(Path(run).parts) + 1)
-    assert links == [f"{up}plots/{run}/time_fwd_float32.png", f"{up}plots/{run}/lm_bits_per_byte.png",
-                     f"{up}plots/{run}/decode.png"]
+    assert links == [
+        f"{up}plots/{run}/time_fwd_float32.png",
+        f"{up}plots/{run}/lm_bits_per_byte.png",
+        f"{up}plots/{run}/decode.png",
+    ]
     assert all((run_dir / link).resolve().is_file() for link in links)
 
 
@@ -169,15 +185,24 @@ def test_a_run_dir_outside_results_gets_plots_by_its_name(tmp_path):
 
 def test_a_tie_names_every_model_and_tied_sweeps_each_get_a_crossover(tmp_path):
     from tests.test_analysis import LENGTHS, write_fixture
-    write_fixture(tmp_path, {("gss", "fwd", "512"): {L: 2.0 * L for L in LENGTHS},
-                             ("gss", "fwd", "64"): {L: 1.0 * L for L in LENGTHS},
-                             ("conv", "fwd"): {L: 1.0 * L for L in LENGTHS},
-                             ("attention", "fwd"): {L: L * L / 1000 for L in LENGTHS}})
+
+    write_fixture(
+        tmp_path,
+        {
+            ("gss", "fwd", "512"): {L: 2.0 * L for L in LENGTHS},
+            ("gss", "fwd", "64"): {L: 1.0 * L for L in LENGTHS},
+            ("conv", "fwd"): {L: 1.0 * L for L in LENGTHS},
+            ("attention", "fwd"): {L: L * L / 1000 for L in LENGTHS},
+        },
+    )
     text = report.write_report(tmp_path, plots_dir=tmp_path / "no-plots").read_text()
     assert "| fwd | float32 | gss kernel_N=512 faster than attention above seq_len ≈ 2,000 |" in text
     assert "| fwd | float32 | gss kernel_N=64 faster than attention above seq_len ≈ 1,000 |" in text
     assert "- fwd float32, seq_len 8,192: fastest gss kernel_N=64, conv (8,192.0 ms)" in text
-    assert "- fwd float32, seq_len 8,192: lowest memory gss kernel_N=512, gss kernel_N=64, conv, attention (1.0 MiB)" in text
+    assert (
+        "- fwd float32, seq_len 8,192: lowest memory gss kernel_N=512, gss kernel_N=64, conv, attention (1.0 MiB)"
+        in text
+    )
 
 
 def test_shell_command_unquotes_the_module_invocation():
@@ -186,8 +211,9 @@ def test_shell_command_unquotes_the_module_invocation():
 
 
 def test_cli_on_a_missing_run_dir_exits_2_with_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "nope")], cwd=REPO_ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "bench.report", str(tmp_path / "nope")], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: ")
 
@@ -211,7 +237,7 @@ def test_a_model_measured_in_one_mode_only_keeps_the_time_tables_columns_aligned
         writer.writerows(kept)
     text = report.write_report(run_dir, plots_dir=run_dir / "no-plots").read_text()
     for title in ("Time per step (ms)", "Peak memory (MiB)"):
-        table = text[text.index(title):].split("\n\n")[1].splitlines()
+        table = text[text.index(title) :].split("\n\n")[1].splitlines()
         header, body = table[0].split(" | "), [line.split(" | ") for line in table[2:]]
         assert "gss-direct" in header and all(len(cells) == len(header) for cells in body), table
         column = header.index("gss-direct")

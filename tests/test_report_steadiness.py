@@ -24,14 +24,37 @@ def plant(run_dir, timed, profiled, basis="cpu_wall"):
     cell = dict(run_id="r", dtype="float32", device="cpu", batch=1, seq_len=2048, dim=512, status="ok", **OPTS)
     scaling, ops = [], []
     for (model, mode), ms in timed.items():
-        scaling.append(dict(cell, model=model, mode=mode, time_ms=ms, time_iqr_ms=1, peak_mem_mb=1, flops=1,
-                            tflops_per_s=1, repeats=10))
+        scaling.append(
+            dict(
+                cell,
+                model=model,
+                mode=mode,
+                time_ms=ms,
+                time_iqr_ms=1,
+                peak_mem_mb=1,
+                flops=1,
+                tflops_per_s=1,
+                repeats=10,
+            )
+        )
         step = profiled[model, mode]
         for category, share in (("projection", 0.75), ("fft_conv", 0.25)):
-            ops.append(dict(cell, model=model, mode=mode, category=category, time_ms=step * share, fraction=share,
-                            step_ms=step, profiled_steps=2, basis=basis))
-    ops.append(dict(cell, model="dss", mode="fwd", category="projection", time_ms=5, fraction=1, step_ms=5,
-                    basis=basis))  # profiled, never timed: not compared
+            ops.append(
+                dict(
+                    cell,
+                    model=model,
+                    mode=mode,
+                    category=category,
+                    time_ms=step * share,
+                    fraction=share,
+                    step_ms=step,
+                    profiled_steps=2,
+                    basis=basis,
+                )
+            )
+    ops.append(
+        dict(cell, model="dss", mode="fwd", category="projection", time_ms=5, fraction=1, step_ms=5, basis=basis)
+    )  # profiled, never timed: not compared
     write(run_dir, "scaling.csv", scaling)
     write(run_dir, "op_breakdown.csv", ops)
     return run_dir

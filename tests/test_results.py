@@ -46,9 +46,7 @@ def test_append_read_roundtrip(tmp_path):
         w.append({"model": "gss", "batch": 4, "compiled": True, "time_ms": 1.234567891, "error": None})
         w.append({"model": "conv, big", "compiled": False, "time_ms": float("nan"), "error": "boom\nline2"})
     assert path.read_text() == (
-        "model,batch,compiled,time_ms,error\n"
-        "gss,4,true,1.23457,\n"
-        '"conv, big",,false,,boom line2\n'
+        'model,batch,compiled,time_ms,error\ngss,4,true,1.23457,\n"conv, big",,false,,boom line2\n'
     )
     assert read_rows(path) == [
         {"model": "gss", "batch": "4", "compiled": "true", "time_ms": "1.23457", "error": ""},
@@ -214,8 +212,9 @@ def test_merge_header_mismatch_and_unknown_csv(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "bench.results", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True)  # no timeout: a loaded machine may take longer
+    return subprocess.run(
+        [sys.executable, "-m", "bench.results", *map(str, args)], cwd=REPO, capture_output=True, text=True
+    )  # no timeout: a loaded machine may take longer
 
 
 def test_cli_merge_ok_and_bad_input(tmp_path):
@@ -245,9 +244,23 @@ def test_cli_merge_ok_and_bad_input(tmp_path):
 
 def test_environment_and_write_env(tmp_path):
     env = E.environment()
-    for k in ("python", "platform", "torch", "torch_cuda", "cudnn", "cuda_available", "cuda_device_count",
-              "cuda_devices", "cpu_model", "cpu_count", "torch_num_threads", "hostname", "git_commit",
-              "git_dirty", "timestamp_utc"):
+    for k in (
+        "python",
+        "platform",
+        "torch",
+        "torch_cuda",
+        "cudnn",
+        "cuda_available",
+        "cuda_device_count",
+        "cuda_devices",
+        "cpu_model",
+        "cpu_count",
+        "torch_num_threads",
+        "hostname",
+        "git_commit",
+        "git_dirty",
+        "timestamp_utc",
+    ):
         assert k in env
     assert env["torch"] == torch.__version__ and env["cpu_count"] == os.cpu_count()
     path = E.write_env(tmp_path, config={"batch": [1, 2], "out": Path("x")}, argv=["bench.py", "--name", "a b"])
@@ -258,8 +271,9 @@ def test_environment_and_write_env(tmp_path):
 
 def test_git_dirty_counts_code_changes_not_run_outputs(tmp_path, monkeypatch):
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     git("init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")

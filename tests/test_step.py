@@ -62,6 +62,7 @@ def test_every_registered_model_is_tested():
 
 # ---- a layer's step and prefill reproduce its forward ----
 
+
 @pytest.mark.parametrize("name", models.NAMES)
 @pytest.mark.parametrize("max_len", [None, 7])  # 7 < L: a preallocated KV cache has to grow
 def test_step_matches_forward_float64(name, max_len):
@@ -119,8 +120,7 @@ def test_gss_direct_with_few_taps_steps_as_a_convolution():
         assert max_rel_err(y_rest, layer(x)[:, 9:]) <= 1e-10
 
 
-@pytest.mark.parametrize("dtype,complex_dtype", [(torch.float32, torch.complex64),
-                                                 (torch.float64, torch.complex128)])
+@pytest.mark.parametrize("dtype,complex_dtype", [(torch.float32, torch.complex64), (torch.float64, torch.complex128)])
 def test_gss_state_is_complex_b_h_n_in_the_module_precision(dtype, complex_dtype):
     state = small_layer("gss", dtype=dtype).init_state(3)
     assert state.s.shape == (3, 12, 8) and state.s.dtype == complex_dtype
@@ -162,8 +162,10 @@ def test_chunked_attention_steps_across_chunks_with_at_most_a_chunk_cached(max_l
 
 
 def test_reverse_seq_layers_refuse_to_step():
-    for layer in (models.GSS(dim=DIM, dss_kernel_N=4, dss_kernel_H=8, reverse_seq=True),
-                  models.GatedConv(dim=DIM, kernel_H=8, conv_kernel=3, reverse_seq=True)):
+    for layer in (
+        models.GSS(dim=DIM, dss_kernel_N=4, dss_kernel_H=8, reverse_seq=True),
+        models.GatedConv(dim=DIM, kernel_H=8, conv_kernel=3, reverse_seq=True),
+    ):
         with pytest.raises(ValueError, match="reverse_seq"):
             layer.init_state(1)
         with pytest.raises(ValueError, match="reverse_seq"):
@@ -180,6 +182,7 @@ def test_step_rejects_a_sequence(name):
 
 
 # ---- the LM: step, prefill and generate ----
+
 
 @pytest.mark.parametrize("name", models.LM_NAMES)
 def test_lm_prefill_and_step_match_forward_logits(name):
@@ -224,10 +227,13 @@ def test_generation_of_zero_tokens_returns_the_prompt():
         assert torch.equal(lm.generate(prompt, 0, method=method), prompt)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(method="beam"), "unknown method 'beam'; valid methods: recurrent, kv_cache, reforward"),
-    (dict(temperature=-1.0), "temperature must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(method="beam"), "unknown method 'beam'; valid methods: recurrent, kv_cache, reforward"),
+        (dict(temperature=-1.0), "temperature must be >= 0"),
+    ],
+)
 def test_generate_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         small_lm("gss").generate(torch.zeros(1, 3, dtype=torch.long), 2, **kwargs)

@@ -51,8 +51,10 @@ def test_a_failure_is_a_row_and_the_sweep_goes_on(tmp_path):
     s.run(numerics_key(seq_len=16), broken)
     s.run(numerics_key(seq_len=32), lambda: dict(status="ok"))
     rows = read_rows(tmp_path / "numerics.csv")
-    assert [(r["seq_len"], r["status"], r["error"]) for r in rows] == [("16", "error", "ValueError: bad shape"),
-                                                                     ("32", "ok", "")]
+    assert [(r["seq_len"], r["status"], r["error"]) for r in rows] == [
+        ("16", "error", "ValueError: bad shape"),
+        ("32", "ok", ""),
+    ]
     assert not (tmp_path / "numerics.inflight.json").exists()
 
 
@@ -67,8 +69,12 @@ def test_an_oom_skips_the_longer_cells_of_its_series_only(tmp_path):
     for model, length in [("gss", 16), ("gss", 64), ("attention", 64)]:
         s.run(numerics_key(model, length), lambda m=model, n=length: ran.append((m, n)) or dict(status="ok"))
     assert ran == [("gss", 16), ("attention", 64)]
-    assert statuses(tmp_path / "numerics.csv") == [("gss", "32", "oom"), ("gss", "16", "ok"), ("gss", "64", "skipped"),
-                                                   ("attention", "64", "ok")]
+    assert statuses(tmp_path / "numerics.csv") == [
+        ("gss", "32", "oom"),
+        ("gss", "16", "ok"),
+        ("gss", "64", "skipped"),
+        ("attention", "64", "ok"),
+    ]
     assert read_rows(tmp_path / "numerics.csv")[2]["error"] == "skipped after an OOM at seq_len=32"
 
 
@@ -129,8 +135,20 @@ def test_the_marker_names_the_cell_while_it_runs(tmp_path):
 
 
 def op_key(seq_len=16):
-    return dict(model="gss", mode="fwd", seq_len=seq_len, dtype="float32", device="cpu", batch=1, dim=8, kernel_N=4,
-                kernel_H=8, lambda_imag_exp=True, conv_kernel=None, compiled=False)
+    return dict(
+        model="gss",
+        mode="fwd",
+        seq_len=seq_len,
+        dtype="float32",
+        device="cpu",
+        batch=1,
+        dim=8,
+        kernel_N=4,
+        kernel_H=8,
+        lambda_imag_exp=True,
+        conv_kernel=None,
+        compiled=False,
+    )
 
 
 def test_a_cell_of_several_rows_is_done_only_when_its_last_row_is_in(tmp_path):
@@ -148,17 +166,37 @@ def test_a_cell_of_several_rows_is_done_only_when_its_last_row_is_in(tmp_path):
 
 
 def lm_keys(seq_len=32):
-    base = dict(model="gss", corpus="synthetic", corpus_sha256="abc", seed=0, kernel_N=8, lambda_imag_exp=True,
-                conv_kernel=None, train_seq_len=seq_len, steps=3, kernel_H=16, dim=16, depth=1, batch=2, lr=0.002,
-                dtype="float32", device="cpu")
+    base = dict(
+        model="gss",
+        corpus="synthetic",
+        corpus_sha256="abc",
+        seed=0,
+        kernel_N=8,
+        lambda_imag_exp=True,
+        conv_kernel=None,
+        train_seq_len=seq_len,
+        steps=3,
+        kernel_H=16,
+        dim=16,
+        depth=1,
+        batch=2,
+        lr=0.002,
+        dtype="float32",
+        device="cpu",
+    )
     return [{**base, "eval_seq_len": m * seq_len} for m in (1, 2)]
 
 
 def test_rows_known_in_advance_are_zipped_and_other_csvs_written_beside(tmp_path):
     s = sweep(tmp_path, csv="perplexity.csv", also=("train_curve.csv",))
     curve = [dict(model="gss", seed=0, step=3, loss=1.5)]
-    s.run(lm_keys(), lambda: Rows([dict(bits_per_byte=2.0, status="ok"), dict(bits_per_byte=2.5, status="ok")],
-                                  also={"train_curve.csv": curve}))
+    s.run(
+        lm_keys(),
+        lambda: Rows(
+            [dict(bits_per_byte=2.0, status="ok"), dict(bits_per_byte=2.5, status="ok")],
+            also={"train_curve.csv": curve},
+        ),
+    )
     rows = read_rows(tmp_path / "perplexity.csv")
     assert [(r["eval_seq_len"], r["bits_per_byte"]) for r in rows] == [("32", "2"), ("64", "2.5")]
     (point,) = read_rows(tmp_path / "train_curve.csv")
@@ -171,7 +209,11 @@ def test_a_failed_cell_of_rows_known_in_advance_fails_every_row_and_writes_no_ot
     s.run(lm_keys(64), lambda: Rows([dict(status="ok")] * 2))
     rows = read_rows(tmp_path / "perplexity.csv")
     assert [(r["train_seq_len"], r["eval_seq_len"], r["status"]) for r in rows] == [
-        ("32", "32", "oom"), ("32", "64", "oom"), ("64", "64", "skipped"), ("64", "128", "skipped")]
+        ("32", "32", "oom"),
+        ("32", "64", "oom"),
+        ("64", "64", "skipped"),
+        ("64", "128", "skipped"),
+    ]
     assert read_rows(tmp_path / "train_curve.csv") == []
 
 
@@ -203,8 +245,11 @@ HANGING_RUN = textwrap.dedent("""
 def test_a_sweep_killed_by_sigkill_mid_cell_resumes_without_duplicate_or_missing_cells(tmp_path):
     """End to end, through a real suite: the process is SIGKILLed while a cell runs."""
     argv = [*TINY, "--models", "gss,conv", "--seq-lens", "8,16,32", "--out", str(tmp_path)]
-    child = subprocess.Popen([sys.executable, "-c", HANGING_RUN.format(root=str(ROOT), argv=argv)],
-                             stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", HANGING_RUN.format(root=str(ROOT), argv=argv)],
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     marker = tmp_path / "scaling.inflight.json"
     while not (marker.exists() and '"seq_len": 16' in marker.read_text()) and child.poll() is None:
         time.sleep(0.05)  # no deadline: the child hangs in that cell, however slow the machine is
@@ -239,8 +284,11 @@ def test_a_group_records_each_cell_its_own_way_and_leaves_out_done_ones(tmp_path
     assert asked == [[0, 3]]  # conv is done, attention skipped: the group times gss and gss-direct
     rows = read_rows(tmp_path / "numerics.csv")
     assert [(r["model"], r["status"], r["error"]) for r in rows] == [
-        ("conv", "ok", ""), ("attention", "skipped", "skipped after an OOM at seq_len=8"), ("gss", "ok", ""),
-        ("gss-direct", "error", "ValueError: bad shape")]
+        ("conv", "ok", ""),
+        ("attention", "skipped", "skipped after an OOM at seq_len=8"),
+        ("gss", "ok", ""),
+        ("gss-direct", "error", "ValueError: bad shape"),
+    ]
     assert not (tmp_path / "numerics.inflight.json").exists()
 
 
@@ -250,6 +298,7 @@ def test_a_group_whose_measuring_breaks_records_every_cell_and_a_done_group_meas
 
     def broken(pending):
         raise RuntimeError("allocator")
+
     s.run_group(keys, broken)
     assert statuses(tmp_path / "numerics.csv") == [("gss", "16", "error"), ("conv", "16", "error")]
     s.run_group(keys, lambda pending: pytest.fail("a done group is not measured again"))

@@ -45,10 +45,9 @@ def test_unigram_entropy():
 def test_synthetic_copy_segments_copy(synth):
     cfg = Synthetic()
     blocks = torch.cat([synth.train, synth.valid, synth.test]).view(-1, cfg.block_len)
-    markov, marker, copy = (blocks[:, :cfg.markov_len], blocks[:, cfg.markov_len],
-                            blocks[:, cfg.markov_len + 1:])
+    markov, marker, copy = (blocks[:, : cfg.markov_len], blocks[:, cfg.markov_len], blocks[:, cfg.markov_len + 1 :])
     assert (marker == S.MARKER).all()
-    assert torch.equal(copy, markov[:, -cfg.copy_len:])
+    assert torch.equal(copy, markov[:, -cfg.copy_len :])
     assert set(markov.unique().tolist()) <= set(S.MARKOV_ALPHABET)
     assert S.MARKER not in S.MARKOV_ALPHABET
 
@@ -58,10 +57,10 @@ def test_synthetic_empirical_entropy_matches_floor(synth):
     lut = torch.full((256,), -1, dtype=torch.long)
     lut[torch.tensor(list(S.MARKOV_ALPHABET))] = torch.arange(len(S.MARKOV_ALPHABET))
     blocks = torch.cat([synth.train, synth.valid, synth.test]).view(-1, cfg.block_len)
-    symbols = lut[blocks[:, :cfg.markov_len].long()]
+    symbols = lut[blocks[:, : cfg.markov_len].long()]
     first = torch.bincount(symbols[:, 0], minlength=cfg.alphabet).double()
     pairs = symbols[:, :-1] * cfg.alphabet + symbols[:, 1:]  # bigrams within each block
-    joint = torch.bincount(pairs.reshape(-1), minlength=cfg.alphabet ** 2).double().view(cfg.alphabet, -1)
+    joint = torch.bincount(pairs.reshape(-1), minlength=cfg.alphabet**2).double().view(cfg.alphabet, -1)
     h_first = S.unigram_entropy_bpb(symbols[:, 0])
     h_cond = float(-(joint * torch.log2((joint / joint.sum(1, keepdim=True)).clamp_min(1e-300))).sum() / joint.sum())
     empirical = (h_first + (cfg.markov_len - 1) * h_cond) / cfg.block_len

@@ -15,6 +15,7 @@ from bench.timing import MODES, Timing, make_step, measure, measure_group, media
 class FakeTimer:
     """A clock that advances only by the durations it hands out: a timed repeat of the step called `name` takes
     durations(name) ms, a warm-up call (outside time_ms) warmup_ms. Logs every call and every timed repeat."""
+
     clock = "fake"
 
     def __init__(self, durations, warmup_ms=1.0):
@@ -42,12 +43,14 @@ def steps(timer, names, *, warmup_ms=None, fail=()):
     """Zero-arg steps named by the letters of `names` that log their calls; those in `fail` raise."""
     out = []
     for name in names:
+
         def step(name=name):
             if name in fail:
                 raise RuntimeError(f"{name} broke")
             timer.log.append(("call", name))
             if timer.in_warmup:
                 timer.t += (warmup_ms or {}).get(name, timer.warmup_ms) / 1e3
+
         step.__name__ = name
         out.append(step)
     return out
@@ -87,8 +90,9 @@ def test_a_member_that_raises_is_returned_as_its_error_and_the_others_are_timed(
 
 def test_a_slow_step_skips_its_other_warmups_and_needs_five_repeats():
     timer = FakeTimer(lambda name: 2000.0 if name == "S" else 1.0)
-    slow, fast = measure_group(steps(timer, "SF", warmup_ms={"S": 2000.0}), device="cpu", warmup=3, min_repeats=10,
-                               budget_s=1.0, timer=timer)
+    slow, fast = measure_group(
+        steps(timer, "SF", warmup_ms={"S": 2000.0}), device="cpu", warmup=3, min_repeats=10, budget_s=1.0, timer=timer
+    )
     assert slow.warmup == 1 and slow.repeats == timing.SLOW_STEP_MIN_REPEATS == 5 and slow.stop_reason == "budget"
     assert fast.warmup == 3 and fast.repeats == 10
 
@@ -96,8 +100,9 @@ def test_a_slow_step_skips_its_other_warmups_and_needs_five_repeats():
 def test_max_repeats_caps_a_member_that_never_converges():
     rng = random.Random(1)
     timer = FakeTimer(lambda name: 10.0 * math.exp(rng.gauss(0, 0.5)))
-    (t,) = measure_group(steps(timer, "A"), device="cpu", warmup=0, min_repeats=10, max_repeats=12, budget_s=1e9,
-                         timer=timer)
+    (t,) = measure_group(
+        steps(timer, "A"), device="cpu", warmup=0, min_repeats=10, max_repeats=12, budget_s=1e9, timer=timer
+    )
     assert t.repeats == 12 and t.stop_reason == "max_repeats"
 
 
@@ -138,6 +143,7 @@ def test_the_cpu_timer_reads_the_clock_around_the_step(monkeypatch):
 
     def step():
         now[0] += 0.25
+
     assert timing._CpuTimer().time_ms(step) == pytest.approx(250.0)
 
 

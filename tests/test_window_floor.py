@@ -17,19 +17,34 @@ from bench.synthetic import (
 
 SPARSE = np.array([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5], [0.3, 0.3, 0.4]])  # zeros: 0 log 0 and gaps that mix slowly
 TINY = {  # name: (source, its transition or None to draw one, [(seq_len, multiple), ...]); <= ~65k sequences a phase
-    "a2-m3-c1": (Synthetic(alphabet=2, markov_len=3, copy_len=1, concentration=0.5), None,
-                 [(1, 1), (3, 1), (7, 1), (11, 1), (1, 4), (2, 3), (3, 2), (6, 2)]),
-    "a3-m3-c2": (Synthetic(alphabet=3, markov_len=3, copy_len=2, concentration=0.5), None,
-                 [(3, 1), (4, 1), (7, 1), (1, 2), (1, 3), (2, 2), (3, 3)]),
+    "a2-m3-c1": (
+        Synthetic(alphabet=2, markov_len=3, copy_len=1, concentration=0.5),
+        None,
+        [(1, 1), (3, 1), (7, 1), (11, 1), (1, 4), (2, 3), (3, 2), (6, 2)],
+    ),
+    "a3-m3-c2": (
+        Synthetic(alphabet=3, markov_len=3, copy_len=2, concentration=0.5),
+        None,
+        [(3, 1), (4, 1), (7, 1), (1, 2), (1, 3), (2, 2), (3, 3)],
+    ),
     "a3-m3-c2-sparse": (Synthetic(alphabet=3, markov_len=3, copy_len=2), SPARSE, [(2, 1), (5, 1), (1, 2), (3, 2)]),
-    "a2-m4-c2": (Synthetic(alphabet=2, markov_len=4, copy_len=2, concentration=0.5), None,
-                 [(6, 1), (9, 1), (1, 2), (1, 5), (3, 3), (8, 2)]),
-    "a2-m3-c3": (Synthetic(alphabet=2, markov_len=3, copy_len=3, concentration=0.5), None,
-                 [(2, 1), (5, 1), (8, 1), (1, 3), (2, 2), (2, 4), (4, 3)]),
+    "a2-m4-c2": (
+        Synthetic(alphabet=2, markov_len=4, copy_len=2, concentration=0.5),
+        None,
+        [(6, 1), (9, 1), (1, 2), (1, 5), (3, 3), (8, 2)],
+    ),
+    "a2-m3-c3": (
+        Synthetic(alphabet=2, markov_len=3, copy_len=3, concentration=0.5),
+        None,
+        [(2, 1), (5, 1), (8, 1), (1, 3), (2, 2), (2, 4), (4, 3)],
+    ),
     "a3-m4-c1": (Synthetic(alphabet=3, markov_len=4, copy_len=1, concentration=0.5), None, [(3, 1), (5, 1), (2, 2)]),
 }
-CASES = [pytest.param(name, seq_len, multiple, id=f"{name}-T{seq_len}-k{multiple}")
-         for name, (_, _, cells) in TINY.items() for seq_len, multiple in cells]
+CASES = [
+    pytest.param(name, seq_len, multiple, id=f"{name}-T{seq_len}-k{multiple}")
+    for name, (_, _, cells) in TINY.items()
+    for seq_len, multiple in cells
+]
 
 
 def tiny(name, seed=0):
@@ -42,8 +57,10 @@ def every_block(config, transition):
     probability: the first Markov symbol from pi, each next one from the transition row of the one before."""
     m, c = config.markov_len, config.copy_len
     chains = np.array(list(itertools.product(range(config.alphabet), repeat=m)))
-    prob = stationary_distribution(transition)[chains[:, 0]] * np.prod(transition[chains[:, :-1], chains[:, 1:]], axis=1)
-    blocks = np.concatenate([chains, np.full((len(chains), 1), config.alphabet), chains[:, m - c:]], axis=1)
+    prob = stationary_distribution(transition)[chains[:, 0]] * np.prod(
+        transition[chains[:, :-1], chains[:, 1:]], axis=1
+    )
+    blocks = np.concatenate([chains, np.full((len(chains), 1), config.alphabet), chains[:, m - c :]], axis=1)
     return blocks, prob
 
 
@@ -52,7 +69,7 @@ def window_law(blocks, prob, *, phase, length):
     sequence of the blocks the window touches: (window codes as base-(alphabet+1) integers, probabilities)."""
     n_blocks = -(-(phase + length) // blocks.shape[1])
     sequences = np.indices((len(blocks),) * n_blocks).reshape(n_blocks, -1).T
-    stream = blocks[sequences].reshape(len(sequences), -1)[:, phase:phase + length]
+    stream = blocks[sequences].reshape(len(sequences), -1)[:, phase : phase + length]
     digits = (blocks.max() + 1) ** np.arange(length, dtype=np.int64)
     return stream @ digits, np.prod(prob[sequences], axis=1)
 
@@ -98,8 +115,10 @@ def test_window_floor_matches_brute_force(name, seq_len, multiple):
     floor = window_floor_bpb(transition, config, seq_len=seq_len, multiple=multiple)
     knowing, blind = brute_force_floors(config, transition, seq_len=seq_len, multiple=multiple)
     bound = np.log2(config.block_len) / seq_len
-    print(f"{name} T={seq_len} k={multiple}: floor {floor:.12f}, brute force {knowing:.12f} "
-          f"(|diff| {abs(floor - knowing):.1e}); without the phase {blind:.6f}, bound {floor + bound:.6f}")
+    print(
+        f"{name} T={seq_len} k={multiple}: floor {floor:.12f}, brute force {knowing:.12f} "
+        f"(|diff| {abs(floor - knowing):.1e}); without the phase {blind:.6f}, bound {floor + bound:.6f}"
+    )
     assert floor == pytest.approx(knowing, abs=1e-9)
     assert floor - 1e-9 <= blind <= floor + bound + 1e-9  # knowing the phase is worth at most log2(block_len)/T
     rate = synthetic_entropy_rate(transition, markov_len=config.markov_len, copy_len=config.copy_len)

@@ -23,8 +23,10 @@ TRAINING_NUMERIC = frozenset({"lr", "window_floor_bpb", "chance_accuracy", "val_
 # Older CSVs (before learning-rate selection, issue 12) trained every model at one rate and evaluated the test
 # text only: read as what the new protocol writes for a single rate, test rows with lr_selected true. Their
 # floors and chance were not recorded (the older recall generator's chance is not 1/num_kv_pairs): empty.
-PROTOCOL_DEFAULTS = {"perplexity.csv": dict(split="test", lr_selected="true", window_floor_bpb=""),
-                     "recall.csv": dict(lr_selected="true", chance_accuracy="", val_accuracy="")}
+PROTOCOL_DEFAULTS = {
+    "perplexity.csv": dict(split="test", lr_selected="true", window_floor_bpb=""),
+    "recall.csv": dict(lr_selected="true", chance_accuracy="", val_accuracy=""),
+}
 
 
 def load_csv(run_dir, name):
@@ -73,6 +75,7 @@ def modes_dtypes(df):
 
 # ---- scaling: length sweeps, slopes, crossovers, ablations
 
+
 def _series_key(rows):
     """Cells of one sweep share every option ("a|b|c|d", in OPTIONS order); for gss-direct, full taps means
     conv_kernel == seq_len."""
@@ -103,8 +106,7 @@ def _label(model, key, keys):
         return model
     parts = [k.split("|") for k in keys]
     own = key.split("|")
-    return model + "".join(f" {name}={own[i]}" for i, name in enumerate(OPTIONS)
-                           if len({p[i] for p in parts}) > 1)
+    return model + "".join(f" {name}={own[i]}" for i, name in enumerate(OPTIONS) if len({p[i] for p in parts}) > 1)
 
 
 def model_sweeps(df, model, *, mode, dtype="float32"):
@@ -126,7 +128,7 @@ def fitted_lengths(lengths):
     """The lengths a slope is fitted over: the longest max(3, ceil(n/2)) of n; none when n < 3 (a line through two
     points is no fit). The one rule of the report, the figures and findings.csv."""
     lengths = sorted(lengths)
-    return lengths[-max(3, math.ceil(len(lengths) / 2)):] if len(lengths) >= 3 else []
+    return lengths[-max(3, math.ceil(len(lengths) / 2)) :] if len(lengths) >= 3 else []
 
 
 def fitted_slope(series):
@@ -192,8 +194,12 @@ def crossovers(df, *, mode, dtype, a="gss", b="attention"):
     """(label of a, label of b, crossover_text) for every pair of their length sweeps in (mode, dtype)."""
     sa, sb = (model_sweeps(df, m, mode=mode, dtype=dtype) for m in (a, b))
     series = {label: _series(rows, "time_ms") for label, rows in (*sa.items(), *sb.items())}
-    return [(la, lb, crossover_text(series[la], series[lb], a=la, b=lb, rows=(ra, rb)))
-            for la, ra in sa.items() for lb, rb in sb.items() if not series[la].empty and not series[lb].empty]
+    return [
+        (la, lb, crossover_text(series[la], series[lb], a=la, b=lb, rows=(ra, rb)))
+        for la, ra in sa.items()
+        for lb, rb in sb.items()
+        if not series[la].empty and not series[lb].empty
+    ]
 
 
 def key_lengths(series_by_model):
@@ -213,14 +219,17 @@ def at_lengths(df, *, mode, dtype, value):
 
 
 def absent(df, labels, *, mode, dtype, length):
-    """"; X did not reach it; Y not measured at it" for the sweeps (labels) without an ok cell at `length`: failed
+    """ "; X did not reach it; Y not measured at it" for the sweeps (labels) without an ok cell at `length`: failed
     there (an oom or error row of the model), or not in the grid there (the quick preset stops some models at
     4K); "" when none is absent."""
     rows = df[(df["mode"] == mode) & (df.dtype == dtype) & (df.seq_len == length) & (df.status != "ok")]
     failed = [lb for lb in labels if lb.split()[0] in set(rows.model)]
     others = [lb for lb in labels if lb not in failed]
-    return "".join(f"; {', '.join(names)} {what}" for names, what in ((failed, "did not reach it"),
-                                                                       (others, "not measured at it")) if names)
+    return "".join(
+        f"; {', '.join(names)} {what}"
+        for names, what in ((failed, "did not reach it"), (others, "not measured at it"))
+        if names
+    )
 
 
 def option_ablation(df, option):
@@ -252,7 +261,16 @@ def failed_cells(run_dir):
         for _, row in df[df.status != "ok"].iterrows():
             length = next((row[c] for c in LENGTHS if c in row), "")
             options = ", ".join(f"{c}={row[c]}" for c in OPTIONS if c in row and row[c] != "")
-            out.append(dict(csv=path.name, model=row.get("model", ""), mode=row.get("mode", ""),
-                            dtype=row.get("dtype", ""), seq_len=length, options=options, status=row.status,
-                            error=row.get("error", "")))
+            out.append(
+                dict(
+                    csv=path.name,
+                    model=row.get("model", ""),
+                    mode=row.get("mode", ""),
+                    dtype=row.get("dtype", ""),
+                    seq_len=length,
+                    options=options,
+                    status=row.status,
+                    error=row.get("error", ""),
+                )
+            )
     return pd.DataFrame(out)

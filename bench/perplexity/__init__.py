@@ -49,23 +49,42 @@ def build_cells(args, preset):
     """The preset's grids for the requested task(s); with grid flags, one grid per task from the flags."""
     tasks = usage.parse_list(args.task, "task", lambda t: usage.choice(t, "task", TASKS)) if args.task else TASKS
     grids = [g for g in preset.grids if g.task in tasks]
-    flags = dict(models=args.models, corpus=args.corpus, seq_lens=args.seq_len, kernel_N=args.kernel_n,
-                 lambda_imag_exp=args.lambda_imag_exp, conv_kernel=args.conv_kernel, seeds=args.seeds,
-                 eval_lengths=args.eval_lengths, vocab=args.vocab, num_kv_pairs=args.num_kv_pairs)
+    flags = dict(
+        models=args.models,
+        corpus=args.corpus,
+        seq_lens=args.seq_len,
+        kernel_N=args.kernel_n,
+        lambda_imag_exp=args.lambda_imag_exp,
+        conv_kernel=args.conv_kernel,
+        seeds=args.seeds,
+        eval_lengths=args.eval_lengths,
+        vocab=args.vocab,
+        num_kv_pairs=args.num_kv_pairs,
+    )
     if any(v is not None for v in flags.values()):
         bases = {g.task: g for g in reversed(grids)}  # the first grid of each task supplies the defaults
-        grids = [TrainGrid(**{**base.__dict__, "name": "custom", **{k: v for k, v in flags.items() if v is not None}})
-                 for base in bases.values()]
-    tuning = dict(batch=args.batch, steps=args.steps, dim=args.dim, depth=args.depth, lrs=args.lr,
-                  dtype=args.dtype[0] if args.dtype else None)
+        grids = [
+            TrainGrid(**{**base.__dict__, "name": "custom", **{k: v for k, v in flags.items() if v is not None}})
+            for base in bases.values()
+        ]
+    tuning = dict(
+        batch=args.batch,
+        steps=args.steps,
+        dim=args.dim,
+        depth=args.depth,
+        lrs=args.lr,
+        dtype=args.dtype[0] if args.dtype else None,
+    )
     grids = [replace(g, **{k: v for k, v in tuning.items() if v is not None}) for g in grids]
     cells = list(dict.fromkeys(c for g in grids for c in g.cells()))
     if args.vocab is not None:  # as given, not adjusted: a vocabulary too small for the lengths is bad input
         cells = [replace(c, vocab=args.vocab) if c.task == "recall" else c for c in cells]
     if not cells:
-        raise UsageError("nothing to train: no grid of the preset has the requested task" if not grids else
-                         "nothing to train: no requested model takes the options given (conv_kernel 'full' is "
-                         "gss-direct's)")
+        raise UsageError(
+            "nothing to train: no grid of the preset has the requested task"
+            if not grids
+            else "nothing to train: no requested model takes the options given (conv_kernel 'full' is gss-direct's)"
+        )
     for cell in cells:  # bad input fails here, before anything is written
         models.build_lm(cell.model, num_tokens=2, dim=cell.dim, depth=cell.depth, device="meta", **cell.layer_options())
         if cell.task == "recall":
@@ -88,8 +107,9 @@ def shard(cells, spec):
 def convert(args):
     """The suite's own flags (cli.convert_flags handles the shared ones)."""
     executor.convert(args)
-    cli.convert_lists(args, seq_len=usage.positive_int, eval_lengths=usage.positive_int, seeds=_seed,
-                      lr=usage.positive_number)
+    cli.convert_lists(
+        args, seq_len=usage.positive_int, eval_lengths=usage.positive_int, seeds=_seed, lr=usage.positive_number
+    )
     cli.convert_ints(args, "steps", "depth", "vocab", "num_kv_pairs")
     if args.dtype is not None and len(args.dtype) > 1:
         raise UsageError(f"--dtype takes one dtype here (every model trains in it), got {','.join(args.dtype)}")
@@ -119,8 +139,10 @@ class SelectingSweep(Sweep):
         return cell.lrs[0] if len(cell.lrs) == 1 else self.chosen.get(cell_key(base, self.group))
 
 
-UNSELECTED = ("no learning rate selected for this training: the first seed's selection failed or did not run (a "
-              "shard holds a group's seeds together)")
+UNSELECTED = (
+    "no learning rate selected for this training: the first seed's selection failed or did not run (a "
+    "shard holds a group's seeds together)"
+)
 
 
 def unselected(*_):
@@ -153,8 +175,9 @@ def run(args, ctx):
     if args.executor == "local":
         drive(ctx.cells, run_cell, desc="perplexity", deadline=ctx.deadline)
     else:  # a training at a selected rate waits for its selection, then starts with the rate it chose
-        _, infos = executor.run(jobs(ctx.cells, plan), desc="perplexity", deadline=ctx.deadline,
-                                   **executor.options(args, ctx.device))
+        _, infos = executor.run(
+            jobs(ctx.cells, plan), desc="perplexity", deadline=ctx.deadline, **executor.options(args, ctx.device)
+        )
         executor.record_nodes(ctx.out_dir, infos)
     return ctx.out_dir / CSV
 
@@ -162,6 +185,7 @@ def run(args, ctx):
 def jobs(cells, plan):
     """The trainings as executor jobs, in order; one at a selected rate is held until its selection (the first
     seed's cell of the same model and options) has finished, here or in the run being resumed."""
+
     def group(c):
         return c.task, c.model, c.seq_len, c.kernel_N, c.kernel_H, c.lambda_imag_exp, c.conv_kernel, c.corpus
 
@@ -203,14 +227,21 @@ def measure_remote(cell, device_type, rate):
 
 def make_parser():
     shared = ("--models", "--batch", "--dim", "--depth", "--kernel-n", "--lambda-imag-exp", "--conv-kernel", "--dtype")
-    p = cli.parser(__doc__, "python -m bench.perplexity", shared, task="lm, recall (default: the preset's tasks)",
-                   corpus="synthetic, stdlib, enwik8[:PATH], or a path to a text file",
-                   seq_len="training length (recall: comma-separated lengths)", steps="optimiser steps",
-                   seeds="comma-separated seeds", eval_lengths="multiples of the training length, e.g. 1,2,4",
-                   lr="peak rates; with several, each model selects its own on validation (first seed)",
-                   dtype="float32, bfloat16 or float16 (autocast; one dtype)",
-                   vocab="recall vocabulary (default: the grid's if above the longest length, else the next power "
-                         "of two)", num_kv_pairs="recall key-value pairs per sequence")
+    p = cli.parser(
+        __doc__,
+        "python -m bench.perplexity",
+        shared,
+        task="lm, recall (default: the preset's tasks)",
+        corpus="synthetic, stdlib, enwik8[:PATH], or a path to a text file",
+        seq_len="training length (recall: comma-separated lengths)",
+        steps="optimiser steps",
+        seeds="comma-separated seeds",
+        eval_lengths="multiples of the training length, e.g. 1,2,4",
+        lr="peak rates; with several, each model selects its own on validation (first seed)",
+        dtype="float32, bfloat16 or float16 (autocast; one dtype)",
+        vocab="recall vocabulary (default: the grid's if above the longest length, else the next power of two)",
+        num_kv_pairs="recall key-value pairs per sequence",
+    )
     executor.add_flags(p)
     return p
 

@@ -21,6 +21,7 @@ class Training:
     """One training cell of the perplexity suite (task lm) or of associative recall (task recall): at the first
     seed with several `lrs`, the learning-rate selection (a training per rate); otherwise one training at the
     selected (or only) rate."""
+
     task: str
     model: str
     seed: int
@@ -49,8 +50,13 @@ class Training:
 
     def layer_options(self):
         """The model's options: the grid's, and chunked attention's chunk at CHUNK_OF_TRAINING of the length."""
-        values = dict(kernel_N=self.kernel_N, kernel_H=self.kernel_H, lambda_imag_exp=self.lambda_imag_exp,
-                      conv_kernel=self.conv_kernel, chunk=max(1, self.seq_len // CHUNK_OF_TRAINING))
+        values = dict(
+            kernel_N=self.kernel_N,
+            kernel_H=self.kernel_H,
+            lambda_imag_exp=self.lambda_imag_exp,
+            conv_kernel=self.conv_kernel,
+            chunk=max(1, self.seq_len // CHUNK_OF_TRAINING),
+        )
         return {k: v for k, v in values.items() if k in models.options_of(self.model) and v is not None}
 
 
@@ -65,6 +71,7 @@ def recall_vocab(vocab, seq_lens):
 class TrainGrid:
     """models x applicable options x seeds (x seq_lens for recall); everything else shared, so every
     model gets the same token budget, optimiser, batch, seeds and candidate learning rates."""
+
     name: str
     task: str
     models: tuple
@@ -93,15 +100,27 @@ class TrainGrid:
 
     def cells(self):
         recall = self.task == "recall"
-        shared = dict(task=self.task, batch=self.batch, steps=self.steps, lrs=tuple(sorted(set(self.lrs))),
-                      dim=self.dim, depth=self.depth, dtype=self.dtype, corpus=None if recall else self.corpus,
-                      eval_lengths=() if recall else self.eval_lengths, eval_tokens=self.eval_tokens,
-                      num_kv_pairs=self.num_kv_pairs if recall else None,
-                      vocab=recall_vocab(self.vocab, self.seq_lens) if recall else None)
-        return [Training(model=model, seed=seed, first_seed=seed == self.seeds[0], seq_len=seq_len, **shared,
-                         **options)
-                for model in self.models for options in option_combos(model, self)
-                for seq_len in self.seq_lens for seed in self.seeds]
+        shared = dict(
+            task=self.task,
+            batch=self.batch,
+            steps=self.steps,
+            lrs=tuple(sorted(set(self.lrs))),
+            dim=self.dim,
+            depth=self.depth,
+            dtype=self.dtype,
+            corpus=None if recall else self.corpus,
+            eval_lengths=() if recall else self.eval_lengths,
+            eval_tokens=self.eval_tokens,
+            num_kv_pairs=self.num_kv_pairs if recall else None,
+            vocab=recall_vocab(self.vocab, self.seq_lens) if recall else None,
+        )
+        return [
+            Training(model=model, seed=seed, first_seed=seed == self.seeds[0], seq_len=seq_len, **shared, **options)
+            for model in self.models
+            for options in option_combos(model, self)
+            for seq_len in self.seq_lens
+            for seed in self.seeds
+        ]
 
 
 _TINY = dict(dim=64, depth=2, batch=8, kernel_H=(32,))  # the GSS paper's H = dim / 2 ratio at a tiny width
@@ -109,44 +128,164 @@ _TINY = dict(dim=64, depth=2, batch=8, kernel_H=(32,))  # the GSS paper's H = di
 _PAPER = ("gss", "conv", "attention", "dss", "attention-chunked", "gss-hybrid")
 PERPLEXITY_PRESETS = {
     # CPU, 2 cores: tiny byte-level LMs, each model at its best of three learning rates.
-    "quick": Preset("quick", (
-        # every model chose 1.2e-2 from (2e-3, 6e-3, 1.2e-2) on a trial run: the grid is centred there. Not fewer
-        # steps: at 200, four of the six models chose the largest rate (the optimum moves up as training shortens)
-        TrainGrid("models", "lm", _PAPER, seeds=(0, 1), corpus="stdlib", steps=300,
-                  seq_lens=(256,), kernel_N=(64,), lrs=(6e-3, 1.2e-2, 2.4e-2), **_TINY),
-        # No kernel_N / lambda_imag_exp ablation here (the full preset has it): its 8 trainings were 50 s of the
-        # quick run_all's 9 minutes, and its delta was +0.000 +- 0.001 bits/byte in the last quick reference that
-        # had it. Recall's length 48 went before it.
-        # Zoology's MQAR at lengths where a few hundred steps teach attention the task at the shortest (0.70-0.97
-        # at 32 against chance 0.25 on trial runs): a vocabulary just above the lengths, 4 pairs, batch 16; two
-        # rates (no model chose 2e-3 of 2e-3, 6e-3, 1.2e-2 in two trial runs), to keep the preset within 7 minutes
-        TrainGrid("recall", "recall", _PAPER, seeds=(0, 1), seq_lens=(32,), steps=250,
-                  num_kv_pairs=4, vocab=64, kernel_N=(64,), lrs=(6e-3, 1.2e-2), **{**_TINY, "batch": 16}),
-    )),
+    "quick": Preset(
+        "quick",
+        (
+            # every model chose 1.2e-2 from (2e-3, 6e-3, 1.2e-2) on a trial run: the grid is centred there. Not fewer
+            # steps: at 200, four of the six models chose the largest rate (the optimum moves up as training shortens)
+            TrainGrid(
+                "models",
+                "lm",
+                _PAPER,
+                seeds=(0, 1),
+                corpus="stdlib",
+                steps=300,
+                seq_lens=(256,),
+                kernel_N=(64,),
+                lrs=(6e-3, 1.2e-2, 2.4e-2),
+                **_TINY,
+            ),
+            # No kernel_N / lambda_imag_exp ablation here (the full preset has it): its 8 trainings were 50 s of the
+            # quick run_all's 9 minutes, and its delta was +0.000 +- 0.001 bits/byte in the last quick reference that
+            # had it. Recall's length 48 went before it.
+            # Zoology's MQAR at lengths where a few hundred steps teach attention the task at the shortest (0.70-0.97
+            # at 32 against chance 0.25 on trial runs): a vocabulary just above the lengths, 4 pairs, batch 16; two
+            # rates (no model chose 2e-3 of 2e-3, 6e-3, 1.2e-2 in two trial runs), to keep the preset within 7 minutes
+            TrainGrid(
+                "recall",
+                "recall",
+                _PAPER,
+                seeds=(0, 1),
+                seq_lens=(32,),
+                steps=250,
+                num_kv_pairs=4,
+                vocab=64,
+                kernel_N=(64,),
+                lrs=(6e-3, 1.2e-2),
+                **{**_TINY, "batch": 16},
+            ),
+        ),
+    ),
     # One GPU: the byte-level setting of the original training script (dim 512, depth 8, seq_len 4096,
     # bf16 autocast) for a fixed budget, at the best of four learning rates.
-    "full": Preset("full", (
-        TrainGrid("models", "lm", _PAPER, seeds=(0, 1), corpus="stdlib", seq_lens=(4096,),
-                  batch=4, steps=300, lrs=(3e-4, 6e-4, 1.2e-3, 2.4e-3), dim=512, depth=8, eval_lengths=(1, 2, 4, 8),
-                  eval_tokens=131072, dtype="bfloat16"),
-        TrainGrid("ablation", "lm", ("gss",), seeds=(0, 1), corpus="synthetic", seq_lens=(1024,), batch=8, steps=300,
-                  lrs=(5e-4, 1e-3, 2e-3, 4e-3), dim=256, depth=4, kernel_N=(64, 512), lambda_imag_exp=(True, False),
-                  dtype="bfloat16"),
-        TrainGrid("recall", "recall", _PAPER, seeds=(0, 1), seq_lens=(256, 1024, 4096),
-                  batch=32, steps=500, lrs=(5e-4, 1e-3, 2e-3, 4e-3), dim=128, depth=2, num_kv_pairs=32, vocab=8192),
-    )),
+    "full": Preset(
+        "full",
+        (
+            TrainGrid(
+                "models",
+                "lm",
+                _PAPER,
+                seeds=(0, 1),
+                corpus="stdlib",
+                seq_lens=(4096,),
+                batch=4,
+                steps=300,
+                lrs=(3e-4, 6e-4, 1.2e-3, 2.4e-3),
+                dim=512,
+                depth=8,
+                eval_lengths=(1, 2, 4, 8),
+                eval_tokens=131072,
+                dtype="bfloat16",
+            ),
+            TrainGrid(
+                "ablation",
+                "lm",
+                ("gss",),
+                seeds=(0, 1),
+                corpus="synthetic",
+                seq_lens=(1024,),
+                batch=8,
+                steps=300,
+                lrs=(5e-4, 1e-3, 2e-3, 4e-3),
+                dim=256,
+                depth=4,
+                kernel_N=(64, 512),
+                lambda_imag_exp=(True, False),
+                dtype="bfloat16",
+            ),
+            TrainGrid(
+                "recall",
+                "recall",
+                _PAPER,
+                seeds=(0, 1),
+                seq_lens=(256, 1024, 4096),
+                batch=32,
+                steps=500,
+                lrs=(5e-4, 1e-3, 2e-3, 4e-3),
+                dim=128,
+                depth=2,
+                num_kv_pairs=32,
+                vocab=8192,
+            ),
+        ),
+    ),
     # One H100/H200 within the device budget: one short training of every model at one rate (no selection).
-    "gpu-check": Preset("gpu-check", (
-        TrainGrid("models", "lm", models.LM_NAMES, corpus="stdlib", seq_lens=(2048,), batch=8, steps=100,
-                  lrs=(1e-3,), dim=512, depth=4, eval_lengths=(1, 2), eval_tokens=65536, dtype="bfloat16"),
-        TrainGrid("recall", "recall", models.LM_NAMES, seq_lens=(256,), batch=32, steps=100, lrs=(2e-3,),
-                  dim=128, depth=2, num_kv_pairs=16, vocab=8192),
-    )),
-    "smoke": Preset("smoke", (
-        TrainGrid("models", "lm", models.LM_NAMES, seeds=(0,), corpus="synthetic", seq_lens=(32,), batch=2,
-                  steps=3, dim=16, depth=1, eval_lengths=(1, 2), eval_tokens=256, kernel_N=(8,), kernel_H=(16,),
-                  lrs=(2e-3, 4e-3)),
-        TrainGrid("recall", "recall", ("gss", "attention"), seq_lens=(32,), batch=2, steps=3, dim=16, depth=1,
-                  num_kv_pairs=4, kernel_N=(8,), kernel_H=(16,)),
-    )),
+    "gpu-check": Preset(
+        "gpu-check",
+        (
+            TrainGrid(
+                "models",
+                "lm",
+                models.LM_NAMES,
+                corpus="stdlib",
+                seq_lens=(2048,),
+                batch=8,
+                steps=100,
+                lrs=(1e-3,),
+                dim=512,
+                depth=4,
+                eval_lengths=(1, 2),
+                eval_tokens=65536,
+                dtype="bfloat16",
+            ),
+            TrainGrid(
+                "recall",
+                "recall",
+                models.LM_NAMES,
+                seq_lens=(256,),
+                batch=32,
+                steps=100,
+                lrs=(2e-3,),
+                dim=128,
+                depth=2,
+                num_kv_pairs=16,
+                vocab=8192,
+            ),
+        ),
+    ),
+    "smoke": Preset(
+        "smoke",
+        (
+            TrainGrid(
+                "models",
+                "lm",
+                models.LM_NAMES,
+                seeds=(0,),
+                corpus="synthetic",
+                seq_lens=(32,),
+                batch=2,
+                steps=3,
+                dim=16,
+                depth=1,
+                eval_lengths=(1, 2),
+                eval_tokens=256,
+                kernel_N=(8,),
+                kernel_H=(16,),
+                lrs=(2e-3, 4e-3),
+            ),
+            TrainGrid(
+                "recall",
+                "recall",
+                ("gss", "attention"),
+                seq_lens=(32,),
+                batch=2,
+                steps=3,
+                dim=16,
+                depth=1,
+                num_kv_pairs=4,
+                kernel_N=(8,),
+                kernel_H=(16,),
+            ),
+        ),
+    ),
 }

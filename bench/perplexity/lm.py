@@ -21,36 +21,73 @@ NUM_TOKENS = 256  # bytes
 
 def base_row(cell, corpus, device):
     """The columns of a training's rows known before it runs (lr, split and eval_seq_len come per row)."""
-    return dict(model=cell.model, corpus=cell.corpus, corpus_sha256=corpus.sha256, seed=cell.seed, dim=cell.dim,
-                depth=cell.depth, kernel_N=cell.kernel_N, kernel_H=cell.kernel_H, lambda_imag_exp=cell.lambda_imag_exp,
-                conv_kernel=cell.conv_kernel, train_seq_len=cell.seq_len, steps=cell.steps, batch=cell.batch,
-                tokens=cell.steps * cell.batch * cell.seq_len, dtype=cell.dtype, device=str(device),
-                entropy_floor_bpb=corpus.entropy_floor_bpb)
+    return dict(
+        model=cell.model,
+        corpus=cell.corpus,
+        corpus_sha256=corpus.sha256,
+        seed=cell.seed,
+        dim=cell.dim,
+        depth=cell.depth,
+        kernel_N=cell.kernel_N,
+        kernel_H=cell.kernel_H,
+        lambda_imag_exp=cell.lambda_imag_exp,
+        conv_kernel=cell.conv_kernel,
+        train_seq_len=cell.seq_len,
+        steps=cell.steps,
+        batch=cell.batch,
+        tokens=cell.steps * cell.batch * cell.seq_len,
+        dtype=cell.dtype,
+        device=str(device),
+        entropy_floor_bpb=corpus.entropy_floor_bpb,
+    )
 
 
 def build_lm(cell, num_tokens, device):
     torch.manual_seed(cell.seed)
-    return models.build_lm(cell.model, num_tokens=num_tokens, dim=cell.dim, depth=cell.depth, device=device,
-                           **cell.layer_options())
+    return models.build_lm(
+        cell.model, num_tokens=num_tokens, dim=cell.dim, depth=cell.depth, device=device, **cell.layer_options()
+    )
 
 
 def curve_rows(cell, lr, losses):
     """At most CURVE_POINTS points of a training's loss curve, each the mean of the steps since the last."""
     every = max(1, len(losses) // CURVE_POINTS)
-    training = dict(model=cell.model, kernel_N=cell.kernel_N, lambda_imag_exp=cell.lambda_imag_exp,
-                    conv_kernel=cell.conv_kernel, seed=cell.seed, corpus=cell.corpus, train_seq_len=cell.seq_len,
-                    steps=cell.steps, kernel_H=cell.kernel_H, dim=cell.dim, depth=cell.depth, batch=cell.batch,
-                    lr=lr, dtype=cell.dtype)
-    return [dict(training, step=start + len(losses[start:start + every]),
-                 loss=sum(losses[start:start + every]) / len(losses[start:start + every]))
-            for start in range(0, len(losses), every)]
+    training = dict(
+        model=cell.model,
+        kernel_N=cell.kernel_N,
+        lambda_imag_exp=cell.lambda_imag_exp,
+        conv_kernel=cell.conv_kernel,
+        seed=cell.seed,
+        corpus=cell.corpus,
+        train_seq_len=cell.seq_len,
+        steps=cell.steps,
+        kernel_H=cell.kernel_H,
+        dim=cell.dim,
+        depth=cell.depth,
+        batch=cell.batch,
+        lr=lr,
+        dtype=cell.dtype,
+    )
+    return [
+        dict(
+            training,
+            step=start + len(losses[start : start + every]),
+            loss=sum(losses[start : start + every]) / len(losses[start : start + every]),
+        )
+        for start in range(0, len(losses), every)
+    ]
 
 
 def windows(cell, corpus, split, multiple):
     """The scored windows of a split at one evaluation multiple (validation: 1x only)."""
     longest = max(cell.eval_lengths) if split == "test" else 1
-    return corpus.scored_windows(split, seq_len=cell.seq_len, count=max(1, cell.eval_tokens // cell.seq_len),
-                                 multiple=multiple, max_multiple=longest)
+    return corpus.scored_windows(
+        split,
+        seq_len=cell.seq_len,
+        count=max(1, cell.eval_tokens // cell.seq_len),
+        multiple=multiple,
+        max_multiple=longest,
+    )
 
 
 def check(cell, corpus):
@@ -66,15 +103,29 @@ def evaluate(lm, cell, corpus, split, multiple, device):
     ids, labels = windows(cell, corpus, split, multiple)
     loss = mean_loss(lm, ids, labels, device=device, dtype=cell.dtype)
     floor = corpus.window_floor(seq_len=cell.seq_len, multiple=multiple) if corpus.window_floor else None
-    return dict(eval_seq_len=multiple * cell.seq_len, split=split, eval_loss=loss, bits_per_byte=loss / math.log(2),
-                ppl=math.exp(loss), window_floor_bpb=floor, params=lm.num_params(), status="ok")
+    return dict(
+        eval_seq_len=multiple * cell.seq_len,
+        split=split,
+        eval_loss=loss,
+        bits_per_byte=loss / math.log(2),
+        ppl=math.exp(loss),
+        window_floor_bpb=floor,
+        params=lm.num_params(),
+        status="ok",
+    )
 
 
 def fit(cell, corpus, lr, device):
     lm = build_lm(cell, NUM_TOKENS, device)
     gen = torch.Generator().manual_seed(cell.seed)
-    result = train(lm, lambda: corpus.batch("train", batch=cell.batch, seq_len=cell.seq_len, generator=gen),
-                   steps=cell.steps, lr=lr, device=device, dtype=cell.dtype)
+    result = train(
+        lm,
+        lambda: corpus.batch("train", batch=cell.batch, seq_len=cell.seq_len, generator=gen),
+        steps=cell.steps,
+        lr=lr,
+        device=device,
+        dtype=cell.dtype,
+    )
     return lm, result
 
 
@@ -96,6 +147,7 @@ def measure(cell, corpus, device, lr=None):
     for row in rows:
         row["lr_selected"] = row is best[0]
     _, lm, trained = best
-    rows += [{**evaluate(lm, cell, corpus, "test", m, device), **trained, "lr_selected": True}
-             for m in cell.eval_lengths]
+    rows += [
+        {**evaluate(lm, cell, corpus, "test", m, device), **trained, "lr_selected": True} for m in cell.eval_lengths
+    ]
     return Rows(rows, also={CURVE_CSV: curves})

@@ -13,15 +13,33 @@ TEST_SEED, VAL_SEED = 10_000, 20_000  # + the training seed: draws no training s
 
 
 def base_row(cell):
-    return dict(model=cell.model, seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs, vocab=cell.vocab,
-                seed=cell.seed, steps=cell.steps, dim=cell.dim, depth=cell.depth, kernel_N=cell.kernel_N,
-                kernel_H=cell.kernel_H, lambda_imag_exp=cell.lambda_imag_exp, conv_kernel=cell.conv_kernel,
-                batch=cell.batch, dtype=cell.dtype, chance_accuracy=chance_accuracy(cell.num_kv_pairs))
+    return dict(
+        model=cell.model,
+        seq_len=cell.seq_len,
+        num_kv_pairs=cell.num_kv_pairs,
+        vocab=cell.vocab,
+        seed=cell.seed,
+        steps=cell.steps,
+        dim=cell.dim,
+        depth=cell.depth,
+        kernel_N=cell.kernel_N,
+        kernel_H=cell.kernel_H,
+        lambda_imag_exp=cell.lambda_imag_exp,
+        conv_kernel=cell.conv_kernel,
+        batch=cell.batch,
+        dtype=cell.dtype,
+        chance_accuracy=chance_accuracy(cell.num_kv_pairs),
+    )
 
 
 def draw(cell, offset):
-    return recall_batch(batch=EVAL_SEQUENCES, seq_len=cell.seq_len, num_kv_pairs=cell.num_kv_pairs, vocab=cell.vocab,
-                        generator=torch.Generator().manual_seed(offset + cell.seed))
+    return recall_batch(
+        batch=EVAL_SEQUENCES,
+        seq_len=cell.seq_len,
+        num_kv_pairs=cell.num_kv_pairs,
+        vocab=cell.vocab,
+        generator=torch.Generator().manual_seed(offset + cell.seed),
+    )
 
 
 def measure(cell, device, lr=None):
@@ -31,10 +49,25 @@ def measure(cell, device, lr=None):
     for rate in (lr,) if lr is not None else cell.lrs:  # ascending: a tie keeps the smaller rate
         lm = build_lm(cell, cell.vocab, device)
         gen = torch.Generator().manual_seed(cell.seed)
-        result = train(lm, lambda gen=gen: recall_batch(batch=cell.batch, generator=gen, **data), steps=cell.steps,
-                       lr=rate, device=device, dtype=cell.dtype, loss_fn=recall_loss)
-        rows.append(dict(lr=rate, params=lm.num_params(), final_loss=result.train_loss, time_s=result.time_s,
-                         val_accuracy=recall_accuracy(lm, *draw(cell, VAL_SEED)),
-                         accuracy=recall_accuracy(lm, *draw(cell, TEST_SEED)), status="ok"))
+        result = train(
+            lm,
+            lambda gen=gen: recall_batch(batch=cell.batch, generator=gen, **data),
+            steps=cell.steps,
+            lr=rate,
+            device=device,
+            dtype=cell.dtype,
+            loss_fn=recall_loss,
+        )
+        rows.append(
+            dict(
+                lr=rate,
+                params=lm.num_params(),
+                final_loss=result.train_loss,
+                time_s=result.time_s,
+                val_accuracy=recall_accuracy(lm, *draw(cell, VAL_SEED)),
+                accuracy=recall_accuracy(lm, *draw(cell, TEST_SEED)),
+                status="ok",
+            )
+        )
     best = max(rows, key=lambda r: r["val_accuracy"])  # the first of the best: the smallest rate
     return [{**row, "lr_selected": row is best} for row in rows]

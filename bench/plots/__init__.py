@@ -35,15 +35,21 @@ def render_all(run_dir, out_dir, *, found=None):
     out_dir, written = Path(out_dir), []
     scaling = analysis.load_scaling(run_dir)
     if scaling is None or ok(scaling).empty:
-        note(f"skipped scaling figures: scaling.csv {'absent or without rows' if scaling is None else 'has no ok rows'}")
+        note(
+            f"skipped scaling figures: scaling.csv {'absent or without rows' if scaling is None else 'has no ok rows'}"
+        )
     else:
         pairs = analysis.modes_dtypes(scaling)
         written += [plot_time(scaling, out_dir / f"time_{m}_{d}.png", mode=m, dtype=d, found=found) for m, d in pairs]
         for mode in dict.fromkeys(m for m, _ in pairs):
-            written += [plot_memory(scaling, out_dir / f"memory_{mode}.png", mode=mode),
-                        plot_flops(scaling, out_dir / f"flops_{mode}.png", mode=mode)]
-        written += [plot_kernel_n(scaling, out_dir / "ablation_kernel_N.png"),
-                    plot_conv_kernel(scaling, out_dir / "ablation_conv_kernel.png")]
+            written += [
+                plot_memory(scaling, out_dir / f"memory_{mode}.png", mode=mode),
+                plot_flops(scaling, out_dir / f"flops_{mode}.png", mode=mode),
+            ]
+        written += [
+            plot_kernel_n(scaling, out_dir / "ablation_kernel_N.png"),
+            plot_conv_kernel(scaling, out_dir / "ablation_conv_kernel.png"),
+        ]
         if {"gss", "dss"} <= set(ok(scaling).model):
             written.append(plot_gss_dss(scaling, out_dir / "gss_vs_dss.png", found=found))
     for name, plot in FIGURES.items():
@@ -51,17 +57,27 @@ def render_all(run_dir, out_dir, *, found=None):
     return [p for p in written if p is not None]
 
 
-FIGURES = {"lm_bits_per_byte.png": plot_bpb, "lm_lr_selection.png": plot_lr_selection,
-           "lm_lambda_imag_exp.png": plot_lambda, "lm_train_curves.png": plot_curves,
-           "lm_length_generalisation.png": plot_length_generalisation, "recall.png": plot_recall,
-           "op_breakdown.png": plot_ops, "decode.png": plot_decode, "numerics.png": plot_numerics}
+FIGURES = {
+    "lm_bits_per_byte.png": plot_bpb,
+    "lm_lr_selection.png": plot_lr_selection,
+    "lm_lambda_imag_exp.png": plot_lambda,
+    "lm_train_curves.png": plot_curves,
+    "lm_length_generalisation.png": plot_length_generalisation,
+    "recall.png": plot_recall,
+    "op_breakdown.png": plot_ops,
+    "decode.png": plot_decode,
+    "numerics.png": plot_numerics,
+}
 
 
 def make_parser():
     p = Parser(prog="python -m bench.plots", description="Figures and REPORT.md of a run, from its CSVs.")
     p.add_argument("run_dir")
-    p.add_argument("--out", help="directory for the figures and REPORT.md, leaving RUN_DIR untouched (default: "
-                                 "figures in plots/<run_id>/, mirroring results/, and REPORT.md in RUN_DIR)")
+    p.add_argument(
+        "--out",
+        help="directory for the figures and REPORT.md, leaving RUN_DIR untouched (default: "
+        "figures in plots/<run_id>/, mirroring results/, and REPORT.md in RUN_DIR)",
+    )
     return p
 
 

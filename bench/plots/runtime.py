@@ -34,16 +34,30 @@ def plot_ops(source, out_path):
     for category in categories:
         part = shares[shares.category == category].set_index(["model", "mode", "seq_len"]).share
         heights = [part.get(tuple(b), 0.0) for b in bars.itertuples(index=False)]
-        ax.bar(range(len(bars)), heights, bottom=bottom, color=CATEGORY_COLOURS.get(category, colour(category)),
-               label=category, edgecolor="white", linewidth=0.5)
+        ax.bar(
+            range(len(bars)),
+            heights,
+            bottom=bottom,
+            color=CATEGORY_COLOURS.get(category, colour(category)),
+            label=category,
+            edgecolor="white",
+            linewidth=0.5,
+        )
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     if "time_ms" in shares:
         totals = shares.groupby(["model", "mode", "seq_len"]).time_ms.sum()
         for i, b in enumerate(bars.itertuples(index=False)):
-            ax.annotate(f"{totals[tuple(b)]:,.0f} ms", (i, 1.0), xytext=(0, 2), textcoords="offset points",
-                        ha="center", fontsize=7)
-    ax.set_xticks(range(len(bars)), [f"{m}\n{mo} {_tokens(L)}" for m, mo, L in bars.itertuples(index=False)],
-                  fontsize=8)
+            ax.annotate(
+                f"{totals[tuple(b)]:,.0f} ms",
+                (i, 1.0),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
+    ax.set_xticks(
+        range(len(bars)), [f"{m}\n{mo} {_tokens(L)}" for m, mo, L in bars.itertuples(index=False)], fontsize=8
+    )
     for tick, model in zip(ax.get_xticklabels(), bars.model, strict=True):
         tick.set_color(colour(model))
     ax.set_ylim(0, 1.1)
@@ -61,16 +75,23 @@ def plot_decode(source, out_path):
         return None
     rows = ok(df)
     fig, axes = _axes(2, rows=2, width=5.8, height=4.0)
-    panels = (("time_per_token_ms", "time per new token (ms)", "Time per new token"),
-              ("state_mb", "decoding state (MiB)", "State held while decoding"),
-              ("peak_mem_mb", "working memory (MiB)", "Extra memory of one new token (beyond state)"))
+    panels = (
+        ("time_per_token_ms", "time per new token (ms)", "Time per new token"),
+        ("state_mb", "decoding state (MiB)", "State held while decoding"),
+        ("peak_mem_mb", "working memory (MiB)", "Extra memory of one new token (beyond state)"),
+    )
     multi = rows.dtype.nunique() > 1 if "dtype" in rows else False
     for ax, (value, ylabel, title) in zip([axes[0], axes[2], axes[3]], panels, strict=True):
         lines = rows.dropna(subset=[value]) if value in rows else rows.iloc[:0]
         for (model, method, dtype), g in lines.groupby(["model", "method", "dtype"], sort=False):
             g = g.groupby("prompt_len")[value].median()
-            ax.plot(g.index, g.values, linestyle=METHOD_STYLES.get(method, "-."),
-                    label=f"{model} {method}" + (f" {dtype}" if multi else ""), **look(model))
+            ax.plot(
+                g.index,
+                g.values,
+                linestyle=METHOD_STYLES.get(method, "-."),
+                label=f"{model} {method}" + (f" {dtype}" if multi else ""),
+                **look(model),
+            )
         if not ax.lines:
             ax.set_axis_off()
             continue
@@ -79,7 +100,7 @@ def plot_decode(source, out_path):
         _finish(ax, title, loc=None)  # one legend for the figure, below
     speed = summaries.decode_speedup(df)
     ax = axes[1]
-    for (model, method), g in (speed.groupby(["model", "method"], sort=False) if not speed.empty else []):
+    for (model, method), g in speed.groupby(["model", "method"], sort=False) if not speed.empty else []:
         g = g.groupby("prompt_len").speedup.median()
         ax.plot(g.index, g.values, linestyle=METHOD_STYLES[method], label=f"{model} {method}", **look(model))
     if ax.lines:

@@ -30,8 +30,13 @@ def crossover_finding(df, found, *, mode, dtype):
     keys), the interval None where there is none (cells without times_ms); None without such a crossover."""
     if found is None:
         found = findings.compute(df[df.model.isin(["gss", "attention"]) & (df["mode"] == mode) & (df.dtype == dtype)])
-    rows = found[(found.finding == "crossover") & (found["mode"] == mode) & (found.dtype == dtype)
-                 & (found.model == "gss") & (found.other == "attention")]
+    rows = found[
+        (found.finding == "crossover")
+        & (found["mode"] == mode)
+        & (found.dtype == dtype)
+        & (found.model == "gss")
+        & (found.other == "attention")
+    ]
     if len(rows) != 1:
         return None
     r = rows.iloc[0]
@@ -57,9 +62,17 @@ def plot_time(source, out_path, *, mode, dtype="float32", found=None):
             ax.axvspan(*band, color="black", alpha=0.12, linewidth=0, zorder=0)
         ax.axvline(cross, color="black", linestyle="--", linewidth=1)
         interval = f"\n(95%: {band[0]:,.0f}..{band[1]:,.0f})" if band[0] is not None else ""
-        ax.annotate(f"crossover ≈ {cross:,.0f}:\ngss faster than\nattention above{interval}", (cross, 0.97),
-                    xycoords=ax.get_xaxis_transform(), xytext=(-6, 0), textcoords="offset points", va="top", ha="right",
-                    fontsize=8, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+        ax.annotate(
+            f"crossover ≈ {cross:,.0f}:\ngss faster than\nattention above{interval}",
+            (cross, 0.97),
+            xycoords=ax.get_xaxis_transform(),
+            xytext=(-6, 0),
+            textcoords="offset points",
+            va="top",
+            ha="right",
+            fontsize=8,
+            bbox=dict(facecolor="white", edgecolor="none", alpha=0.8),
+        )
     _log2_axis(ax, lengths, label="sequence length (tokens)")
     _log_y(ax, "time per step (ms, median; bars: IQR)")
     _finish(ax, f"Time per {MODE_TITLES.get(mode, mode)} step, {dtype} ({_context(ok(df))})", loc="outside")
@@ -88,12 +101,24 @@ def plot_gss_dss(source, out_path, *, found=None):
         label = f"{mode} {dtype}" if len({d for _, d in pairs}) > 1 else mode
         for model in ("gss", "dss"):
             line = ok(df[(df.model == model) & (df["mode"] == mode) & (df.dtype == dtype)]).groupby("seq_len").time_ms
-            times.plot(line.median().index, line.median().to_numpy(), linestyle=STYLES[i % len(STYLES)],
-                       label=f"{model} {label}", **look(model))
+            times.plot(
+                line.median().index,
+                line.median().to_numpy(),
+                linestyle=STYLES[i % len(STYLES)],
+                label=f"{model} {label}",
+                **look(model),
+            )
         part = rows[(rows["mode"] == mode) & (rows.dtype == dtype)]
         at = [int(d.split()[-1]) for d in part.detail]
-        ratio.errorbar(at, part.value, yerr=[part.value - part.ci_low, part.ci_high - part.value], capsize=3,
-                       linestyle=STYLES[i % len(STYLES)], label=label, **look("gss"))
+        ratio.errorbar(
+            at,
+            part.value,
+            yerr=[part.value - part.ci_low, part.ci_high - part.value],
+            capsize=3,
+            linestyle=STYLES[i % len(STYLES)],
+            label=label,
+            **look("gss"),
+        )
     ratio.axhspan(*PAPER_SPEEDUP, color="grey", alpha=0.15, linewidth=0, label="the paper: 2-3x (TPU)")
     ratio.axhline(1.0, color="black", linewidth=0.8)
     for ax in (times, ratio):
@@ -130,8 +155,10 @@ def plot_flops(source, out_path, *, mode):
         return None
     fig, axes = _axes(2, width=5.6)
     dtypes = _dtypes(df, mode)
-    for ax, value, ylabel, title in ((axes[0], "flops", "FLOPs per step", "Counted FLOPs"),
-                                     (axes[1], "tflops_per_s", "achieved TFLOP/s", "Achieved throughput")):
+    for ax, value, ylabel, title in (
+        (axes[0], "flops", "FLOPs per step", "Counted FLOPs"),
+        (axes[1], "tflops_per_s", "achieved TFLOP/s", "Achieved throughput"),
+    ):
         lengths = _sweep_lines(ax, df, mode=mode, dtypes=dtypes, value=value, mark=False)
         if not lengths:
             return note(f"skipped flops {mode}: no ok sweep")
@@ -155,19 +182,27 @@ def _ablation(source, out_path, *, option, by, xlabel, what):
     for ax, mode in zip(axes, modes, strict=True):
         part = rows[rows["mode"] == mode]
         dtypes, order = _dtypes(part, mode), ordered_models(part.model)
-        groups = sorted(part.groupby(["model", "dtype", *by]), key=lambda kv: (
-            order.index(kv[0][0]), dtypes.index(kv[0][1]), [v != "true" for v in kv[0][2:]]))
+        groups = sorted(
+            part.groupby(["model", "dtype", *by]),
+            key=lambda kv: (order.index(kv[0][0]), dtypes.index(kv[0][1]), [v != "true" for v in kv[0][2:]]),
+        )
         for key, line in groups:
             model, dtype, *rest = key
             options = (f"{c}={v}" for c, v in zip(by, rest, strict=True))
             label = " ".join([model, *([dtype] if len(dtypes) > 1 else []), *options])
             style = STYLES[0 if not rest or rest[0] in ("true", "") else 1]
-            ax.plot(line.x, line.time_ms, linestyle=style, label=label, **{
-                **look(model), "color": shade(model, dtypes.index(dtype), len(dtypes)), "linewidth": 1.8, "ms": 6})
+            ax.plot(
+                line.x,
+                line.time_ms,
+                linestyle=style,
+                label=label,
+                **{**look(model), "color": shade(model, dtypes.index(dtype), len(dtypes)), "linewidth": 1.8, "ms": 6},
+            )
         full = set(part[part.x == part.seq_len].x) if option == "conv_kernel" else set()
 
         def fmt(v, full=full):  # full bound now: the ticks are drawn at save, after the loop has moved on
             return _tokens(v) + ("\n(full)" if v in full else "")
+
         _log2_axis(ax, part.x, label=xlabel, fmt=fmt)
         _log_y(ax, "time per step (ms)")
         lengths = "/".join(_tokens(v) for v in sorted(set(part.seq_len)))
@@ -177,11 +212,18 @@ def _ablation(source, out_path, *, option, by, xlabel, what):
 
 def plot_kernel_n(source, out_path):
     """Time vs DSS state size kernel_N at one length, per mode, a line per lambda_imag_exp."""
-    return _ablation(source, out_path, option="kernel_N", by=["lambda_imag_exp"], xlabel="DSS state size kernel_N",
-                     what="Time vs kernel_N")
+    return _ablation(
+        source,
+        out_path,
+        option="kernel_N",
+        by=["lambda_imag_exp"],
+        xlabel="DSS state size kernel_N",
+        what="Time vs kernel_N",
+    )
 
 
 def plot_conv_kernel(source, out_path):
     """Time vs convolution taps at one length, per mode, a line per model."""
-    return _ablation(source, out_path, option="conv_kernel", by=[], xlabel="convolution taps conv_kernel",
-                     what="Time vs taps")
+    return _ablation(
+        source, out_path, option="conv_kernel", by=[], xlabel="convolution taps conv_kernel", what="Time vs taps"
+    )

@@ -20,14 +20,37 @@ from bench import analysis
 from bench.analysis import ok, ordered_models
 
 DPI = 130
-MODEL_COLOURS = {"gss": "#1f77b4", "gss-fast": "#0b3d6b", "gss-direct": "#9467bd", "conv": "#2ca02c",
-                 "attention": "#d62728", "dss": "#ff7f0e", "attention-chunked": "#e377c2", "gss-hybrid": "#17becf"}
+MODEL_COLOURS = {
+    "gss": "#1f77b4",
+    "gss-fast": "#0b3d6b",
+    "gss-direct": "#9467bd",
+    "conv": "#2ca02c",
+    "attention": "#d62728",
+    "dss": "#ff7f0e",
+    "attention-chunked": "#e377c2",
+    "gss-hybrid": "#17becf",
+}
 FALLBACK_COLOURS = ("#8c564b", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a")
-CATEGORY_COLOURS = {"dss_kernel": "#1f77b4", "fft_conv": "#aec7e8", "direct_conv": "#9467bd", "projection": "#ff7f0e",
-                    "norm": "#2ca02c", "attention": "#d62728", "backward": "#8c564b", "other": "#c7c7c7"}
-MODEL_MARKERS = {"gss": ("o", 8, 3.6), "gss-fast": ("v", 6.5, 2.2), "gss-direct": ("s", 6.5, 2.6),  # marker, size, width
-                 "conv": ("^", 5.5, 1.7), "attention": ("D", 4, 1.2), "dss": ("P", 6, 2.0),
-                 "attention-chunked": ("X", 5, 1.5), "gss-hybrid": ("*", 7, 1.8)}
+CATEGORY_COLOURS = {
+    "dss_kernel": "#1f77b4",
+    "fft_conv": "#aec7e8",
+    "direct_conv": "#9467bd",
+    "projection": "#ff7f0e",
+    "norm": "#2ca02c",
+    "attention": "#d62728",
+    "backward": "#8c564b",
+    "other": "#c7c7c7",
+}
+MODEL_MARKERS = {
+    "gss": ("o", 8, 3.6),
+    "gss-fast": ("v", 6.5, 2.2),
+    "gss-direct": ("s", 6.5, 2.6),  # marker, size, width
+    "conv": ("^", 5.5, 1.7),
+    "attention": ("D", 4, 1.2),
+    "dss": ("P", 6, 2.0),
+    "attention-chunked": ("X", 5, 1.5),
+    "gss-hybrid": ("*", 7, 1.8),
+}
 STYLES = ("-", "--", ":", "-.")
 METHOD_STYLES = {"recurrent": "-", "kv_cache": "--", "reforward": ":"}
 MODE_TITLES = {"fwd": "forward", "fwdbwd": "forward + backward"}
@@ -105,13 +128,16 @@ def _log2_axis(ax, values, *, label, fmt=_tokens, base=2):
 
 def _log_y(ax, label):
     """log y with plain numbers; narrow ranges label minor ticks too (one label is not a scale)."""
+
     def minor(v, _):
         low, high = ax.get_ylim()
         mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 1)
         span = high / low
-        shown = ((1.5, 2, 2.5, 3, 4, 5, 6, 8) if span < 4 else (2, 3, 5, 7) if span < 10
-                 else (2, 5) if span < 100 else ())
+        shown = (
+            (1.5, 2, 2.5, 3, 4, 5, 6, 8) if span < 4 else (2, 3, 5, 7) if span < 10 else (2, 5) if span < 100 else ()
+        )
         return _number(v) if mantissa in shown else ""
+
     ax.set_yscale("log")
     ax.yaxis.set_minor_locator(LogLocator(subs=(1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)))
     ax.yaxis.set_major_formatter(FuncFormatter(_number))
@@ -140,10 +166,27 @@ def _mark_failed(ax, rows, *, model, k, color=None):
     color = color or colour(model)
     for length, status in rows[rows.status != "ok"].groupby("seq_len").status.first().items():
         y = 0.04 + 0.08 * k
-        ax.plot([length], [y], transform=ax.get_xaxis_transform(), marker="x", ms=8, mew=2, color=color,
-                linestyle="none", clip_on=False)
-        ax.annotate(f"{model} {status}", (length, y), xycoords=ax.get_xaxis_transform(), xytext=(0, 6),
-                    textcoords="offset points", fontsize=7, color=color, ha="center")
+        ax.plot(
+            [length],
+            [y],
+            transform=ax.get_xaxis_transform(),
+            marker="x",
+            ms=8,
+            mew=2,
+            color=color,
+            linestyle="none",
+            clip_on=False,
+        )
+        ax.annotate(
+            f"{model} {status}",
+            (length, y),
+            xycoords=ax.get_xaxis_transform(),
+            xytext=(0, 6),
+            textcoords="offset points",
+            fontsize=7,
+            color=color,
+            ha="center",
+        )
 
 
 def _dtypes(df, mode):

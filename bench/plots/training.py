@@ -41,16 +41,34 @@ def _floors(ax, stats):
     these windows allow a predictor that knows the source's phase; a line over x when it varies with x)."""
     floor = stats["floor"].dropna() if "floor" in stats else []
     if len(floor):
-        ax.axhline(floor.iloc[0], color="black", linestyle="--", linewidth=1,
-                   label=f"entropy floor {floor.iloc[0]:.3f} (infinite context)")
+        ax.axhline(
+            floor.iloc[0],
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=f"entropy floor {floor.iloc[0]:.3f} (infinite context)",
+        )
     window = stats.dropna(subset=["window_floor"]) if "window_floor" in stats else []
     if len(window) and "ratio" in window:
         w = window.groupby("ratio").window_floor.max()
-        ax.plot(w.index, w.values, color="black", linestyle=":", marker="_", ms=14, linewidth=1.2,
-                label="window floor (the optimum knowing the phase)")
+        ax.plot(
+            w.index,
+            w.values,
+            color="black",
+            linestyle=":",
+            marker="_",
+            ms=14,
+            linewidth=1.2,
+            label="window floor (the optimum knowing the phase)",
+        )
     elif len(window):
-        ax.axhline(window.window_floor.iloc[0], color="black", linestyle=":", linewidth=1.2,
-                   label=f"window floor {window.window_floor.iloc[0]:.3f} (the optimum knowing the phase)")
+        ax.axhline(
+            window.window_floor.iloc[0],
+            color="black",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"window floor {window.window_floor.iloc[0]:.3f} (the optimum knowing the phase)",
+        )
 
 
 def plot_bpb(source, out_path):
@@ -67,37 +85,68 @@ def plot_bpb(source, out_path):
         ax.bar(s.index, s["mean"], yerr=s["std"], capsize=3, color=colours)
         for i, r in s.iterrows():
             gap = f"\n{r.window_gap:+.3f} to\nwindow floor" if pd.notna(r.window_gap) else ""
-            ax.annotate(f"{r['mean']:.3f}\n±{r['std']:.3f}{gap}", (i, r["mean"] + r["std"]), xytext=(0, 2),
-                        textcoords="offset points", ha="center", fontsize=7)
-        ax.set_xticks(s.index, [f"{lb}\nlr {lr}" for lb, lr in zip(s.label, s.lr, strict=True)],
-                      rotation=25 if len(s) > 3 else 0, ha="right" if len(s) > 3 else "center")
+            ax.annotate(
+                f"{r['mean']:.3f}\n±{r['std']:.3f}{gap}",
+                (i, r["mean"] + r["std"]),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
+        ax.set_xticks(
+            s.index,
+            [f"{lb}\nlr {lr}" for lb, lr in zip(s.label, s.lr, strict=True)],
+            rotation=25 if len(s) > 3 else 0,
+            ha="right" if len(s) > 3 else "center",
+        )
         _floors(ax, s)
         ax.set_ylim(0, 1.3 * (s["mean"] + s["std"]).max())
         ax.set_ylabel("test bits/byte (lower is better)")
         seeds = f"{s.n.iloc[0]} seeds" if s.n.nunique() == 1 else "seeds"
-        _finish(ax, f"Test bits/byte, {corpus}\n(training length, selected rates, mean ± std over {seeds})",
-                loc="lower right")
+        _finish(
+            ax,
+            f"Test bits/byte, {corpus}\n(training length, selected rates, mean ± std over {seeds})",
+            loc="lower right",
+        )
+
     return _per_corpus(summaries.bpb_table(df), out_path, draw, what="bits/byte", width=5.2)
 
 
 def plot_lr_selection(source, out_path):
     """Validation bits/byte against the learning rate (log x), a line per model and option set, the selected rate
     ringed: does the grid bracket each optimum?"""
-    curves = _summary(source, "perplexity.csv", "learning-rate selection", summaries.val_curves,
-                      "skipped learning-rate selection: perplexity.csv has no validation rows (one rate per model)")
+    curves = _summary(
+        source,
+        "perplexity.csv",
+        "learning-rate selection",
+        summaries.val_curves,
+        "skipped learning-rate selection: perplexity.csv has no validation rows (one rate per model)",
+    )
     if curves is None:
         return None
 
     def draw(ax, s, corpus):
         _lines(ax, s, x="lr")
         chosen = s[s.selected]
-        ax.scatter(chosen.lr, chosen["mean"], s=180, facecolors="none", edgecolors="black", linewidths=1.5, zorder=5,
-                   label="selected rate")
+        ax.scatter(
+            chosen.lr,
+            chosen["mean"],
+            s=180,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.5,
+            zorder=5,
+            label="selected rate",
+        )
         _log2_axis(ax, s.lr, label="peak learning rate", fmt=lambda v: f"{v:g}", base=10)
         ax.set_ylabel("validation bits/byte (first seed, training length)")
         ax.grid(True, alpha=0.3)
-        _finish(ax, f"Learning-rate selection, {corpus}\n(a selected rate at the edge: the grid may not bracket "
-                    "the optimum)", loc="outside")
+        _finish(
+            ax,
+            f"Learning-rate selection, {corpus}\n(a selected rate at the edge: the grid may not bracket the optimum)",
+            loc="outside",
+        )
+
     return _per_corpus(curves, out_path, draw, what="learning-rate selection", width=7.5)
 
 
@@ -114,17 +163,32 @@ def plot_lambda(source, out_path):
             c = colour(r.model)
             ax.plot([i - 0.12, i + 0.12], [r.true_mean, r.false_mean], color=c, linewidth=1, alpha=0.5)
             for off, which, marker in ((-0.12, "true", "o"), (0.12, "false", "s")):
-                ax.errorbar([i + off], [r[f"{which}_mean"]], yerr=[r[f"{which}_std"]], marker=marker, ms=7, capsize=3,
-                            color=c, mfc="white" if which == "false" else c,
-                            label=f"lambda_imag_exp={which}" if i == 0 else None)
+                ax.errorbar(
+                    [i + off],
+                    [r[f"{which}_mean"]],
+                    yerr=[r[f"{which}_std"]],
+                    marker=marker,
+                    ms=7,
+                    capsize=3,
+                    color=c,
+                    mfc="white" if which == "false" else c,
+                    label=f"lambda_imag_exp={which}" if i == 0 else None,
+                )
             top = max(r.true_mean + r.true_std, r.false_mean + r.false_std)
-            ax.annotate(f"Δ {r.delta_mean:+.3f} ± {r.delta_std:.3f}", (i, top), xytext=(0, 6),
-                        textcoords="offset points", ha="center", fontsize=8)
+            ax.annotate(
+                f"Δ {r.delta_mean:+.3f} ± {r.delta_std:.3f}",
+                (i, top),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
         ax.set_xticks(s.index, [f"{m} N={n}" if n else m for m, n in zip(s.model, s.kernel_N, strict=True)])
         ax.set_xlim(-0.6, len(s) - 0.4)
         ax.margins(y=0.25)
         ax.set_ylabel("bits/byte at the training length (lower is better)")
         _finish(ax, f"lambda_imag_exp ablation, {corpus}\n(paired by seed; Δ = true − false, mean ± std)")
+
     return _per_corpus(deltas, out_path, draw, what="lambda_imag_exp ablation")
 
 
@@ -144,6 +208,7 @@ def plot_curves(source, out_path, *, ppl=None):
         ax.grid(True, alpha=0.3)
         rates = "selected rates, " if ppl is not None and "lr" in df else ""
         _finish(ax, f"Training loss, {corpus}\n({rates}mean over seeds, band ± std)", loc="upper right")
+
     return _per_corpus(summaries.curve_stats(df, ppl), out_path, draw, what="training curves")
 
 
@@ -162,13 +227,15 @@ def plot_length_generalisation(source, out_path):
         ax.set_ylabel("test bits/byte (mean ± std over seeds)")
         ax.grid(True, alpha=0.3)
         _finish(ax, f"Length generalisation, {corpus}\n(the same target bytes at every length)", loc="outside")
+
     return _per_corpus(summaries.length_generalisation(df), out_path, draw, what="length generalisation", width=8.5)
 
 
 def plot_recall(source, out_path):
     """Associative-recall test accuracy vs seq_len per model at its selected rates, with chance at each point."""
-    stats = _summary(source, "recall.csv", "recall", summaries.recall_stats,
-                     "skipped recall: no ok training at a selected rate")
+    stats = _summary(
+        source, "recall.csv", "recall", summaries.recall_stats, "skipped recall: no ok training at a selected rate"
+    )
     if stats is None:
         return None
     fig, (ax,) = _axes()
@@ -176,8 +243,16 @@ def plot_recall(source, out_path):
     chance = stats.dropna(subset=["chance"]).drop_duplicates(["seq_len", "chance"]).sort_values("seq_len")
     if len(chance):  # one per length in a grid; any others as markers alone
         line = chance.seq_len.is_unique
-        ax.plot(chance.seq_len, chance.chance, color="gray", linestyle="--" if line else "none", marker="_", ms=16,
-                mew=2, label="chance (1 / num_kv_pairs)")
+        ax.plot(
+            chance.seq_len,
+            chance.chance,
+            color="gray",
+            linestyle="--" if line else "none",
+            marker="_",
+            ms=16,
+            mew=2,
+            label="chance (1 / num_kv_pairs)",
+        )
     _log2_axis(ax, stats.seq_len, label="sequence length (tokens)")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy (mean ± std over seeds)")

@@ -14,6 +14,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         machine_info["gpu_count"] = torch.cuda.device_count()
         try:  # the driver version is not in torch's API; NVML has it where it is installed
             import pynvml
+
             pynvml.nvmlInit()
             machine_info["driver"] = pynvml.nvmlSystemGetDriverVersion()
         except Exception:

@@ -26,6 +26,7 @@ def synchronised(step):
     def run():
         step()
         torch.cuda.synchronize(DEVICE)
+
     return run
 
 
@@ -37,6 +38,7 @@ def test_step(benchmark, name, mode, seq_len):
     layer = models.build_layer(name, dim=DIM, device=DEVICE)
     step = synchronised(make_step(layer, torch.randn(1, seq_len, DIM, device=DEVICE), mode=mode))
     benchmark.group = f"{mode} L={seq_len}"
-    benchmark.extra_info.update(model=name, mode=mode, seq_len=seq_len, dim=DIM, device=str(DEVICE),
-                                flops=layer.flops(1, seq_len))
+    benchmark.extra_info.update(
+        model=name, mode=mode, seq_len=seq_len, dim=DIM, device=str(DEVICE), flops=layer.flops(1, seq_len)
+    )
     benchmark.pedantic(step, warmup_rounds=1, rounds=5, iterations=1)
