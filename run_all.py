@@ -9,8 +9,8 @@ one fresh run directory results/<run_id>/, then the figures (plots/<run_id>/) an
     python run_all.py --preset gpu-check --device cpu --dry-run   # the GPU reference's cells and device time
     python run_all.py --preset gpu-check --only scaling,perplexity,profiling,decode,numerics --pack RUN.tar.gz
 
---preset gpu-check (one CUDA GPU, within about 7 minutes): the CUDA paths are checked first (bench.cuda_checks,
-recorded in env.json), each suite runs under a time limit from the estimated device time (bench.estimate),
+--preset gpu-check (one CUDA GPU, within about 7 minutes): the CUDA paths are checked first (bench.core.cuda_checks,
+recorded in env.json), each suite runs under a time limit from the estimated device time (bench.core.estimate),
 the scaling suite runs a second time into RUN/repeat/, and the two passes' time-ratio spread, which the CUDA
 time tolerance is three times, goes to RUN/ratio_spread.json (docs/gpu.md).
 """
@@ -24,21 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
-from bench import (
-    cli,
-    cuda_checks,
-    decode,
-    env,
-    estimate,
-    executor,
-    numerics,
-    perplexity,
-    plots,
-    profiling,
-    regress,
-    scaling,
-    usage,
-)
+from bench import decode, numerics, perplexity, plots, profiling, regress, scaling, usage
+from bench.core import cli, cuda_checks, env, estimate, executor
 from bench.results import RESULTS_DIR, atomic_path, atomic_write_text, new_run_id
 from bench.usage import Parser, UsageError, fail
 
@@ -172,7 +159,7 @@ def dry_run(args, common):
         steps = planned(args, common)
     except UsageError as error:
         return fail(error)
-    print(f"{'step':<20}{'cells':>7}{'estimated s':>13}   (one H100/H200; bench.estimate)")
+    print(f"{'step':<20}{'cells':>7}{'estimated s':>13}   (one H100/H200; bench.core.estimate)")
     for step, _, cells, seconds in steps:
         print(f"{step:<20}{len(cells):>7}{seconds:>13.0f}")
     total = sum(s for *_, s in steps)

@@ -1,57 +1,59 @@
 """GSS Bench's measuring and reporting code, in floors: a module imports only from the floors below it.
 
-    floor 3  run_all.py            preset -> every suite -> CSVs, figures, REPORT.md, the gate
-    floor 2  suites                bench.scaling, bench.perplexity, bench.profiling, bench.decode, bench.numerics:
-                                   cells -> rows; no suite imports another, and only run_all imports a suite
-             read side             bench.analysis < findings (< analysis's command, __main__) < summaries
-                                   < report_sections < report < plots; regress_load < regress: CSVs -> findings (with
-                                   intervals: findings.csv), figures, the gate; torch-free (plots alone: matplotlib)
-    floor 1  ground                models/ (knows nothing of bench), then bench.schema, bench.usage, bench.stats,
-                                   bench.results and bench.refine (torch-free), env, timing, memory, flops, cuda_checks,
-                                   synthetic, data, recall, training, config, executor, sweep, cli, estimate
+    top        run_all.py                   preset -> every suite -> CSVs, figures, REPORT.md, the gate
+    suites     bench/scaling/               layer cells -> scaling.csv (interleaved groups, crossover refinement)
+               bench/perplexity/            trainings and MQAR recall, with their corpora, synthetic source and loop
+               bench/profiling.py, decode.py, numerics.py
+                                            a spec in, rows out; no suite imports another, only run_all imports one
+    read side  bench/analysis/              rows -> findings with intervals (findings.csv), summaries, refine
+               bench/report/                REPORT.md from a run's CSVs
+               bench/plots/                 figures (the only matplotlib)
+               bench/regress/               the gate: a run against a reference, verdicts
+                                            torch-free: CSVs in, so any laptop re-makes them
+    core       bench/core/                  the one way to time, weigh and count a step (timing, memory, flops),
+                                            run a sweep's cells here or on Ray (sweep, executor), build a suite's
+                                            cells and command line (config, cli), estimate device time, env.json
+    ground     models/                      the layers and LMs (knows nothing of bench)
+               bench/schema.py, usage.py, stats.py, results.py
+                                            every CSV's columns; bad input; intervals; rows and CSV I/O (torch-free)
 
-IMPORT_ORDER below is that map as data, and tests/test_imports.py holds the code to it: a module may import
-a module listed before it (floor by floor; within a floor, only an earlier one), never a suite unless it is
-run_all, and a TORCH_FREE module nothing that imports torch.
+FLOORS below is that map as data, and tests/test_imports.py holds the code to it: a module may import a module
+listed before it (floor by floor; within a floor, only an earlier one), never a suite unless it is run_all, and a
+TORCH_FREE module nothing that imports torch. COMPAT lists old import paths kept for users (bench.timing,
+bench.recall): each re-exports its new home and nothing imports it.
 """
 
 FLOORS = {
-    "ground": (
-        "models",
-        "bench.schema",
-        "bench.usage",
-        "bench.stats",
-        "bench.results",
-        "bench.refine",
-        "bench.env",
-        "bench.timing",
-        "bench.memory",
-        "bench.flops",
-        "bench.cuda_checks",
-        "bench.synthetic",
-        "bench.data",
-        "bench.recall",
-        "bench.training",
-        "bench.config",
-        "bench.executor",
-        "bench.sweep",
-        "bench.cli",
-        "bench.estimate",
+    "ground": ("models", "bench.schema", "bench.usage", "bench.stats", "bench.results"),
+    "core": (
+        "bench.core",
+        "bench.core.env",
+        "bench.core.timing",
+        "bench.core.memory",
+        "bench.core.flops",
+        "bench.core.cuda_checks",
+        "bench.core.config",
+        "bench.core.executor",
+        "bench.core.sweep",
+        "bench.core.cli",
+        "bench.core.estimate",
     ),
-    "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
     "read side": (
+        "bench.analysis.refine",
         "bench.analysis",
-        "bench.findings",
+        "bench.analysis.findings",
         "bench.analysis.__main__",
-        "bench.summaries",
-        "bench.report_sections",
+        "bench.analysis.summaries",
+        "bench.report.sections",
         "bench.report",
         "bench.plots",
-        "bench.regress_load",
+        "bench.regress.load",
         "bench.regress",
     ),
-    "top": ("run_all",),
+    "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
+    "top": ("run_all", "bench.timing", "bench.recall"),
 }
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)
 SUITES = FLOORS["suites"]
-TORCH_FREE = ("bench.schema", "bench.usage", "bench.stats", "bench.results", "bench.refine", *FLOORS["read side"])
+COMPAT = ("bench.timing", "bench.recall")
+TORCH_FREE = ("bench.schema", "bench.usage", "bench.stats", "bench.results", *FLOORS["read side"])

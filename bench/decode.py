@@ -8,7 +8,7 @@ prompt in one parallel pass (lm.prefill), then step the LM one token at a time t
 state (lm.step): the DSS recurrence, a convolution buffer, or the KV cache. `reforward` (every model)
 re-runs forward over the whole sequence for every new token, as the original sampling loop does.
 
-How each number is measured (bench.timing.measure and bench.memory.peak_memory_mb, nothing else):
+How each number is measured (bench.core.timing.measure and bench.core.memory.peak_memory_mb, nothing else):
 * prefill_ms: median time of lm.prefill(prompt, max_len=prompt_len + new_tokens), a fresh state per
   call. Empty for reforward.
 * time_per_token_ms, stepping: the generation itself is the measurement, so no state is copied or
@@ -36,11 +36,12 @@ from dataclasses import dataclass, replace
 import torch
 
 import models
-from bench import cli, executor, usage
-from bench.config import Preset
-from bench.memory import MIB, peak_memory_mb
-from bench.sweep import Sweep, device_name
-from bench.timing import autocast, measure
+from bench import usage
+from bench.core import cli, executor
+from bench.core.config import Preset
+from bench.core.memory import MIB, peak_memory_mb
+from bench.core.sweep import Sweep, device_name
+from bench.core.timing import autocast, measure
 from bench.usage import UsageError
 
 CSV = "decode.csv"
@@ -298,7 +299,7 @@ def run(args, ctx):
 
 
 def measure_remote(cell, device_type, timing):
-    """A cell measured where a Ray task runs (bench.executor): its columns and that worker's device column."""
+    """A cell measured where a Ray task runs (bench.core.executor): its columns and that worker's device column."""
     device = torch.device(device_type)
     return measure_cell(cell, device, timing), device_name(device)
 

@@ -34,10 +34,11 @@ from dataclasses import dataclass, replace
 import torch
 
 import models
-from bench import cli, executor, usage
-from bench.config import Preset, layers
-from bench.sweep import Sweep, device_name
-from bench.timing import autocast
+from bench import usage
+from bench.core import cli, executor
+from bench.core.config import Preset, layers
+from bench.core.sweep import Sweep, device_name
+from bench.core.timing import autocast
 from bench.usage import UsageError
 
 CSV = "numerics.csv"
@@ -243,7 +244,7 @@ def measure(cell, device, references):
 
 
 def measure_remote(cell, device_type):
-    """A cell measured where a Ray task runs (bench.executor), with its own float64 reference (a task shares
+    """A cell measured where a Ray task runs (bench.core.executor), with its own float64 reference (a task shares
     none with another): its columns and that worker's device column."""
     device = torch.device(device_type)
     return measure(cell, device, References(device)), device_name(device)

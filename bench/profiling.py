@@ -13,7 +13,7 @@ profiled steps (after one profiler warm-up step), and DIR/op_breakdown.csv one r
 * backward: the union of the autograd engine's `autograd::engine::evaluate_function: <Node>` events
   (torch 2.13 records one around every backward node, on CPU in the calling thread, on CUDA in the
   engine's device thread), which hold every op the backward pass runs;
-* other: the profiled step (a `step` range around bench.timing's step) minus all of the above.
+* other: the profiled step (a `step` range around bench.core.timing's step) minus all of the above.
 
 Times are averaged over the profiled steps; each cell's fractions sum to 1. Basis `cpu_wall` (CPU):
 the categories share the step's CPU wall time. Basis `cuda_kernels` (CUDA): each kernel's device time
@@ -35,11 +35,11 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
 
 import models
-from bench import cli, executor
-from bench.config import Grid, Preset, layer_cells
+from bench.core import cli, executor
+from bench.core.config import Grid, Preset, layer_cells
+from bench.core.sweep import Sweep, device_name
+from bench.core.timing import make_step
 from bench.results import format_value
-from bench.sweep import Sweep, device_name
-from bench.timing import make_step
 
 CSV = "op_breakdown.csv"
 TRACES = "traces"
@@ -249,7 +249,7 @@ def run(args, ctx):
 
 
 def measure_remote(cell, device_type, timing):
-    """A cell profiled where a Ray task runs (bench.executor): its rows, that worker's device column and its
+    """A cell profiled where a Ray task runs (bench.core.executor): its rows, that worker's device column and its
     trace's files (written by the driver, the one writer)."""
     device, trace = torch.device(device_type), trace_name(cell)
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,7 @@ from bench.usage import Parser, UsageError, fail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "results"
-ENV_FILE = "env.json"  # written by bench.env
+ENV_FILE = "env.json"  # written by bench.core.env
 DIED_ERROR = "process died in this cell"
 
 

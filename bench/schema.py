@@ -88,7 +88,7 @@ COLUMNS_DOC = {
     "grad_rel_err": "relative error of the input gradient against float64",
     "out_branch_rel_err": "out_rel_err of the branch alone (the residual x left out)",
     "grad_branch_rel_err": "grad_rel_err of the branch alone",
-    "finding": "`slope`, `crossover` or `speedup` of a length sweep (bench.findings)",
+    "finding": "`slope`, `crossover` or `speedup` of a length sweep (bench.analysis.findings)",
     "other": "the model a crossover's `model` overtakes, or a speedup's reference (`attention`); empty for a slope",
     "value": "the finding, in `unit`: a slope from the cells' recorded time_ms; a crossover or speedup from the time "
     "ratio of two cells at each length, the median over their interleaved rounds of the rounds' ratios "
@@ -474,7 +474,8 @@ TABLES = {
             length="seq_len",
             read=("model", "dtype", "seq_len", "status", "out_rel_err", "grad_rel_err"),
         ),
-        # computed from scaling.csv by bench.findings (beside REPORT.md), not measured: no suite writes it, no length
+        # computed from scaling.csv by bench.analysis.findings (beside REPORT.md), not measured: no suite writes it,
+        # no length
         Table(
             "findings.csv",
             "findings",

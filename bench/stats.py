@@ -38,7 +38,8 @@ def repeat_times(value):
     return times
 
 
-# The bootstrap of the scaling findings (bench.findings) and of the suite's crossover refinement (bench.refine):
+# The bootstrap of the scaling findings (bench.analysis.findings) and of the suite's crossover refinement
+# (bench.analysis.refine):
 # both draw a cell's medians from the same seed, so that they find the same interval from the same repeats.
 RESAMPLES = 2000
 SEED = 0

@@ -3,7 +3,7 @@
 Every convolution here maps u (B, L, H) with a kernel K (T, H) to y (B, L, H) with
 y[b, t, h] = sum_{k < min(T, t + 1)} K[k, h] * u[b, t - k, h]  (causal, one filter per channel).
 
-FLOP convention (the same one bench/flops.py counts with): matrix products 2*m*n*k, complex ones
+FLOP convention (the same one bench/core/flops.py counts with): matrix products 2*m*n*k, complex ones
 8*m*n*k, a real FFT of length n 2.5*n*log2(n), convolutions as executed (2*B*H*L*T for T taps),
 elementwise ops not counted.
 

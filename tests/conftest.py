@@ -36,6 +36,6 @@ def restore_threads():
 @pytest.fixture(scope="session")
 def synth():
     """The synthetic corpus at seed 0, loaded once for the session (a few seconds to sample)."""
-    from bench.data import load_corpus
+    from bench.perplexity.data import load_corpus
 
     return load_corpus("synthetic")

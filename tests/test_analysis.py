@@ -20,8 +20,7 @@ from bench.analysis import (
     option_ablation,
     sweeps,
 )
-from bench.schema import TABLES
-from bench.summaries import (
+from bench.analysis.summaries import (
     bpb_table,
     curve_stats,
     decode_speedup,
@@ -35,6 +34,7 @@ from bench.summaries import (
     val_curves,
     with_labels,
 )
+from bench.schema import TABLES
 
 COLUMNS = TABLES["scaling.csv"].columns
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data as D
-from bench.config import UsageError
-from bench.data import CorpusError, Synthetic, load_corpus
+from bench.core.config import UsageError
+from bench.perplexity import data as D
+from bench.perplexity.data import CorpusError, Synthetic, load_corpus
 
 SMALL = Synthetic(size=200_000)
 

@@ -1,4 +1,4 @@
-"""bench.executor: the local executor as today's loop; on a local Ray cluster (marked ray: .ci/run's second
+"""bench.core.executor: the local executor as today's loop; on a local Ray cluster (marked ray: .ci/run's second
 step), the same rows as a local run, a worker that dies as an error row, Ctrl-C and --resume, a hung cell timed
 out; and the flags' usage errors, which need no cluster."""
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import decode, executor, numerics, perplexity, profiling, scaling
+from bench import decode, numerics, perplexity, profiling, scaling
+from bench.core import executor
 from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,7 +241,7 @@ def test_simulated_wall_times_of_a_queue_and_of_static_shards():
 
 
 def test_a_presets_group_seconds_take_a_measured_step_through_the_timing_rule():
-    from bench import config, estimate
+    from bench.core import config, estimate
 
     preset = config.SCALING_PRESETS["smoke"]
     cells = [c for g in preset.grids for c in g.cells()]
@@ -284,7 +285,7 @@ def test_the_local_executor_never_imports_ray(tmp_path):
 def test_a_task_that_failed_on_its_worker_is_an_error_row_of_its_cell_and_the_sweep_goes_on(tmp_path):
     import torch
 
-    from bench.sweep import Sweep
+    from bench.core.sweep import Sweep
 
     sweep = Sweep("decode.csv", out_dir=tmp_path, run_id="r", device=torch.device("cpu"), resume=False)
     key = dict(

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import analysis, findings, plots, report
+from bench import analysis, plots, report
+from bench.analysis import findings
 from bench.plots import scaling as scaling_plots
 from bench.schema import TABLES
 

@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from bench import findings, report
+from bench import report
+from bench.analysis import findings
 from tests.test_findings import BASELINE, LENGTHS, one, plant, power_laws
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bench.flops as flops
+import bench.core.flops as flops
 import models
-from bench.flops import attention_flops, count_flops, count_flops_by_op, fft_flops
+from bench.core.flops import attention_flops, count_flops, count_flops_by_op, fft_flops
 
 
 def test_linear_forward_and_backward():

@@ -10,11 +10,12 @@ import weakref
 import pytest
 
 import run_all
-from bench import config, cuda_checks, decode, estimate, numerics, profiling, regress, results
+from bench import decode, numerics, profiling, regress, results
+from bench.core import config, cuda_checks, estimate
+from bench.core.sweep import drive
+from bench.core.timing import CLOCKS, measure
 from bench.perplexity import grid
 from bench.schema import TABLES
-from bench.sweep import drive
-from bench.timing import CLOCKS, measure
 from tests.test_regress import write
 
 

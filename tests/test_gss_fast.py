@@ -4,7 +4,7 @@ cache that is never stale, FLOPs as executed, and GSS's recurrence for step / pr
 import pytest
 import torch
 
-from bench.flops import count_flops
+from bench.core.flops import count_flops
 from models.gss import DSS, GSS, dss_recurrence_ref, dss_ref
 from models.gss_fast import FastDSS, FastGSS, FFTConv, RealKernel
 from models.ops import causal_conv_ref, fft_conv, rfft_flops

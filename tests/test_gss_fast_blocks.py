@@ -4,8 +4,8 @@ length, FLOPs as executed, and no (B, L, E) tensor held."""
 import pytest
 import torch
 
-from bench.flops import count_flops
-from bench.memory import _cpu_peak_bytes
+from bench.core.flops import count_flops
+from bench.core.memory import _cpu_peak_bytes
 from models.gss_fast import FastGSS
 from tests.test_gss_fast import SMALL, pair, rel
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.memory import MIB, peak_memory_mb
+from bench.core.memory import MIB, peak_memory_mb
 
 TENSOR_MB = 1000 * 1000 * 4 / MIB  # 3.81 MiB
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import models
-from bench.timing import MODES
+from bench.core.timing import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from bench import perplexity
-from bench.data import load_corpus
 from bench.perplexity import grid
+from bench.perplexity.data import load_corpus
+from bench.perplexity.synthetic import unigram_entropy_bpb
+from bench.perplexity.training import lr_at
 from bench.results import read_rows
-from bench.synthetic import unigram_entropy_bpb
-from bench.training import lr_at
 from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent

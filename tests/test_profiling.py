@@ -10,7 +10,7 @@ from torch.autograd import DeviceType
 
 import models
 from bench import profiling
-from bench.config import Cell
+from bench.core.config import Cell
 from bench.results import read_rows
 from tests.helpers import assert_usage_error
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bench import perplexity
-from bench.data import IGNORE, load_corpus
 from bench.perplexity import lm, mqar
+from bench.perplexity.data import IGNORE, load_corpus
 from bench.results import read_rows
 
 TINY = [
@@ -197,8 +197,8 @@ def test_a_fixed_context_predictor_scores_the_same_at_every_length(synth):
 
 
 def test_the_reports_phase_bound_uses_the_synthetic_sources_block_length():
-    from bench import summaries
-    from bench.synthetic import Synthetic
+    from bench.analysis import summaries
+    from bench.perplexity.synthetic import Synthetic
 
     assert Synthetic().block_len == summaries.SYNTHETIC_BLOCK_LEN
     assert summaries.phase_bound_bpb(256) == pytest.approx(math.log2(Synthetic().block_len) / 256)

@@ -4,7 +4,7 @@ the query gaps, determinism, impossible settings, and what chance accuracy means
 import pytest
 import torch
 
-from bench.recall import IGNORE, chance_accuracy, check, gap_probabilities, recall_accuracy, recall_batch
+from bench.perplexity.recall import IGNORE, chance_accuracy, check, gap_probabilities, recall_accuracy, recall_batch
 
 SHAPE = dict(seq_len=64, num_kv_pairs=8, vocab=128)
 

@@ -1,4 +1,4 @@
-"""The crossover refinement: which crossovers are too loose (bench.refine, the same interval as findings.csv),
+"""The crossover refinement: which crossovers are too loose (bench.analysis.refine, the same interval as findings.csv),
 and the scaling suite re-measuring their four bracketing cells on planted times and a fake clock."""
 
 import math
@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import cli, config, findings, refine, scaling
+from bench import scaling
+from bench.analysis import findings, refine
+from bench.core import cli, config
+from bench.core.timing import Timing
 from bench.results import read_rows
-from bench.timing import Timing
 from tests.helpers import assert_usage_error
 
 TINY = [

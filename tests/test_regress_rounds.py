@@ -3,7 +3,7 @@ rounds it ran beside (a crossover's refinement adds rounds to the cells around i
 
 import statistics
 
-from bench import regress_load
+from bench.regress.load import standard_error_ms, time_beside
 from tests.test_regress import gate, scaling_rows, slower_repeats
 
 
@@ -48,10 +48,10 @@ def test_relative_times_use_the_reference_rounds_run_beside_the_cell(tmp_path, c
 
 def test_time_beside():
     row = dict(time_ms=5.0, time_iqr_ms=1.0, repeats=6, times_ms="1 2 3 10 10 10")
-    assert regress_load.time_beside(row, 3)[0] == 2.0  # the first three rounds
-    assert regress_load.time_beside(row, 6) == (5.0, regress_load.standard_error_ms(row))  # all of them: the row's
-    assert regress_load.time_beside(row, 9)[0] == 5.0
-    assert regress_load.time_beside({**row, "times_ms": ""}, 3) == (
+    assert time_beside(row, 3)[0] == 2.0  # the first three rounds
+    assert time_beside(row, 6) == (5.0, standard_error_ms(row))  # all of them: the row's
+    assert time_beside(row, 9)[0] == 5.0
+    assert time_beside({**row, "times_ms": ""}, 3) == (
         5.0,
-        regress_load.standard_error_ms({**row, "times_ms": ""}),
+        standard_error_ms({**row, "times_ms": ""}),
     )  # no repeat times (older runs): the row's

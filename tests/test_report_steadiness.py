@@ -5,7 +5,8 @@ import csv
 
 import pytest
 
-from bench import analysis, report, summaries
+from bench import analysis, report
+from bench.analysis import summaries
 from bench.schema import TABLES
 
 OPTS = dict(kernel_N="512", kernel_H="256", lambda_imag_exp="true", conv_kernel="", compiled="false")

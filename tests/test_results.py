@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import env as E
 from bench import results as R
+from bench.core import env as E
 from bench.results import ResultsError, RowWriter, format_value, read_rows
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,11 +14,11 @@ import torch
 import models
 import run_all
 from bench import scaling
-from bench.flops import count_flops
-from bench.memory import peak_memory_mb
+from bench.core.flops import count_flops
+from bench.core.memory import peak_memory_mb
+from bench.core.timing import make_step
 from bench.results import read_rows
 from bench.schema import TABLES
-from bench.timing import make_step
 from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -356,7 +356,7 @@ ORDER_RUN = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
     import torch
-    from bench.config import Cell
+    from bench.core.config import Cell
     from bench.scaling import prepare_cell
     torch.set_num_threads(1)
     a = Cell(model="gss", mode="fwd", dtype="float32", batch=1, seq_len=128, dim=128, kernel_N=512, kernel_H=256,

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from bench import scaling
-from bench.cli import shard
+from bench.core.cli import shard
+from bench.core.sweep import Rows, Sweep
 from bench.results import DIED_ERROR, mark_in_flight, read_rows
 from bench.schema import TABLES
-from bench.sweep import Rows, Sweep
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
-"""The synthetic source (bench.synthetic): the entropy of Markov chains by hand, and a sampled corpus whose copies
-copy and whose empirical entropy matches the exact rate. (Its window floor: tests/test_window_floor.py.)"""
+"""The synthetic source (perplexity/synthetic.py): the entropy of Markov chains by hand, and a sampled corpus
+whose copies copy and whose empirical entropy matches the exact rate. (Its window floor: tests/test_window_floor.py.)"""
 
 import math
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import synthetic as S
-from bench.synthetic import Synthetic
+from bench.perplexity import synthetic as S
+from bench.perplexity.synthetic import Synthetic
 
 
 def h2(p):

@@ -1,4 +1,4 @@
-"""bench.timing: the timing loop on fake clocks (no assertion depends on how fast anything runs), and the step
+"""bench.core.timing: the timing loop on fake clocks (no assertion depends on how fast anything runs), and the step
 builder."""
 
 import math
@@ -8,8 +8,8 @@ import statistics
 import pytest
 import torch
 
-from bench import timing
-from bench.timing import MODES, Timing, make_step, measure, measure_group, median_ci_ranks
+from bench.core import timing
+from bench.core.timing import MODES, Timing, make_step, measure, measure_group, median_ci_ranks
 
 
 class FakeTimer:

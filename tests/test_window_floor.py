@@ -1,12 +1,13 @@
-"""bench.synthetic.window_floor_bpb, the floor a k*T evaluation window allows on the synthetic source, against
-brute-force enumeration of every block sequence of tiny sources, and its properties on the default source."""
+"""synthetic.window_floor_bpb (bench.perplexity), the floor a k*T evaluation window allows on the synthetic
+source, against brute-force enumeration of every block sequence of tiny sources, and its properties on the
+default source."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from bench.synthetic import (
+from bench.perplexity.synthetic import (
     MARKER,
     MARKOV_ALPHABET,
     Synthetic,
@@ -140,7 +141,7 @@ def test_window_floor_properties_on_tiny_sources(name):
 
 def test_window_floor_on_the_default_source():
     config = Synthetic()
-    transition = config.transition(np.random.default_rng(0))  # bench.data.synthetic(seed=0)'s source
+    transition = config.transition(np.random.default_rng(0))  # bench.perplexity.data.synthetic(seed=0)'s source
     rate = synthetic_entropy_rate(transition, markov_len=config.markov_len, copy_len=config.copy_len)
     for seq_len in (16, 64, 129, 256, 1000, 4096):
         floors = [window_floor_bpb(transition, config, seq_len=seq_len, multiple=k) for k in (1, 2, 4, 8)]

@@ -1,8 +1,8 @@
 """Scaling findings computed from the CSVs alone (pandas, no torch): length sweeps, slopes, crossovers, ablations.
 
-Shared by the plots and the report (bench.summaries holds the trainings, decoding and numerics); every CSV fact
+Shared by the plots and the report (bench.analysis.summaries holds the trainings, decoding and numerics); every CSV fact
 (columns read, numeric columns, options, modes, model order) comes from bench.schema. Its command (__main__.py,
-bench.findings) writes and prints the findings of runs with their 95% intervals:
+bench.analysis.findings) writes and prints the findings of runs with their 95% intervals:
 
     python -m bench.analysis RUN [RUN ...]
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import refine, stats
+from bench import stats
+from bench.analysis import refine
 from bench.results import ResultsError, read_rows
 from bench.schema import MODELS_ORDER, MODES, NUMERIC, OPTIONS, TABLES
 

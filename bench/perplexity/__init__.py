@@ -17,14 +17,15 @@ from dataclasses import replace
 import torch
 
 import models
-from bench import cli, executor, usage
-from bench.data import load_corpus
+from bench import usage
+from bench.core import cli, executor
+from bench.core.sweep import Sweep, device_name, drive
 from bench.perplexity import lm, mqar
+from bench.perplexity.data import load_corpus
 from bench.perplexity.grid import PERPLEXITY_PRESETS, TASKS, TrainGrid
-from bench.recall import check as check_recall
+from bench.perplexity.recall import check as check_recall
 from bench.results import cell_key
 from bench.schema import TABLES
-from bench.sweep import Sweep, device_name, drive
 from bench.usage import UsageError
 
 CSV, CURVE_CSV, RECALL_CSV = "perplexity.csv", lm.CURVE_CSV, "recall.csv"
@@ -220,7 +221,7 @@ def measure(cell, device, rate):
 
 
 def measure_remote(cell, device_type, rate):
-    """A training where a Ray task runs (bench.executor): its rows (and curves), and that worker's device."""
+    """A training where a Ray task runs (bench.core.executor): its rows (and curves), and that worker's device."""
     device = torch.device(device_type)
     return measure(cell, device, rate), device_name(device)
 

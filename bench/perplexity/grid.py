@@ -7,7 +7,7 @@ every rate on the first seed, and the rate with the best validation score serves
 from dataclasses import dataclass
 
 import models
-from bench.config import Preset, option_combos
+from bench.core.config import Preset, option_combos
 from bench.usage import choice
 
 TASKS = ("lm", "recall")

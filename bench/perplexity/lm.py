@@ -11,8 +11,8 @@ import math
 import torch
 
 import models
-from bench.sweep import Rows
-from bench.training import mean_loss, train
+from bench.core.sweep import Rows
+from bench.perplexity.training import mean_loss, train
 
 CURVE_CSV = "train_curve.csv"
 CURVE_POINTS = 100  # train_curve.csv holds at most this many points per training

@@ -1,12 +1,12 @@
-"""Multi-query associative recall trainings (bench.recall's MQAR), with the LM protocol: each model and length
+"""Multi-query associative recall trainings (recall.py's MQAR), with the LM protocol: each model and length
 trained at every candidate rate on the first seed, the rate with the best accuracy on a validation draw serving
 every seed, and accuracy reported on a test draw. The draws come from generator seeds used for nothing else."""
 
 import torch
 
 from bench.perplexity.lm import build_lm
-from bench.recall import chance_accuracy, recall_accuracy, recall_batch, recall_loss
-from bench.training import train
+from bench.perplexity.recall import chance_accuracy, recall_accuracy, recall_batch, recall_loss
+from bench.perplexity.training import train
 
 EVAL_SEQUENCES = 256
 TEST_SEED, VAL_SEED = 10_000, 20_000  # + the training seed: draws no training sees

@@ -11,8 +11,8 @@ backend, colours, axes, saving). Every plot_xxx(df_or_run_dir, out_path, ...) re
 
 from pathlib import Path
 
-from bench import analysis, findings, report
-from bench.analysis import ok
+from bench import analysis, report
+from bench.analysis import findings, ok
 from bench.plots.runtime import plot_decode, plot_numerics, plot_ops
 from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_gss_dss, plot_kernel_n, plot_memory, plot_time
 from bench.plots.style import FALLBACK_COLOURS, MODEL_COLOURS, colour, note  # noqa: F401  (the public look)
@@ -31,7 +31,7 @@ from bench.usage import run_dir as existing_run_dir
 
 def render_all(run_dir, out_dir, *, found=None):
     """Every figure the run's CSVs allow; returns the PNGs written. found: the run's findings
-    (bench.findings.of_run), for the time figures' crossover intervals; computed there when not given."""
+    (bench.analysis.findings.of_run), for the time figures' crossover intervals; computed there when not given."""
     out_dir, written = Path(out_dir), []
     scaling = analysis.load_scaling(run_dir)
     if scaling is None or ok(scaling).empty:

@@ -1,7 +1,6 @@
 """Figures of op_breakdown.csv, decode.csv and numerics.csv."""
 
-from bench import summaries
-from bench.analysis import ok, ordered_models
+from bench.analysis import ok, ordered_models, summaries
 from bench.plots.style import (
     CATEGORY_COLOURS,
     METHOD_STYLES,

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from bench import analysis, findings
-from bench.analysis import ok, ordered_models
+from bench import analysis
+from bench.analysis import findings, ok, ordered_models
 from bench.plots.style import (
     MODE_TITLES,
     STYLES,
@@ -25,7 +25,7 @@ from bench.schema import MODES
 
 
 def crossover_finding(df, found, *, mode, dtype):
-    """(value, ci_low, ci_high) of the gss/attention crossover in the findings (bench.findings; computed from df's
+    """(value, ci_low, ci_high) of the gss/attention crossover in the findings (analysis.findings; computed from df's
     gss and attention cells when found is None: the same finding, each pair of cells' draws being seeded by their
     keys), the interval None where there is none (cells without times_ms); None without such a crossover."""
     if found is None:
@@ -45,7 +45,7 @@ def crossover_finding(df, found, *, mode, dtype):
 
 def plot_time(source, out_path, *, mode, dtype="float32", found=None):
     """Time per step vs seq_len, log-log, each model's sweep with its fitted slope, and the gss/attention crossover
-    with its 95% interval as a band (found: the run's findings, bench.findings; computed when not given)."""
+    with its 95% interval as a band (found: the run's findings, bench.analysis.findings; computed when not given)."""
     df = _data(source, "scaling.csv", f"time {mode} {dtype}")
     if df is None:
         return None

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from bench import analysis, summaries
-from bench.analysis import ordered_models
+from bench import analysis
+from bench.analysis import ordered_models, summaries
 from bench.plots.style import STYLES, _axes, _data, _finish, _log2_axis, _save, _summary, colour, look, note, shade
 
 

@@ -3,7 +3,7 @@
     pytest tests/perf --benchmark-autosave
     pytest tests/perf --benchmark-compare --benchmark-compare-fail=median:10%
 
-Each round runs the suite's own step (bench.timing.make_step) and synchronises CUDA before the clock
+Each round runs the suite's own step (bench.core.timing.make_step) and synchronises CUDA before the clock
 stops, so GPU times are real.
 """
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import models
-from bench.timing import MODES, make_step
+from bench.core.timing import MODES, make_step
 
 pytestmark = pytest.mark.perf
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

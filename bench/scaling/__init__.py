@@ -4,7 +4,7 @@
     python -m bench.scaling --models gss,attention --seq-lens 1024,4096 --modes fwdbwd --list
 
 The cells a finding compares (every model and option set at one length, mode and dtype: config.group_key)
-are measured as a group, their timed repeats interleaved (bench.timing.measure_group), so that a drift of
+are measured as a group, their timed repeats interleaved (bench.core.timing.measure_group), so that a drift of
 the machine falls on all of them alike. Rows go to DIR/scaling.csv group by group, each with every timed
 repeat (`times_ms`); a failed cell is a row (oom / error / skipped) and the sweep goes on. --resume
 continues a killed run without repeating or losing a cell.
@@ -18,14 +18,16 @@ from dataclasses import dataclass
 import torch
 
 import models
-from bench import cli, executor, refine, usage
-from bench.config import LAYER_KEY, SCALING_PRESETS, Cell, group_key, groups_of, layer_cells, shard_groups
-from bench.flops import count_flops
-from bench.memory import peak_memory_mb
+from bench import usage
+from bench.analysis import refine
+from bench.core import cli, executor
+from bench.core.config import LAYER_KEY, SCALING_PRESETS, Cell, group_key, groups_of, layer_cells, shard_groups
+from bench.core.flops import count_flops
+from bench.core.memory import peak_memory_mb
+from bench.core.sweep import Sweep, device_name, drive
+from bench.core.timing import Timing, make_step, measure_group
 from bench.results import RowWriter, atomic_path, cell_key, read_rows
 from bench.schema import TABLES
-from bench.sweep import Sweep, device_name, drive
-from bench.timing import Timing, make_step, measure_group
 
 CSV = "scaling.csv"
 REFINE_ROUND = 5  # repeats of each refined cell between two looks at the crossover's interval
@@ -112,7 +114,7 @@ def row_of(prepared, timing):
 
 def measure_cells(cells, device, timing):
     """A group's cells measured together: each prepared in turn (a failure is that cell's), then their steps
-    timed with interleaved repeats (bench.timing.measure_group). Per cell, its row's measured columns or the
+    timed with interleaved repeats (bench.core.timing.measure_group). Per cell, its row's measured columns or the
     exception it raised."""
     prepared = []
     for cell in cells:
@@ -234,14 +236,14 @@ def group_jobs(ctx, sweep, name):
 
 
 def measure_remote(cells, device_type, timing):
-    """A group measured where a Ray task runs (bench.executor): each cell's columns or exception, and the
+    """A group measured where a Ray task runs (bench.core.executor): each cell's columns or exception, and the
     `device` column of that worker."""
     device = torch.device(device_type)
     return measure_cells(cells, device, timing), device_name(device)
 
 
 def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), budget_s=60.0, clock=time.monotonic):
-    """After the sweep: every crossover of `pairs` whose 95% interval is wider than +-ci (bench.refine) has its four
+    """After the sweep: every crossover of `pairs` whose 95% interval is wider than +-ci (analysis.refine) has its four
     bracketing cells (the two models at the two lengths around it) measured again as one group, REFINE_ROUND
     interleaved repeats at a time, until the interval is within +-ci, or its budget_s (or the run's --time-limit)
     is spent, or the timing's max_repeats; their rows, the sweep's paired rounds and the refinement's
@@ -365,7 +367,3 @@ HOW = dict(presets=SCALING_PRESETS, build_cells=layer_cells, convert=convert, sh
 
 def main(argv=None):
     return cli.run_suite(make_parser(), argv, run=run, **HOW)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

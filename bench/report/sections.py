@@ -1,5 +1,5 @@
 """The findings sections of REPORT.md, one per CSV (scaling, language modelling, recall, op breakdown,
-decoding, numerics): each reads its CSV through bench.analysis and bench.summaries and returns (Markdown lines,
+decoding, numerics): each reads its CSV through bench.analysis and bench.analysis.summaries and returns (Markdown lines,
 findings), the findings being the one-line facts REPORT.md lists first. bench.report puts them together with
 the environment, the failed cells and the commands to reproduce (pandas, no matplotlib, no torch)."""
 
@@ -7,8 +7,8 @@ import itertools
 
 import pandas as pd
 
-from bench import analysis, summaries
-from bench.analysis import ok
+from bench import analysis
+from bench.analysis import ok, summaries
 
 
 def table(header, rows):

@@ -3,7 +3,7 @@
 The model, per step: its FLOPs (the models' analytic `.flops()`, checked against the counted FLOPs in the
 tests; a backward costs twice the forward) at an assumed achieved rate per dtype, but never less than a
 floor for launching an eager step's kernels from Python. Per cell: the steps the suite runs (the counting
-and memory steps, warm-ups, timed repeats as bench.timing's stopping rule takes them, trainings' steps and
+and memory steps, warm-ups, timed repeats as bench.core.timing's stopping rule takes them, trainings' steps and
 evaluations), plus a fixed cost for building the layer, allocator growth and FFT plans. The rates are
 leads, not measurements: about a third of the H100's dense bfloat16 peak (990 TFLOP/s) for eager bfloat16,
 about half its float32 peak without tensor cores (67 TFLOP/s, as torch runs float32 matmuls by default),
@@ -13,7 +13,7 @@ likewise float64. A GPU run's log and CSVs give the real times to compare with (
 import math
 
 import models
-from bench.timing import SLOW_STEP_MIN_REPEATS
+from bench.core.timing import SLOW_STEP_MIN_REPEATS
 
 RATES = {"float64": 30e12, "float32": 30e12, "bfloat16": 300e12, "float16": 300e12}  # achieved FLOP/s, assumed
 LAUNCH_S = {"fwd": 1e-3, "fwdbwd": 3e-3}  # per layer step: ~100 / ~300 eager ops at ~10 us each
@@ -31,7 +31,7 @@ def step_s(flops_fwd, dtype, mode, *, layers=1):
 
 
 def timed_steps(step, timing):
-    """Steps bench.timing.measure runs for a step of `step` seconds: warm-ups, then min_repeats (5 when one
+    """Steps bench.core.timing.measure runs for a step of `step` seconds: warm-ups, then min_repeats (5 when one
     step exceeds the budget), assuming the median's interval converges by then (GPU times are steady)."""
     warmup, repeats, budget = timing.get("warmup", 2), timing.get("min_repeats", 10), timing.get("budget_s", 1.0)
     if step > budget:
@@ -110,10 +110,10 @@ def suite_seconds(suite, cells, timing):
 def scaling_group_seconds(preset, measured=None):
     """Seconds of each interleaved group of a scaling preset's cells, in their order: a cell's measured step
     (`measured`: {(model, mode, dtype, seq_len, kernel_N, conv_kernel) as CSV strings: seconds}, from a run's
-    scaling.csv) through the timing rule, else scaling_cell's estimate. For bench.executor.simulate."""
+    scaling.csv) through the timing rule, else scaling_cell's estimate. For bench.core.executor.simulate."""
     from argparse import Namespace
 
-    from bench.config import GRID_FLAGS, groups_of, layer_cells
+    from bench.core.config import GRID_FLAGS, groups_of, layer_cells
 
     args = Namespace(**dict.fromkeys((*GRID_FLAGS, "modes", "dtype", "batch", "dim")), compile=False)
 

@@ -7,7 +7,7 @@ row), a list of row dicts (a cell of several rows, e.g. one per op category), or
 plus rows of the others). An exception becomes an `oom` or `error` row and the sweep goes on. After an OOM,
 the longer cells of the same series (the cell's key without its length column) are `skipped`. The cell in
 flight is marked on disk, so a resumed run records a cell that killed the process as `error` ("process died
-in this cell") instead of running it again forever. `drive` (bench.executor's local driver) feeds a suite's
+in this cell") instead of running it again forever. `drive` (bench.core.executor's local driver) feeds a suite's
 cells to its sweeps.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from bench import executor
-from bench.executor import drive  # the local driver, where the suites have always imported it from
+from bench.core import executor
+from bench.core.executor import drive  # the local driver, where the suites have always imported it from
 from bench.results import (
     DIED_ERROR,
     RowWriter,
@@ -143,7 +143,7 @@ class Sweep:
         self.record(rows)
 
     def run_group(self, key_rows, measure):
-        """Cells measured together (bench.timing.measure_group interleaves their repeats): measure(indices) -> for
+        """Cells measured together (bench.core.timing.measure_group interleaves their repeats): measure(indices) -> for
         each index of a cell still to run, its measured columns (a dict) or the exception it raised. Done cells are
         left out and skipped ones recorded, as run() does; the group runs under the in-flight marker of its first
         cell to run (a process that dies in the group is recorded against that cell, and --resume runs the others
@@ -177,9 +177,9 @@ class Sweep:
 
     def run_cells(self, cells, *, key_row, measure, desc, deadline=None, remote=None, how=None, ready=None):
         """Every cell through run(), driven by drive(): key_row(cell) and measure(cell) as run() takes them. With
-        `how` (bench.executor.options) naming the ray executor, each cell is instead a task of remote(cell) ->
+        `how` (bench.core.executor.options) naming the ray executor, each cell is instead a task of remote(cell) ->
         (target, args), whose result is (measured, the worker's device column), recorded here as it returns;
-        ready(cell), when given, holds a cell back while it is False (bench.executor.Job.ready)."""
+        ready(cell), when given, holds a cell back while it is False (bench.core.executor.Job.ready)."""
         if how is None or how["executor"] == "local":
             return drive(
                 cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc, deadline=deadline

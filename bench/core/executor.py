@@ -32,12 +32,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import env, usage
+from bench import usage
+from bench.core import env
 from bench.usage import UsageError
 
 EXECUTORS = ("local", "ray")
 WORKER_DIED = "worker died in this cell"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # never shipped to workers: run outputs, figures, the environment, the history
 EXCLUDES = ["results/", "plots/", ".venv/", ".git/", "**/__pycache__/", "traces/"]
 CONNECT_TIMEOUT_S = 5.0
@@ -254,7 +255,7 @@ def record_nodes(out_dir, infos):
 
 
 def options(args, device):
-    """bench.executor.run's keyword arguments from a suite's command line."""
+    """bench.core.executor.run's keyword arguments from a suite's command line."""
     return dict(
         executor=args.executor,
         ray_address=args.ray_address,

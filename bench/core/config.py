@@ -148,8 +148,8 @@ class Grid:
 class Preset:
     name: str
     grids: tuple
-    timing: dict = field(default_factory=dict)  # keyword arguments for bench.timing.measure
-    # the scaling suite's crossover refinement (bench.refine): model pairs, the +-ci it aims at, its time budget
+    timing: dict = field(default_factory=dict)  # keyword arguments for bench.core.timing.measure
+    # the scaling suite's crossover refinement (bench.analysis.refine): model pairs, the +-ci it aims at, its budget
     refine: dict = field(default_factory=dict)
 
     def describe(self):

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 import models
-from bench import config, usage
-from bench.env import write_env
+from bench import usage
+from bench.core import config
+from bench.core.env import write_env
 from bench.results import (
     ENV_FILE,
     RESULTS_DIR,

@@ -2,7 +2,7 @@
 
     python -m bench.report RUN_DIR [--plots DIR]      # RUN_DIR/REPORT.md and findings.csv (no matplotlib, no torch)
 
-The sections of findings, one per CSV, are in bench.report_sections (this file would be two ideas and
+The sections of findings, one per CSV, are in bench.report.sections (this file would be two ideas and
 over 300 lines with them); here they are put together with what is not a finding.
 """
 
@@ -10,11 +10,11 @@ import json
 import math
 import os
 import shlex
-import sys
 from pathlib import Path
 
-from bench import analysis, findings, summaries, usage
-from bench.report_sections import SECTIONS, scaling_section, table, tokens
+from bench import analysis, usage
+from bench.analysis import findings, summaries
+from bench.report.sections import SECTIONS, scaling_section, table, tokens
 from bench.results import REPO_ROOT, RESULTS_DIR
 from bench.usage import Parser, fail
 
@@ -233,7 +233,7 @@ STEADY = 0.25  # a median profiled / timed ratio further than this from 1: the m
 
 
 def steadiness_section(run_dir):
-    """The cells timed by the scaling suite and profiled later in the same run (bench.summaries.profile_drift):
+    """The cells timed by the scaling suite and profiled later in the same run (bench.analysis.summaries.profile_drift):
     their time in each, and, when the median ratio is off by more than STEADY, a finding that the machine's
     speed changed during the run, so that the times of the suites after the scaling suite (profiling,
     decode) are not taken at face value."""
@@ -266,7 +266,7 @@ def steadiness_section(run_dir):
 
 def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
     """Writes REPORT.md into report_dir (default: the run directory) and returns its path; figures are
-    embedded, linked relative to it, when plots_dir holds them. findings.csv (bench.findings; `found`, when
+    embedded, linked relative to it, when plots_dir holds them. findings.csv (bench.analysis.findings; `found`, when
     already computed) is written beside it when the run has a scaling.csv. Nothing else is written."""
     run_dir = Path(run_dir)
     found = findings.of_run(run_dir) if found is None else found
@@ -295,7 +295,7 @@ def write_report(run_dir, *, plots_dir=None, report_dir=None, found=None):
     head = [
         f"# GSS Bench report: {run_id}",
         "",
-        "Every number below is computed from the run's CSVs by `bench/report.py`; figures are in "
+        "Every number below is computed from the run's CSVs by `bench/report/__init__.py`; figures are in "
         f"`{os.path.relpath(plots_dir.resolve(), where.resolve())}`.",
         "",
     ]
@@ -330,7 +330,3 @@ def main(argv=None):
     except (ValueError, OSError) as error:  # a UsageError, a malformed CSV (ResultsError), an env.json not JSON
         return fail(error)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

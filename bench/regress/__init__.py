@@ -8,11 +8,10 @@ files, another device class, no cell in common). Reads CSVs only (pandas; no tor
 """
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.regress_load import (
+from bench.regress.load import (
     VALUE_COLUMNS,
     CompareError,
     cpu_model,
@@ -356,7 +355,3 @@ def run(argv=None):
         return fail(error), None
     print(render(gate, one_sided=not args.no_one_sided))
     return (1 if any(f.kind == "regression" for f in gate.findings) else 0), gate
-
-
-if __name__ == "__main__":
-    sys.exit(main())

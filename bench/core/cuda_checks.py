@@ -5,8 +5,8 @@ and recorded in env.json under "cuda_check":
   bfloat16 and float16 on CUDA it must be a fused FlashAttention-style kernel: PyTorch's flash kernel, or
   cuDNN's fused attention, which torch 2.11 prefers on Hopper (seen on the H200, docs/gpu.md); the math or
   memory-efficient path would time another algorithm than a practitioner gets;
-* that bench.timing times CUDA work with CUDA events: a GPU-side sleep of known length timed through
-  bench.timing.measure agrees with the host clock around a synchronised call;
+* that bench.core.timing times CUDA work with CUDA events: a GPU-side sleep of known length timed through
+  bench.core.timing.measure agrees with the host clock around a synchronised call;
 * the GPU: name, compute capability, memory, multiprocessors, torch's CUDA and cuDNN versions, and what
   nvidia-smi reports (driver, clocks, power, temperature) when it is there.
 
@@ -22,7 +22,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import models
-from bench.timing import CLOCKS, autocast, measure
+from bench.core.timing import CLOCKS, autocast, measure
 
 # The aten op each fused SDPA kernel runs as (the math path has none: it decomposes into matmuls and a softmax).
 SDPA_OPS = {
@@ -81,7 +81,7 @@ def sdpa_failures(backends, device_type):
 
 
 def event_timing(device, sleep=None, sync=None):
-    """Work of a known length timed by bench.timing.measure, and by the host clock around five more calls with
+    """Work of a known length timed by bench.core.timing.measure, and by the host clock around five more calls with
     synchronisation (their median). On CUDA the work is a GPU-side sleep (the launch returns at once: a host timer
     without events would read microseconds); `sleep` and `sync` replace it (a CPU rehearsal)."""
     if sleep is None:
@@ -107,11 +107,11 @@ def timing_failures(report, device_type):
     """What is wrong with an event_timing report (empty: the device's clock timed the device's work)."""
     failures = []
     if report["clock"] != CLOCKS[device_type]:
-        failures.append(f"bench.timing timed {device_type} work with {report['clock']}, not {CLOCKS[device_type]}")
+        failures.append(f"bench.core.timing timed {device_type} work with {report['clock']}, not {CLOCKS[device_type]}")
     timed, host = report["timed_ms"], report["host_ms"]
     if not (timed > 0 and abs(timed / host - 1) <= TIMING_AGREEMENT):
         failures.append(
-            f"a GPU sleep timed {timed:.3g} ms by bench.timing and {host:.3g} ms by the host clock: "
+            f"a GPU sleep timed {timed:.3g} ms by bench.core.timing and {host:.3g} ms by the host clock: "
             f"they disagree by more than {TIMING_AGREEMENT:.0%}"
         )
     return failures

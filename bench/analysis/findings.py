@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import analysis, refine, usage
+from bench import analysis, usage
+from bench.analysis import refine
 from bench.results import ResultsError, atomic_write_text, format_value
 from bench.schema import TABLES
 from bench.stats import RESAMPLES, crossover, median_draws, percentile_interval, repeat_times

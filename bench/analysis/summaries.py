@@ -37,8 +37,8 @@ def _lm(df):
     return ok(with_labels(df))
 
 
-# The synthetic corpus's blocks (bench.synthetic.Synthetic().block_len: 96 Markov bytes, the marker, a 32-byte
-# copy). window_floor_bpb is the floor of a predictor that knows a window's phase in these blocks; a real one
+# The synthetic corpus's blocks (bench.perplexity.synthetic.Synthetic().block_len: 96 Markov bytes, the marker,
+# a 32-byte copy). window_floor_bpb is the floor of a predictor that knows a window's phase in these blocks; a real one
 # must infer it, which is worth at most log2(block_len) bits over a window's T scored bytes.
 SYNTHETIC_BLOCK_LEN = 129
 

@@ -1,7 +1,7 @@
 """Byte-level corpora (vocabulary 256) for the perplexity suite, each with a deterministic, disjoint
 train/validation split and the SHA-256 of the bytes the splits come from.
 
-    synthetic      seeded first-order Markov text with copy segments; its entropy rate known exactly (bench.synthetic)
+    synthetic      seeded first-order Markov text with copy segments; its entropy rate known exactly (synthetic.py)
     stdlib         the top-level *.py files of the running Python's standard library, sorted, concatenated
     enwik8         the first 10^8 bytes of English Wikipedia (Hutter prize), downloaded once into the cache
     enwik8:PATH    enwik8 (or enwik8.zip) from a file you supply
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.synthetic import CorpusError, Synthetic, synthetic_entropy_rate, window_floor_bpb
+from bench.perplexity.synthetic import CorpusError, Synthetic, synthetic_entropy_rate, window_floor_bpb
 
 CORPORA = ("synthetic", "stdlib", "enwik8")
 VALID_FRACTION = 0.1  # of the bytes, for validation and again for test

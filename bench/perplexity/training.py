@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.data import IGNORE
-from bench.timing import autocast
+from bench.core.timing import autocast
+from bench.perplexity.data import IGNORE
 
 CLIP_NORM = 1.0
 WARMUP_FRACTION = 0.1

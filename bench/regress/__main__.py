@@ -1,0 +1,5 @@
+import sys
+
+from bench.regress import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from bench.scaling import main
+
+sys.exit(main())
