@@ -13,7 +13,18 @@ from dataclasses import dataclass
 
 # The options a grid can sweep, by their paper names; a column that does not apply to a model is empty.
 OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")
-MODES = ("fwd", "fwdbwd")
+MODES = ("fwd", "fwdbwd")  # a layer step: the forward alone, or the forward and the backward
+# Speed-ups (findings.csv), --relative times (the gate) and the quoted crossover are taken against this model.
+REFERENCE_MODEL = "attention"
+CROSSOVER_PAIR = ("gss", REFERENCE_MODEL)  # the crossover the README quotes, refined by the scaling suite
+
+
+def full_taps(conv_kernel, seq_len):
+    """Whether a direct convolution's taps cover the whole length ("full" on command lines and in labels): such
+    cells of every length are one series. Values as numbers or as CSV text."""
+    return conv_kernel not in (None, "") and str(conv_kernel) == str(seq_len)
+
+
 # the order of tables and legends; others follow
 MODELS_ORDER = ("gss", "gss-fast", "gss-direct", "dss", "conv", "attention", "attention-chunked", "gss-hybrid")
 
