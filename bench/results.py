@@ -171,6 +171,23 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def read_env(run_dir: str | os.PathLike, *, strict: bool = False) -> dict[str, Any] | None:
+    """The one reader of a run's env.json (bench.core.env writes it): its object, or None where the run has none.
+    A malformed or unreadable one is None too, or, with `strict`, a ResultsError naming it."""
+    path = Path(run_dir) / ENV_FILE
+    if not path.exists():
+        return None
+    try:
+        env = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(env, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        if strict:
+            raise ResultsError(f"{path}: malformed env.json: {e}") from e
+        return None
+    return env
+
+
 def _inflight_path(run_dir: str | os.PathLike, stem: str) -> Path:
     return Path(run_dir) / f"{stem}.inflight.json"
 
