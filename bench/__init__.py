@@ -14,8 +14,9 @@
                                             run a sweep's cells here or on Ray (sweep, executor), build a suite's
                                             cells and command line (config, cli), estimate device time, env.json
     ground     models/                      the layers and LMs (knows nothing of bench)
-               bench/schema.py, usage.py, stats.py, results.py
-                                            every CSV's columns; bad input; intervals; rows and CSV I/O (torch-free)
+               bench/columns.py, schema.py  what every column means; every CSV's columns and keys
+               bench/usage.py, stats.py, results.py
+                                            bad input; intervals and noise; rows, CSV and env.json I/O (torch-free)
 
 FLOORS below is that map as data, and tests/test_imports.py holds the code to it: a module may import a module
 listed before it (floor by floor; within a floor, only an earlier one), never a suite unless it is run_all, and a
@@ -24,7 +25,7 @@ bench.recall): each re-exports its new home and nothing imports it.
 """
 
 FLOORS = {
-    "ground": ("models", "bench.schema", "bench.usage", "bench.stats", "bench.results"),
+    "ground": ("models", "bench.columns", "bench.schema", "bench.usage", "bench.stats", "bench.results"),
     "core": (
         "bench.core",
         "bench.core.env",
@@ -40,11 +41,11 @@ FLOORS = {
     ),
     "read side": (
         "bench.analysis.refine",
+        "bench.analysis.load",
         "bench.analysis",
         "bench.analysis.findings",
         "bench.analysis.__main__",
         "bench.analysis.summaries",
-        "bench.report.sections",
         "bench.report",
         "bench.plots",
         "bench.regress.load",
@@ -56,4 +57,4 @@ FLOORS = {
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)
 SUITES = FLOORS["suites"]
 COMPAT = ("bench.timing", "bench.recall")
-TORCH_FREE = ("bench.schema", "bench.usage", "bench.stats", "bench.results", *FLOORS["read side"])
+TORCH_FREE = ("bench.columns", "bench.schema", "bench.usage", "bench.stats", "bench.results", *FLOORS["read side"])

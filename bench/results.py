@@ -93,6 +93,12 @@ def _read(path: Path, columns: Sequence[str] | None = None) -> tuple[list[str], 
     return header, rows
 
 
+def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, complete rows as strings) of a results CSV (an empty header for an empty file); a torn last line
+    is ignored."""
+    return _read(Path(path))
+
+
 def read_rows(path: str | os.PathLike, *, columns: Sequence[str] | None = None) -> list[dict[str, str]]:
     """Complete rows of a results CSV as strings; a torn last line is ignored."""
     return _read(Path(path), columns)[1]
@@ -259,11 +265,7 @@ def merge_runs(out_dir: str | os.PathLike, shard_dirs: Sequence[str | os.PathLik
         raise ResultsError(f"no key columns known for {unknown} (known: {sorted(KEY_COLUMNS)})")
     outputs = {n: _merge_csv(n, shards, KEY_COLUMNS[n]) for n in names}
     outputs = {name: text for name, text in outputs.items() if text is not None}
-    env_src = next((d / ENV_FILE for d in shards if (d / ENV_FILE).exists()), None)
-    try:
-        env = dict(json.loads(env_src.read_text(encoding="utf-8"))) if env_src else {}
-    except (OSError, ValueError, TypeError) as e:
-        raise ResultsError(f"{env_src}: malformed env.json: {e}") from e
+    env = next((env for d in shards if (env := read_env(d, strict=True)) is not None), {})
     env["merged_from"] = [str(d) for d in shards]
     outputs[ENV_FILE] = json.dumps(env, indent=2, default=str) + "\n"
     if clash := [n for n in outputs if (out_dir / n).exists()]:  # never clobber (or merge into a shard)

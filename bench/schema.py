@@ -1,9 +1,10 @@
 """Every CSV GSS Bench writes, in one place (torch-free): its columns in header order, the key columns that
-identify one cell, the length column an OOM skip follows, and what each column means.
+identify one cell, the length column an OOM skip follows, and the facts every reader shares (options, modes, the
+reference model). What each column means, and which hold numbers, is in bench.columns.
 
 Suites write rows with these columns, `bench.results` merges on these keys, `bench.regress` gates these
-values, `bench.analysis` parses these numbers, and docs/suites.md prints these tables (a test keeps them
-equal). A new column is one line here:
+values, and docs/suites.md prints these tables (a test keeps them equal). A new column is one line in
+bench.columns and one in its table here:
 
     python -m bench.schema                 # every table as Markdown (the reference in docs/suites.md)
 """
@@ -11,152 +12,30 @@ equal). A new column is one line here:
 import sys
 from dataclasses import dataclass
 
+from bench.columns import COLUMNS_DOC
+
 # The options a grid can sweep, by their paper names; a column that does not apply to a model is empty.
 OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")
 MODES = ("fwd", "fwdbwd")  # a layer step: the forward alone, or the forward and the backward
 # Speed-ups (findings.csv), --relative times (the gate) and the quoted crossover are taken against this model.
 REFERENCE_MODEL = "attention"
 CROSSOVER_PAIR = ("gss", REFERENCE_MODEL)  # the crossover the README quotes, refined by the scaling suite
+# the order of tables and legends; others follow
+MODELS_ORDER = ("gss", "gss-fast", "gss-direct", "dss", "conv", "attention", "attention-chunked", "gss-hybrid")
+# The synthetic corpus's blocks (bench.perplexity.synthetic.Synthetic's defaults): Markov bytes, the marker, then a
+# copy of their tail. The read side needs the block length (the window floor's phase bound) without torch.
+SYNTHETIC_MARKOV_LEN = 96
+SYNTHETIC_COPY_LEN = 32
+SYNTHETIC_BLOCK_LEN = SYNTHETIC_MARKOV_LEN + 1 + SYNTHETIC_COPY_LEN
 
 
 def full_taps(conv_kernel, seq_len):
     """Whether a direct convolution's taps cover the whole length ("full" on command lines and in labels): such
-    cells of every length are one series. Values as numbers or as CSV text."""
-    return conv_kernel not in (None, "") and str(conv_kernel) == str(seq_len)
-
-
-# the order of tables and legends; others follow
-MODELS_ORDER = ("gss", "gss-fast", "gss-direct", "dss", "conv", "attention", "attention-chunked", "gss-hybrid")
-
-# What every column means, wherever it appears (a name means the same thing in every CSV).
-COLUMNS_DOC = {
-    "run_id": "the run directory's name",
-    "model": "registry name (`models.NAMES`)",
-    "mode": "`fwd` (inference) or `fwdbwd` (forward + backward of the output's mean)",
-    "dtype": "`float32`, or the autocast dtype (`bfloat16`, `float16`) over float32 weights; numerics also `float64`",
-    "device": "`cpu` or `cuda:<device name>` (perplexity.csv: `cpu` or `cuda`)",
-    "batch": "sequences per step",
-    "seq_len": "tokens per sequence",
-    "dim": "model width",
-    "depth": "layers of the LM",
-    "kernel_N": "DSS state size N (GSS family)",
-    "kernel_H": "channels of the state space convolution H (GSS family, conv)",
-    "lambda_imag_exp": "DSS kernel exponentiates the imaginary part of Lambda (GSS family)",
-    "conv_kernel": "convolution taps actually used (conv, gss-direct; `seq_len` for full)",
-    "compiled": "the layer ran under `torch.compile`",
-    "params": "trainable parameters",
-    "flops": "FLOPs of one step as counted (docs/measurement.md)",
-    "tflops_per_s": "counted FLOPs / median step time, in 1e12 per second",
-    "tokens_per_s": "tokens per second: batch x seq_len / median step time (decode: batch / time per token)",
-    "time_ms": "median step time, ms (op_breakdown: the category's time, mean over the profiled steps)",
-    "time_iqr_ms": "interquartile range of the timed repeats, ms",
-    "repeats": "timed repeats behind the median",
-    "times_ms": "every timed repeat in the order run, ms, space-separated (6 significant digits); empty in runs "
-    "made before it existed",
-    "peak_mem_mb": "peak memory above what was allocated before the step (decode: one decode step), MiB",
-    "status": "`ok`, `oom`, `error` or `skipped`",
-    "error": "the error message, or the reason a cell was skipped",
-    "corpus": "corpus name or path",
-    "corpus_sha256": "SHA-256 of the corpus bytes used",
-    "seed": "training seed",
-    "train_seq_len": "training length",
-    "eval_seq_len": "evaluation window length",
-    "steps": "optimiser steps",
-    "tokens": "training tokens (steps x batch x train_seq_len)",
-    "lr": "peak learning rate",
-    "train_loss": "mean training loss over the last 10% of the steps, nats per byte",
-    "eval_loss": "validation loss, nats per byte",
-    "bits_per_byte": "eval_loss / ln 2",
-    "ppl": "exp(eval_loss)",
-    "entropy_floor_bpb": "exact entropy rate of the synthetic source, bits per byte (empty for real text)",
-    "time_s": "training wall time, s",
-    "step": "optimiser step a curve point ends at",
-    "loss": "mean training loss over the steps since the last point, nats",
-    "num_kv_pairs": "key-value pairs per recall sequence",
-    "vocab": "recall vocabulary size",
-    "final_loss": "mean training loss over the last 10% of the steps, nats per token",
-    "accuracy": "share of queried values recalled correctly, on the test draw",
-    "val_accuracy": "the same on the validation draw that selects the learning rate",
-    "chance_accuracy": "accuracy of answering with a random one of the sequence's values: 1 / num_kv_pairs",
-    "split": "`val` (selects the learning rate: first seed, 1x only) or `test` (reported)",
-    "lr_selected": "`true` on the rows of the rate selected for this model and option set",
-    "window_floor_bpb": "the least expected bits/byte on the scored bytes of a window with its context, "
-    "knowing the source's phase (synthetic only)",
-    "category": "a range of `models/`, `backward` or `other`",
-    "fraction": "the category's share of the step (a cell's fractions sum to 1)",
-    "step_ms": "profiled step time, ms",
-    "profiled_steps": "steps the times average over",
-    "basis": "`cpu_wall` or `cuda_kernels`: what time the categories share",
-    "trace": "the cell's trace directory, relative to the run directory",
-    "method": "`recurrent`, `kv_cache` or `reforward`",
-    "prompt_len": "prompt tokens",
-    "new_tokens": "tokens generated per prompt",
-    "prefill_ms": "median time of one prefill, ms (empty for reforward)",
-    "time_per_token_ms": "median time of one decode step, ms",
-    "time_per_token_iqr_ms": "interquartile range of the decode steps, ms",
-    "state_mb": "decoding state of the whole batch after prefill, MiB (empty for reforward)",
-    "out_rel_err": "||out - out_ref|| / ||out_ref|| against float64",
-    "grad_rel_err": "relative error of the input gradient against float64",
-    "out_branch_rel_err": "out_rel_err of the branch alone (the residual x left out)",
-    "grad_branch_rel_err": "grad_rel_err of the branch alone",
-    "finding": "`slope`, `crossover` or `speedup` of a length sweep (bench.analysis.findings)",
-    "other": "the model a crossover's `model` overtakes, or a speedup's reference (`attention`); empty for a slope",
-    "value": "the finding, in `unit`: a slope from the cells' recorded time_ms; a crossover or speedup from the time "
-    "ratio of two cells at each length, the median over their interleaved rounds of the rounds' ratios "
-    "(the ratio of time_ms where a cell has no times_ms)",
-    "ci_low": "2.5th percentile of the finding over bootstrap resamples of the cells' times_ms (a crossover's or "
-    "speedup's: of the two cells' rounds, in pairs; empty when a cell of the finding has none)",
-    "ci_high": "97.5th percentile of the same",
-    "unit": "`exponent` (slope: time ~ seq_len^k), `tokens` (crossover) or `x` (speedup: a time ratio)",
-    "detail": "the sweep's options (`kernel_N=64`), the lengths used (`seq_len 2048..8192`), and the share of "
-    "resamples in which a crossover does not exist",
-}
-
-# Columns parsed as numbers when a CSV is read back; every other column keeps the string written.
-NUMERIC = frozenset(
-    {
-        "batch",
-        "seq_len",
-        "dim",
-        "params",
-        "flops",
-        "tflops_per_s",
-        "tokens_per_s",
-        "time_ms",
-        "time_iqr_ms",
-        "repeats",
-        "peak_mem_mb",
-        "seed",
-        "depth",
-        "train_seq_len",
-        "eval_seq_len",
-        "steps",
-        "tokens",
-        "train_loss",
-        "eval_loss",
-        "bits_per_byte",
-        "ppl",
-        "entropy_floor_bpb",
-        "time_s",
-        "step",
-        "loss",
-        "num_kv_pairs",
-        "vocab",
-        "accuracy",
-        "fraction",
-        "prompt_len",
-        "new_tokens",
-        "prefill_ms",
-        "time_per_token_ms",
-        "state_mb",
-        "out_rel_err",
-        "grad_rel_err",
-        "lr",
-        "window_floor_bpb",
-        "chance_accuracy",
-        "val_accuracy",
-    }
-)
+    cells of every length are one series. Values as numbers or as CSV text; no taps ("" or None) is not full."""
+    try:
+        return float(conv_kernel) == float(seq_len)
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -485,8 +364,7 @@ TABLES = {
             length="seq_len",
             read=("model", "dtype", "seq_len", "status", "out_rel_err", "grad_rel_err"),
         ),
-        # computed from scaling.csv by bench.analysis.findings (beside REPORT.md), not measured: no suite writes it,
-        # no length
+        # computed from scaling.csv by bench.analysis.findings, not measured: no suite writes it, no length
         Table(
             "findings.csv",
             "findings",

@@ -1,10 +1,12 @@
 """The statistics of a cell's repeats, shared by the timing loop, the scaling suite and the read side (torch-free):
-the distribution-free interval of a median, the repeat times a row records (`times_ms`), and the bootstrap of
-the findings built on them (medians of resampled repeats, the crossover of two sweeps, percentile intervals)."""
+the distribution-free interval of a median and the standard error it gives (the gate's noise model), the repeat
+times a row records (`times_ms`), and the bootstrap of the findings built on them (medians of resampled repeats,
+the crossover of two sweeps, percentile intervals)."""
 
 import functools
 import math
 import zlib
+from statistics import NormalDist, median
 
 import numpy as np
 
@@ -21,6 +23,45 @@ def median_interval(n, level=0.95):
             break
         found = (k, cumulative)
     return found
+
+
+# The gate's noise model: a time change within this many standard errors of the two medians (of the ratios' four,
+# with --relative) is noise, whatever the tolerance.
+NOISE_SIGMAS = 3.0
+
+
+def standard_error_ms(row, suffix=""):
+    """Standard error of a cell's median time (from the row's times_ms, time_iqr_ms and repeats, each name + suffix).
+    With times_ms, from the repeats themselves, distribution-free: half the width of the order-statistic interval
+    of the median (median_interval: 95% or more) divided by the normal quantile of its exact coverage,
+    z = Phi^-1(1 - tail); one repeat gives 0. Without (runs from before times_ms), from the IQR and repeats by a
+    normal approximation: sigma = IQR / 1.349, se(median) = 1.2533 sigma / sqrt(n)."""
+    if times := repeat_times(row.get("times_ms" + suffix, "")):
+        return median_standard_error(sorted(times))
+    iqr, n = float(row["time_iqr_ms" + suffix]), max(1.0, float(row["repeats" + suffix]) or 1.0)
+    return 1.2533 * (iqr / 1.349) / math.sqrt(n) if iqr == iqr else 0.0
+
+
+def median_standard_error(times):
+    """The distribution-free standard error of the median of sorted repeats (standard_error_ms)."""
+    if len(times) == 1:
+        return 0.0
+    j, tail = median_interval(len(times)) or (0, 0.5 ** len(times))  # under 6 repeats: smallest and largest
+    return (times[-1 - j] - times[j]) / (2 * NormalDist().inv_cdf(1 - tail))
+
+
+def time_beside(ref, rounds):
+    """(median ms, its standard error) of a reference cell over the rounds another cell of its length ran beside
+    it: its first `rounds` repeats. The cells of a length run their repeats in interleaved rounds, and a
+    crossover's refinement adds rounds to the four cells around it afterwards, when the machine may run at
+    another speed: a cell's ratio to a refined reference over all the reference's rounds moves far more between
+    identical runs than over the rounds they shared (docs/regression-gate.md). The whole row without repeat times
+    or extra rounds."""
+    times = repeat_times(ref.get("times_ms", ""))
+    if not 0 < rounds < len(times):
+        return float(ref["time_ms"]), standard_error_ms(ref)
+    kept = sorted(times[: int(rounds)])
+    return median(kept), median_standard_error(kept)
 
 
 def repeat_times(value):

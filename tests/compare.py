@@ -14,14 +14,13 @@ SMALL = {  # tiny but non-trivial options per model, so every test runs in milli
     "dss": dict(kernel_N=8),
     "attention-chunked": dict(head_dim=8, chunk=8),
 }
-DIM = 16
+LM_SMALL = {**SMALL, "gss-hybrid": dict(kernel_N=8, kernel_H=12, head_dim=8, chunk=8, hybrid_every=2)}  # LM_NAMES
+DIM, VOCAB = 16, 20
 DTYPES = [torch.float64, torch.float32]  # the dtypes fast paths are compared in, against float64
 
 # A result computed in a dtype against its reference (float64, or float32 for the float16/bfloat16 parameters):
-# elementwise |result - reference| <= atol + rtol * |reference|, by the result's dtype. Worst cases measured in
-# these tests, as a share of this tolerance: float64 2e-3 (1e-14 on an FFT-convolution input gradient of 21);
-# float32 0.3 (2e-5 on a LayerNorm-weight gradient that is exactly 0 at H = 1; 5e-4 on a Lambda_imag gradient
-# of 62); float16 and bfloat16 parameters 0.10 and 0.13 (2e-3 and 1.2e-2 on outputs up to 2.8).
+# elementwise |result - reference| <= atol + rtol * |reference|, by the result's dtype. How close the tests come
+# to it is in docs/models.md ("Fast paths and their references").
 TOLERANCES = {
     torch.float64: dict(atol=1e-12, rtol=1e-10),
     torch.float32: dict(atol=1e-4, rtol=1e-4),
@@ -30,9 +29,16 @@ TOLERANCES = {
 }
 
 
-def small_layer(name, dtype=torch.float64, seed=0):
+def small_layer(name, dtype=torch.float64, seed=0, **options):
+    """A registered layer at SMALL's options (and `options`), seeded."""
     torch.manual_seed(seed)
-    return models.build_layer(name, dim=DIM, dtype=dtype, **SMALL[name])
+    return models.build_layer(name, dim=DIM, dtype=dtype, **{**LM_SMALL[name], **options})
+
+
+def small_lm(name, dtype=torch.float64, seed=0, depth=2):
+    """An LM of `depth` layers (any of models.LM_NAMES) at LM_SMALL's options, seeded."""
+    torch.manual_seed(seed)
+    return models.build_lm(name, num_tokens=VOCAB, dim=DIM, depth=depth, dtype=dtype, **LM_SMALL[name])
 
 
 def assert_close(actual, expected, what):

@@ -7,19 +7,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import analysis
+from bench import analysis, schema
 from bench.analysis import (
     crossover,
     crossover_text,
     failed_cells,
     fitted_lengths,
     fitted_slope,
+    length_series,
     load_csv,
     load_scaling,
     model_sweeps,
     option_ablation,
-    sweeps,
 )
+from bench.analysis.load import read_text, with_numbers
 from bench.analysis.summaries import (
     bpb_table,
     curve_stats,
@@ -75,7 +76,7 @@ def test_slope_and_crossover_of_power_laws(tmp_path):
         tmp_path,
         {("gss", "fwdbwd"): {L: 2.0 * L for L in LENGTHS}, ("attention", "fwdbwd"): {L: L * L / 1000 for L in LENGTHS}},
     )
-    series = sweeps(load_scaling(tmp_path), mode="fwdbwd", dtype="float32")
+    series = length_series(load_scaling(tmp_path), mode="fwdbwd", dtype="float32")
     assert list(series) == ["gss", "attention"] and list(series["gss"].index) == LENGTHS
     gss, attention = series["gss"], series["attention"]
     assert fitted_slope(gss) == pytest.approx(1.0) and fitted_slope(attention) == pytest.approx(2.0)
@@ -97,7 +98,7 @@ def test_two_sweeps_of_equal_reach_are_both_kept_and_labelled(tmp_path):
     df = load_scaling(tmp_path)
     assert list(model_sweeps(df, "gss", mode="fwdbwd")) == ["gss kernel_N=512", "gss kernel_N=64"]
     assert list(model_sweeps(df, "attention", mode="fwdbwd")) == ["attention"]
-    series = sweeps(df, mode="fwdbwd", dtype="float32")
+    series = length_series(df, mode="fwdbwd", dtype="float32")
     assert series["gss kernel_N=64"][8192] == 8192.0 and series["gss kernel_N=512"][8192] == 16384.0
     assert [text for *_, text in analysis.crossovers(df, mode="fwdbwd", dtype="float32")][:2] == [
         "gss kernel_N=512 faster than attention above seq_len ≈ 2,000",
@@ -110,7 +111,7 @@ def test_a_single_length_keeps_every_option_set_apart(tmp_path):
         tmp_path,
         {("gss", "fwd", "64"): {2048: 10.0}, ("gss", "fwd", "1024"): {2048: 30.0}, ("attention", "fwd"): {2048: 20.0}},
     )
-    series = sweeps(load_scaling(tmp_path), mode="fwd", dtype="float32")
+    series = length_series(load_scaling(tmp_path), mode="fwd", dtype="float32")
     assert {k: v[2048] for k, v in series.items()} == {
         "gss kernel_N=64": 10.0,
         "gss kernel_N=1024": 30.0,
@@ -123,7 +124,7 @@ def test_failed_cells_are_gaps_and_no_crossover_is_reported_as_none(tmp_path):
         tmp_path,
         {("gss", "fwd"): {256: 10.0, 512: 20.0, 1024: None}, ("attention", "fwd"): {256: 1.0, 512: 2.0, 1024: 4.0}},
     )
-    series = sweeps(load_scaling(tmp_path), mode="fwd", dtype="float32")
+    series = length_series(load_scaling(tmp_path), mode="fwd", dtype="float32")
     gss = series["gss"]
     assert list(gss.index) == [256, 512]
     assert crossover(gss, series["attention"]) is None
@@ -306,3 +307,26 @@ def test_a_slope_is_fitted_over_the_longest_max_3_half_of_the_lengths():
     assert fitted_slope(times) == pytest.approx(1.5)
     times[2**3] *= 2  # the fourth-longest length is in the fit
     assert fitted_slope(times) < 1.5
+
+
+def test_one_read_path_fills_older_columns_and_parses_the_schemas_numbers(tmp_path):
+    """bench.analysis.load serves the read side and the gate alike: the text as written with older CSVs' columns
+    filled in (a header-only CSV: an empty frame of its columns), then the schema's numeric columns parsed."""
+    (tmp_path / "scaling.csv").write_text("model,seq_len,kernel_N,status\n")
+    assert list(read_text(tmp_path, "scaling.csv").columns) == ["model", "seq_len", "kernel_N", "status", "times_ms"]
+    assert load_csv(tmp_path, "scaling.csv") is None and read_text(tmp_path, "decode.csv") is None
+    (tmp_path / "scaling.csv").write_text("model,seq_len,kernel_N,status\ngss,1024,64,ok\n")
+    text = read_text(tmp_path, "scaling.csv")
+    assert text.attrs["older"] and text.times_ms.tolist() == [""] and text.seq_len.tolist() == ["1024"]
+    numbers = with_numbers(text)
+    assert numbers.seq_len.tolist() == [1024] and numbers.kernel_N.tolist() == ["64"]  # an option stays text
+
+
+@pytest.mark.parametrize(
+    "conv_kernel, seq_len, full",
+    [(64, 64, True), ("64", 64, True), ("64", "64", True), (32, 64, False), ("", 64, False), (None, 64, False)],
+)
+def test_full_taps_is_one_rule_for_numbers_and_csv_text(conv_kernel, seq_len, full):
+    assert schema.full_taps(conv_kernel, seq_len) is full
+    rows = pd.DataFrame({"conv_kernel": [conv_kernel], "seq_len": [seq_len]})
+    assert analysis.full_taps(rows).tolist() == [full]

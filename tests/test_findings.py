@@ -164,7 +164,7 @@ def test_intervals_are_empty_without_times_ms(tmp_path):
 def test_a_planted_crossing_has_its_interval(tmp_path):
     run = plant(tmp_path, power_laws(), spread=0.1)
     r = one(findings.of_run(run), finding="crossover")
-    series = analysis.sweeps(analysis.load_scaling(run), mode="fwd", dtype="float32")
+    series = analysis.length_series(analysis.load_scaling(run), mode="fwd", dtype="float32")
     assert r.value == pytest.approx(2000) == analysis.crossover(series["gss"], series["attention"])
     assert (r.model, r.other, r.unit, r.detail) == ("gss", "attention", "tokens", "between seq_len 1024 and 2048")
     assert 1024 < r.ci_low < 2000 < r.ci_high < 2048 * 1.5
@@ -308,7 +308,7 @@ def test_the_committed_references_findings_with_and_without_intervals():
     assert ((found.ci_low <= found.value) & (found.value <= found.ci_high)).all()
     assert findings.of_run(BASELINE.parent / "nvidia-h200").ci_low.isna().all()
     df = analysis.load_scaling(BASELINE)
-    series = analysis.sweeps(df, mode="fwd", dtype="float32")
+    series = analysis.length_series(df, mode="fwd", dtype="float32")
     rows = [analysis.model_sweeps(df, m, mode="fwd")[m] for m in ("gss", "attention")]
     cross = one(found, finding="crossover", mode="fwd", model="gss", other="attention").value
     assert cross == pytest.approx(analysis.crossover(series["gss"], series["attention"], rows))  # paired rounds

@@ -8,6 +8,7 @@ import pytest
 
 from bench import report
 from bench.analysis import findings
+from bench.report import paper
 from tests.test_findings import BASELINE, LENGTHS, one, plant, power_laws
 
 
@@ -34,7 +35,7 @@ def test_the_report_sets_gss_over_dss_beside_the_papers_2_to_3x(tmp_path):
     section = text[text.index("## The GSS paper's comparison") :]
     assert re.search(r"\| fwd \| float32 \| 256 \| 2\.50x \| 2\.4\d\.\.2\.5\d \| within 2-3x \|", section), section
     assert "- GSS vs DSS, fwd float32: gss 2.50x faster at seq_len 512" in text
-    assert [report.claim(*ci) for ci in ((1.1, 1.3), (3.5, 4.0), (1.8, 2.2), (2.1, 2.9))] == [
+    assert [paper.claim(*ci) for ci in ((1.1, 1.3), (3.5, 4.0), (1.8, 2.2), (2.1, 2.9))] == [
         "below 2x",
         "above 3x",
         "overlaps the 2-3x edge",
@@ -122,3 +123,12 @@ def test_gss_fast_over_gss_at_every_length_its_memory_and_both_crossovers_with_a
     section = text[text.index("## gss-fast: gss's function, implemented faster") :]
     assert re.search(r"\| fwd \| float32 \| 8,192 \| 1\.60x \| 1\.60\.\.1\.60 \| 0\.80 \|", section), section
     assert "- gss-fast vs gss, fwd float32 (the same function): 1.60x at 256 (1.60..1.60), 1.60x at 512" in text
+
+
+def test_an_older_run_without_repeat_times_reports_gss_over_dss_without_an_interval(tmp_path):
+    """scaling.csv from before times_ms: the speed-ups have no interval, so the paper's claim is left open."""
+    laws = {**power_laws(), ("dss", "fwd"): {L: 5.0 * L for L in LENGTHS[:2]}}
+    text = report.write_report(plant(tmp_path / "run", laws, times=False), plots_dir=tmp_path / "figs").read_text()
+    section = text[text.index("## The GSS paper's comparison") :]
+    assert re.search(r"\| fwd \| float32 \| 256 \| 2\.50x \|  \|  \|", section), section
+    assert "- GSS vs DSS, fwd float32: gss 2.50x faster at seq_len 512 (95% no interval;" in text

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import bench.core.flops as flops
 import models
 from bench.core.flops import attention_flops, count_flops, count_flops_by_op, fft_flops
+from tests.compare import LM_SMALL
 
 
 def test_linear_forward_and_backward():
@@ -127,14 +128,10 @@ def test_sdpa_cuda_causal_halves():
     assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)) == dense // 2
 
 
-TINY_OPTIONS = dict(kernel_N=8, kernel_H=12, conv_kernel=5, head_dim=8, chunk=8, hybrid_every=2)  # those a model takes
-
-
 @pytest.mark.parametrize("name", models.LM_NAMES)
 @pytest.mark.parametrize("seq_len", [1, 8, 21])  # 21: two chunks of 8 and a padded one
 def test_counted_lm_forward_flops_equal_the_analytic_formula(name, seq_len):
-    options = {k: v for k, v in TINY_OPTIONS.items() if k in models.options_of(name)}
-    lm = models.build_lm(name, num_tokens=20, dim=16, depth=2, **options)
+    lm = models.build_lm(name, num_tokens=20, dim=16, depth=2, **LM_SMALL[name])
     ids = torch.randint(0, 20, (2, seq_len))
     with torch.no_grad():
         counted = count_flops(lambda: lm(ids))

@@ -8,21 +8,19 @@ import pytest
 
 import run_all
 from bench import scaling
-from bench.results import read_rows
+from bench.core import cli, config
+from bench.results import format_value, read_rows
 
 SMOKE = ["--preset", "smoke", "--device", "cpu"]
 
 
-def test_flags_of_a_row_select_exactly_its_cell(capsys):
-    assert scaling.main(["--preset", "quick", "--device", "cpu", "--list"]) == 0
-    cells = capsys.readouterr().out.splitlines()
+def test_a_rows_key_gives_back_exactly_its_cell():
+    """The gate's second measurement rebuilds a flagged cell from its scaling.csv key, as written."""
+    cells = scaling.make_spec(cli.Common(preset="quick", device="cpu")).cells
     assert len(cells) == 86  # 68, and gss-fast at 256..8192 in both modes and in the kernel_N ablation
-    for line in cells:
-        row = dict(field.split("=", 1) for field in line.split())
-        if row["model"] in ("gss-direct", "conv"):
-            row.setdefault("conv_kernel", row["seq_len"])  # as scaling.csv writes full taps
-        assert scaling.main(["--preset", "quick", "--device", "cpu", "--list", *scaling.flags_of(row)]) == 0
-        assert capsys.readouterr().out.splitlines() == [line]
+    for cell in cells:
+        written = {c: format_value(v) for c, v in cell.key_row("cpu").items()}  # as the gate reads it back
+        assert config.Cell.from_key_row(written) == cell
 
 
 def slow_down(run_dir, model, factor):
@@ -45,7 +43,7 @@ TIME_MS = {"gss": 2.0, "attention": 3.0, "conv": 1.0}
 REPEATS = (1.0, 0.99, 1.01, 0.995, 1.005)  # fractions of the median: an IQR of 1% of it
 
 
-def fake_cells(cells, device, timing, *, factor=1.0):
+def fake_cells(cells, timing, device, *, factor=1.0):
     """Measured cells with the same numbers every time: a time depends on the model and length alone."""
     rows = []
     for cell in cells:
@@ -83,7 +81,7 @@ def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_p
     slow_down(current, "gss", 20.0)  # a disturbed first measurement of every gss cell
     args = run_all.parse(["--check", str(base), "--relative", "--tolerance", "3", *SMOKE, "--only", "scaling"])
     capsys.readouterr()
-    assert run_all.check(args, current, SMOKE) == 0  # measured again: not a regression
+    assert run_all.check(args, current) == 0  # measured again: not a regression
     captured = capsys.readouterr()
     assert captured.out.count("regression    scaling.csv     model=gss") == 4  # flagged by the first gate
     assert "4 cell(s) flagged for time alone" in captured.err
@@ -98,7 +96,7 @@ def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_p
     # a slow-down that is really in the code: the second measurement shows it too
     monkeypatch.setattr(scaling, "measure_cells", lambda *a: fake_cells(*a, factor=20.0))
     shutil.rmtree(current / "remeasured")
-    assert run_all.check(args, current, SMOKE) == 1
+    assert run_all.check(args, current) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(": 4 regressions, 0 improvements, 0 one-sided")
 
 
@@ -114,5 +112,5 @@ def test_a_count_that_changed_is_not_measured_again(tmp_path, capsys, fake_measu
         writer.writeheader()
         writer.writerows(rows)
     args = run_all.parse(["--check", str(base), "--relative", *SMOKE, "--only", "scaling"])
-    assert run_all.check(args, current, SMOKE) == 1
+    assert run_all.check(args, current) == 1
     assert not (current / "remeasured").exists() and "flops changed" in capsys.readouterr().out

@@ -19,13 +19,8 @@ from tests.compare import (
     layer_output_and_grads,
 )
 
-# compare.SMALL's options plus those of the LM-level models (LM_NAMES)
-SMALL = {**compare.SMALL, "gss-hybrid": dict(kernel_N=8, kernel_H=12, head_dim=8, chunk=8, hybrid_every=2)}
-
-
-def small_layer(name, dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return models.build_layer(name, dim=DIM, dtype=dtype, **SMALL[name])
+SMALL = compare.LM_SMALL  # the small options of every model, LM-level ones included
+small_layer = compare.small_layer
 
 
 def test_every_model_has_small_options():

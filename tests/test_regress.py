@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import regress
+from bench import regress, stats
 from bench.schema import TABLES
 
 COLUMNS = TABLES["scaling.csv"].columns
@@ -162,18 +162,18 @@ def test_the_standard_error_of_a_median_from_its_repeats_or_its_iqr():
     ten = " ".join(
         str(t) for t in (7, 3, 10, 1, 5, 2, 9, 4, 8, 6)
     )  # ranks 1 and 8 bound 97.9%: P(Bin(10) <= 1) = 11/1024
-    assert regress.standard_error_ms(dict(times_ms=ten, time_iqr_ms=100, repeats=10)) == pytest.approx(
+    assert stats.standard_error_ms(dict(times_ms=ten, time_iqr_ms=100, repeats=10)) == pytest.approx(
         (9 - 2) / (2 * z(1 - 11 / 1024)), rel=1e-12
     )
-    assert regress.standard_error_ms(dict(times_ms="5 1 3 2 4", time_iqr_ms=100, repeats=5)) == pytest.approx(
+    assert stats.standard_error_ms(dict(times_ms="5 1 3 2 4", time_iqr_ms=100, repeats=5)) == pytest.approx(
         (5 - 1) / (2 * z(1 - 1 / 32)), rel=1e-12
     )  # under 6 repeats: the smallest and largest, 93.75%
-    assert regress.standard_error_ms(dict(times_ms="3", time_iqr_ms=0, repeats=1)) == 0.0
+    assert stats.standard_error_ms(dict(times_ms="3", time_iqr_ms=0, repeats=1)) == 0.0
     for older in (dict(times_ms=""), {}):  # an older run: from the IQR, 1.2533 (IQR / 1.349) / sqrt(repeats)
-        assert regress.standard_error_ms(dict(older, time_iqr_ms=2.698, repeats=4)) == pytest.approx(1.2533, rel=1e-12)
+        assert stats.standard_error_ms(dict(older, time_iqr_ms=2.698, repeats=4)) == pytest.approx(1.2533, rel=1e-12)
     merged = dict(times_ms_b="", time_iqr_ms_b=2.698, repeats_b=4, times_ms_c="1 2 3 4 5", time_iqr_ms_c=0, repeats_c=5)
-    assert regress.standard_error_ms(merged, "_b") == pytest.approx(1.2533, rel=1e-12)  # a gate's joined row
-    assert regress.standard_error_ms(merged, "_c") == pytest.approx((5 - 1) / (2 * z(1 - 1 / 32)), rel=1e-12)
+    assert stats.standard_error_ms(merged, "_b") == pytest.approx(1.2533, rel=1e-12)  # a gate's joined row
+    assert stats.standard_error_ms(merged, "_c") == pytest.approx((5 - 1) / (2 * z(1 - 1 / 32)), rel=1e-12)
 
 
 def test_a_baseline_without_times_ms_gates_a_current_run_with_them(tmp_path, capsys):

@@ -3,7 +3,7 @@ rounds it ran beside (a crossover's refinement adds rounds to the cells around i
 
 import statistics
 
-from bench.regress.load import standard_error_ms, time_beside
+from bench.stats import standard_error_ms, time_beside
 from tests.test_regress import gate, scaling_rows, slower_repeats
 
 

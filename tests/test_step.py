@@ -7,29 +7,9 @@ import models
 from models.attention import KVCache
 from models.gss import RecurrentState
 from models.ops import ConvState
+from tests.compare import DIM, LM_SMALL, VOCAB, small_layer, small_lm
 
-SMALL = {  # the options of tests/test_models.py
-    "gss": dict(kernel_N=8, kernel_H=12),
-    "gss-fast": dict(kernel_N=8, kernel_H=12),
-    "gss-direct": dict(kernel_N=8, kernel_H=12),
-    "conv": dict(kernel_H=12, conv_kernel=5),
-    "attention": dict(head_dim=8),
-    "dss": dict(kernel_N=8),
-    "attention-chunked": dict(head_dim=8, chunk=8),
-    "gss-hybrid": dict(kernel_N=8, kernel_H=12, head_dim=8, chunk=8, hybrid_every=2),  # gss, attention-chunked
-}
-DIM, VOCAB = 16, 20
-FLOAT32_RTOL = 1e-5  # per position; observed <= 3e-7 at L=2048 (the residual stream dominates the output)
-
-
-def small_layer(name, dtype=torch.float64, seed=0, **options):
-    torch.manual_seed(seed)
-    return models.build_layer(name, dim=DIM, dtype=dtype, **{**SMALL[name], **options})
-
-
-def small_lm(name, dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    return models.build_lm(name, num_tokens=VOCAB, dim=DIM, depth=2, dtype=dtype, **SMALL[name])
+FLOAT32_RTOL = 1e-5  # per position: the residual stream dominates the output (margin: docs/models.md)
 
 
 def step_through(layer, x, state):
@@ -57,7 +37,7 @@ def per_sequence_tensors(state):
 
 
 def test_every_registered_model_is_tested():
-    assert set(SMALL) == set(models.LM_NAMES)
+    assert set(LM_SMALL) == set(models.LM_NAMES)
 
 
 # ---- a layer's step and prefill reproduce its forward ----

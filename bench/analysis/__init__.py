@@ -1,7 +1,8 @@
 """Scaling findings computed from the CSVs alone (pandas, no torch): length sweeps, slopes, crossovers, ablations.
 
-Shared by the plots and the report (bench.analysis.summaries holds the trainings, decoding and numerics); every CSV fact
-(columns read, numeric columns, options, modes, model order) comes from bench.schema. Its command (__main__.py,
+Shared by the plots and the report (bench.analysis.summaries holds the trainings, decoding and numerics); a run's
+CSVs are read through bench.analysis.load, the one read path, and every CSV fact (columns read, numeric columns,
+options, modes, model order, the reference model) comes from bench.schema. Its command (__main__.py,
 bench.analysis.findings) writes and prints the findings of runs with their 95% intervals:
 
     python -m bench.analysis RUN [RUN ...]
@@ -13,48 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import stats
+from bench import schema, stats
 from bench.analysis import refine
-from bench.results import ResultsError, read_rows
-from bench.schema import MODELS_ORDER, MODES, NUMERIC, OPTIONS, TABLES
+from bench.analysis.load import load_csv, load_scaling  # noqa: F401  (load_scaling: the readers' door, from here)
+from bench.schema import CROSSOVER_PAIR, MODELS_ORDER, MODES, OPTIONS, TABLES
 
 LENGTHS = tuple(dict.fromkeys(t.length for t in TABLES.values() if t.length))  # every CSV's length column, once each
-# Numbers the training findings compute with, beyond those bench.schema parses.
-TRAINING_NUMERIC = frozenset({"lr", "window_floor_bpb", "chance_accuracy", "val_accuracy"})
-# Older CSVs (before learning-rate selection, issue 12) trained every model at one rate and evaluated the test
-# text only: read as what the new protocol writes for a single rate, test rows with lr_selected true. Their
-# floors and chance were not recorded (the older recall generator's chance is not 1/num_kv_pairs): empty.
-PROTOCOL_DEFAULTS = {
-    "perplexity.csv": dict(split="test", lr_selected="true", window_floor_bpb=""),
-    "recall.csv": dict(lr_selected="true", chance_accuracy="", val_accuracy=""),
-}
-
-
-def load_csv(run_dir, name):
-    """One CSV of a run as a frame (numbers parsed, everything else the strings written), or None when the
-    file is absent or holds no rows; ResultsError when it is malformed or lacks a column the readers need."""
-    path = Path(run_dir) / name
-    if not path.exists():
-        return None
-    rows = read_rows(path)  # ignores a torn last line of a run still in flight
-    if not rows:
-        return None
-    missing = [c for c in (TABLES[name].read if name in TABLES else ()) if c not in rows[0]]
-    if missing:
-        raise ResultsError(f"{path}: malformed, missing columns {', '.join(missing)}")
-    df = pd.DataFrame(rows)
-    filled = [c for c in PROTOCOL_DEFAULTS.get(name, {}) if c not in df.columns]
-    for column in filled:
-        df[column] = PROTOCOL_DEFAULTS[name][column]
-    df.attrs["older"] = bool(filled)  # a CSV of the older protocol (the readers say so)
-    for column in (NUMERIC | TRAINING_NUMERIC).intersection(df.columns):
-        df[column] = pd.to_numeric(df[column], errors="coerce")
-    return df
-
-
-def load_scaling(run_dir):
-    """scaling.csv with option columns kept as the strings written ("" where an option does not apply)."""
-    return load_csv(run_dir, "scaling.csv")
 
 
 def ok(df):
@@ -77,10 +42,15 @@ def modes_dtypes(df):
 # ---- scaling: length sweeps, slopes, crossovers, ablations
 
 
+def full_taps(rows):
+    """schema.full_taps of each row (its conv_kernel and seq_len), as a boolean Series."""
+    return pd.Series(map(schema.full_taps, rows.conv_kernel, rows.seq_len), index=rows.index, dtype=bool)
+
+
 def _series_key(rows):
-    """Cells of one sweep share every option ("a|b|c|d", in OPTIONS order); for gss-direct, full taps means
-    conv_kernel == seq_len."""
-    full = pd.to_numeric(rows.conv_kernel, errors="coerce") == rows.seq_len
+    """Cells of one sweep share every option ("a|b|c|d", in OPTIONS order); full taps are one option ("full") at
+    every length."""
+    full = full_taps(rows)
     key = None
     for option in OPTIONS:
         value = rows[option].where(~full, "full") if option == "conv_kernel" else rows[option]
@@ -162,12 +132,12 @@ def crossover(fast_at_long, slow_at_long, rows=None):
 
 def single_cells(rows):
     """{seq_len: row} of the lengths where a sweep has exactly one ok cell with a time (the pairs of
-    refine.log_ratios; findings.Sweep.cells)."""
+    refine.log_ratios; findings.LengthSeries.cells)."""
     rows = ok(rows).dropna(subset=["time_ms"])
     return {L: g.iloc[0] for L, g in rows.groupby("seq_len") if len(g) == 1}
 
 
-def crossover_text(a_series, b_series, *, a="gss", b="attention", rows=None):
+def crossover_text(a_series, b_series, *, a=CROSSOVER_PAIR[0], b=CROSSOVER_PAIR[1], rows=None):
     """The crossover as a phrase, saying why there is none (rows: as for crossover)."""
     common = a_series.index.intersection(b_series.index).sort_values()
     if len(common) < 2:
@@ -180,7 +150,7 @@ def crossover_text(a_series, b_series, *, a="gss", b="attention", rows=None):
     return f"none: {b} faster at seq_len {common[-1]:,} (longest common length)"
 
 
-def sweeps(df, *, mode, dtype, value="time_ms", models=None):
+def length_series(df, *, mode, dtype, value="time_ms", models=None):
     """label -> length series of `value` for every length sweep in (mode, dtype) (labels: model_sweeps)."""
     out = {}
     for model in ordered_models(df.model) if models is None else models:
@@ -191,7 +161,7 @@ def sweeps(df, *, mode, dtype, value="time_ms", models=None):
     return out
 
 
-def crossovers(df, *, mode, dtype, a="gss", b="attention"):
+def crossovers(df, *, mode, dtype, a=CROSSOVER_PAIR[0], b=CROSSOVER_PAIR[1]):
     """(label of a, label of b, crossover_text) for every pair of their length sweeps in (mode, dtype)."""
     sa, sb = (model_sweeps(df, m, mode=mode, dtype=dtype) for m in (a, b))
     series = {label: _series(rows, "time_ms") for label, rows in (*sa.items(), *sb.items())}
@@ -214,15 +184,15 @@ def key_lengths(series_by_model):
 
 def at_lengths(df, *, mode, dtype, value):
     """Frame seq_len x model of `value` at the key lengths of the sweeps (NaN where a model did not reach it)."""
-    series = sweeps(df, mode=mode, dtype=dtype, value=value)
+    series = length_series(df, mode=mode, dtype=dtype, value=value)
     lengths = key_lengths(series)
     return pd.DataFrame({m: s.reindex(lengths) for m, s in series.items()}, index=pd.Index(lengths, name="seq_len"))
 
 
 def absent(df, labels, *, mode, dtype, length):
     """ "; X did not reach it; Y not measured at it" for the sweeps (labels) without an ok cell at `length`: failed
-    there (an oom or error row of the model), or not in the grid there (the quick preset stops some models at
-    4K); "" when none is absent."""
+    there (an oom or error row of the model), or not in the grid there (a preset may stop a slow model short);
+    "" when none is absent."""
     rows = df[(df["mode"] == mode) & (df.dtype == dtype) & (df.seq_len == length) & (df.status != "ok")]
     failed = [lb for lb in labels if lb.split()[0] in set(rows.model)]
     others = [lb for lb in labels if lb not in failed]
@@ -254,7 +224,7 @@ def option_ablation(df, option):
 
 def failed_cells(run_dir):
     """Rows whose status is not ok, from every CSV of the run that has a status column."""
-    out = []
+    columns, out = ["csv", "model", "mode", "dtype", "seq_len", "options", "status", "error"], []
     for path in sorted(Path(run_dir).glob("*.csv")):
         df = load_csv(run_dir, path.name)
         if df is None or "status" not in df.columns:
@@ -262,16 +232,6 @@ def failed_cells(run_dir):
         for _, row in df[df.status != "ok"].iterrows():
             length = next((row[c] for c in LENGTHS if c in row), "")
             options = ", ".join(f"{c}={row[c]}" for c in OPTIONS if c in row and row[c] != "")
-            out.append(
-                dict(
-                    csv=path.name,
-                    model=row.get("model", ""),
-                    mode=row.get("mode", ""),
-                    dtype=row.get("dtype", ""),
-                    seq_len=length,
-                    options=options,
-                    status=row.status,
-                    error=row.get("error", ""),
-                )
-            )
-    return pd.DataFrame(out)
+            where = (row.get(c, "") for c in ("model", "mode", "dtype"))
+            out.append((path.name, *where, length, options, row.status, row.get("error", "")))
+    return pd.DataFrame(out, columns=columns)

@@ -5,8 +5,9 @@
 Per (mode, dtype), on the length sweeps of bench.analysis.model_sweeps (a sweep's options go in detail):
 slope, least squares of log(time) on log(seq_len) over the longest max(3, ceil(n/2)) of its n ok lengths (none
 when n < 3); crossover, the length above which `model` stays faster than `other`, for each two models that
-cross; speedup, attention's time / the model's at their longest common length, and at every common length
-dss's time / gss's (the GSS paper's claim) and gss's / gss-fast's (the same function, implemented faster).
+cross; speedup, the reference model's time (bench.schema.REFERENCE_MODEL) / the model's at their longest common
+length, and at every common length dss's time / gss's (the GSS paper's claim) and gss's / gss-fast's (the same
+function, implemented faster).
 
 A slope is fitted to the cells' recorded medians (time_ms); its interval bootstraps each cell's repeats
 (times_ms) on its own: RESAMPLES resamples with replacement, their medians, the slope of each (several cells at
@@ -33,13 +34,12 @@ import pandas as pd
 from bench import analysis, usage
 from bench.analysis import refine
 from bench.results import ResultsError, atomic_write_text, format_value
-from bench.schema import TABLES
+from bench.schema import REFERENCE_MODEL, TABLES
 from bench.stats import RESAMPLES, crossover, median_draws, percentile_interval, repeat_times
 from bench.usage import Parser, UsageError, fail
 
 NAME = "findings.csv"
 COLUMNS = TABLES[NAME].columns
-REFERENCE = "attention"  # speedups are over this model
 EVERY_LENGTH = (("gss", "dss"), ("gss-fast", "gss"))  # (model, over): speed-ups at every common length
 POOL_KEY = ["finding", "mode", "dtype", "model", "other", "options", "unit"]
 DIGITS = {"exponent": ".3f", "tokens": ",.0f", "x": ".2f"}
@@ -73,7 +73,9 @@ class Draws:
 
 
 @dataclass
-class Sweep:
+class LengthSeries:
+    """A model's length sweep in one (mode, dtype), as the findings use it."""
+
     label: str  # as bench.analysis labels it: "gss", "gss kernel_N=64"
     model: str
     options: str  # the label's options: "", "kernel_N=64"
@@ -82,7 +84,7 @@ class Sweep:
     cells: dict  # seq_len -> its one ok row (analysis.single_cells: no entry where several cells share it)
 
     def ratio(self, other, lengths, resamples):
-        """log(time of this sweep / other's) at lengths, (points, draws or None): paired over the rounds of each
+        """log(time of this series / other's) at lengths, (points, draws or None): paired over the rounds of each
         length's interleaved group (refine.log_ratios) when each has one cell there, else from the medians."""
         if all(L in s.cells for s in (self, other) for L in lengths):
             return refine.log_ratios(self.cells, other.cells, lengths, resamples)
@@ -90,12 +92,17 @@ class Sweep:
         points = np.log(self.point[lengths].to_numpy() / other.point[lengths].to_numpy())
         return points, None if a is None or b is None else np.log(a / b)
 
+    def options_against(self, other):
+        """This series' options, and which of the other model's series it is compared with when that has options."""
+        return " ".join(p for p in (self.options, f"vs {other.label}" if other.options else "") if p)
+
     def stack(self, lengths):  # (resamples, len(lengths)); None when a cell at one of them has no times_ms
         columns = [self.draws[length] for length in lengths]
         return None if any(c is None for c in columns) else np.stack(columns, axis=1)
 
 
-def sweeps(df, draws, *, mode, dtype):
+def all_series(df, draws, *, mode, dtype):
+    """Every model's LengthSeries in (mode, dtype), with ok, timed cells (bench.analysis.model_sweeps)."""
     out = []
     for model in analysis.ordered_models(df.model):
         for label, rows in analysis.model_sweeps(df, model, mode=mode, dtype=dtype).items():
@@ -103,7 +110,7 @@ def sweeps(df, draws, *, mode, dtype):
             if len(rows):
                 point = rows.groupby("seq_len").time_ms.median().sort_index()
                 out.append(
-                    Sweep(
+                    LengthSeries(
                         label,
                         model,
                         label[len(model) :].strip(),
@@ -122,8 +129,9 @@ def slope(lengths, times):
     return (y - y.mean(axis=-1, keepdims=True)) @ x / (x @ x)
 
 
-def row(finding, mode, dtype, model, other, value, draws, *, unit, options="", span="", missing=None):
-    """One finding; draws (resamples,) with NaN where it does not exist, or None (no interval)."""
+def row(finding, model, other, value, draws, *, unit, options="", span="", missing=None):
+    """One finding of a (mode, dtype), which compute adds; draws (resamples,) with NaN where it does not exist, or
+    None (no interval)."""
     low = high = note = None
     if draws is not None:
         low, high, share = percentile_interval(draws)
@@ -131,8 +139,6 @@ def row(finding, mode, dtype, model, other, value, draws, *, unit, options="", s
     detail = "; ".join(p for p in (options, span, note) if p)
     return dict(
         finding=finding,
-        mode=mode,
-        dtype=dtype,
         model=model,
         other=other,
         value=float(value),
@@ -145,7 +151,7 @@ def row(finding, mode, dtype, model, other, value, draws, *, unit, options="", s
     )
 
 
-def slope_rows(found, mode, dtype):
+def slope_rows(found):
     out = []
     for s in found:
         lengths = analysis.fitted_lengths(s.point.index)
@@ -154,8 +160,6 @@ def slope_rows(found, mode, dtype):
             out.append(
                 row(
                     "slope",
-                    mode,
-                    dtype,
                     s.model,
                     "",
                     slope(lengths, s.point[lengths].to_numpy()),
@@ -168,8 +172,8 @@ def slope_rows(found, mode, dtype):
     return out
 
 
-def crossover_rows(found, mode, dtype, resamples=RESAMPLES):
-    """Every pair of two models' sweeps that cross, the one faster at the long lengths first."""
+def crossover_rows(found, resamples=RESAMPLES):
+    """Every pair of two models' series that cross, the one faster at the long lengths first."""
     out = []
     for i, a in enumerate(found):
         for b in found[i + 1 :]:
@@ -183,18 +187,15 @@ def crossover_rows(found, mode, dtype, resamples=RESAMPLES):
                     continue
                 last = max(j for j, r in enumerate(ratio) if r >= 0)
                 draws = None if draws is None else crossover(common, draws)
-                options = " ".join(p for p in (fast.options, f"vs {slow.label}" if slow.options else "") if p)
                 out.append(
                     row(
                         "crossover",
-                        mode,
-                        dtype,
                         fast.model,
                         slow.model,
                         value,
                         draws,
                         unit="tokens",
-                        options=options,
+                        options=fast.options_against(slow),
                         span=f"between seq_len {common[last]} and {common[last + 1]}",
                         missing="crossover",
                     )
@@ -202,28 +203,25 @@ def crossover_rows(found, mode, dtype, resamples=RESAMPLES):
     return out
 
 
-def speedup_rows(found, mode, dtype, resamples=RESAMPLES):
-    """Each model's speed-up over attention at their longest common length; at every common length, those of
+def speedup_rows(found, resamples=RESAMPLES):
+    """Each model's speed-up over the reference model at their longest common length; at every common length, those of
     EVERY_LENGTH: gss's over dss (the GSS paper's claim, "2-3x faster than DSS") and gss-fast's over gss."""
     out = []
-    for model, reference, every in ((None, REFERENCE, False), *((m, o, True) for m, o in EVERY_LENGTH)):
+    for model, reference, every in ((None, REFERENCE_MODEL, False), *((m, o, True) for m, o in EVERY_LENGTH)):
         for ref in (s for s in found if s.model == reference):
             for s in (s for s in found if s.model != reference and model in (None, s.model)):
                 common = sorted(set(s.point.index) & set(ref.point.index))
                 for length in common if every else common[-1:]:
                     (ratio,), draws = ref.ratio(s, [length], resamples)
-                    options = " ".join(p for p in (s.options, f"vs {ref.label}" if ref.options else "") if p)
                     out.append(
                         row(
                             "speedup",
-                            mode,
-                            dtype,
                             s.model,
                             reference,
                             np.exp(ratio),
                             None if draws is None else np.exp(draws[:, 0]),
                             unit="x",
-                            options=options,
+                            options=s.options_against(ref),
                             span=f"at seq_len {length}",
                         )
                     )
@@ -238,13 +236,17 @@ def compute(df, *, source="scaling.csv", resamples=RESAMPLES):
     if df is not None and "status" in df.columns and not analysis.ok(df).empty:
         draws = Draws(source, resamples)
         for mode, dtype in analysis.modes_dtypes(df):
-            found = sweeps(df, draws, mode=mode, dtype=dtype)
-            out += (
-                slope_rows(found, mode, dtype)
-                + crossover_rows(found, mode, dtype, resamples)
-                + speedup_rows(found, mode, dtype, resamples)
-            )
+            found = all_series(df, draws, mode=mode, dtype=dtype)
+            rows = slope_rows(found) + crossover_rows(found, resamples) + speedup_rows(found, resamples)
+            out += [dict(r, mode=mode, dtype=dtype) for r in rows]
     return pd.DataFrame(out, columns=[*COLUMNS, "options", "span"])
+
+
+def speedups(found, model, over):
+    """The speedup rows of `model` over `over` in the findings (None: no findings, no rows)."""
+    if found is None:
+        return pd.DataFrame(columns=[*COLUMNS, "options", "span"])
+    return found[(found.finding == "speedup") & (found.model == model) & (found.other == over)]
 
 
 def of_run(run_dir):
@@ -268,30 +270,26 @@ def write(run_dir, *, out_dir=None, found=None):
     return found
 
 
-def number(value, unit):
+def format_number(value, unit):
     return "" if value is None or pd.isna(value) else f"{value:{DIGITS.get(unit, '.4g')}}"
 
 
 def interval(low, high, unit):
-    return f"{number(low, unit)}..{number(high, unit)}" if pd.notna(low) and pd.notna(high) else ""
+    return f"{format_number(low, unit)}..{format_number(high, unit)}" if pd.notna(low) and pd.notna(high) else ""
 
 
-def display(found):
-    """The findings as rows of strings under HEADER (REPORT.md's table, the command's printout)."""
-    return [
-        (
-            r.finding,
-            r.mode,
-            r.dtype,
-            r.model,
-            r.other,
-            number(r.value, r.unit),
-            interval(r.ci_low, r.ci_high, r.unit),
-            r.unit,
-            r.detail,
-        )
-        for r in found.itertuples()
-    ]
+def display(found, runs=None):
+    """The findings as rows of strings under HEADER (REPORT.md's table, the command's printout); with `runs`, the
+    pooled findings of that many runs (pool) under POOLED, each with in how many it was found."""
+    rows = []
+    for r in found.itertuples():
+        if runs is None:
+            value, low, high, found_in = r.value, r.ci_low, r.ci_high, ()
+        else:
+            value, low, high, found_in = r.median, r.low, r.high, (f"{r.runs}/{runs}",)
+        shown = (format_number(value, r.unit), interval(low, high, r.unit), r.unit, *found_in)
+        rows.append((r.finding, r.mode, r.dtype, r.model, r.other, *shown, r.detail))
+    return rows
 
 
 def check_poolable(scaling):
@@ -361,30 +359,8 @@ def main(argv=None):
         )
         print("\n".join(aligned(HEADER, display(frame))) + "\n")
     if len(found) > 1:
-        pooled = pool(found)
         print(f"across {len(found)} runs: each finding's median and range (min..max) of the runs' values")
-        print(
-            "\n".join(
-                aligned(
-                    POOLED,
-                    [
-                        (
-                            r.finding,
-                            r.mode,
-                            r.dtype,
-                            r.model,
-                            r.other,
-                            number(r.median, r.unit),
-                            interval(r.low, r.high, r.unit),
-                            r.unit,
-                            f"{r.runs}/{len(found)}",
-                            r.detail,
-                        )
-                        for r in pooled.itertuples()
-                    ],
-                )
-            )
-        )
+        print("\n".join(aligned(POOLED, display(pool(found), runs=len(found)))))
     return 0
 
 

@@ -2,12 +2,12 @@
 
 A crossover (the length above which one model stays faster than another) is interpolated between the two
 lengths that bracket it, from the time ratios of the two models there. Where the two curves run nearly
-parallel, a ratio known to +-3% moves the crossover by +-30%. After its sweep, the scaling suite asks
-`wide(rows, pairs, ci)` for the crossovers whose 95% interval is not within +-ci of the value and re-measures
-the two groups around each (every cell at its two bracketing lengths, repeats interleaved), adding repeats until
-`within` holds for the crossover or its time budget is spent; the rows, the sweep's paired rounds followed by
-the refinement's, replace theirs in the CSV. The
-interval is the one findings.csv reports: the same paired bootstrap (`log_ratios`), the same seeds (the cells' labels).
+parallel, a small error in the ratio moves the crossover by many times as much. After its sweep, the scaling
+suite asks `wide(rows, pairs, ci)` for the crossovers whose 95% interval is not within +-ci of the value and
+re-measures the two groups around each (every cell at its two bracketing lengths, repeats interleaved), adding
+repeats until `within` holds for the crossover or its time budget is spent; the rows, the sweep's paired rounds
+followed by the refinement's, replace theirs in the CSV. The interval is the one findings.csv reports: the same
+paired bootstrap (`log_ratios`), the same seeds (the cells' labels).
 """
 
 from dataclasses import dataclass
@@ -49,7 +49,7 @@ class Crossover:
             and self.high <= self.value * (1 + ci)
         )
 
-    def sweeps(self):
+    def pair(self):
         """Which two sweeps cross: model, shared settings and options of the fast one and of the slow one."""
         return tuple((r["model"], *(format_value(r[c]) for c in (*COMPARED, *OPTIONS))) for r in self.bracket[:2])
 
@@ -65,7 +65,7 @@ def format_interval(low, high):
     return "none" if low is None else f"{low:,.0f}..{high:,.0f}"
 
 
-def sweeps(rows):
+def cells_by_sweep(rows):
     """{(compared, model): {options: {seq_len: row}}} of the ok rows with repeats."""
     out = {}
     for row in rows:
@@ -79,7 +79,7 @@ def sweeps(rows):
 def crossovers(rows, pairs):
     """The crossovers, either way round, of every two sweeps of each pair of models in `pairs` that share mode,
     dtype, device, batch, width and compilation (scaling.csv rows, as read or as written)."""
-    found, series = [], sweeps(rows)
+    found, series = [], cells_by_sweep(rows)
     for a_model, b_model in pairs:
         for (compared, model), a_sweeps in series.items():
             for a in a_sweeps.values() if model == a_model else ():

@@ -8,7 +8,7 @@ import pandas as pd
 
 from bench.analysis import ok
 from bench.results import cell_key
-from bench.schema import OPTIONS, TABLES
+from bench.schema import OPTIONS, SYNTHETIC_BLOCK_LEN, TABLES
 
 # ---- training runs: labels, seed statistics, ablation deltas
 
@@ -37,14 +37,10 @@ def _lm(df):
     return ok(with_labels(df))
 
 
-# The synthetic corpus's blocks (bench.perplexity.synthetic.Synthetic().block_len: 96 Markov bytes, the marker,
-# a 32-byte copy). window_floor_bpb is the floor of a predictor that knows a window's phase in these blocks; a real one
-# must infer it, which is worth at most log2(block_len) bits over a window's T scored bytes.
-SYNTHETIC_BLOCK_LEN = 129
-
-
 def phase_bound_bpb(train_seq_len):
-    """The most that knowing the phase is worth, bits per byte over T = train_seq_len scored bytes."""
+    """The most that knowing the phase is worth, bits per byte over T = train_seq_len scored bytes: window_floor_bpb
+    is the floor of a predictor that knows a window's phase in the synthetic corpus's blocks (SYNTHETIC_BLOCK_LEN);
+    a real one must infer it, which is worth at most log2(block length) bits over a window's T scored bytes."""
     return math.log2(SYNTHETIC_BLOCK_LEN) / train_seq_len
 
 
@@ -214,7 +210,7 @@ def profile_drift(scaling, ops):
     """Per cell that both the scaling suite timed and the profiler measured on the host's wall clock (basis
     cpu_wall): model, mode, seq_len, the scaling suite's time_ms, the profiled step_ms and step_ms / time_ms.
     The same step measured twice in one run: a ratio far from 1 means the machine's speed changed between
-    the two suites (the profiler's own overhead here is a few percent)."""
+    the two suites (the profiler's own overhead is a few percent, docs/measurement.md)."""
     columns = ["model", "mode", "seq_len", "time_ms", "step_ms", "ratio"]
     if scaling is None or ops is None or not {"step_ms", "basis"} <= set(ops.columns):
         return pd.DataFrame(columns=columns)
@@ -225,16 +221,7 @@ def profile_drift(scaling, ops):
     for t in ok(scaling).to_dict("records"):
         step = profiled.get(cell_key(t, key), math.nan)
         if t["time_ms"] > 0 and step > 0:
-            rows.append(
-                dict(
-                    model=t["model"],
-                    mode=t["mode"],
-                    seq_len=t["seq_len"],
-                    time_ms=t["time_ms"],
-                    step_ms=step,
-                    ratio=step / t["time_ms"],
-                )
-            )
+            rows.append((t["model"], t["mode"], t["seq_len"], t["time_ms"], step, step / t["time_ms"]))
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bench.schema import SYNTHETIC_COPY_LEN, SYNTHETIC_MARKOV_LEN
 from bench.usage import UsageError
 
 MARKOV_ALPHABET = b"abcdefghijklmnopqrstuvwxyz .,;'-"
@@ -81,8 +82,8 @@ class Synthetic:
     alphabet: int = 32
     concentration: float = 0.1
     smoothing: float = 0.01
-    markov_len: int = 96
-    copy_len: int = 32
+    markov_len: int = SYNTHETIC_MARKOV_LEN  # the defaults' block length is the read side's (bench.schema)
+    copy_len: int = SYNTHETIC_COPY_LEN
 
     def __post_init__(self):
         if not (

@@ -21,21 +21,23 @@ from bench.plots.style import (
     note,
     shade,
 )
-from bench.schema import MODES
+from bench.report.paper import PAPER_SPEEDUP
+from bench.schema import CROSSOVER_PAIR, MODES
 
 
 def crossover_finding(df, found, *, mode, dtype):
-    """(value, ci_low, ci_high) of the gss/attention crossover in the findings (analysis.findings; computed from df's
-    gss and attention cells when found is None: the same finding, each pair of cells' draws being seeded by their
+    """(value, ci_low, ci_high) of the crossover of schema.CROSSOVER_PAIR in the findings (analysis.findings; computed
+    from df's cells of the pair when found is None: the same finding, each pair of cells' draws being seeded by their
     keys), the interval None where there is none (cells without times_ms); None without such a crossover."""
+    fast, slow = CROSSOVER_PAIR
     if found is None:
-        found = findings.compute(df[df.model.isin(["gss", "attention"]) & (df["mode"] == mode) & (df.dtype == dtype)])
+        found = findings.compute(df[df.model.isin(CROSSOVER_PAIR) & (df["mode"] == mode) & (df.dtype == dtype)])
     rows = found[
         (found.finding == "crossover")
         & (found["mode"] == mode)
         & (found.dtype == dtype)
-        & (found.model == "gss")
-        & (found.other == "attention")
+        & (found.model == fast)
+        & (found.other == slow)
     ]
     if len(rows) != 1:
         return None
@@ -44,8 +46,9 @@ def crossover_finding(df, found, *, mode, dtype):
 
 
 def plot_time(source, out_path, *, mode, dtype="float32", found=None):
-    """Time per step vs seq_len, log-log, each model's sweep with its fitted slope, and the gss/attention crossover
-    with its 95% interval as a band (found: the run's findings, bench.analysis.findings; computed when not given)."""
+    """Time per step vs seq_len, log-log, each model's sweep with its fitted slope, and the crossover of
+    schema.CROSSOVER_PAIR with its 95% interval as a band (found: the run's findings, bench.analysis.findings;
+    computed when not given)."""
     df = _data(source, "scaling.csv", f"time {mode} {dtype}")
     if df is None:
         return None
@@ -53,9 +56,9 @@ def plot_time(source, out_path, *, mode, dtype="float32", found=None):
     lengths = _sweep_lines(ax, df, mode=mode, dtypes=[dtype], value="time_ms", err="time_iqr_ms", slope=True)
     if not lengths:
         return note(f"skipped time {mode} {dtype}: no ok sweep")
-    gss, att = (analysis.sweeps(df, mode=mode, dtype=dtype, models=[m]) for m in ("gss", "attention"))
+    fast, slow = (analysis.length_series(df, mode=mode, dtype=dtype, models=[m]) for m in CROSSOVER_PAIR)
     # marked when there is one pair of sweeps; with several, REPORT.md gives each pair's crossover
-    cross = crossover_finding(df, found, mode=mode, dtype=dtype) if len(gss) == len(att) == 1 else None
+    cross = crossover_finding(df, found, mode=mode, dtype=dtype) if len(fast) == len(slow) == 1 else None
     if cross:
         cross, *band = cross
         if band[0] is not None:
@@ -63,7 +66,7 @@ def plot_time(source, out_path, *, mode, dtype="float32", found=None):
         ax.axvline(cross, color="black", linestyle="--", linewidth=1)
         interval = f"\n(95%: {band[0]:,.0f}..{band[1]:,.0f})" if band[0] is not None else ""
         ax.annotate(
-            f"crossover ≈ {cross:,.0f}:\ngss faster than\nattention above{interval}",
+            f"crossover ≈ {cross:,.0f}:\n{CROSSOVER_PAIR[0]} faster than\n{CROSSOVER_PAIR[1]} above{interval}",
             (cross, 0.97),
             xycoords=ax.get_xaxis_transform(),
             xytext=(-6, 0),
@@ -81,7 +84,6 @@ def plot_time(source, out_path, *, mode, dtype="float32", found=None):
 
 
 PAPER_LENGTH = 4096  # the GSS paper's training length
-PAPER_SPEEDUP = (2.0, 3.0)  # its "2-3x speedup over vanilla DSS on TPUs"
 
 
 def plot_gss_dss(source, out_path, *, found=None):
@@ -91,7 +93,7 @@ def plot_gss_dss(source, out_path, *, found=None):
     if df is None:
         return None
     found = findings.compute(df[df.model.isin(["gss", "dss"])]) if found is None else found
-    rows = found[(found.finding == "speedup") & (found.model == "gss") & (found.other == "dss")]
+    rows = findings.speedups(found, "gss", "dss")
     if rows.empty:
         return note("skipped gss vs dss: no length where both were measured")
     fig, (times, ratio) = _axes(2, width=5.6)
@@ -198,7 +200,7 @@ def _ablation(source, out_path, *, option, by, xlabel, what):
                 label=label,
                 **{**look(model), "color": shade(model, dtypes.index(dtype), len(dtypes)), "linewidth": 1.8, "ms": 6},
             )
-        full = set(part[part.x == part.seq_len].x) if option == "conv_kernel" else set()
+        full = set(part.x[analysis.full_taps(part)]) if option == "conv_kernel" else set()
 
         def fmt(v, full=full):  # full bound now: the ticks are drawn at save, after the loop has moved on
             return _tokens(v) + ("\n(full)" if v in full else "")

@@ -20,16 +20,19 @@ from bench import analysis
 from bench.analysis import ok, ordered_models
 
 DPI = 130
-MODEL_COLOURS = {
-    "gss": "#1f77b4",
-    "gss-fast": "#0b3d6b",
-    "gss-direct": "#9467bd",
-    "conv": "#2ca02c",
-    "attention": "#d62728",
-    "dss": "#ff7f0e",
-    "attention-chunked": "#e377c2",
-    "gss-hybrid": "#17becf",
+# One look per model in every figure: colour, marker, marker size, line width (sizes shrink in drawing order, so
+# equal values stay visible)
+LOOKS = {
+    "gss": ("#1f77b4", "o", 8, 3.6),
+    "gss-fast": ("#0b3d6b", "v", 6.5, 2.2),
+    "gss-direct": ("#9467bd", "s", 6.5, 2.6),
+    "conv": ("#2ca02c", "^", 5.5, 1.7),
+    "attention": ("#d62728", "D", 4, 1.2),
+    "dss": ("#ff7f0e", "P", 6, 2.0),
+    "attention-chunked": ("#e377c2", "X", 5, 1.5),
+    "gss-hybrid": ("#17becf", "*", 7, 1.8),
 }
+MODEL_COLOURS = {model: look[0] for model, look in LOOKS.items()}
 FALLBACK_COLOURS = ("#8c564b", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a")
 CATEGORY_COLOURS = {
     "dss_kernel": "#1f77b4",
@@ -40,16 +43,6 @@ CATEGORY_COLOURS = {
     "attention": "#d62728",
     "backward": "#8c564b",
     "other": "#c7c7c7",
-}
-MODEL_MARKERS = {
-    "gss": ("o", 8, 3.6),
-    "gss-fast": ("v", 6.5, 2.2),
-    "gss-direct": ("s", 6.5, 2.6),  # marker, size, width
-    "conv": ("^", 5.5, 1.7),
-    "attention": ("D", 4, 1.2),
-    "dss": ("P", 6, 2.0),
-    "attention-chunked": ("X", 5, 1.5),
-    "gss-hybrid": ("*", 7, 1.8),
 }
 STYLES = ("-", "--", ":", "-.")
 METHOD_STYLES = {"recurrent": "-", "kv_cache": "--", "reforward": ":"}
@@ -62,8 +55,8 @@ def colour(model):
 
 
 def look(model):
-    """Colour, marker and width of a model's lines: sizes shrink in drawing order, so equal values stay visible."""
-    marker, size, width = MODEL_MARKERS.get(model, ("v", 5, 1.5))
+    """Colour, marker and width of a model's lines (LOOKS; an unknown model gets its colour from its name)."""
+    _, marker, size, width = LOOKS.get(model, (None, "v", 5, 1.5))
     return dict(color=colour(model), marker=marker, ms=size, linewidth=width)
 
 
@@ -113,7 +106,7 @@ def _tokens(v):
     return f"{v // 1024}K" if v >= 1024 and v % 1024 == 0 else f"{v:,}"
 
 
-def _number(v, _=None):
+def _format_tick(v, _=None):
     return f"{v:,.0f}" if v >= 10 else f"{v:g}"
 
 
@@ -136,11 +129,11 @@ def _log_y(ax, label):
         shown = (
             (1.5, 2, 2.5, 3, 4, 5, 6, 8) if span < 4 else (2, 3, 5, 7) if span < 10 else (2, 5) if span < 100 else ()
         )
-        return _number(v) if mantissa in shown else ""
+        return _format_tick(v) if mantissa in shown else ""
 
     ax.set_yscale("log")
     ax.yaxis.set_minor_locator(LogLocator(subs=(1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)))
-    ax.yaxis.set_major_formatter(FuncFormatter(_number))
+    ax.yaxis.set_major_formatter(FuncFormatter(_format_tick))
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
     ax.set_ylabel(label)
     ax.grid(True, which="major", alpha=0.3)

@@ -5,205 +5,26 @@ noise-aware where they are not.
 
 Exit code 0: no regression; 1: at least one; 2: the runs cannot be compared (missing or malformed
 files, another device class, no cell in common). Reads CSVs only (pandas; no torch).
+
+The gate's inputs are read and checked in load.py, compared in checks.py; here the two runs are put through the
+checks (compare), two identical runs give the spread a tolerance is derived from (ratio_spread), and both are
+rendered and run as the command.
 """
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-from bench.regress.load import (
-    VALUE_COLUMNS,
-    CompareError,
-    cpu_model,
-    describe,
-    load,
-    number,
-    runs_class,
-    standard_error_ms,
-    time_beside,
+from bench.regress.checks import (
+    ACCURACY_TOLERANCE,
+    BPB_TOLERANCE,
+    MEM_TOLERANCE,
+    MIN_TIMED_MS,
+    TIME_TOLERANCE,
+    Gate,
 )
-from bench.schema import KEY_COLUMNS, OPTIONS
+from bench.regress.load import VALUE_COLUMNS, CompareError, cpu_model, load, runs_class
+from bench.schema import REFERENCE_MODEL
 from bench.usage import Parser, UsageError, fail
-
-# Default relative time tolerance per device class: three times the largest spread of time ratios between identical
-# scaling runs. CPU: three interleaved quick runs on the development machine (16.3% over 3 pairs,
-# docs/regression-gate.md); CUDA: four gpu-check passes in two processes on an H200 (4.0% over 6 pairs, cells timed
-# from MIN_TIMED_MS up, docs/gpu.md).
-TIME_TOLERANCE = {"cpu": 0.49, "cuda": 0.12}
-# A step (or its --relative reference) shorter than this is not time-gated: on CUDA, steps under 10 ms wait on the
-# host launching eager kernels, and their ratios moved by up to 160% between identical passes (docs/gpu.md).
-MIN_TIMED_MS = {"cpu": 0.0, "cuda": 10.0}
-MEM_TOLERANCE = {"cpu": 0.02, "cuda": 0.01}
-BPB_TOLERANCE = 0.02  # relative
-ACCURACY_TOLERANCE = 0.05  # absolute
-NOISE_SIGMAS = 3.0
-REFERENCE_MODEL = "attention"  # --relative: times are ratios to this model's time in the same run
-# ... in the cell of the same shape: the scaling key without the model, its options and the device
-SHAPE = tuple(c for c in KEY_COLUMNS["scaling.csv"] if c not in ("model", "device", *OPTIONS))
-FAILED = ("oom", "error")
-
-
-@dataclass(frozen=True)
-class Finding:
-    kind: str  # regression | improvement | only-baseline | only-current | note
-    csv: str
-    cell: str
-    what: str
-    severity: float  # for ordering, worst first
-    key: tuple = ()  # a time finding's cell: (column, value) pairs of its scaling.csv key
-
-
-class Gate:
-    def __init__(self, *, relative, time_tol, mem_tol, bpb_tol, acc_tol, cls):
-        self.relative, self.cls = relative, cls
-        self.time_tol, self.mem_tol, self.bpb_tol, self.acc_tol = time_tol, mem_tol, bpb_tol, acc_tol
-        self.findings, self.compared, self.times = [], 0, True
-        self.time_changes = {}  # cell -> relative change of its time (or ratio), every cell whose time is compared
-        self.untimed = []  # cells not time-gated: a step shorter than MIN_TIMED_MS
-
-    def add(self, kind, csv, cell, what, severity=0.0, key=()):
-        self.findings.append(Finding(kind, csv, cell, what, severity, key))
-
-    def time_only_regressions(self):
-        """The cells of the time regressions when every regression is one (each key a dict), else []."""
-        regressions = [f for f in self.findings if f.kind == "regression"]
-        return [dict(f.key) for f in regressions] if regressions and all(f.key for f in regressions) else []
-
-    def common_rows(self, name, base, cur, key):
-        merged = base.merge(cur, on=list(key), how="outer", suffixes=("_b", "_c"), indicator=True)
-        for _, row in merged[merged["_merge"] != "both"].iterrows():
-            side = "only-baseline" if row["_merge"] == "left_only" else "only-current"
-            self.add(side, name, describe(row, key), "cell measured in one run only")
-        both = merged[merged["_merge"] == "both"]
-        self.compared += len(both)
-        return both
-
-    def statuses(self, name, row, cell):
-        """True when both cells are ok and can be compared further."""
-        sb, sc = row["status_b"], row["status_c"]
-        if sb == "ok" and sc in FAILED:
-            self.add("regression", name, cell, f"status ok -> {sc}: {row.get('error_c', '')}", math.inf)
-        elif sb in FAILED and sc == "ok":
-            self.add("improvement", name, cell, f"status {sb} -> ok", 1.0)
-        elif sb != sc:
-            self.add("note", name, cell, f"status {sb} -> {sc}")
-        return sb == sc == "ok"
-
-    def exact(self, name, row, cell, column):
-        if column + "_b" in row and row[column + "_b"] != row[column + "_c"]:
-            self.add("regression", name, cell, f"{column} changed {row[column + '_b']} -> {row[column + '_c']}", 1e9)
-
-    def scaling(self, base, cur):
-        key = [k for k in KEY_COLUMNS["scaling.csv"] if not (self.relative and k == "device")]
-        both = self.common_rows("scaling.csv", base, cur, key)
-        ratios = {"b": self.reference_times(base), "c": self.reference_times(cur)}
-        if self.relative and not (ratios["b"] and ratios["c"]):
-            raise CompareError(
-                f"--relative compares times as ratios to {REFERENCE_MODEL}, and "
-                f"{'the baseline' if not ratios['b'] else 'the current run'} has no ok "
-                f"{REFERENCE_MODEL} cell in scaling.csv"
-            )
-        for _, row in both.iterrows():
-            cell = describe(row, key)
-            if not self.statuses("scaling.csv", row, cell):
-                continue
-            for column in ("params", "flops"):
-                self.exact("scaling.csv", row, cell, column)
-            self.memory(row, cell)
-            if self.times:
-                self.time(row, cell, ratios, tuple((k, row[k]) for k in key))
-        if self.untimed:
-            self.add(
-                "note",
-                "scaling.csv",
-                "",
-                f"{len(self.untimed)} cells' times not gated: a step under "
-                f"{MIN_TIMED_MS[self.cls]:g} ms on {self.cls} is launch-bound (docs/gpu.md)",
-            )
-
-    def memory(self, row, cell):
-        mb, mc = number(row["peak_mem_mb_b"]), number(row["peak_mem_mb_c"])
-        if mb > 0 and mc == mc:
-            change = mc / mb - 1
-            if abs(change) > self.mem_tol:
-                kind = "regression" if change > 0 else "improvement"
-                self.add(kind, "scaling.csv", cell, f"peak_mem_mb {mb:g} -> {mc:g} ({change:+.1%})", abs(change))
-
-    def reference_times(self, df):
-        ok = df[(df["model"] == REFERENCE_MODEL) & (df["status"] == "ok")]
-        return {tuple(r[c] for c in SHAPE): r for _, r in ok.iterrows()}
-
-    def time(self, row, cell, ratios, key):
-        tb, tc = number(row["time_ms_b"]), number(row["time_ms_c"])
-        rel_noise = [standard_error_ms(row, "_" + s) / t for s, t in (("b", tb), ("c", tc))]  # each side's own
-        if self.relative:
-            if row["model"] == REFERENCE_MODEL:
-                return
-            refs = [ratios[side].get(tuple(row[c] for c in SHAPE)) for side in ("b", "c")]
-            if any(r is None for r in refs):
-                self.add("note", "scaling.csv", cell, f"no {REFERENCE_MODEL} cell to compare times against")
-                return
-            beside = [time_beside(r, number(row["repeats_" + s])) for r, s in zip(refs, "bc", strict=True)]
-            tb, tc = tb / beside[0][0], tc / beside[1][0]
-            rel_noise += [se / t for t, se in beside]
-        change = tc / tb - 1
-        steps = [number(row["time_ms_b"]), number(row["time_ms_c"])]
-        steps += [t for t, _ in beside] if self.relative else []
-        if min(steps) < MIN_TIMED_MS[self.cls]:
-            self.untimed.append((cell, change))
-            return
-        self.time_changes[cell] = change
-        noise = NOISE_SIGMAS * math.sqrt(sum(n * n for n in rel_noise))
-        what = (
-            "time ratio to " + REFERENCE_MODEL if self.relative else "time_ms"
-        ) + f" {tb:.4g} -> {tc:.4g} ({change:+.1%}; tolerance {self.time_tol:.0%}, noise {noise:.1%})"
-        if change > max(self.time_tol, noise):
-            self.add("regression", "scaling.csv", cell, what, change, key)
-        elif -change / (1 + change) > max(self.time_tol, noise):
-            self.add("improvement", "scaling.csv", cell, what, -change)
-
-    def trained(self, name, base, cur, column, *, tol, relative, lower_is_better, fmt):
-        """A trained model's quality (bits/byte, recall accuracy) within a tolerance, on the selected rates' test rows
-        (other rows: status only); the rate is in the key, so a selection that moved leaves one-sided cells."""
-        key = KEY_COLUMNS[name]
-        for _, row in self.common_rows(name, base, cur, key).iterrows():
-            cell = describe(row, key)
-            if not self.statuses(name, row, cell):
-                continue
-            self.exact(name, row, cell, "params")
-            if (chosen := (row["lr_selected_b"], row["lr_selected_c"]))[0] != chosen[1]:
-                self.add("note", name, cell, "the selection moved: lr_selected {} -> {}".format(*chosen))
-            if chosen != ("true", "true") or row.get("split", "test") != "test":
-                continue
-            vb, vc = number(row[column + "_b"]), number(row[column + "_c"])
-            change = vc / vb - 1 if relative else vc - vb
-            if abs(change) > tol:
-                worse = change > 0 if lower_is_better else change < 0
-                shown = f" ({change:+.1%})" if relative else ""
-                self.add(
-                    "regression" if worse else "improvement",
-                    name,
-                    cell,
-                    f"{column} {vb:{fmt}} -> {vc:{fmt}}{shown}",
-                    abs(change),
-                )
-
-    def perplexity(self, base, cur):
-        self.trained(
-            "perplexity.csv",
-            base,
-            cur,
-            "bits_per_byte",
-            tol=self.bpb_tol,
-            relative=True,
-            lower_is_better=True,
-            fmt=".4g",
-        )
-
-    def recall(self, base, cur):
-        self.trained(
-            "recall.csv", base, cur, "accuracy", tol=self.acc_tol, relative=False, lower_is_better=False, fmt=".3f"
-        )
 
 
 def compare(
@@ -228,14 +49,9 @@ def compare(
     )
     if cls == "cpu" and len(cpus) > 1 and None not in cpus:  # a time ratio across CPU models measures the hardware
         gate.times = False
-        gate.add(
-            "note",
-            "scaling.csv",
-            "",
-            "times not compared: the runs ran on different CPU models ({}); counts and memory are".format(
-                " vs ".join(sorted(cpus))
-            ),
-        )
+        models = " vs ".join(sorted(cpus))
+        what = f"times not compared: the runs ran on different CPU models ({models}); counts and memory are"
+        gate.add("note", "scaling.csv", "", what)
     for name, (base, cur) in tables.items():
         if base is None:
             gate.add("note", name, "", "the baseline has no such file")

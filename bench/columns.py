@@ -1,0 +1,96 @@
+"""What every column of GSS Bench's CSVs means, and which hold numbers (torch-free): the vocabulary bench.schema's
+tables are written in. A name means the same thing in every CSV; a new column is one line here (its meaning, as a
+Number when it holds one) and one in its table."""
+
+
+class Number(str):
+    """The meaning of a column that holds a number: its readers parse it as one (NUMERIC)."""
+
+
+COLUMNS_DOC = {
+    "run_id": "the run directory's name",
+    "model": "registry name (`models.NAMES`)",
+    "mode": "`fwd` (inference) or `fwdbwd` (forward + backward of the output's mean)",
+    "dtype": "`float32`, or the autocast dtype (`bfloat16`, `float16`) over float32 weights; numerics also `float64`",
+    "device": "`cpu` or `cuda:<device name>` (perplexity.csv: `cpu` or `cuda`)",
+    "batch": Number("sequences per step"),
+    "seq_len": Number("tokens per sequence"),
+    "dim": Number("model width"),
+    "depth": Number("layers of the LM"),
+    "kernel_N": "DSS state size N (GSS family)",
+    "kernel_H": "channels of the state space convolution H (GSS family, conv)",
+    "lambda_imag_exp": "DSS kernel exponentiates the imaginary part of Lambda (GSS family)",
+    "conv_kernel": "convolution taps actually used (conv, gss-direct; `seq_len` for full)",
+    "compiled": "the layer ran under `torch.compile`",
+    "params": Number("trainable parameters"),
+    "flops": Number("FLOPs of one step as counted (docs/measurement.md)"),
+    "tflops_per_s": Number("counted FLOPs / median step time, in 1e12 per second"),
+    "tokens_per_s": Number("tokens per second: batch x seq_len / median step time (decode: batch / time per token)"),
+    "time_ms": Number("median step time, ms (op_breakdown: the category's time, mean over the profiled steps)"),
+    "time_iqr_ms": Number("interquartile range of the timed repeats, ms"),
+    "repeats": Number("timed repeats behind the median"),
+    "times_ms": "every timed repeat in the order run, ms, space-separated (6 significant digits); empty in runs "
+    "made before it existed",
+    "peak_mem_mb": Number("peak memory above what was allocated before the step (decode: one decode step), MiB"),
+    "status": "`ok`, `oom`, `error` or `skipped`",
+    "error": "the error message, or the reason a cell was skipped",
+    "corpus": "corpus name or path",
+    "corpus_sha256": "SHA-256 of the corpus bytes used",
+    "seed": Number("training seed"),
+    "train_seq_len": Number("training length"),
+    "eval_seq_len": Number("evaluation window length"),
+    "steps": Number("optimiser steps"),
+    "tokens": Number("training tokens (steps x batch x train_seq_len)"),
+    "lr": Number("peak learning rate"),
+    "train_loss": Number("mean training loss over the last 10% of the steps, nats per byte"),
+    "eval_loss": Number("validation loss, nats per byte"),
+    "bits_per_byte": Number("eval_loss / ln 2"),
+    "ppl": Number("exp(eval_loss)"),
+    "entropy_floor_bpb": Number("exact entropy rate of the synthetic source, bits per byte (empty for real text)"),
+    "time_s": Number("training wall time, s"),
+    "step": Number("optimiser step a curve point ends at"),
+    "loss": Number("mean training loss over the steps since the last point, nats"),
+    "num_kv_pairs": Number("key-value pairs per recall sequence"),
+    "vocab": Number("recall vocabulary size"),
+    "final_loss": "mean training loss over the last 10% of the steps, nats per token",
+    "accuracy": Number("share of queried values recalled correctly, on the test draw"),
+    "val_accuracy": Number("the same on the validation draw that selects the learning rate"),
+    "chance_accuracy": Number("accuracy of answering with a random one of the sequence's values: 1 / num_kv_pairs"),
+    "split": "`val` (selects the learning rate: first seed, 1x only) or `test` (reported)",
+    "lr_selected": "`true` on the rows of the rate selected for this model and option set",
+    "window_floor_bpb": Number(
+        "the least expected bits/byte on the scored bytes of a window with its context, "
+        "knowing the source's phase (synthetic only)"
+    ),
+    "category": "a range of `models/`, `backward` or `other`",
+    "fraction": Number("the category's share of the step (a cell's fractions sum to 1)"),
+    "step_ms": "profiled step time, ms",
+    "profiled_steps": "steps the times average over",
+    "basis": "`cpu_wall` or `cuda_kernels`: what time the categories share",
+    "trace": "the cell's trace directory, relative to the run directory",
+    "method": "`recurrent`, `kv_cache` or `reforward`",
+    "prompt_len": Number("prompt tokens"),
+    "new_tokens": Number("tokens generated per prompt"),
+    "prefill_ms": Number("median time of one prefill, ms (empty for reforward)"),
+    "time_per_token_ms": Number("median time of one decode step, ms"),
+    "time_per_token_iqr_ms": "interquartile range of the decode steps, ms",
+    "state_mb": Number("decoding state of the whole batch after prefill, MiB (empty for reforward)"),
+    "out_rel_err": Number("||out - out_ref|| / ||out_ref|| against float64"),
+    "grad_rel_err": Number("relative error of the input gradient against float64"),
+    "out_branch_rel_err": "out_rel_err of the branch alone (the residual x left out)",
+    "grad_branch_rel_err": "grad_rel_err of the branch alone",
+    "finding": "`slope`, `crossover` or `speedup` of a length sweep (bench.analysis.findings)",
+    "other": "the model a crossover's `model` overtakes, or a speedup's reference (`attention`); empty for a slope",
+    "value": "the finding, in `unit`: a slope from the cells' recorded time_ms; a crossover or speedup from the time "
+    "ratio of two cells at each length, the median over their interleaved rounds of the rounds' ratios "
+    "(the ratio of time_ms where a cell has no times_ms)",
+    "ci_low": "2.5th percentile of the finding over bootstrap resamples of the cells' times_ms (a crossover's or "
+    "speedup's: of the two cells' rounds, in pairs; empty when a cell of the finding has none)",
+    "ci_high": "97.5th percentile of the same",
+    "unit": "`exponent` (slope: time ~ seq_len^k), `tokens` (crossover) or `x` (speedup: a time ratio)",
+    "detail": "the sweep's options (`kernel_N=64`), the lengths used (`seq_len 2048..8192`), and the share of "
+    "resamples in which a crossover does not exist",
+}
+
+# Columns parsed as numbers when a CSV is read back; every other column keeps the string written.
+NUMERIC = frozenset(name for name, meaning in COLUMNS_DOC.items() if isinstance(meaning, Number))

@@ -1,0 +1,256 @@
+"""REPORT.md's sections on speed and memory (pandas, no matplotlib, no torch): the scaling suite's sweeps (crossovers,
+exponents, time and memory at the key lengths, the kernel ablations) with findings.csv's intervals, gss-fast
+against gss, the steadiness of the machine, the op breakdown and decoding. Each section returns (Markdown lines,
+findings), the findings being the one-line facts REPORT.md lists first."""
+
+import itertools
+import math
+
+import pandas as pd
+
+from bench import analysis
+from bench.analysis import findings, ok, summaries
+from bench.report.markdown import table, tokens
+from bench.schema import REFERENCE_MODEL
+
+
+def scaling_section(run_dir, figs, found):
+    """The scaling sweeps: crossovers with the reference model, fitted exponents, time and memory at the key lengths,
+    the kernel ablations, then findings.csv (`found`) with its intervals, then the figures."""
+    df = analysis.load_scaling(run_dir)
+    if df is None:
+        return [], []
+    lines, bullets, pairs = ["## Scaling", ""], [], analysis.modes_dtypes(df)
+    rows, gss_models = [], [m for m in ("gss", "gss-fast") if m in set(df.model)]
+    for mode, dtype in pairs:
+        texts = {
+            m: [t for _, _, t in analysis.crossovers(df, mode=mode, dtype=dtype, a=m, b=REFERENCE_MODEL)]
+            for m in gss_models
+        }
+        rows += [(mode, dtype, *row) for row in itertools.zip_longest(*texts.values(), fillvalue="")]
+        bullets += [f"{mode} {dtype}: {text}" for t in texts.values() for text in t]
+    if rows:
+        lines += [
+            f"Crossover of {' and of '.join(gss_models)} with {REFERENCE_MODEL} (interpolated on log-log axes between "
+            "measured lengths):",
+            "",
+            *table(["mode", "dtype", *(f"{m} vs {REFERENCE_MODEL}" for m in gss_models)], rows),
+        ]
+    slopes = {}
+    for mode, dtype in pairs:
+        for model, s in analysis.length_series(df, mode=mode, dtype=dtype).items():
+            fit, upper = analysis.fitted_slope(s), analysis.fitted_lengths(s.dropna().index)
+            if fit is not None:
+                slopes.setdefault(model, {})[(mode, dtype)] = f"{fit:.2f} ({tokens(upper[0])}..{tokens(upper[-1])})"
+    if slopes:
+        lines += ["Fitted exponent k of time ~ seq_len^k over the longest max(3, n/2) of each sweep's n lengths:", ""]
+        lines += table(
+            ["model", *(f"{m} {d}" for m, d in pairs)], [(m, *(v.get(p, "") for p in pairs)) for m, v in slopes.items()]
+        )
+        for mode, dtype in pairs:
+            text = ", ".join(f"{m} {v[(mode, dtype)].split()[0]}" for m, v in slopes.items() if (mode, dtype) in v)
+            bullets.append(f"{mode} {dtype}: fitted exponents {text}")
+    for value, what, unit, best in (
+        ("time_ms", "Time per step", "ms", "fastest"),
+        ("peak_mem_mb", "Peak memory", "MiB", "lowest memory"),
+    ):
+        lines += [f"{what} ({unit}) at the longest length all models reached and the longest any reached:", ""]
+        out, frames = [], {p: analysis.at_lengths(df, mode=p[0], dtype=p[1], value=value) for p in pairs}
+        columns = list(dict.fromkeys(c for frame in frames.values() for c in frame.columns))  # every mode's sweeps
+        for (mode, dtype), frame in frames.items():
+            for length, r in frame.iterrows():
+                least = r.dropna()
+                winner = ", ".join(least.index[least == least.min()])  # every model of a tie
+                out.append(
+                    (
+                        mode,
+                        dtype,
+                        tokens(length),
+                        *(f"{v:,.1f}" if pd.notna(v) else "" for v in r.reindex(columns)),
+                        winner,
+                    )
+                )
+                bullets.append(
+                    f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({least.min():,.1f} {unit})"
+                    + analysis.absent(df, r.index[r.isna()], mode=mode, dtype=dtype, length=length)
+                )
+        lines += table(["mode", "dtype", "seq_len", *columns, best], out) if out else []
+    for option, by in (("kernel_N", ["lambda_imag_exp"]), ("conv_kernel", [])):
+        abl = analysis.option_ablation(df, option)
+        if abl is None:
+            continue
+        values = sorted(abl.x.unique())
+        out = []
+        for key, g in abl.groupby(["model", "mode", "dtype", "seq_len", *by]):
+            t = g.groupby("x").time_ms.median()
+            out.append(
+                (
+                    *key[:3],
+                    tokens(key[3]),
+                    *key[4:],
+                    *(f"{t[v]:,.1f}" if v in t else "" for v in values),
+                    f"{t.iloc[-1] / t.iloc[0]:.2f}×",
+                )
+            )
+        order = analysis.ordered_models(abl.model)
+        out.sort(key=lambda r: (order.index(r[0]), r[1], r[2], [v != "true" for v in r[4 : 4 + len(by)]]))
+        full = set(abl.x[analysis.full_taps(abl)]) if option == "conv_kernel" else set()
+        names = [tokens(v) + (" (full)" if v in full else "") for v in values]
+        lines += [f"Effect of {option} on time per step (ms), at one length:", ""]
+        header = ["model", "mode", "dtype", "seq_len", *by, *(f"{option}={n}" for n in names), "largest / smallest"]
+        lines += table(header, out)
+    figures = figs("time_*.png", "memory_*.png", "flops_*.png", "ablation_*.png")
+    return lines + intervals_section(found) + figures, bullets
+
+
+def intervals_section(found):
+    """findings.csv as a table: every finding with its 95% interval."""
+    if found is None or found.empty:
+        return []
+    older = (
+        " They are empty where the cells have no recorded repeats (`times_ms`: runs from before it was recorded)."
+        if found.ci_low.isna().any()
+        else ""
+    )
+    return [
+        "### Findings with 95% intervals",
+        "",
+        "From `findings.csv` (`python -m bench.analysis`): each sweep's slope over its longest max(3, ⌈n/2⌉) "
+        f"lengths, the crossover of every two models that cross, each model's speed-up over {REFERENCE_MODEL} at their "
+        "longest common length, and gss's over dss and gss-fast's over gss at every length. Intervals: "
+        f"2.5th..97.5th percentiles over {findings.RESAMPLES:,} bootstrap resamples of every cell's timed repeats: "
+        "the noise within this run only (`python -m bench.analysis` with several runs gives each finding's range "
+        f"across them).{older}",
+        "",
+        *table(list(findings.HEADER), findings.display(found)),
+    ]
+
+
+def fast_section(run_dir, figs, found):
+    """gss-fast against gss, the same function: gss's time / gss-fast's per mode and length with its 95% interval
+    (findings.csv's speedup rows with other = gss), and their peak memory at each length."""
+    rows = findings.speedups(found, "gss-fast", "gss")
+    if rows.empty:
+        return [], []
+    df = analysis.load_scaling(run_dir)
+
+    def memory(mode, dtype, length):  # gss-fast's peak memory / gss's at one length of their length sweeps
+        peak = analysis.length_series(df, mode=mode, dtype=dtype, value="peak_mem_mb", models=["gss", "gss-fast"])
+        fast, ref = (peak.get(m, {}).get(length, math.nan) for m in ("gss-fast", "gss"))
+        return f"{fast / ref:.2f}" if ref > 0 and fast == fast else ""
+
+    shown, bullets = [], []
+    for r in rows.itertuples():
+        length = int(r.detail.split("at seq_len ")[-1])
+        shown.append(
+            (
+                r.mode,
+                r.dtype,
+                tokens(length),
+                f"{r.value:.2f}x",
+                findings.interval(r.ci_low, r.ci_high, "x"),
+                memory(r.mode, r.dtype, length),
+            )
+        )
+    for (mode, dtype), part in rows.groupby(["mode", "dtype"], sort=False):
+        each = ", ".join(
+            f"{r.value:.2f}x at {tokens(int(r.detail.split('at seq_len ')[-1]))}"
+            f" ({findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'})"
+            for r in part.itertuples()
+        )
+        bullets.append(f"gss-fast vs gss, {mode} {dtype} (the same function): {each}")
+    lines = [
+        "## gss-fast: gss's function, implemented faster",
+        "",
+        "gss-fast has gss's parameters and outputs (models/gss_fast.py: the kernel in real arithmetic, cached while "
+        "autograd is off, the convolution's backward in real transforms; inference in place and, on the CPU, "
+        "its position-wise part in blocks). Its speed-up over gss is gss's time / "
+        "gss-fast's, paired over the rounds of each length's interleaved group, with its 95% interval:",
+        "",
+        *table(
+            ["mode", "dtype", "seq_len", "gss time / gss-fast time", "95% interval", "gss-fast peak memory / gss's"],
+            shown,
+        ),
+    ]
+    return lines, bullets
+
+
+STEADY = 0.25  # a median profiled / timed ratio further than this from 1: the machine's speed changed
+
+
+def steadiness_section(run_dir, figs, found):
+    """The cells timed by the scaling suite and profiled later in the same run (bench.analysis.summaries.profile_drift):
+    their time in each, and, when the median ratio is off by more than STEADY, a finding that the machine's
+    speed changed during the run, so that the times of the suites after the scaling suite (profiling,
+    decode) are not taken at face value."""
+    drift = summaries.profile_drift(analysis.load_scaling(run_dir), analysis.load_csv(run_dir, "op_breakdown.csv"))
+    if drift.empty:
+        return [], []
+    median = drift.ratio.median()
+    rows = [
+        (r.model, r.mode, tokens(r.seq_len), f"{r.time_ms:,.1f}", f"{r.step_ms:,.1f}", f"{r.ratio:.2f}")
+        for r in drift.itertuples()
+    ]
+    lines = [
+        "## Steadiness of the machine",
+        "",
+        "The same cells timed by the scaling suite and, minutes later, profiled (the profiler's own overhead "
+        f"is a few percent): median profiled / timed {median:.2f} over {len(drift)} cells.",
+        "",
+    ]
+    bullets = []
+    if abs(median - 1) > STEADY:
+        warning = (
+            f"the machine's speed changed during the run: profiled steps took {median:.2f}x the scaling "
+            "suite's time for the same cells; the times of the suites run after the scaling suite "
+            "(profiling, decode) are suspect"
+        )
+        lines += [f"**Warning:** {warning}.", ""]
+        bullets.append(warning)
+    return lines + table(["model", "mode", "seq_len", "scaling ms", "profiled ms", "ratio"], rows), bullets
+
+
+def ops_section(run_dir, figs, found):
+    df = analysis.load_csv(run_dir, "op_breakdown.csv")
+    if df is None:
+        return [], []
+    shares = summaries.op_shares(df)
+    cats = list(dict.fromkeys(shares.category))
+    rows = []
+    for (model, mode, length), g in shares.groupby(["model", "mode", "seq_len"], sort=False):
+        by = g.set_index("category").share
+        total = f"{g.time_ms.sum():,.1f}" if "time_ms" in g else ""
+        rows.append((model, mode, tokens(length), total, *(f"{by[c]:.0%}" if c in by else "" for c in cats)))
+    lines = ["## Op breakdown", "", "Share of the step's time per profiler category:", ""]
+    return lines + table(["model", "mode", "seq_len", "total ms", *cats], rows) + figs("op_breakdown.png"), []
+
+
+def decode_section(run_dir, figs, found):
+    df = analysis.load_csv(run_dir, "decode.csv")
+    if df is None or ok(df).empty:
+        return [], []
+    speed, lines, bullets = summaries.decode_speedup(df), ["## Decoding", ""], []
+    if not speed.empty:
+        lines += ["Time per new token (ms): carrying a state (recurrent, kv_cache) vs re-running the prefix:", ""]
+        lines += table(
+            ["model", "method", "dtype", "prompt_len", "method ms", "reforward ms", "speed-up"],
+            [
+                (
+                    r.model,
+                    r.method,
+                    getattr(r, "dtype", ""),
+                    tokens(r.prompt_len),
+                    f"{r.step_ms:.3f}",
+                    f"{r.reforward:.3f}",
+                    f"{r.speedup:.1f}×",
+                )
+                for r in speed.itertuples()
+            ],
+        )
+        for (model, method), g in speed.groupby(["model", "method"], sort=False):
+            r = g.loc[g.prompt_len.idxmax()]
+            bullets.append(
+                f"decode {model}: {method} {r.speedup:.1f}× faster per token than reforward "
+                f"at prompt_len {tokens(r.prompt_len)}"
+            )
+    return lines + figs("decode.png"), bullets
