@@ -1,6 +1,7 @@
 """GSS Bench's measuring and reporting code, in floors: a module imports only from the floors below it.
 
     top        run_all.py                   preset -> every suite -> CSVs, figures, REPORT.md, the gate
+               bench/ab/                    two revisions' models/ timed side by side in paired rounds: the A/B gate
     suites     bench/scaling/               layer cells -> scaling.csv (interleaved groups, crossover refinement)
                bench/perplexity/            trainings and MQAR recall, with their corpora, synthetic source and loop
                bench/profiling.py, decode.py, numerics.py
@@ -30,6 +31,7 @@ FLOORS = {
         "bench.core",
         "bench.core.env",
         "bench.core.timing",
+        "bench.core.paired",
         "bench.core.memory",
         "bench.core.flops",
         "bench.core.cuda_checks",
@@ -52,7 +54,7 @@ FLOORS = {
         "bench.regress",
     ),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
-    "top": ("run_all", "bench.timing", "bench.recall"),
+    "top": ("run_all", "bench.ab", "bench.timing", "bench.recall"),
 }
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)
 SUITES = FLOORS["suites"]

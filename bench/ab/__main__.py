@@ -1,0 +1,5 @@
+import sys
+
+from bench.ab import main
+
+sys.exit(main())
