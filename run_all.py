@@ -15,28 +15,30 @@ the scaling suite runs a second time into RUN/repeat/, and the two passes' time-
 time tolerance is three times, goes to RUN/ratio_spread.json (docs/gpu.md).
 """
 
+import contextlib
 import json
 import sys
 import tarfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
 from bench import decode, numerics, perplexity, plots, profiling, regress, scaling, usage
-from bench.core import cli, cuda_checks, env, estimate, executor
+from bench.core import cli, config, cuda_checks, env, estimate, executor
 from bench.results import RESULTS_DIR, atomic_path, atomic_write_text, new_run_id
+from bench.schema import REFERENCE_MODEL
 from bench.usage import Parser, UsageError, fail
 
-MODULES = {
+SUITES = {
     "scaling": scaling,
     "perplexity": perplexity,
     "profiling": profiling,
     "decode": decode,  # in this order
     "numerics": numerics,
 }
-SUITES = {name: module.main for name, module in MODULES.items()}
 STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
 GPU_CHECK = "gpu-check"
 GPU_BUDGET_S = 420  # the gpu-check preset's suites, the second scaling pass included
@@ -50,10 +52,19 @@ def make_parser():
     p.add_argument("--out", help="run directory (default: a fresh results/<run_id>/)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--only", help=f"comma-separated steps, from: {', '.join(STEPS)}")
+    p.add_argument(
+        "--only",
+        default=STEPS,
+        type=usage.list_of(usage.one_of(STEPS, "step"), "only"),
+        help=f"comma-separated steps, from: {', '.join(STEPS)}",
+    )
     p.add_argument("--check", metavar="BASELINE_DIR", help="then gate the run against a baseline run (bench.regress)")
     p.add_argument("--relative", action="store_true", help="with --check: compare times as ratios between models")
-    p.add_argument("--tolerance", help="with --check: relative time tolerance (default: bench.regress's per device)")
+    p.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        help="with --check: relative time tolerance (default: bench.regress's per device)",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -65,27 +76,26 @@ def make_parser():
     return p
 
 
+def _tolerance(text):
+    try:
+        tolerance = float(text)
+    except ValueError:
+        raise UsageError(f"--tolerance: {text!r} is not a number") from None
+    if not 0 < tolerance < float("inf"):
+        raise UsageError(f"--tolerance: {tolerance} is not a positive number")
+    return tolerance
+
+
 def parse(argv):
+    """The command line, its values converted and checked together (UsageError)."""
     args = make_parser().parse_args(argv)
-    args.only = (
-        usage.parse_list(args.only, "only", lambda s: usage.choice(s, "step", STEPS))
-        if args.only is not None
-        else STEPS
-    )
-    if args.tolerance is not None:
-        try:
-            args.tolerance = float(args.tolerance)
-        except ValueError:
-            raise UsageError(f"--tolerance: {args.tolerance!r} is not a number") from None
-        if not 0 < args.tolerance < float("inf"):
-            raise UsageError(f"--tolerance: {args.tolerance} is not a positive number")
     if args.check and not Path(args.check).is_dir():
         raise UsageError(f"--check {args.check}: no such baseline run directory")
     if args.resume and not args.out:
         raise UsageError("--resume needs --out: the run directory to continue")
     if args.pack and not Path(args.pack).resolve().parent.is_dir():
         raise UsageError(f"--pack {args.pack}: no such directory to write the archive into")
-    executor.convert(args)
+    executor.Placement(args.executor, args.ray_address, args.cell_timeout)  # checked as every suite checks it
     if args.executor == "ray" and args.preset == GPU_CHECK:
         raise UsageError("--preset gpu-check runs on one GPU with the local executor (docs/gpu.md)")
     return args
@@ -97,25 +107,19 @@ def main(argv=None):
     except UsageError as error:
         return fail(error)
     out_dir = Path(args.out) if args.out else RESULTS_DIR / new_run_id()
-    common = ["--out", str(out_dir), "--device", args.device]
-    common += ["--preset", args.preset] if args.preset else []
-    common += ["--resume"] if args.resume else []
+    placement = {name: getattr(args, name) for name in ("executor", "ray_address", "cell_timeout")}
+    common = cli.Common(preset=args.preset, device=args.device, out=str(out_dir), resume=args.resume, **placement)
     if args.dry_run:
         return dry_run(args, common)
     if args.preset == GPU_CHECK:
         code = gpu_check(args, out_dir, common)
     else:
-        ray = (
-            [
-                f"--{k.replace('_', '-')}={v}"
-                for k, v in vars(args).items()
-                if k in ("executor", "ray_address", "cell_timeout") and v is not None
-            ]
-            if args.executor == "ray"
-            else []
-        )
-        with executor.session(args):  # one Ray instance for every suite
-            code = next((code for name in SUITES if name in args.only and (code := run_step(name, common, ray))), 0)
+        code = 0
+        with executor.session(args.ray_address) if args.executor == "ray" else contextlib.nullcontext():
+            for name in (name for name in SUITES if name in args.only):
+                code = run_step(name, common)
+                if code:
+                    break
     if code not in (0, 1):
         return code
     if any(name in args.only for name in SUITES):
@@ -129,25 +133,25 @@ def main(argv=None):
     if args.pack:
         print(f"packed: {pack(out_dir, args.pack)}")
     if args.check:  # a failed CUDA check (1) fails the run even when the gate passes
-        return (
-            check(args, out_dir, ["--device", args.device, *(["--preset", args.preset] if args.preset else [])]) or code
-        )
+        return check(args, out_dir) or code
     return code
 
 
-def run_step(name, argv, executor_flags=()):
-    """One suite, with the executor's flags (--executor ray and its options) when given."""
+def run_step(name, common):
+    """One suite on the run's common settings (cli.launch): its exit code."""
     print(f"== {name}", file=sys.stderr, flush=True)
-    return SUITES[name]([*argv, *executor_flags])
+    suite = SUITES[name]
+    return cli.launch(lambda: suite.make_spec(common), suite.run)
 
 
 def planned(args, common):
     """[(step, suite, cells, estimated device seconds)] of the requested suites; gpu-check adds the second
     scaling pass. Bad input raises UsageError."""
     steps = []
-    for name in (n for n in SUITES if n in args.only):
-        preset, cells = cli.plan(MODULES[name].make_parser(), common, **MODULES[name].HOW)
-        steps.append((name, name, cells, estimate.suite_seconds(name, cells, preset.timing)))
+    for name in SUITES:
+        if name in args.only:
+            spec = SUITES[name].make_spec(common)
+            steps.append((name, name, spec.cells, estimate.suite_seconds(name, spec.cells, spec.preset.timing)))
     if args.preset == GPU_CHECK and "scaling" in args.only:
         steps.append((f"scaling ({REPEAT})", "scaling", *steps[0][2:]))
     return steps
@@ -190,12 +194,12 @@ def gpu_check(args, out_dir, common):
     for i, (step, suite, _, seconds) in enumerate(steps):
         reserve = sum(s for *_, s in steps[i + 1 :])
         limits[step] = max(10.0, min(2 * seconds + 15, GPU_BUDGET_S - (time.monotonic() - start) - reserve))
-        argv = [*common, "--time-limit", f"{limits[step]:.0f}"]
+        settings = replace(common, time_limit=round(limits[step]))  # whole seconds, as recorded
         if step != suite:
-            argv[argv.index("--out") + 1] = str(out_dir / REPEAT)
+            settings = replace(settings, out=str(out_dir / REPEAT))
         began = time.monotonic()
         try:  # one GPU lease, one run: a step that breaks is reported, and the others still measure
-            code = run_step(suite, argv)
+            code = run_step(suite, settings)
         except Exception:
             traceback.print_exc()
             code = f"crashed: {traceback.format_exc(limit=-1).strip().splitlines()[-1]}"
@@ -225,19 +229,13 @@ def gpu_check(args, out_dir, common):
     return 1 if failures else 0
 
 
-def check(args, out_dir, suite_flags):
+def check(args, out_dir):
     """The regression gate; when it flags times alone, those cells (and their reference) are measured once
     more and gated again: on a shared machine one disturbed median is not a regression, a slow-down that
     reproduces is."""
-    gate = [
-        "--baseline",
-        args.check,
-        *(["--relative"] * args.relative),
-        *(["--tolerance", str(args.tolerance)] if args.tolerance else []),
-    ]
     print(f"== regression gate against {args.check}", file=sys.stderr, flush=True)
-    code, findings = regress.run([*gate, "--current", str(out_dir)])
-    flagged = findings.time_only_regressions() if code == 1 and "scaling" in args.only else []
+    code, gate = gated(args, out_dir)
+    flagged = gate.time_only_regressions() if code == 1 and "scaling" in args.only else []
     if not flagged:
         return code
     again = out_dir / "remeasured"
@@ -246,14 +244,28 @@ def check(args, out_dir, suite_flags):
         file=sys.stderr,
         flush=True,
     )
+    cells = []
     for key_row in flagged:
-        flags = scaling.flags_of(key_row, also=[regress.REFERENCE_MODEL] if args.relative else [])
-        resume = ["--resume"] if (again / scaling.CSV).exists() else []
-        code = scaling.main([*flags, *suite_flags, "--out", str(again), *resume])
-        if code:
-            return code
+        cells.append(config.Cell.from_key_row(key_row))
+        if args.relative:
+            cells.append(cells[-1].of_model(REFERENCE_MODEL))
+    common = cli.Common(preset=args.preset, device=args.device, out=str(again), resume=(again / scaling.CSV).exists())
+    code = cli.launch(lambda: replace(scaling.make_spec(common), cells=tuple(config.ordered(cells))), scaling.run)
+    if code:
+        return code
     print(f"== regression gate of the re-measured cells against {args.check}", file=sys.stderr, flush=True)
-    return regress.main([*gate, "--current", str(again), "--no-one-sided"])
+    return gated(args, again, one_sided=False)[0]
+
+
+def gated(args, current, *, one_sided=True):
+    """bench.regress's verdict on `current` against --check, printed: (exit code, the Gate; None when the runs
+    cannot be compared, exit code 2)."""
+    try:
+        gate = regress.compare(args.check, current, relative=args.relative, time_tol=args.tolerance)
+    except UsageError as error:  # a CompareError too
+        return fail(error), None
+    print(regress.render(gate, one_sided=one_sided))
+    return int(any(f.kind == "regression" for f in gate.findings)), gate
 
 
 def pack(run_dir, path):

@@ -36,13 +36,12 @@ from dataclasses import dataclass, replace
 import torch
 
 import models
-from bench import usage
-from bench.core import cli, executor
+from bench.core import cli
 from bench.core.config import Preset
 from bench.core.memory import MIB, peak_memory_mb
-from bench.core.sweep import Sweep, device_name
+from bench.core.sweep import Sweep, device_name, run_jobs
 from bench.core.timing import autocast, measure
-from bench.usage import UsageError
+from bench.usage import UsageError, list_of, one_of, positive_int
 
 CSV = "decode.csv"
 METHODS = models.GENERATE_METHODS
@@ -106,11 +105,11 @@ class DecodeGrid:
 
 
 _CPU = ("gss", "gss-fast", "conv", "attention", "dss", "attention-chunked")
-_GPU_CHECK = tuple(m for m in _CPU if m != "gss-fast")  # gss-fast's steps are gss's; its cells would pass 420 s
+_GPU_CHECK = tuple(m for m in _CPU if m != "gss-fast")  # gss-fast's steps are gss's; its cells would pass the budget
 _STEPPING = ("recurrent", "kv_cache")
 DECODE_PRESETS = {
     # CPU, 2 cores: stepping to 8192 shows the flat recurrent and the growing KV cache; re-running the
-    # whole prompt per token only to 2048, where it already costs ~100x a step. With numerics' quick
+    # whole prompt per token only to 2048, where it already costs far more than a step. With numerics' quick
     # preset, within a minute.
     "quick": Preset(
         "quick",
@@ -230,13 +229,13 @@ def measure_reforward(lm, prompt, cell, device, timing):
     return dict(peak_mem_mb=peak), measure(forward, device=device, **timing)
 
 
-def measure_cell(cell, device, timing):
+def measure_cell(cell, timing, device):
     """Build the LM and a random prompt, then measure the cell's method; returns the row's measured columns."""
     torch.manual_seed(0)
     lm = models.build_lm(cell.model, num_tokens=NUM_TOKENS, dim=cell.dim, depth=cell.depth, device=device).eval()
     prompt = torch.randint(NUM_TOKENS, (cell.batch, cell.prompt_len), device=device)
-    how = measure_reforward if cell.method == "reforward" else measure_stepping
-    values, timed = how(lm, prompt, cell, device, timing)
+    method = measure_reforward if cell.method == "reforward" else measure_stepping
+    values, timed = method(lm, prompt, cell, device, timing)
     return dict(
         **values,
         time_per_token_ms=timed.median_ms,
@@ -247,32 +246,13 @@ def measure_cell(cell, device, timing):
     )
 
 
-def convert(args):
-    """The suite's own flags (cli.convert_flags handles models, dtype, batch, dim, threads and shard)."""
-    executor.convert(args)
-    cli.convert_lists(args, prompt_lens=usage.positive_int, methods=lambda t, n: usage.choice(t, "method", METHODS))
-    cli.convert_ints(args, "depth", "new_tokens")
-    if args.new_tokens is not None and args.new_tokens < 2:
-        raise UsageError("--new-tokens must be at least 2: one warm-up step and at least one timed step")
-    return args
-
-
-def build_cells(args, preset):
-    """The preset's grids, narrowed and overridden by the flags: --models and --prompt-lens replace each
-    grid's, --methods keeps only those methods, --dtype/--batch/--dim/--depth/--new-tokens apply to all."""
-    overrides = dict(
-        models=args.models,
-        prompt_lens=args.prompt_lens,
-        dtypes=args.dtype,
-        batch=args.batch,
-        dim=args.dim,
-        depth=args.depth,
-        new_tokens=args.new_tokens,
-    )
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    grids = [replace(g, **overrides) for g in preset.grids]
-    if args.methods is not None:
-        grids = [replace(g, methods=tuple(m for m in g.methods if m in args.methods)) for g in grids]
+def build_cells(preset, *, methods=None, dtype=None, **flags):
+    """The preset's grids, narrowed and overridden by the flags' values (None: unset): models and prompt_lens
+    replace each grid's, methods keeps only those methods, dtype, batch, dim, depth and new_tokens apply to all."""
+    overrides = {"dtypes": dtype, **flags}
+    grids = [replace(g, **{k: v for k, v in overrides.items() if v is not None}) for g in preset.grids]
+    if methods is not None:
+        grids = [replace(g, methods=tuple(m for m in g.methods if m in methods)) for g in grids]
     cells = list(dict.fromkeys(c for g in grids for c in g.cells()))  # a cell shared by two grids runs once
     if not cells:
         raise UsageError(
@@ -282,47 +262,41 @@ def build_cells(args, preset):
     return cells
 
 
-def run(args, ctx):
-    """Run the context's cells into its run directory; returns the path of the CSV."""
-    sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
-    name = device_name(ctx.device)
-    sweep.run_cells(
-        ctx.cells,
-        key_row=lambda cell: {**cell.__dict__, "device": name},
-        desc="decode",
-        deadline=ctx.deadline,
-        measure=lambda cell: measure_cell(cell, ctx.device, ctx.preset.timing),
-        remote=lambda cell: (("bench.decode", "measure_remote"), (cell, ctx.device.type, ctx.preset.timing)),
-        how=executor.options(args, ctx.device),
-    )
-    return ctx.out_dir / CSV
+def make_spec(common, **flags):
+    """The run of the common settings (cli.Common) and this suite's flags' values (build_cells)."""
+    return cli.build("decode", common, flags, DECODE_PRESETS, build_cells)
 
 
-def measure_remote(cell, device_type, timing):
-    """A cell measured where a Ray task runs (bench.core.executor): its columns and that worker's device column."""
-    device = torch.device(device_type)
-    return measure_cell(cell, device, timing), device_name(device)
+def run(spec):
+    """Measure the spec's cells into its run directory; returns the path of the CSV."""
+    sweep, name = Sweep(CSV, **spec.sweep_args), device_name(spec.device)
+    timing = spec.preset.timing
+    jobs = [sweep.job(lambda c=c: ({**c.__dict__, "device": name}, (measure_cell, (c, timing)))) for c in spec.cells]
+    run_jobs(jobs, spec, desc="decode")
+    return spec.out_dir / CSV
+
+
+def _new_tokens(text):
+    tokens = positive_int(text, "new-tokens")
+    if tokens < 2:
+        raise UsageError("--new-tokens must be at least 2: one warm-up step and at least one timed step")
+    return tokens
 
 
 def make_parser():
-    p = cli.parser(
+    return cli.parser(
         __doc__,
         "python -m bench.decode",
         ("--models", "--dtype", "--batch", "--dim", "--depth"),
-        prompt_lens="comma-separated positive prompt lengths",
+        prompt_lens=("comma-separated positive prompt lengths", list_of(positive_int, "prompt-lens")),
         batch="sequences decoded together",
-        methods=f"comma-separated, from: {', '.join(METHODS)}",
-        new_tokens="tokens generated per prompt (at least 2)",
+        methods=(f"comma-separated, from: {', '.join(METHODS)}", list_of(one_of(METHODS, "method"), "methods")),
+        new_tokens=("tokens generated per prompt (at least 2)", _new_tokens),
     )
-    executor.add_flags(p)
-    return p
-
-
-HOW = dict(presets=DECODE_PRESETS, build_cells=build_cells, convert=convert)  # command line -> cells (cli.resolve)
 
 
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, run=run, **HOW)
+    return cli.main(make_parser(), argv, make_spec, run)
 
 
 if __name__ == "__main__":

@@ -34,12 +34,11 @@ from dataclasses import dataclass, replace
 import torch
 
 import models
-from bench import usage
-from bench.core import cli, executor
+from bench.core import cli
 from bench.core.config import Preset, layers
-from bench.core.sweep import Sweep, device_name
+from bench.core.sweep import Sweep, device_name, run_jobs
 from bench.core.timing import autocast
-from bench.usage import UsageError
+from bench.usage import UsageError, list_of, one_of
 
 CSV = "numerics.csv"
 DTYPES = ("float64", "float32", "bfloat16", "float16")
@@ -161,7 +160,8 @@ def rel_err(value, ref):
 
 
 class References:
-    """The float64 layer and its output and gradient, kept for the last (model, seq_len, dim, batch)."""
+    """The float64 layer and its output and gradient, kept for the last (model, seq_len, dim, batch): the
+    dtypes of a length, measured one after another, share it (on a Ray worker, those it happens to run)."""
 
     def __init__(self, device):
         self.device, self.key, self.value = device, None, None
@@ -202,71 +202,58 @@ def measure_cell(cell, device, references):
     return row
 
 
-def convert(args):
-    """--dtypes (float64 allowed; float16 only on CUDA); cli.convert_flags handles the shared flags."""
-    executor.convert(args)
-    cli.convert_lists(args, dtypes=lambda t, n: usage.choice(t, "dtype", DTYPES))
-    if args.dtypes is not None and "float16" in args.dtypes and cli.resolve_device(args.device).type != "cuda":
-        raise UsageError("--dtypes float16 needs a CUDA device; use bfloat16 on CPU")
-    return args
-
-
-def build_cells(args, preset):
-    """The preset's grids with --models, --seq-lens, --dtypes, --dim and --batch replacing each grid's."""
-    overrides = dict(models=args.models, seq_lens=args.seq_lens, dtypes=args.dtypes, dim=args.dim, batch=args.batch)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    cells = dict.fromkeys(c for g in preset.grids for c in replace(g, **overrides).cells())
+def build_cells(preset, **flags):
+    """The preset's grids with the flags' values (models, seq_lens, dtypes, dim, batch; None: unset) replacing
+    each grid's."""
+    cells = dict.fromkeys(
+        c for g in preset.grids for c in replace(g, **{k: v for k, v in flags.items() if v is not None}).cells()
+    )
     # stable: each length's dtypes stay together, behind one reference, and lengths ascend in each series
     return sorted(cells, key=lambda c: (models.NAMES.index(c.model), c.dim, c.batch, c.seq_len))
 
 
-def run(args, ctx):
-    """Run the context's cells into its run directory; returns the path of the CSV."""
-    sweep = Sweep(CSV, out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
-    name, references = device_name(ctx.device), References(ctx.device)
-
-    sweep.run_cells(
-        ctx.cells,
-        key_row=lambda cell: {**cell.__dict__, "device": name},
-        deadline=ctx.deadline,
-        measure=lambda cell: measure(cell, ctx.device, references),
-        desc="numerics",
-        remote=lambda cell: (("bench.numerics", "measure_remote"), (cell, ctx.device.type)),
-        how=executor.options(args, ctx.device),
-    )
-    return ctx.out_dir / CSV
+def make_spec(common, **flags):
+    """The run of the common settings (cli.Common) and this suite's flags' values (build_cells)."""
+    if "float16" in (flags.get("dtypes") or ()) and cli.resolve_device(common.device).type != "cuda":
+        raise UsageError("--dtypes float16 needs a CUDA device; use bfloat16 on CPU")
+    return cli.build("numerics", common, flags, NUMERICS_PRESETS, build_cells)
 
 
-def measure(cell, device, references):
+def run(spec):
+    """Measure the spec's cells into its run directory; returns the path of the CSV."""
+    sweep, name = Sweep(CSV, **spec.sweep_args), device_name(spec.device)
+    try:
+        jobs = [sweep.job(lambda c=c: ({**c.__dict__, "device": name}, (measure, (c,)))) for c in spec.cells]
+        run_jobs(jobs, spec, desc="numerics")
+    finally:
+        _REFERENCES.clear()  # this process's float64 references, freed with the run
+    return spec.out_dir / CSV
+
+
+_REFERENCES = {}  # device -> References: the last float64 reference of this process
+
+
+def measure(cell, device):
+    """A cell's measured columns, against this process's float64 reference of its model and length."""
     if cell.dtype == "float16" and device.type != "cuda":  # a CUDA preset run on a CPU
         return dict(status="skipped", error="float16 autocast runs on CUDA only")
-    return measure_cell(cell, device, references)
-
-
-def measure_remote(cell, device_type):
-    """A cell measured where a Ray task runs (bench.core.executor), with its own float64 reference (a task shares
-    none with another): its columns and that worker's device column."""
-    device = torch.device(device_type)
-    return measure(cell, device, References(device)), device_name(device)
+    return measure_cell(cell, device, _REFERENCES.setdefault(device, References(device)))
 
 
 def make_parser():
-    p = cli.parser(
+    return cli.parser(
         __doc__,
         "python -m bench.numerics",
         ("--models", "--seq-lens", "--dim", "--batch"),
-        dtypes=f"comma-separated, from: {', '.join(DTYPES)} (float16: CUDA only)",
+        dtypes=(
+            f"comma-separated, from: {', '.join(DTYPES)} (float16: CUDA only)",
+            list_of(one_of(DTYPES, "dtype"), "dtypes"),
+        ),
     )
-    p.set_defaults(dtype=None)  # cli.prepare's --dtype check: numerics validates --dtypes itself
-    executor.add_flags(p)
-    return p
-
-
-HOW = dict(presets=NUMERICS_PRESETS, build_cells=build_cells, convert=convert)  # command line -> cells (cli.resolve)
 
 
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, run=run, **HOW)
+    return cli.main(make_parser(), argv, make_spec, run)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
 
 import models
-from bench.core import cli, executor
+from bench.core import cli
 from bench.core.config import Grid, Preset, layer_cells
-from bench.core.sweep import Sweep, device_name
+from bench.core.sweep import Rows, Sweep, device_name, run_jobs
 from bench.core.timing import make_step
 from bench.results import format_value
 
@@ -218,40 +218,24 @@ def rows_of(result, trace):
     ]
 
 
-def run(args, ctx):
-    """Profile the context's cells into its run directory; returns the path of the CSV."""
+def make_spec(common, **flags):
+    """The run of the common settings (cli.Common) and the layer flags' values (config.layer_cells)."""
+    return cli.build("profiling", common, flags, PROFILE_PRESETS, layer_cells)
+
+
+def run(spec):
+    """Profile the spec's cells into its run directory; returns the path of the CSV."""
     # a cell is complete once its last row (`other`) or its failure is in
-    sweep = Sweep(
-        CSV,
-        out_dir=ctx.out_dir,
-        run_id=ctx.run_id,
-        device=ctx.device,
-        resume=args.resume,
-        done=lambda r: r["category"] == "other" or r["status"] != "ok",
-    )
-    name = device_name(ctx.device)
-
-    def measure(cell):
-        trace = trace_name(cell)
-        result = profile_cell(cell, ctx.device, ctx.out_dir / TRACES / trace, **ctx.preset.timing)
-        return rows_of(result, f"{TRACES}/{trace}")
-
-    sweep.run_cells(
-        ctx.cells,
-        key_row=lambda cell: cell.key_row(name),
-        measure=measure,
-        desc="profiling",
-        deadline=ctx.deadline,
-        how=executor.options(args, ctx.device),
-        remote=lambda cell: (("bench.profiling", "measure_remote"), (cell, ctx.device.type, ctx.preset.timing)),
-    )
-    return ctx.out_dir / CSV
+    sweep = Sweep(CSV, **spec.sweep_args, completes=lambda r: r["category"] == "other" or r["status"] != "ok")
+    name = device_name(spec.device)
+    jobs = [sweep.job(lambda c=c: (c.key_row(name), (measure, (c, spec.preset.timing)))) for c in spec.cells]
+    run_jobs(jobs, spec, desc="profiling")
+    return spec.out_dir / CSV
 
 
-def measure_remote(cell, device_type, timing):
-    """A cell profiled where a Ray task runs (bench.core.executor): its rows, that worker's device column and its
-    trace's files (written by the driver, the one writer)."""
-    device, trace = torch.device(device_type), trace_name(cell)
+def measure(cell, timing, device):
+    """A cell profiled: its rows, and its trace's files, which the sweep writes where the rows say."""
+    trace = trace_name(cell)
     with tempfile.TemporaryDirectory() as tmp:
         result = profile_cell(cell, device, Path(tmp) / trace, **timing)
         files = {
@@ -259,21 +243,15 @@ def measure_remote(cell, device_type, timing):
             for p in sorted((Path(tmp) / trace).rglob("*"))
             if p.is_file()
         }
-    return rows_of(result, f"{TRACES}/{trace}"), device_name(device), files
+    return Rows(rows_of(result, f"{TRACES}/{trace}"), files=files)
 
 
 def make_parser():
-    p = cli.parser(__doc__, "python -m bench.profiling", cli.LAYER_FLAGS)
-    executor.add_flags(p)
-    return p
-
-
-# how a command line becomes cells (cli.resolve)
-HOW = dict(presets=PROFILE_PRESETS, build_cells=layer_cells, convert=executor.convert)
+    return cli.parser(__doc__, "python -m bench.profiling", cli.LAYER_FLAGS)
 
 
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, run=run, **HOW)
+    return cli.main(make_parser(), argv, make_spec, run)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 values, and the one line on stderr with exit code 2 that every command prints for it."""
 
 import argparse
+import functools
 import math
 import sys
 from pathlib import Path
@@ -13,13 +14,37 @@ class UsageError(ValueError):
 
 class Parser(argparse.ArgumentParser):
     """Every command's argument parser: an error raises UsageError (no usage dump), which main() turns into
-    `fail()`; `make_parser()` in each command module returns one, so the documentation's commands are checked."""
+    `fail()`; `make_parser()` in each command module returns one, so the documentation's commands are checked.
+    A flag's `type` converter (value_of, list_of) raises UsageError for a bad value, which reaches the caller in the
+    converter's words: argparse would reword any ValueError as "invalid value"."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, allow_abbrev=False, **kwargs)  # --model is a typo, not --models
 
+    def add_argument(self, *args, **kwargs):
+        if (convert := kwargs.get("type")) is not None:
+            kwargs["type"] = functools.wraps(convert)(functools.partial(_converted, convert))  # argparse names it
+        return super().add_argument(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        try:
+            return super().parse_known_args(args, namespace)
+        except _Refused as refused:
+            raise refused.args[0] from None
+
     def error(self, message):
         raise UsageError(message)
+
+
+class _Refused(Exception):
+    """A converter's UsageError carried past argparse, which catches ValueError."""
+
+
+def _converted(convert, text):
+    try:
+        return convert(text)
+    except UsageError as error:
+        raise _Refused(error) from None
 
 
 def fail(message):
@@ -66,6 +91,21 @@ def choice(text, name, valid):
     if text not in valid:
         raise UsageError(f"--{name}: unknown {name} {text!r}; valid: {', '.join(valid)}")
     return text
+
+
+def one_of(valid, name):
+    """A parser of one value (text, flag) -> text: one of `valid`, a `name` in the error ("unknown model 'x'")."""
+    return lambda text, flag=None: choice(text, name, valid)
+
+
+def value_of(parse, flag):
+    """A flag's `type` converter: parse(text, flag), e.g. value_of(positive_int, "batch")."""
+    return lambda text: parse(text, flag)
+
+
+def list_of(parse, flag):
+    """A flag's `type` converter of comma-separated text: a tuple of parse(item, flag)."""
+    return lambda text: parse_list(text, flag, lambda item: parse(item, flag))
 
 
 def parse_shard(text):

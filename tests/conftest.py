@@ -1,12 +1,12 @@
-"""Keep the performance tests (marked perf, under tests/perf) and the slow tests (marked slow: real processes
-killed and resumed, nested pytest runs) out of the default run; they run when a -m expression selects them
-(`.ci/run` runs `-m slow` as its second step) or, for perf, when tests/perf is named on the command line.
-And the fixtures the suites' tests share."""
+"""Keep the performance tests (marked perf, under tests/perf), the slow tests (marked slow: real processes
+killed and resumed, nested pytest runs) and the Ray tests (marked ray: a local Ray cluster) out of the default run
+(tests.helpers.DESELECTED); they run when a -m expression selects them (CI runs `-m "slow or ray"`) or, for perf,
+when tests/perf is named on the command line. And the fixtures the suites' tests share."""
 
 import pytest
 import torch
 
-DESELECTED = ("perf", "slow", "ray")
+from tests.helpers import DESELECTED
 
 
 def pytest_configure(config):

@@ -7,6 +7,10 @@ def echo(value):
     return value
 
 
+def fail():
+    raise ValueError("planted")
+
+
 def die(value):
     os._exit(1)  # the worker process ends without a word, as a segfault or the OOM killer would end it
 

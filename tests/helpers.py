@@ -1,4 +1,10 @@
-"""Assertions shared by the suites' tests."""
+"""Assertions shared by the suites' tests, and the test markers."""
+
+# The markers a default run leaves out (tests/conftest.py; perf also runs when tests/perf is named), and those CI
+# selects: .ci/run and .github/workflows/cpu.yml run `pytest -m "slow or ray"`. pytest.ini declares the markers in
+# this order; tests/test_markers.py holds the three files to these two lists.
+DESELECTED = ("perf", "slow", "ray")
+CI_MARKERS = ("slow", "ray")
 
 
 def assert_usage_error(main, argv, out, capsys, message=""):

@@ -3,6 +3,7 @@ step), the same rows as a local run, a worker that dies as an error row, Ctrl-C 
 out; and the flags' usage errors, which need no cluster."""
 
 import csv
+import importlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import pytest
 
 from bench import decode, numerics, perplexity, profiling, scaling
 from bench.core import executor
+from tests import executor_targets
 from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,24 +46,26 @@ def rows(path):
 def jobs(targets, results):
     """Jobs of tests.executor_targets functions; each done() appends (index, result) to results."""
     return [
-        executor.Job(
-            lambda name=name, a=args: (("tests.executor_targets", name), a), lambda r, info, i=i: results.append((i, r))
-        )
-        for i, (name, args) in enumerate(targets)
+        executor.Job(lambda t=target, a=args: (t, a), lambda r, i=i: results.append((i, r)))
+        for i, (target, args) in enumerate(targets)
     ]
+
+
+echo, fail = executor_targets.echo, executor_targets.fail
+RAY = executor.Placement("ray")
 
 
 def test_the_local_executor_runs_jobs_in_order_and_a_failing_target_is_its_result():
     results = []
-    left, infos = executor.run(jobs([("echo", (1,)), ("missing", ()), ("echo", (3,))], results), desc="t")
+    left, infos = executor.run(jobs([(echo, (1,)), (fail, ()), (echo, (3,))], results), desc="t")
     assert left == 0 and infos == [] and [i for i, _ in results] == [0, 1, 2]
-    assert results[0][1] == 1 and results[2][1] == 3 and isinstance(results[1][1], AttributeError)
+    assert results[0][1] == 1 and results[2][1] == 3 and isinstance(results[1][1], ValueError)
 
 
 def test_the_local_executor_starts_no_job_after_the_deadline():
     results, now = [], iter([0.0, 0.0, 5.0])
     left, _ = executor.run(
-        jobs([("echo", (i,)) for i in range(3)], results), desc="t", deadline=1.0, clock=lambda: next(now)
+        jobs([(echo, (i,)) for i in range(3)], results), desc="t", deadline=1.0, clock=lambda: next(now)
     )
     assert left == 1 and results == [(0, 0), (1, 1)]
 
@@ -174,7 +178,7 @@ def test_ray_rows_are_a_local_runs_cells_keys_and_columns(tmp_path, suite):
 @pytest.mark.ray
 def test_a_worker_that_dies_is_an_error_and_the_other_jobs_complete():
     results = []
-    executor.run(jobs([("echo", (1,)), ("die", (2,)), ("echo", (3,))], results), executor="ray", desc="t")
+    executor.run(jobs([(echo, (1,)), (executor_targets.die, (2,)), (echo, (3,))], results), RAY, desc="t")
     by_job = dict(results)
     assert by_job[0] == 1 and by_job[2] == 3
     assert isinstance(by_job[1], RuntimeError) and executor.WORKER_DIED in str(by_job[1])
@@ -183,9 +187,8 @@ def test_a_worker_that_dies_is_an_error_and_the_other_jobs_complete():
 @pytest.mark.ray
 def test_a_hung_cell_is_cancelled_at_its_timeout_and_the_others_complete():
     results = []
-    executor.run(
-        jobs([("sleep_then_echo", (1, 120)), ("echo", (2,))], results), executor="ray", desc="t", cell_timeout=3
-    )
+    timeout = executor.Placement("ray", cell_timeout=3)
+    executor.run(jobs([(executor_targets.sleep_then_echo, (1, 120)), (echo, (2,))], results), timeout, desc="t")
     by_job = dict(results)
     assert by_job[1] == 2 and isinstance(by_job[0], TimeoutError) and "--cell-timeout" in str(by_job[0])
 
@@ -267,7 +270,7 @@ def test_run_all_takes_the_executor_flags_and_keeps_gpu_check_local(tmp_path, ca
         "gpu-check",
     )
     assert_usage_error(run_all.main, ["--cell-timeout", "3"], tmp_path / "run", capsys, "--executor ray")
-    assert all("--executor" in module.make_parser().format_help() for module in run_all.MODULES.values())
+    assert all("--executor" in module.make_parser().format_help() for module in run_all.SUITES.values())
 
 
 @pytest.mark.slow  # a subprocess: .ci/run's second step
@@ -299,9 +302,33 @@ def test_a_task_that_failed_on_its_worker_is_an_error_row_of_its_cell_and_the_sw
         prompt_len=16,
         new_tokens=4,
     )
-    sweep.finish_remote(key, RuntimeError(f"{executor.WORKER_DIED} (WorkerCrashedError)"))
-    sweep.finish_remote({**key, "prompt_len": 32}, (dict(time_per_token_ms=1.0, status="ok"), "cpu"))
+    died, ok = (sweep.job(lambda length=length: ({**key, "prompt_len": length}, (echo, ()))) for length in (16, 32))
+    for job, result in ((died, RuntimeError(f"{executor.WORKER_DIED} (WorkerCrashedError)")), (ok, None)):
+        assert job.begin()[0].__name__ == "measured"  # the one task body, here or on a worker
+        job.done(result or (dict(time_per_token_ms=1.0, status="ok"), "cuda:worker"))
     sweep.writer.close()
     died, ok = rows(tmp_path / "decode.csv")
     assert (died["status"], died["error"]) == ("error", "RuntimeError: worker died in this cell (WorkerCrashedError)")
     assert (ok["prompt_len"], ok["status"], ok["time_per_token_ms"]) == ("32", "ok", "1")
+    assert (died["device"], ok["device"]) == ("cpu", "cuda:worker")  # a measured row says where it ran
+
+
+def test_every_task_target_resolves_by_import(tmp_path, monkeypatch):
+    """What a worker runs is a module-level function it imports by its module and name (never a closure pickled by
+    value): the one task body, and each suite's measure function, of every job every suite makes."""
+    targets = []
+
+    def begin_only(jobs, placement=executor.LOCAL, **how):
+        jobs = list(jobs)
+        for job in jobs:
+            if (work := job.begin()) is not None:
+                body, (measure, *_) = work
+                targets.extend((body, measure))
+        return len(jobs), []  # none run
+
+    monkeypatch.setattr(executor, "run", begin_only)
+    for name, (module, argv, *_) in SUITES.items():
+        assert module.main([*argv, "--out", str(tmp_path / name)]) == 0
+    assert {t.__module__ for t in targets} == {f"bench.{n}" for n in SUITES if n != "recall"} | {"bench.core.sweep"}
+    for target in set(targets):
+        assert getattr(importlib.import_module(target.__module__), target.__qualname__) is target, target

@@ -12,7 +12,7 @@ import pytest
 import run_all
 from bench import decode, numerics, profiling, regress, results
 from bench.core import config, cuda_checks, estimate
-from bench.core.sweep import drive
+from bench.core.executor import drive
 from bench.core.timing import CLOCKS, measure
 from bench.perplexity import grid
 from bench.schema import TABLES
@@ -208,10 +208,10 @@ def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path
     planted = dict(sdpa_backend={"bfloat16": "flash"}, timing=dict(clock="cuda_events", timed_ms=5, host_ms=5))
     monkeypatch.setattr(cuda_checks, "check", lambda device: (dict(planted), []))
 
-    def broken(argv):
+    def broken(spec):
         raise RuntimeError("planted")
 
-    monkeypatch.setitem(run_all.SUITES, "decode", broken)  # a step that breaks does not stop the others
+    monkeypatch.setattr(decode, "run", broken)  # a step that breaks does not stop the others
     run, archive = tmp_path / "nvidia-test", tmp_path / "run.tar.gz"
     began = time.monotonic()
     code = run_all.main(

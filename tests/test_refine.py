@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from bench import scaling
 from bench.analysis import findings, refine
@@ -116,7 +115,7 @@ def fake_sweep(monkeypatch, refined_spread, calls):
     """The sweep's cells timed with WIDE repeats; the refinement's groups with `refined_spread`, one group per
     call to measure_group, its steps the cells themselves."""
 
-    def measure_cells(cells, device, timing):  # attention at 16 ran 4 rounds after the others of its group stopped
+    def measure_cells(cells, timing, device):  # attention at 16 ran 4 rounds after the others of its group stopped
         return [
             scaling.row_of(
                 scaling.Prepared(c, None, 1, 1.0, 1.0),
@@ -190,9 +189,8 @@ def test_a_crossover_that_stays_loose_stops_at_the_budget_and_still_keeps_the_fr
         )[2],
     )
     assert scaling.main([*TINY, "--out", str(tmp_path), "--crossover-ci", "0"]) == 0
-    preset, cells = cli.plan(scaling.make_parser(), TINY, **scaling.HOW)
-    ctx = cli.Context(device=torch.device("cpu"), preset=preset, out_dir=tmp_path, run_id="r", cells=cells)
-    scaling.refine_crossovers(ctx, "cpu", ci=0.15, budget_s=3.5, clock=clock)
+    spec = cli.parse(scaling.make_parser(), [*TINY, "--out", str(tmp_path)], scaling.make_spec)
+    scaling.refine_crossovers(spec, "cpu", ci=0.15, budget_s=3.5, clock=clock)
     rows = read_rows(tmp_path / "scaling.csv")
     # rounds of 5 until the crossover's 3.5 s are spent (4 calls), then the bracket is not tried again; its four
     # cells keep the sweep's 10 paired rounds and add 20 (the other cells, conv's and the length outside it, 10)
@@ -226,9 +224,8 @@ def test_each_loose_crossover_gets_its_own_budget(tmp_path, monkeypatch):
     )
     argv = [*TINY[:-2], "--modes", "fwd,fwdbwd"]  # the same loose crossover in both modes
     assert scaling.main([*argv, "--out", str(tmp_path), "--crossover-ci", "0"]) == 0
-    preset, cells = cli.plan(scaling.make_parser(), argv, **scaling.HOW)
-    ctx = cli.Context(device=torch.device("cpu"), preset=preset, out_dir=tmp_path, run_id="r", cells=cells)
-    scaling.refine_crossovers(ctx, "cpu", ci=0.15, budget_s=2.5, clock=clock)
+    spec = cli.parse(scaling.make_parser(), [*argv, "--out", str(tmp_path)], scaling.make_spec)
+    scaling.refine_crossovers(spec, "cpu", ci=0.15, budget_s=2.5, clock=clock)
     assert calls == [4, 4, 4, 4, 4, 4] and clock.now == 6.0  # 3 rounds each: the first did not spend the second's
     rows = read_rows(tmp_path / "scaling.csv")
     assert sorted({r["mode"] for r in rows if r["repeats"] == "25"}) == ["fwd", "fwdbwd"]

@@ -36,7 +36,7 @@ def statuses(path):
 
 
 def test_rows_are_written_with_the_table_columns_and_run_id(tmp_path):
-    sweep(tmp_path).run(numerics_key(), lambda: dict(out_rel_err=0.5, grad_rel_err=0.25, status="ok"))
+    sweep(tmp_path).run(numerics_key(), lambda device: dict(out_rel_err=0.5, grad_rel_err=0.25, status="ok"))
     (row,) = read_rows(tmp_path / "numerics.csv")
     assert tuple(row) == TABLES["numerics.csv"].columns
     assert (row["run_id"], row["out_rel_err"], row["grad_rel_err"], row["status"]) == ("r", "0.5", "0.25", "ok")
@@ -45,11 +45,11 @@ def test_rows_are_written_with_the_table_columns_and_run_id(tmp_path):
 def test_a_failure_is_a_row_and_the_sweep_goes_on(tmp_path):
     s = sweep(tmp_path)
 
-    def broken():
+    def broken(device):
         raise ValueError("bad shape")
 
     s.run(numerics_key(seq_len=16), broken)
-    s.run(numerics_key(seq_len=32), lambda: dict(status="ok"))
+    s.run(numerics_key(seq_len=32), lambda device: dict(status="ok"))
     rows = read_rows(tmp_path / "numerics.csv")
     assert [(r["seq_len"], r["status"], r["error"]) for r in rows] == [
         ("16", "error", "ValueError: bad shape"),
@@ -61,13 +61,13 @@ def test_a_failure_is_a_row_and_the_sweep_goes_on(tmp_path):
 def test_an_oom_skips_the_longer_cells_of_its_series_only(tmp_path):
     s = sweep(tmp_path)
 
-    def oom():
+    def oom(device):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
 
     s.run(numerics_key(seq_len=32), oom)
     ran = []
     for model, length in [("gss", 16), ("gss", 64), ("attention", 64)]:
-        s.run(numerics_key(model, length), lambda m=model, n=length: ran.append((m, n)) or dict(status="ok"))
+        s.run(numerics_key(model, length), lambda device, m=model, n=length: ran.append((m, n)) or dict(status="ok"))
     assert ran == [("gss", 16), ("attention", 64)]
     assert statuses(tmp_path / "numerics.csv") == [
         ("gss", "32", "oom"),
@@ -80,27 +80,31 @@ def test_an_oom_skips_the_longer_cells_of_its_series_only(tmp_path):
 
 def test_another_dtype_is_another_series(tmp_path):
     s = sweep(tmp_path)
-    s.run(numerics_key(seq_len=16), lambda: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
-    s.run(numerics_key(seq_len=32, dtype="bfloat16"), lambda: dict(status="ok"))
+    s.run(numerics_key(seq_len=16), lambda device: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
+    s.run(numerics_key(seq_len=32, dtype="bfloat16"), lambda device: dict(status="ok"))
     assert [r["status"] for r in read_rows(tmp_path / "numerics.csv")] == ["oom", "ok"]
 
 
 def test_resume_runs_only_the_cells_not_recorded_and_remembers_ooms(tmp_path):
     first = sweep(tmp_path)
-    first.run(numerics_key(seq_len=16), lambda: dict(status="ok"))
-    first.run(numerics_key(model="conv", seq_len=16), lambda: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    first.run(numerics_key(seq_len=16), lambda device: dict(status="ok"))
+    first.run(
+        numerics_key(model="conv", seq_len=16), lambda device: (_ for _ in ()).throw(torch.OutOfMemoryError("oom"))
+    )
     first.writer.close()
     again, ran = sweep(tmp_path, resume=True), []
     for model, length in [("gss", 16), ("gss", 32), ("conv", 32)]:
-        again.run(numerics_key(model, length), lambda m=model, n=length: ran.append((m, n)) or dict(status="ok"))
+        again.run(
+            numerics_key(model, length), lambda device, m=model, n=length: ran.append((m, n)) or dict(status="ok")
+        )
     assert ran == [("gss", 32)]
     assert statuses(tmp_path / "numerics.csv")[2:] == [("gss", "32", "ok"), ("conv", "32", "skipped")]
 
 
 def test_without_resume_recorded_rows_are_not_read(tmp_path):
-    sweep(tmp_path).run(numerics_key(), lambda: dict(status="ok"))
+    sweep(tmp_path).run(numerics_key(), lambda device: dict(status="ok"))
     ran = []
-    sweep(tmp_path).run(numerics_key(), lambda: ran.append(1) or dict(status="ok"))
+    sweep(tmp_path).run(numerics_key(), lambda device: ran.append(1) or dict(status="ok"))
     assert ran == [1]
 
 
@@ -108,7 +112,7 @@ def test_a_cell_that_killed_the_process_is_an_error_row_not_a_rerun(tmp_path):
     mark_in_flight(tmp_path, numerics_key(seq_len=32), stem="numerics")
     s, ran = sweep(tmp_path, resume=True), []
     for length in (16, 32):
-        s.run(numerics_key(seq_len=length), lambda length=length: ran.append(length) or dict(status="ok"))
+        s.run(numerics_key(seq_len=length), lambda device, length=length: ran.append(length) or dict(status="ok"))
     assert ran == [16]
     rows = read_rows(tmp_path / "numerics.csv")
     assert [(r["seq_len"], r["status"], r["error"]) for r in rows] == [("32", "error", DIED_ERROR), ("16", "ok", "")]
@@ -118,7 +122,7 @@ def test_a_cell_that_killed_the_process_is_an_error_row_not_a_rerun(tmp_path):
 def test_a_keyboard_interrupt_leaves_no_marker_so_resume_runs_the_cell_again(tmp_path):
     s = sweep(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        s.run(numerics_key(), lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+        s.run(numerics_key(), lambda device: (_ for _ in ()).throw(KeyboardInterrupt()))
     assert not (tmp_path / "numerics.inflight.json").exists()
     assert read_rows(tmp_path / "numerics.csv") == []
 
@@ -126,7 +130,7 @@ def test_a_keyboard_interrupt_leaves_no_marker_so_resume_runs_the_cell_again(tmp
 def test_the_marker_names_the_cell_while_it_runs(tmp_path):
     s, seen = sweep(tmp_path), []
 
-    def measure():
+    def measure(device):
         seen.append((tmp_path / "numerics.inflight.json").read_text())
         return dict(status="ok")
 
@@ -152,16 +156,18 @@ def op_key(seq_len=16):
 
 
 def test_a_cell_of_several_rows_is_done_only_when_its_last_row_is_in(tmp_path):
-    done = lambda r: r["category"] == "other" or r["status"] != "ok"  # noqa: E731
-    s = sweep(tmp_path, csv="op_breakdown.csv", done=done)
-    s.run(op_key(), lambda: [dict(category="norm", status="ok"), dict(category="other", status="ok")])
+    completes = lambda r: r["category"] == "other" or r["status"] != "ok"  # noqa: E731
+    s = sweep(tmp_path, csv="op_breakdown.csv", completes=completes)
+    s.run(op_key(), lambda device: [dict(category="norm", status="ok"), dict(category="other", status="ok")])
     assert [r["category"] for r in read_rows(tmp_path / "op_breakdown.csv")] == ["norm", "other"]
     with open(tmp_path / "op_breakdown.csv", "a") as f:  # a run killed between the rows of the next cell
         f.write(",".join(["gss", "fwd", "32", "norm"] + [""] * 16 + ["ok", ""]) + "\n")
     s.writer.close()
-    again, ran = sweep(tmp_path, csv="op_breakdown.csv", resume=True, done=done), []
+    again, ran = sweep(tmp_path, csv="op_breakdown.csv", resume=True, completes=completes), []
     for length in (16, 32):
-        again.run(op_key(length), lambda length=length: ran.append(length) or [dict(category="other", status="ok")])
+        again.run(
+            op_key(length), lambda device, length=length: ran.append(length) or [dict(category="other", status="ok")]
+        )
     assert ran == [32]
 
 
@@ -192,7 +198,7 @@ def test_rows_known_in_advance_are_zipped_and_other_csvs_written_beside(tmp_path
     curve = [dict(model="gss", seed=0, step=3, loss=1.5)]
     s.run(
         lm_keys(),
-        lambda: Rows(
+        lambda device: Rows(
             [dict(bits_per_byte=2.0, status="ok"), dict(bits_per_byte=2.5, status="ok")],
             also={"train_curve.csv": curve},
         ),
@@ -205,8 +211,8 @@ def test_rows_known_in_advance_are_zipped_and_other_csvs_written_beside(tmp_path
 
 def test_a_failed_cell_of_rows_known_in_advance_fails_every_row_and_writes_no_other_csv(tmp_path):
     s = sweep(tmp_path, csv="perplexity.csv", also=("train_curve.csv",))
-    s.run(lm_keys(32), lambda: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
-    s.run(lm_keys(64), lambda: Rows([dict(status="ok")] * 2))
+    s.run(lm_keys(32), lambda device: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
+    s.run(lm_keys(64), lambda device: Rows([dict(status="ok")] * 2))
     rows = read_rows(tmp_path / "perplexity.csv")
     assert [(r["train_seq_len"], r["eval_seq_len"], r["status"]) for r in rows] == [
         ("32", "32", "oom"),
@@ -232,10 +238,10 @@ HANGING_RUN = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from bench import scaling
     real = scaling.measure_cells
-    def hang(cells, device, timing):
+    def hang(cells, timing, device):
         if any(cell.model == "gss" and cell.seq_len == 16 and cell.mode == "fwd" for cell in cells):
             time.sleep(600)
-        return real(cells, device, timing)
+        return real(cells, timing, device)
     scaling.measure_cells = hang
     sys.exit(scaling.main({argv!r}))
 """)
@@ -271,12 +277,12 @@ def test_a_sweep_killed_by_sigkill_mid_cell_resumes_without_duplicate_or_missing
 
 def test_a_group_records_each_cell_its_own_way_and_leaves_out_done_ones(tmp_path):
     s = sweep(tmp_path)
-    s.run(numerics_key(model="conv"), lambda: dict(status="ok"))  # already measured
+    s.run(numerics_key(model="conv"), lambda device: dict(status="ok"))  # already measured
     s.oom_at[s.series_of(numerics_key(model="attention", seq_len=8))] = 8  # attention ran out of memory at 8
     keys = [numerics_key(model=m) for m in ("gss", "conv", "attention", "gss-direct")]
     asked = []
 
-    def measure(pending):
+    def measure(pending, device):
         asked.append(pending)
         return [dict(out_rel_err=0.5, status="ok"), ValueError("bad shape")]
 
@@ -296,9 +302,9 @@ def test_a_group_whose_measuring_breaks_records_every_cell_and_a_done_group_meas
     s = sweep(tmp_path)
     keys = [numerics_key(model=m) for m in ("gss", "conv")]
 
-    def broken(pending):
+    def broken(pending, device):
         raise RuntimeError("allocator")
 
     s.run_group(keys, broken)
     assert statuses(tmp_path / "numerics.csv") == [("gss", "16", "error"), ("conv", "16", "error")]
-    s.run_group(keys, lambda pending: pytest.fail("a done group is not measured again"))
+    s.run_group(keys, lambda pending, device: pytest.fail("a done group is not measured again"))

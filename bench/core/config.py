@@ -1,20 +1,24 @@
-"""Sweeps as data: frozen cells and grids and the named presets of the scaling and perplexity suites.
+"""Sweeps as data: a suite's preset, and the frozen layer cells and grids of the scaling and profiling suites
+with the scaling suite's presets (each other suite's cells and presets live with it).
 
 A preset is a few named grids (a length sweep, a kernel_N x lambda_imag_exp ablation, a conv_kernel
 ablation), never one huge product. A grid multiplies out only the options that apply to each model.
 """
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import models
 from bench.results import cell_key
-from bench.schema import TABLES
+from bench.schema import CROSSOVER_PAIR, MODES, OPTIONS, TABLES, full_taps
 from bench.usage import UsageError, positive_int
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
 FULL = None  # conv_kernel None: every seq_len tap ("full" on command lines)
+ALL = models.NAMES  # the layers
+SWEPT_OPTIONS = OPTIONS  # the options a grid sweeps
+_GRID_FIELD = {"kernel_n": "kernel_N", "kernel_h": "kernel_H"}  # flag -> Grid field, where they differ
 LAYER_KEY = TABLES["scaling.csv"].key
 
 
@@ -40,13 +44,7 @@ class Cell:
 
     def layer_options(self):
         """The options to pass to models.build_layer: only those the model takes."""
-        values = dict(
-            kernel_N=self.kernel_N,
-            kernel_H=self.kernel_H,
-            lambda_imag_exp=self.lambda_imag_exp,
-            conv_kernel=self.conv_kernel,
-        )
-        return {k: v for k, v in values.items() if k in models.options_of(self.model) and v is not None}
+        return taken_options(self.model, {o: getattr(self, o) for o in SWEPT_OPTIONS})
 
     def key_row(self, device_name):
         """The cell's key columns as written (scaling.csv, op_breakdown.csv); conv_kernel is the taps used."""
@@ -67,8 +65,39 @@ class Cell:
             compiled=self.compiled,
         )
 
+    @classmethod
+    def from_key_row(cls, row):
+        """The cell of a scaling.csv row's key, values as written or parsed: key_row's inverse (taps covering the
+        whole length are FULL for the model whose default they are, gss-direct's)."""
+        ints = {c: _int(row.get(c)) for c in ("batch", "seq_len", "dim", "kernel_N", "kernel_H", "conv_kernel")}
+        if (
+            full_taps(ints["conv_kernel"], ints["seq_len"])
+            and models.resolve_options(row["model"])["conv_kernel"] is FULL
+        ):
+            ints["conv_kernel"] = FULL
+        flags = dict(lambda_imag_exp=_bool(row.get("lambda_imag_exp")), compiled=_bool(row.get("compiled")) or False)
+        return cls(model=row["model"], mode=row["mode"], dtype=row["dtype"], **ints, **flags)
 
-SWEPT_OPTIONS = ("kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel")
+    def of_model(self, model):
+        """The same cell of another model (the reference of --relative times): of the options that model takes,
+        this cell's where it has them, else the model's defaults."""
+        taken, defaults = models.options_of(model), models.resolve_options(model)
+        options = {o: getattr(self, o) if getattr(self, o) is not None else defaults.get(o) for o in SWEPT_OPTIONS}
+        return replace(self, model=model, **{o: v if o in taken else None for o, v in options.items()})
+
+
+def _int(value):
+    """A key's integer as written ("64"), parsed (64, 64.0) or absent ("", None, NaN): an int or None."""
+    return None if value is None or value == "" or value != value else int(float(value))
+
+
+def _bool(value):
+    return None if value is None or value == "" else str(value).lower() == "true"
+
+
+def taken_options(model, values):
+    """The set options of `values` that `model` takes: what models.build_layer and build_lm are given."""
+    return {k: v for k, v in values.items() if k in models.options_of(model) and v is not None}
 
 
 def layers(names):
@@ -110,7 +139,7 @@ class Grid:
     name: str
     models: tuple
     seq_lens: tuple
-    modes: tuple = ("fwd", "fwdbwd")
+    modes: tuple = MODES
     dtypes: tuple = ("float32",)
     batch: int = 1
     dim: int = 512
@@ -161,15 +190,14 @@ class Preset:
         }
 
 
-_REFINED = (("gss", "attention"),)  # the crossover the README quotes
+_REFINED = (CROSSOVER_PAIR,)  # the crossover the README quotes
 _GPU_LENGTHS = tuple(2**k for k in range(10, 17))  # 1K..64K
 SCALING_PRESETS = {
-    # CPU, 2 cores: lengths 256..4096, so that the gss/attention crossovers (fwdbwd near 600, fwd near 1.5-2K) fall
-    # inside the range with a length on either side, and gss, gss-fast and dss also at 8192 (the GSS paper's 4K and
-    # beyond). The direct convolution and the ablations forward only, 1 s a cell, 60 s to refine a crossover (30 s
-    # left the fwdbwd crossover at -14%/+17% in one run of six): the quick run_all's 9 minutes (9:12 with
-    # gss-fast's 18 cells; 8192 for every model cost 2 of them). The ablations at 512, out of the forward
-    # crossover's bracket (1K..2K); taps up to 256 there (512: gss-direct's full taps)
+    # CPU, 2 cores: lengths 256..4096, so that the gss/attention crossovers fall inside the range with a length on
+    # either side, and gss, gss-fast and dss also at 8192 (the GSS paper's 4K and beyond). The direct convolution
+    # and the ablations forward only, 1 s a cell, 60 s to refine a crossover: the quick run_all's budget
+    # (docs/cpu-reference.md). The ablations at 512, out of the forward crossover's bracket; taps up to 256 there
+    # (512: gss-direct's full taps)
     "quick": Preset(
         "quick",
         (
@@ -231,7 +259,7 @@ SCALING_PRESETS = {
     ),
     # One H100/H200 within the device budget (run_all.py --preset gpu-check, docs/gpu.md): every model at
     # 1K..64K, both dtypes; attention in float32 (no tensor cores) stops at 32K, the every-tap direct
-    # convolution (L^2) at 8K, gss-fast in float32 at 16K (its cells to 64K would take the estimate to 443 s).
+    # convolution (L^2) at 8K, gss-fast in float32 at 16K (its longer cells would pass the budget).
     "gpu-check": Preset(
         "gpu-check",
         (
@@ -286,53 +314,36 @@ def shard_groups(cells, spec):
     return [cell for i, group in enumerate(groups_of(cells)) if i % count == index for cell in group]
 
 
-GRID_FLAGS = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "conv_kernel")
-
-
-def layer_cells(args, preset):
-    """The layer cells of the scaling and profiling suites. With no grid flag, the preset's grids; with grid
-    flags, one grid from the flags and the preset's defaults. --modes, --dtype, --batch, --dim and --compile
-    apply to every grid. A cell two grids share (gss-direct's full taps at 4096 are 4096 taps) runs once. The cells
-    come group by group (group_key), the groups of all grids merged, so that every model and option measured at
-    one length is timed together; per mode, dtype, batch, width and compilation, lengths ascend."""
-    grids = preset.grids
-    if any(getattr(args, flag) is not None for flag in GRID_FLAGS):
-        base = grids[0]
+def layer_cells(preset, *, modes=None, dtype=None, batch=None, dim=None, compile=False, **grid):
+    """The layer cells of the scaling and profiling suites, from a preset and the values of the suites' layer flags
+    (None: unset). With a grid flag (models, seq_lens, kernel_n, kernel_h, lambda_imag_exp, conv_kernel), one grid
+    from them and the preset's defaults, else the preset's grids. modes, dtype, batch, dim and compile apply to every
+    grid. In the order of ordered()."""
+    grids, given = preset.grids, {_GRID_FIELD.get(k, k): v for k, v in grid.items() if v is not None}
+    if given:
         grids = (
-            Grid(
-                "custom",
-                args.models or models.NAMES,
-                args.seq_lens or base.seq_lens,
-                modes=base.modes,
-                dtypes=base.dtypes,
-                batch=base.batch,
-                dim=base.dim,
-                kernel_N=args.kernel_n,
-                kernel_H=args.kernel_h,
-                lambda_imag_exp=args.lambda_imag_exp,
-                conv_kernel=args.conv_kernel,
-            ),
+            Grid(**{**asdict(grids[0]), "name": "custom", "models": ALL, **dict.fromkeys(SWEPT_OPTIONS), **given}),
         )
-    overrides = {
-        k: v
-        for k, v in dict(
-            modes=args.modes, dtypes=args.dtype, batch=args.batch, dim=args.dim, compiled=args.compile or None
-        ).items()
-        if v is not None
-    }
-    grids = tuple(Grid(**{**g.__dict__, **overrides}) for g in grids)
-    cells, keys = [], set()
-    for cell in (c for g in grids for c in g.cells()):
-        key = cell_key(cell.key_row(""), LAYER_KEY)
-        if key not in keys:
-            keys.add(key)
-            cells.append(cell)
+    overrides = dict(modes=modes, dtypes=dtype, batch=batch, dim=dim, compiled=compile or None)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    cells = ordered(c for g in grids for c in replace(g, **overrides).cells())
     if not cells:
         raise UsageError(
             "the grid is empty: no requested model takes the options given (conv_kernel 'full' is gss-direct's)"
         )
-    by_group = {}
+    return cells
+
+
+def ordered(cells):
+    """Cells as the scaling suite measures them: each once (a cell two grids share, such as gss-direct's full taps
+    at 4096 and its 4096 taps, runs once), group by group (group_key), the groups of all grids merged, so that every
+    model and option measured at one length is timed together; per mode, dtype, batch, width and compilation, lengths
+    ascend, the series in the order the cells first name them."""
+    unique = {}
     for cell in cells:
+        unique.setdefault(cell_key(cell.key_row(""), LAYER_KEY), cell)
+    by_group = {}
+    for cell in unique.values():
         by_group.setdefault(group_key(cell), []).append(cell)
-    series = list(dict.fromkeys(key[:-1] for key in by_group))  # in the order the grids first name them
+    series = list(dict.fromkeys(key[:-1] for key in by_group))
     return [cell for key in sorted(by_group, key=lambda k: (series.index(k[:-1]), k[-1])) for cell in by_group[key]]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.results import ENV_FILE, REPO_ROOT, atomic_write_text
+from bench.results import ENV_FILE, REPO_ROOT, atomic_write_text, read_env
 
 
 def _git(*args: str) -> str | None:
@@ -72,12 +72,11 @@ def write_env(run_dir: str | os.PathLike, *, config: Mapping[str, Any], argv: Se
 
 def record(run_dir: str | os.PathLike, **fields: Any) -> Path | None:
     """Set top-level fields of env.json (keeping the rest); no env.json (no suite ran): nothing to do."""
-    path = Path(run_dir) / ENV_FILE
-    try:
-        env = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    env = read_env(run_dir)
+    if env is None:
         return None
     env.update(fields)
+    path = Path(run_dir) / ENV_FILE
     atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
     return path
 

@@ -13,6 +13,7 @@ likewise float64. A GPU run's log and CSVs give the real times to compare with (
 import math
 
 import models
+from bench.core.config import groups_of, layer_cells
 from bench.core.timing import SLOW_STEP_MIN_REPEATS
 
 RATES = {"float64": 30e12, "float32": 30e12, "bfloat16": 300e12, "float16": 300e12}  # achieved FLOP/s, assumed
@@ -111,11 +112,6 @@ def scaling_group_seconds(preset, measured=None):
     """Seconds of each interleaved group of a scaling preset's cells, in their order: a cell's measured step
     (`measured`: {(model, mode, dtype, seq_len, kernel_N, conv_kernel) as CSV strings: seconds}, from a run's
     scaling.csv) through the timing rule, else scaling_cell's estimate. For bench.core.executor.simulate."""
-    from argparse import Namespace
-
-    from bench.core.config import GRID_FLAGS, groups_of, layer_cells
-
-    args = Namespace(**dict.fromkeys((*GRID_FLAGS, "modes", "dtype", "batch", "dim")), compile=False)
 
     def seconds(c):
         key = (c.model, c.mode, c.dtype, str(c.seq_len), str(c.kernel_N or ""), str(c.conv_kernel or ""))
@@ -124,4 +120,4 @@ def scaling_group_seconds(preset, measured=None):
             scaling_cell(c, preset.timing) if step is None else CELL_S + step * (2 + timed_steps(step, preset.timing))
         )
 
-    return [sum(seconds(c) for c in group) for group in groups_of(layer_cells(args, preset))]
+    return [sum(seconds(c) for c in group) for group in groups_of(layer_cells(preset))]

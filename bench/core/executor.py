@@ -1,20 +1,22 @@
-"""Where a suite's cells run (`--executor`): `local`, one after another in this process (the default), or `ray`,
-one Ray task per cell (per interleaved group in the scaling suite) on this machine or a cluster (`--ray-address`).
+"""Where a suite's jobs run (`--executor`), decided here and nowhere else: `local`, one after another in this
+process (the default), or `ray`, one Ray task per job (a cell, or an interleaved group in the scaling suite) on this
+machine or a cluster (`--ray-address`).
 
 Either way only this process writes: a job's `begin()` runs here (is the cell done? skipped after an OOM?) and
-says what to run, a task runs it where the executor puts it and returns rows, and the job's `done(result)` runs
-here again, appending them as they arrive. So resume, `bench.results merge` and the gate see the same CSV.
-Jobs are submitted in order as workers free up (never more than can run at once), and begin() runs at
-submission: an OOM skips the longer cells of its series that have not started, as locally (one already
-running on another worker runs on). Holding a job back until the earlier jobs of its series had finished
-would keep that exact, at a price: the scaling suite's full preset, simulated from the H200 reference's
-per-cell times (simulate()), would take 240 s on 4 GPUs and 201 s on 8 instead of 114 s and 86 s.
+says what to run, a task runs it where the executor puts it and returns its result, and the job's `done(result)`
+runs here again, recording it. So resume, `bench.results merge` and the gate see the same CSV. A job run here runs
+inside its `local` context (the sweep's in-flight marker). On Ray, jobs are submitted in order as workers free up
+(never more than can run at once), and begin() runs at submission: an OOM skips the longer cells of its series
+that have not started, as locally (one already running on another worker runs on). Holding a job back until the
+earlier jobs of its series had finished would keep that exact, at a price in wall time that simulate() estimates
+(docs/suites.md).
 
 On Ray a task is run with max_retries=0 (a crash is a row, not four runs), on `num_gpus=1` on CUDA and
 `num_cpus=--threads` (default: every core of a node, so one cell per node at a time and no neighbour in a
 CPU timing) on CPU. Workers import the project from Ray's runtime environment (its working_dir), not from this
-process's path. A worker that dies (a crash, Ray's out-of-memory killer, a lost node) makes its cells error rows
-"worker died in this cell"; `--cell-timeout` cancels a task that runs longer; Ctrl-C cancels every task and
+process's path, and a task's target is a module-level function they import by name (tests/test_executor.py
+resolves every one). A worker that dies (a crash, Ray's out-of-memory killer, a lost node) makes its cells error
+rows "worker died in this cell"; `--cell-timeout` cancels a task that runs longer; Ctrl-C cancels every task and
 leaves a CSV that --resume continues. Ray is imported only here, and only by the ray executor.
 """
 
@@ -34,6 +36,7 @@ from tqdm import tqdm
 
 from bench import usage
 from bench.core import env
+from bench.results import read_env
 from bench.usage import UsageError
 
 EXECUTORS = ("local", "ray")
@@ -46,19 +49,48 @@ CONNECT_TIMEOUT_S = 5.0
 
 @dataclass
 class Job:
-    """begin() -> (target, args) for what is left to run, target a (module, function) importable on every worker
-    (None: nothing to run, its rows are recorded); done(result or exception, worker info); ready() -> whether
-    begin may run yet (a training at a selected rate waits for its selection)."""
+    """begin() -> (target, args) for what is left to run, target a module-level function every worker imports
+    (None: nothing to run, its rows are recorded); done(result, or the exception that stood in for it); ready() ->
+    whether begin may run yet (a training at a selected rate waits for its selection); local() -> the context a job
+    run in this process runs in, its begin() excepted (the sweep's in-flight marker)."""
 
     begin: object
     done: object
     ready: object = None
+    local: object = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where jobs run (--executor and its options, checked here: one line and exit 2 for a bad value, nothing
+    written): here, or as Ray tasks of `threads` CPUs (default: a node's) or one GPU each (`gpus`)."""
+
+    executor: str = "local"
+    ray_address: str | None = None
+    cell_timeout: float | None = None
+    threads: int | None = None
+    gpus: int = 0
+
+    def __post_init__(self):
+        usage.choice(self.executor, "executor", EXECUTORS)
+        if self.executor != "ray" and (self.ray_address or self.cell_timeout):
+            raise UsageError("--ray-address and --cell-timeout need --executor ray")
+        if self.executor == "ray":
+            check_address(self.ray_address)
+            try:
+                importlib.import_module("ray")
+            except ImportError:
+                raise UsageError(
+                    "--executor ray: the ray package is not installed (pip install -r requirements.txt)"
+                ) from None
+
+
+LOCAL = Placement()
 
 
 def call(target, args):
-    """A task's body, on a worker: the target's result and where it ran."""
-    module, name = target
-    return getattr(importlib.import_module(module), name)(*args), worker_info()
+    """A Ray task's body, on a worker: the target's result and where it ran."""
+    return target(*args), worker_info()
 
 
 def worker_info():
@@ -95,7 +127,7 @@ def check_address(address):
 @contextlib.contextmanager
 def frozen_gc():
     """While sweeping, leave the objects alive before it (torch, the modules) out of garbage collection:
-    the collections around each cell then take microseconds, not ~0.1 s."""
+    the collections around each cell then skip them."""
     gc.collect()
     gc.freeze()
     try:
@@ -119,50 +151,31 @@ def drive(cells, run_cell, *, desc, deadline=None, clock=time.monotonic, unit="c
                 return len(cells) - i
             run_cell(cell)
             # what the cell imported or cached lazily and keeps (torch._dynamo on a first call, ...) joins the
-            # frozen objects once its garbage is collected: left young, it made every later collection ~50 ms
+            # frozen objects once its garbage is collected: left young, every later collection would walk it
             gc.collect()
             gc.freeze()
     return 0
 
 
-def run(
-    jobs,
-    *,
-    executor="local",
-    desc,
-    unit="cell",
-    deadline=None,
-    clock=time.monotonic,
-    ray_address=None,
-    threads=None,
-    gpus=0,
-    cell_timeout=None,
-):
-    """Run `jobs` in order (see the module docstring); returns (jobs not started for the deadline, worker infos:
-    none locally)."""
-    if executor == "ray":
-        return _run_ray(
-            list(jobs),
-            desc=desc,
-            unit=unit,
-            deadline=deadline,
-            clock=clock,
-            address=ray_address,
-            threads=threads,
-            gpus=gpus,
-            cell_timeout=cell_timeout,
-        )
-    return drive(jobs, _run_here, desc=desc, deadline=deadline, clock=clock, unit=unit), []
+def run(jobs, placement=LOCAL, *, desc, unit="cell", deadline=None, clock=time.monotonic):
+    """Run `jobs` in order where `placement` says (see the module docstring); returns (jobs not started for the
+    deadline, worker infos: none locally)."""
+    if placement.executor == "ray":
+        return _run_ray(list(jobs), placement, desc=desc, unit=unit, deadline=deadline, clock=clock)
+    return drive(jobs, run_here, desc=desc, deadline=deadline, clock=clock, unit=unit), []
 
 
-def _run_here(job):
+def run_here(job):
+    """One job in this process: begin, its target, done, the last two inside the job's local context."""
     if (work := job.begin()) is None:
         return
-    try:
-        result = call(*work)[0]
-    except Exception as error:  # the target's own machinery failed: its cells say so
-        result = error
-    job.done(result, None)
+    with job.local() if job.local else contextlib.nullcontext():
+        target, args = work
+        try:
+            result = target(*args)
+        except Exception as error:  # the target's own machinery failed: its cells say so
+            result = error
+        job.done(result)
 
 
 def _time_limit(desc, left, total, unit):
@@ -173,14 +186,15 @@ def _time_limit(desc, left, total, unit):
     )
 
 
-def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_timeout):
+def _run_ray(jobs, placement, *, desc, unit, deadline, clock):
     import ray
     from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelledError
 
+    gpus, cell_timeout = placement.gpus, placement.cell_timeout
     started = not ray.is_initialized()
     if started:
-        _init(address)
-    cpus = threads or int(ray.cluster_resources().get("CPU", os.cpu_count()) // max(1, len(ray.nodes())))
+        _init(placement.ray_address)
+    cpus = placement.threads or int(ray.cluster_resources().get("CPU", os.cpu_count()) // max(1, len(ray.nodes())))
     task = ray.remote(max_retries=0)(call).options(num_cpus=0 if gpus else cpus, num_gpus=1 if gpus else 0)
     infos, running, waiting, bar = (
         [],
@@ -196,10 +210,7 @@ def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_
     try:
         while waiting or running:
             room = capacity() - len(running)
-            while (
-                room > 0
-                and (job := next((j for j in waiting if j.ready is None or j.ready() or not running), None)) is not None
-            ):  # the first that may start: all, once idle
+            while room > 0 and (job := _first_ready(waiting, idle=not running)) is not None:
                 waiting.remove(job)
                 if deadline is not None and clock() >= deadline:
                     _time_limit(desc, len(waiting) + 1, len(jobs), unit)
@@ -225,7 +236,7 @@ def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_
                     result = TimeoutError(f"cell timed out after {cell_timeout:g} s (--cell-timeout)")
                 except (RayError, GetTimeoutError) as error:  # worker crash, Ray's OOM killer, a lost node
                     result = RuntimeError(f"{WORKER_DIED} ({type(error).__name__})")
-                job.done(result, None)
+                job.done(result)
                 bar.update()
             if cell_timeout:
                 for ref, (_, since) in list(running.items()):
@@ -242,33 +253,28 @@ def _run_ray(jobs, *, desc, unit, deadline, clock, address, threads, gpus, cell_
     return 0, infos
 
 
+def _first_ready(waiting, *, idle):
+    """The first waiting job that may start (all may, once nothing runs)."""
+    for job in waiting:
+        if job.ready is None or job.ready() or idle:
+            return job
+    return None
+
+
 def record_nodes(out_dir, infos):
     """Add the nodes of `infos` to env.json's `nodes` (each node once, across the suites of a run)."""
     if not infos:
         return
-    path = Path(out_dir) / "env.json"
-    try:
-        known = json.loads(path.read_text(encoding="utf-8")).get("nodes", [])
-    except (OSError, ValueError):
-        known = []
+    known = (read_env(out_dir) or {}).get("nodes", [])
     env.record(out_dir, nodes=list({json.dumps(i, sort_keys=True): i for i in [*known, *infos]}.values()))
 
 
-def options(args, device):
-    """bench.core.executor.run's keyword arguments from a suite's command line."""
-    return dict(
-        executor=args.executor,
-        ray_address=args.ray_address,
-        threads=args.threads,
-        gpus=int(device.type == "cuda"),
-        cell_timeout=args.cell_timeout,
-    )
-
-
 def add_flags(p):
+    """The executor's flags, on a suite's parser (bench.core.cli) and run_all.py's; Placement checks them together."""
     p.add_argument(
         "--executor",
         default="local",
+        type=usage.value_of(usage.one_of(EXECUTORS, "executor"), "executor"),
         help="local (default: cells one after another here) or ray "
         "(one Ray task per cell, one GPU or one node's CPUs each; docs/suites.md)",
     )
@@ -280,25 +286,9 @@ def add_flags(p):
     p.add_argument(
         "--cell-timeout",
         metavar="SECONDS",
+        type=usage.value_of(usage.positive_number, "cell-timeout"),
         help="with --executor ray: a cell still running after this long is cancelled and recorded as an error",
     )
-
-
-def convert(args):
-    """The executor flags checked: one line and exit 2 for a bad value, nothing written."""
-    usage.choice(args.executor, "executor", EXECUTORS)
-    if args.cell_timeout is not None:
-        args.cell_timeout = usage.positive_number(args.cell_timeout, "cell-timeout")
-    if args.executor != "ray" and (args.ray_address or args.cell_timeout):
-        raise UsageError("--ray-address and --cell-timeout need --executor ray")
-    if args.executor == "ray":
-        check_address(args.ray_address)
-        try:
-            importlib.import_module("ray")
-        except ImportError:
-            raise UsageError(
-                "--executor ray: the ray package is not installed (pip install -r requirements.txt)"
-            ) from None
 
 
 def _init(address):
@@ -314,15 +304,12 @@ def _init(address):
 
 
 @contextlib.contextmanager
-def session(args):
-    """With --executor ray, one Ray instance (or connection) for every suite run inside (run_all.py): each suite
-    then joins it instead of starting and stopping its own."""
-    if getattr(args, "executor", "local") != "ray":
-        yield
-        return
+def session(address=None):
+    """One Ray instance (or connection) for every suite run inside (run_all.py --executor ray): each suite then
+    joins it instead of starting and stopping its own."""
     import ray
 
-    _init(args.ray_address)
+    _init(address)
     try:
         yield
     finally:

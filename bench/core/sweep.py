@@ -2,13 +2,17 @@
 rows, OOM-aware skipping, and a resume that neither repeats nor loses a cell.
 
 A Sweep writes one CSV of bench.schema (and, where a cell writes more, the rows of others beside it, such as
-a training's loss curve). `run(key_row, measure)` calls measure() -> the measured columns: a dict (one
-row), a list of row dicts (a cell of several rows, e.g. one per op category), or `Rows` (rows of this CSV
-plus rows of the others). An exception becomes an `oom` or `error` row and the sweep goes on. After an OOM,
-the longer cells of the same series (the cell's key without its length column) are `skipped`. The cell in
-flight is marked on disk, so a resumed run records a cell that killed the process as `error` ("process died
-in this cell") instead of running it again forever. `drive` (bench.core.executor's local driver) feeds a suite's
-cells to its sweeps.
+a training's loss curve). A cell's way to its rows is one path, wherever it runs: the sweep makes it an executor
+job (bench.core.executor decides where jobs run), whose begin() here says whether it is measured (done? skipped
+after an OOM?), whose task `measured(measure, device type, *args)` builds and measures it in the process the
+executor puts it in (this one, or a Ray worker) and returns its columns with that process's `device` column, and
+whose done() records its rows here, the one writer. The measured columns are a dict (one row), a list of row dicts
+(a cell of several rows, e.g. one per op category), or `Rows` (rows of this CSV plus rows of the others, and
+files). An exception becomes an `oom` or `error` row and the sweep goes on. After an OOM, the longer cells of the
+same series (the cell's key without its length column) are `skipped`. A cell run in this process is marked on
+disk while it runs, so a resumed run records a cell that killed the process as `error` ("process died in this
+cell") instead of running it again forever; on Ray a cell cannot kill this process, and a worker that dies is its
+cell's error row (executor.WORKER_DIED).
 """
 
 import gc
@@ -18,7 +22,6 @@ from pathlib import Path
 import torch
 
 from bench.core import executor
-from bench.core.executor import drive  # the local driver, where the suites have always imported it from
 from bench.results import (
     DIED_ERROR,
     RowWriter,
@@ -47,28 +50,39 @@ def failure_row(key, error):
     return {**key, "status": "oom" if is_oom(error) else "error", "error": f"{type(error).__name__}: {error}"}
 
 
+def measured(measure, device_type, *args):
+    """The one task body, here or on a Ray worker: measure(*args, device) on this process's device of that type,
+    and that device's `device` column (the row says where it ran)."""
+    device = torch.device(device_type)
+    return measure(*args, device), device_name(device)
+
+
 @dataclass
 class Rows:
-    """A measured cell that writes to more than its sweep's CSV: `rows` of it, `also` {csv name: rows}."""
+    """A measured cell that writes more than its sweep's CSV: `rows` of it, `also` {csv name: rows}, and `files`
+    {path under the run directory: bytes} (a profiler trace), written before the rows that name them."""
 
     rows: list
     also: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
 
 
 class Sweep:
-    def __init__(self, csv, *, out_dir, run_id, device, resume, also=(), done=None):
+    def __init__(self, csv, *, out_dir, run_id, device, resume, also=(), completes=None, worker_device=True):
         """csv: the bench.schema table written; also: the names of other tables a cell writes rows to;
-        done(row) -> whether a recorded row completes its cell (default: every row does)."""
+        completes(row) -> whether a recorded row completes its cell (default: every row does); worker_device: a row's
+        `device` column is the worker's that measured it (perplexity.csv's is the device type, the same anywhere)."""
         self.table, self.out_dir, self.run_id, self.device = table(csv), out_dir, run_id, device
         self.key, self.length, self.series = self.table.cell, self.table.length, self.table.series
         self.writer = RowWriter(out_dir / csv, self.table.columns)
         self.also = {name: RowWriter(out_dir / name, table(name).columns) for name in also}
-        self.completes = done or (lambda row: True)
+        self.completes = completes or (lambda row: True)
+        self.worker_device = worker_device and "device" in self.table.columns
         self.oom_at = {}  # series -> shortest length that ran out of memory
         rows = read_rows(out_dir / csv) if resume else []
         for row in rows:
             self.remember(row)
-        self.done = {cell_key(row, self.key) for row in rows if self.completes(row)}
+        self.done = {cell_key(row, self.key) for row in rows if self.completes(row)}  # the cells' keys
         self.recover_in_flight()
 
     def series_of(self, row):
@@ -94,22 +108,55 @@ class Sweep:
             self.remember({k: format_value(v) for k, v in row.items()})
         self.done.add(cell_key(rows[-1], self.key))
 
-    def run(self, key_row, measure):
-        """Measure one cell unless it is done or skipped. key_row: the cell's key columns (and any column known
-        before measuring); a list of them for a cell of several rows known in advance (one per evaluation
-        length), zipped with the measured rows, each of which then fails or is skipped on its own row."""
-        if not self.begin(key_row):
-            return
-        keys = key_row if isinstance(key_row, list) else [key_row]
-        marker = {c: v for c, v in keys[0].items() if c != self.table.per_cell}
-        with in_flight(self.out_dir, marker, stem=self.table.stem):
-            try:
-                measured = measure()
-            except Exception as error:  # failures are rows; the sweep goes on
-                measured = error
-            finally:
-                self.release()
-            self.finish(key_row, measured)
+    def job(self, start, ready=None):
+        """One cell as an executor job. start() -> (its key row, its task), decided when it starts (a training's
+        selected rate is known only then): the key row holds the cell's key columns and any column known before
+        measuring, or is a list of them for a cell of several rows known in advance (one per evaluation length),
+        zipped with the measured rows, each of which then fails or is skipped on its own row; the task is
+        (measure, args), measure(*args, device) -> the measured columns. ready() as executor.Job's."""
+        keys = []
+
+        def begin():
+            key_row, (measure, args) = start()
+            keys[:] = [key_row]
+            return self.work(measure, args) if self.begin(key_row) else None
+
+        def done(result):
+            self.release()
+            measured_columns, columns = self.unpack(result)
+            self.finish(keys[0], measured_columns, **columns)
+
+        return executor.Job(begin, done, ready, lambda: self.marked(keys[0]))
+
+    def group_job(self, key_rows, task):
+        """Cells measured together (bench.core.timing.measure_group interleaves their repeats) as one job:
+        task(pending) -> (measure, args) for the indices of the cells still to run, measure(*args, device) -> for
+        each of them its measured columns (a dict) or the exception it raised. Done cells are left out and skipped
+        ones recorded, as job() does; run here, the group runs under the in-flight marker of its first cell to run (a
+        process that dies in the group is recorded against that cell, and --resume runs the others again as a
+        smaller group)."""
+        pending = []
+
+        def begin():
+            pending[:] = [i for i, key in enumerate(key_rows) if self.begin(key)]
+            return self.work(*task(pending)) if pending else None
+
+        def done(result):
+            self.release()
+            results, columns = self.unpack(result)
+            failed = isinstance(results, Exception)
+            for i, cell_result in zip(pending, [results] * len(pending) if failed else results, strict=True):
+                self.finish(key_rows[i], cell_result, **columns)
+
+        return executor.Job(begin, done, local=lambda: self.marked(key_rows[pending[0]]))
+
+    def run(self, key_row, measure, *args):
+        """Measure one cell here (job()'s key row, measure and args) unless it is done or skipped."""
+        executor.run_here(self.job(lambda: (key_row, (measure, args))))
+
+    def run_group(self, key_rows, measure, *args):
+        """Measure a group here (group_job()'s): measure(pending, *args, device)."""
+        executor.run_here(self.group_job(key_rows, lambda pending: (measure, (pending, *args))))
 
     def begin(self, key_row):
         """Whether a cell is to be measured: False when it is done, or skipped (its rows then recorded)."""
@@ -121,53 +168,48 @@ class Sweep:
             return False
         return True
 
+    def work(self, measure, args):
+        """What a job runs, here or on a worker: measure(*args, device) through the one task body."""
+        return measured, (measure, self.device.type, *args)
+
+    def marked(self, key_row):
+        """A cell's in-flight marker while it runs here: a process that dies inside leaves it for --resume."""
+        key = key_row[0] if isinstance(key_row, list) else key_row
+        return in_flight(self.out_dir, {c: v for c, v in key.items() if c != self.table.per_cell}, stem=self.table.stem)
+
+    def unpack(self, result):
+        """A task's result, (measured, the worker's device column) or the exception that stood in for it, as
+        finish() takes it: (measured or exception, the columns it overrides)."""
+        if isinstance(result, Exception):
+            return result, {}
+        measured_columns, device = result
+        return measured_columns, ({"device": device} if self.worker_device else {})
+
     def finish(self, key_row, measured, **columns):
-        """Record a cell's measured columns (as run() takes them from measure()) or its failure (an exception);
+        """Record a cell's measured columns (as a job's measure returns them) or its failure (an exception);
         `columns` override the key's (the device of the worker that ran it)."""
         keys = [{**k, **columns} for k in (key_row if isinstance(key_row, list) else [key_row])]
-        also = {}
+        also, files = {}, {}
         try:
             if isinstance(measured, Exception):
                 raise measured
             if isinstance(measured, Rows):
-                measured, also = measured.rows, measured.also
+                measured, also, files = measured.rows, measured.also, measured.files
             if isinstance(key_row, list):
                 rows = [{**k, **m} for k, m in zip(keys, measured, strict=True)]
             else:
                 rows = [{**keys[0], **m} for m in (measured if isinstance(measured, list) else [measured])]
         except Exception as error:  # failures are rows; the sweep goes on
-            also, rows = {}, [failure_row(k, error) for k in keys]
+            also, files, rows = {}, {}, [failure_row(k, error) for k in keys]
+        for relative, data in files.items():
+            path = self.out_dir / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(data)
         for name, extra in also.items():
             for row in extra:
                 self.also[name].append({"run_id": self.run_id, **row})
         self.record(rows)
-
-    def run_group(self, key_rows, measure):
-        """Cells measured together (bench.core.timing.measure_group interleaves their repeats): measure(indices) -> for
-        each index of a cell still to run, its measured columns (a dict) or the exception it raised. Done cells are
-        left out and skipped ones recorded, as run() does; the group runs under the in-flight marker of its first
-        cell to run (a process that dies in the group is recorded against that cell, and --resume runs the others
-        again as a smaller group)."""
-        if not (pending := self.begin_group(key_rows)):
-            return
-        marker = {c: v for c, v in key_rows[pending[0]].items() if c != self.table.per_cell}
-        with in_flight(self.out_dir, marker, stem=self.table.stem):
-            try:
-                results = measure(pending)
-            except Exception as error:  # the group's own machinery failed: every cell says so
-                results = [error] * len(pending)
-            finally:
-                self.release()
-            self.finish_group(key_rows, pending, results)
-
-    def begin_group(self, key_rows):
-        """The indices of a group's cells still to run (begin, cell by cell)."""
-        return [i for i, key in enumerate(key_rows) if self.begin(key)]
-
-    def finish_group(self, key_rows, pending, results, **columns):
-        """Record each pending cell's measured columns or its failure (finish, cell by cell)."""
-        for i, result in zip(pending, results, strict=True):
-            self.finish(key_rows[i], result, **columns)
 
     def release(self):
         """Free what a cell left behind before the next one is measured."""
@@ -175,49 +217,16 @@ class Sweep:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def run_cells(self, cells, *, key_row, measure, desc, deadline=None, remote=None, how=None, ready=None):
-        """Every cell through run(), driven by drive(): key_row(cell) and measure(cell) as run() takes them. With
-        `how` (bench.core.executor.options) naming the ray executor, each cell is instead a task of remote(cell) ->
-        (target, args), whose result is (measured, the worker's device column), recorded here as it returns;
-        ready(cell), when given, holds a cell back while it is False (bench.core.executor.Job.ready)."""
-        if how is None or how["executor"] == "local":
-            return drive(
-                cells, lambda cell: self.run(key_row(cell), lambda: measure(cell)), desc=desc, deadline=deadline
-            )
-        jobs = []
-        for cell in cells:  # key_row and remote at the cell's start: a selected rate is known only then
-            keys = []
-
-            def begin(cell=cell, keys=keys):
-                keys[:] = [key_row(cell)]
-                return remote(cell) if self.begin(keys[0]) else None
-
-            jobs.append(
-                executor.Job(
-                    begin,
-                    lambda result, info, keys=keys: self.finish_remote(keys[0], result),
-                    None if ready is None else (lambda cell=cell: ready(cell)),
-                )
-            )
-        left, infos = executor.run(jobs, desc=desc, deadline=deadline, **how)
-        executor.record_nodes(self.out_dir, infos)
-        return left
-
-    def finish_remote(self, key_row, result):
-        """A task's result: an exception, or (measured, the worker's device column[, {path under the run
-        directory: bytes}]); the files (a profiler trace) are written here, before the rows that name them."""
-        if isinstance(result, Exception):
-            return self.finish(key_row, result)
-        measured, device, *files = result
-        for relative, data in (files[0] if files else {}).items():
-            path = self.out_dir / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                Path(tmp).write_bytes(data)
-        self.finish(key_row, measured, **({"device": device} if "device" in self.table.columns else {}))
-
     def recover_in_flight(self):
         """A cell that was running when the process died is recorded as an error, not run again."""
         pending = take_in_flight(self.out_dir, stem=self.table.stem)
         if pending is not None and cell_key(pending, self.key) not in self.done:
             self.record([{**pending, "status": "error", "error": DIED_ERROR}])
+
+
+def run_jobs(jobs, spec, *, desc, unit="cell"):
+    """A suite's jobs, run where its spec places them (bench.core.executor), with its deadline; the Ray nodes that
+    ran them go to env.json. Returns the number of jobs not started for the deadline."""
+    left, infos = executor.run(jobs, spec.placement, desc=desc, unit=unit, deadline=spec.deadline)
+    executor.record_nodes(spec.out_dir, infos)
+    return left

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils._pytree import tree_flatten
 
+from bench.schema import MODES
 from bench.stats import median_interval
-
-MODES = ("fwd", "fwdbwd")
 
 # A step longer than the budget already in its first warm-up is expensive to time: its other warm-ups are
 # skipped and it needs this many timed repeats (a step under the budget needs min_repeats, 10 by default).

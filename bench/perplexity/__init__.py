@@ -14,19 +14,16 @@ import functools
 import sys
 from dataclasses import replace
 
-import torch
-
 import models
-from bench import usage
-from bench.core import cli, executor
-from bench.core.sweep import Sweep, device_name, drive
+from bench.core import cli
+from bench.core.sweep import Sweep, run_jobs
 from bench.perplexity import lm, mqar
 from bench.perplexity.data import load_corpus
 from bench.perplexity.grid import PERPLEXITY_PRESETS, TASKS, TrainGrid
 from bench.perplexity.recall import check as check_recall
 from bench.results import cell_key
 from bench.schema import TABLES
-from bench.usage import UsageError
+from bench.usage import UsageError, list_of, one_of, positive_int, positive_number, value_of
 
 CSV, CURVE_CSV, RECALL_CSV = "perplexity.csv", lm.CURVE_CSV, "recall.csv"
 
@@ -41,45 +38,55 @@ def _seed(text, name):
     return value
 
 
+def _dtype(text):
+    """--dtype here: one dtype (every model trains in it), as a tuple like the shared flag's."""
+    dtypes = cli.FLAGS["--dtype"][1](text)
+    if len(dtypes) > 1:
+        raise UsageError(f"--dtype takes one dtype here (every model trains in it), got {','.join(dtypes)}")
+    return dtypes
+
+
+def _corpus(text):
+    if not text.strip():
+        raise UsageError("--corpus needs a name or a path")
+    return text.strip()
+
+
 @functools.cache
 def corpus_of(spec):
     return load_corpus(spec)
 
 
-def build_cells(args, preset):
-    """The preset's grids for the requested task(s); with grid flags, one grid per task from the flags."""
-    tasks = usage.parse_list(args.task, "task", lambda t: usage.choice(t, "task", TASKS)) if args.task else TASKS
-    grids = [g for g in preset.grids if g.task in tasks]
-    flags = dict(
-        models=args.models,
-        corpus=args.corpus,
-        seq_lens=args.seq_len,
-        kernel_N=args.kernel_n,
-        lambda_imag_exp=args.lambda_imag_exp,
-        conv_kernel=args.conv_kernel,
-        seeds=args.seeds,
-        eval_lengths=args.eval_lengths,
-        vocab=args.vocab,
-        num_kv_pairs=args.num_kv_pairs,
-    )
+def build_cells(
+    preset,
+    *,
+    task=None,
+    seq_len=None,
+    kernel_n=None,
+    lr=None,
+    dtype=None,
+    batch=None,
+    steps=None,
+    dim=None,
+    depth=None,
+    **flags,
+):
+    """The preset's grids for the requested task(s), from the flags' values (None: unset). With grid flags (models,
+    corpus, seq_len, kernel_n, lambda_imag_exp, conv_kernel, seeds, eval_lengths, vocab, num_kv_pairs), one grid per
+    task from them and its first grid; batch, steps, dim, depth, lr and dtype apply to every grid."""
+    tuning = dict(batch=batch, steps=steps, dim=dim, depth=depth, lrs=lr, dtype=dtype[0] if dtype else None)
+    grids = [g for g in preset.grids if g.task in (task or TASKS)]
+    flags.update(seq_lens=seq_len, kernel_N=kernel_n)
     if any(v is not None for v in flags.values()):
         bases = {g.task: g for g in reversed(grids)}  # the first grid of each task supplies the defaults
         grids = [
             TrainGrid(**{**base.__dict__, "name": "custom", **{k: v for k, v in flags.items() if v is not None}})
             for base in bases.values()
         ]
-    tuning = dict(
-        batch=args.batch,
-        steps=args.steps,
-        dim=args.dim,
-        depth=args.depth,
-        lrs=args.lr,
-        dtype=args.dtype[0] if args.dtype else None,
-    )
     grids = [replace(g, **{k: v for k, v in tuning.items() if v is not None}) for g in grids]
     cells = list(dict.fromkeys(c for g in grids for c in g.cells()))
-    if args.vocab is not None:  # as given, not adjusted: a vocabulary too small for the lengths is bad input
-        cells = [replace(c, vocab=args.vocab) if c.task == "recall" else c for c in cells]
+    if flags.get("vocab") is not None:  # as given, not adjusted: a vocabulary too small for the lengths is bad input
+        cells = [replace(c, vocab=flags["vocab"]) if c.task == "recall" else c for c in cells]
     if not cells:
         raise UsageError(
             "nothing to train: no grid of the preset has the requested task"
@@ -105,30 +112,14 @@ def shard(cells, spec):
     return [c for c in cells if replace(c, seed=0, first_seed=True) in mine]
 
 
-def convert(args):
-    """The suite's own flags (cli.convert_flags handles the shared ones)."""
-    executor.convert(args)
-    cli.convert_lists(
-        args, seq_len=usage.positive_int, eval_lengths=usage.positive_int, seeds=_seed, lr=usage.positive_number
-    )
-    cli.convert_ints(args, "steps", "depth", "vocab", "num_kv_pairs")
-    if args.dtype is not None and len(args.dtype) > 1:
-        raise UsageError(f"--dtype takes one dtype here (every model trains in it), got {','.join(args.dtype)}")
-    if args.corpus is not None:
-        args.corpus = args.corpus.strip() or None
-        if args.corpus is None:
-            raise UsageError("--corpus needs a name or a path")
-    return args
-
-
 class SelectingSweep(Sweep):
     """A sweep that remembers the learning rate each selection chose, from the rows it records or reads back:
-    the trainings of the other seeds run at it."""
+    the trainings of the other seeds run at it. A row's device is the device type, the same on any worker."""
 
     def __init__(self, csv, **kwargs):
         self.chosen = {}  # the selection's group (the cell key without seed, lr, split) -> the chosen rate
         self.group = tuple(c for c in TABLES[csv].cell if c not in ("seed", "lr", "split"))
-        super().__init__(csv, **kwargs)
+        super().__init__(csv, worker_device=False, **kwargs)
 
     def remember(self, row):
         super().remember(row)
@@ -150,109 +141,77 @@ def unselected(*_):
     raise RuntimeError(UNSELECTED)
 
 
-def run(args, ctx):
-    """Train the context's cells (LMs and recall) into its run directory; returns the path of perplexity.csv."""
-    shared = dict(out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
-    sweeps = {"lm": SelectingSweep(CSV, also=(CURVE_CSV,), **shared), "recall": SelectingSweep(RECALL_CSV, **shared)}
+def make_spec(common, **flags):
+    """The run of the common settings (cli.Common) and this suite's flags' values (build_cells): a shard keeps
+    a training group's seeds together."""
+    return cli.build("perplexity", common, flags, PERPLEXITY_PRESETS, build_cells, shard=shard)
 
-    def plan(cell):
-        """(sweep, key row(s), the rate to train at: None for a selection)"""
+
+def run(spec):
+    """Train the spec's cells (LMs and recall) into its run directory; returns the path of perplexity.csv. A
+    training at a selected rate starts once its selection has chosen (here, it comes after it)."""
+    sweeps = {
+        "lm": SelectingSweep(CSV, also=(CURVE_CSV,), **spec.sweep_args),
+        "recall": SelectingSweep(RECALL_CSV, **spec.sweep_args),
+    }
+
+    def base(cell):  # the columns of its rows known before it trains
+        return lm.base_row(cell, corpus_of(cell.corpus), spec.device) if cell.task == "lm" else mqar.base_row(cell)
+
+    def start(cell):
+        """Its key row(s) and task: a selection is keyed by its first row (the smallest rate's validation row) and
+        trains at every rate; another training, at the rate its selection chose (none chosen: an error row)."""
+        row, lm_task = base(cell), cell.task == "lm"
+        if cell.selects:
+            first = dict(lr=cell.lrs[0], split="val", eval_seq_len=cell.seq_len) if lm_task else dict(lr=cell.lrs[0])
+            return {**row, **first}, (measure, (cell, None))
+        rate = sweeps[cell.task].rate_for(cell, row)
+        keys = [{**row, "lr": rate, "split": "test", "eval_seq_len": m * cell.seq_len} for m in cell.eval_lengths]
+        return keys if lm_task else {**row, "lr": rate}, (unselected, ()) if rate is None else (measure, (cell, rate))
+
+    jobs = []
+    for cell in spec.cells:
         sweep = sweeps[cell.task]
-        corpus = corpus_of(cell.corpus) if cell.task == "lm" else None
-        base = lm.base_row(cell, corpus, ctx.device) if corpus else mqar.base_row(cell)
-        if cell.selects:  # keyed by its first row: the smallest rate's validation row
-            first = dict(lr=cell.lrs[0], split="val", eval_seq_len=cell.seq_len) if corpus else dict(lr=cell.lrs[0])
-            return sweep, {**base, **first}, None
-        rate = sweep.rate_for(cell, base)
-        keys = [{**base, "lr": rate, "split": "test", "eval_seq_len": m * cell.seq_len} for m in cell.eval_lengths]
-        return sweep, keys if corpus else {**base, "lr": rate}, rate
-
-    def run_cell(cell):
-        sweep, key, rate = plan(cell)
-        if not cell.selects and rate is None:
-            return sweep.run(key, unselected)
-        sweep.run(key, lambda: measure(cell, ctx.device, rate))
-
-    if args.executor == "local":
-        drive(ctx.cells, run_cell, desc="perplexity", deadline=ctx.deadline)
-    else:  # a training at a selected rate waits for its selection, then starts with the rate it chose
-        _, infos = executor.run(
-            jobs(ctx.cells, plan), desc="perplexity", deadline=ctx.deadline, **executor.options(args, ctx.device)
-        )
-        executor.record_nodes(ctx.out_dir, infos)
-    return ctx.out_dir / CSV
+        ready = None if cell.selects else (lambda cell=cell, sweep=sweep: sweep.rate_for(cell, base(cell)) is not None)
+        jobs.append(sweep.job(functools.partial(start, cell), ready))
+    run_jobs(jobs, spec, desc="perplexity")
+    return spec.out_dir / CSV
 
 
-def jobs(cells, plan):
-    """The trainings as executor jobs, in order; one at a selected rate is held until its selection (the first
-    seed's cell of the same model and options) has finished, here or in the run being resumed."""
-
-    def group(c):
-        return c.task, c.model, c.seq_len, c.kernel_N, c.kernel_H, c.lambda_imag_exp, c.conv_kernel, c.corpus
-
-    selections, finished = {group(c): c for c in cells if c.selects}, set()
-    for cell in cells:
-        state = {}
-
-        def begin(cell=cell, state=state):
-            sweep, key, rate = plan(cell)
-            state.update(sweep=sweep, key=key)
-            if not sweep.begin(key):
-                if cell.selects:  # done in the run resumed (or skipped): its rate is known, or never will be
-                    finished.add(group(cell))
-                return None
-            if not cell.selects and rate is None:  # its selection failed: as locally, an error row
-                sweep.finish(key, RuntimeError(UNSELECTED))
-                return None
-            return ("bench.perplexity", "measure_remote"), (cell, sweep.device.type, rate)
-
-        def done(result, info, cell=cell, state=state):
-            state["sweep"].finish_remote(state["key"], result)
-            if cell.selects:
-                finished.add(group(cell))
-
-        held = not cell.selects and group(cell) in selections
-        yield executor.Job(begin, done, (lambda cell=cell: group(cell) in finished) if held else None)
-
-
-def measure(cell, device, rate):
-    corpus = corpus_of(cell.corpus) if cell.task == "lm" else None
-    return lm.measure(cell, corpus, device, lr=rate) if corpus else mqar.measure(cell, device, lr=rate)
-
-
-def measure_remote(cell, device_type, rate):
-    """A training where a Ray task runs (bench.core.executor): its rows (and curves), and that worker's device."""
-    device = torch.device(device_type)
-    return measure(cell, device, rate), device_name(device)
+def measure(cell, rate, device):
+    """A training's rows (and curves): at `rate`, or the selection over the cell's rates (rate None)."""
+    if cell.task == "lm":
+        return lm.measure(cell, corpus_of(cell.corpus), device, lr=rate)
+    return mqar.measure(cell, device, lr=rate)
 
 
 def make_parser():
     shared = ("--models", "--batch", "--dim", "--depth", "--kernel-n", "--lambda-imag-exp", "--conv-kernel", "--dtype")
-    p = cli.parser(
+    return cli.parser(
         __doc__,
         "python -m bench.perplexity",
         shared,
-        task="lm, recall (default: the preset's tasks)",
-        corpus="synthetic, stdlib, enwik8[:PATH], or a path to a text file",
-        seq_len="training length (recall: comma-separated lengths)",
-        steps="optimiser steps",
-        seeds="comma-separated seeds",
-        eval_lengths="multiples of the training length, e.g. 1,2,4",
-        lr="peak rates; with several, each model selects its own on validation (first seed)",
-        dtype="float32, bfloat16 or float16 (autocast; one dtype)",
-        vocab="recall vocabulary (default: the grid's if above the longest length, else the next power of two)",
-        num_kv_pairs="recall key-value pairs per sequence",
+        task=("lm, recall (default: the preset's tasks)", list_of(one_of(TASKS, "task"), "task")),
+        corpus=("synthetic, stdlib, enwik8[:PATH], or a path to a text file", _corpus),
+        seq_len=("training length (recall: comma-separated lengths)", list_of(positive_int, "seq-len")),
+        steps=("optimiser steps", value_of(positive_int, "steps")),
+        seeds=("comma-separated seeds", list_of(_seed, "seeds")),
+        eval_lengths=("multiples of the training length, e.g. 1,2,4", list_of(positive_int, "eval-lengths")),
+        lr=(
+            "peak rates; with several, each model selects its own on validation (first seed)",
+            list_of(positive_number, "lr"),
+        ),
+        dtype=("float32, bfloat16 or float16 (autocast; one dtype)", _dtype),
+        vocab=(
+            "recall vocabulary (default: the grid's if above the longest length, else the next power of two)",
+            value_of(positive_int, "vocab"),
+        ),
+        num_kv_pairs=("recall key-value pairs per sequence", value_of(positive_int, "num-kv-pairs")),
     )
-    executor.add_flags(p)
-    return p
-
-
-# how a command line becomes cells (cli.resolve)
-HOW = dict(presets=PERPLEXITY_PRESETS, build_cells=build_cells, convert=convert, shard=shard)
 
 
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, run=run, **HOW)
+    return cli.main(make_parser(), argv, make_spec, run)
 
 
 if __name__ == "__main__":

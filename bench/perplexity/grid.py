@@ -7,7 +7,7 @@ every rate on the first seed, and the rate with the best validation score serves
 from dataclasses import dataclass
 
 import models
-from bench.core.config import Preset, option_combos
+from bench.core.config import SWEPT_OPTIONS, Preset, option_combos, taken_options
 from bench.usage import choice
 
 TASKS = ("lm", "recall")
@@ -50,14 +50,8 @@ class Training:
 
     def layer_options(self):
         """The model's options: the grid's, and chunked attention's chunk at CHUNK_OF_TRAINING of the length."""
-        values = dict(
-            kernel_N=self.kernel_N,
-            kernel_H=self.kernel_H,
-            lambda_imag_exp=self.lambda_imag_exp,
-            conv_kernel=self.conv_kernel,
-            chunk=max(1, self.seq_len // CHUNK_OF_TRAINING),
-        )
-        return {k: v for k, v in values.items() if k in models.options_of(self.model) and v is not None}
+        values = {o: getattr(self, o) for o in SWEPT_OPTIONS}
+        return taken_options(self.model, {**values, "chunk": max(1, self.seq_len // CHUNK_OF_TRAINING)})
 
 
 def recall_vocab(vocab, seq_lens):
@@ -131,8 +125,8 @@ PERPLEXITY_PRESETS = {
     "quick": Preset(
         "quick",
         (
-            # every model chose 1.2e-2 from (2e-3, 6e-3, 1.2e-2) on a trial run: the grid is centred there. Not fewer
-            # steps: at 200, four of the six models chose the largest rate (the optimum moves up as training shortens)
+            # the rates centred on the one every model chose from a lower grid on a trial run. Not fewer steps: with
+            # fewer, most models chose the largest rate (the optimum moves up as training shortens)
             TrainGrid(
                 "models",
                 "lm",
@@ -145,12 +139,11 @@ PERPLEXITY_PRESETS = {
                 lrs=(6e-3, 1.2e-2, 2.4e-2),
                 **_TINY,
             ),
-            # No kernel_N / lambda_imag_exp ablation here (the full preset has it): its 8 trainings were 50 s of the
-            # quick run_all's 9 minutes, and its delta was +0.000 +- 0.001 bits/byte in the last quick reference that
-            # had it. Recall's length 48 went before it.
-            # Zoology's MQAR at lengths where a few hundred steps teach attention the task at the shortest (0.70-0.97
-            # at 32 against chance 0.25 on trial runs): a vocabulary just above the lengths, 4 pairs, batch 16; two
-            # rates (no model chose 2e-3 of 2e-3, 6e-3, 1.2e-2 in two trial runs), to keep the preset within 7 minutes
+            # No kernel_N / lambda_imag_exp ablation here (the full preset has it): its trainings were a large share
+            # of the quick run_all for a delta within noise in the last quick reference that had it.
+            # Zoology's MQAR at a length where a few hundred steps teach attention the task well above chance (on
+            # trial runs): a vocabulary just above the lengths, 4 pairs, batch 16; two rates (the smallest of three
+            # was never chosen on trial runs), to keep the preset within its share of the quick run_all
             TrainGrid(
                 "recall",
                 "recall",

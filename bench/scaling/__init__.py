@@ -13,54 +13,25 @@ continues a killed run without repeating or losing a cell.
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 import models
 from bench import usage
 from bench.analysis import refine
-from bench.core import cli, executor
+from bench.core import cli
 from bench.core.config import LAYER_KEY, SCALING_PRESETS, Cell, group_key, groups_of, layer_cells, shard_groups
 from bench.core.flops import count_flops
 from bench.core.memory import peak_memory_mb
-from bench.core.sweep import Sweep, device_name, drive
+from bench.core.sweep import Sweep, device_name, run_jobs
 from bench.core.timing import Timing, make_step, measure_group
 from bench.results import RowWriter, atomic_path, cell_key, read_rows
-from bench.schema import TABLES
+from bench.schema import CROSSOVER_PAIR, TABLES, full_taps
 
 CSV = "scaling.csv"
 REFINE_ROUND = 5  # repeats of each refined cell between two looks at the crossover's interval
 MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
-
-
-def flags_of(key_row, *, also=()):
-    """The command-line flags that select exactly the cell of a scaling.csv row's key (values as written),
-    plus the same cell of the models in `also` (e.g. the reference of --relative times)."""
-    full = key_row["model"] == "gss-direct" and str(key_row["conv_kernel"]) == str(key_row["seq_len"])
-    flags = [
-        "--models",
-        ",".join(dict.fromkeys([key_row["model"], *also])),
-        "--modes",
-        key_row["mode"],
-        "--dtype",
-        key_row["dtype"],
-        "--batch",
-        str(key_row["batch"]),
-        "--dim",
-        str(key_row["dim"]),
-        "--seq-lens",
-        str(key_row["seq_len"]),
-    ]
-    for column, flag in (
-        ("kernel_N", "--kernel-n"),
-        ("kernel_H", "--kernel-h"),
-        ("lambda_imag_exp", "--lambda-imag-exp"),
-        ("conv_kernel", "--conv-kernel"),
-    ):
-        if str(key_row.get(column, "")) not in ("", "None"):
-            flags += [flag, "full" if column == "conv_kernel" and full else str(key_row[column])]
-    return flags + (["--compile"] if str(key_row.get("compiled")) == "true" else [])
 
 
 @dataclass
@@ -112,7 +83,7 @@ def row_of(prepared, timing):
     )
 
 
-def measure_cells(cells, device, timing):
+def measure_cells(cells, timing, device):
     """A group's cells measured together: each prepared in turn (a failure is that cell's), then their steps
     timed with interleaved repeats (bench.core.timing.measure_group). Per cell, its row's measured columns or the
     exception it raised."""
@@ -163,7 +134,7 @@ class ScalingSweep(Sweep):
     def series_of(self, row):
         """Taps covering the whole length are one series ("full"), so an OOM or the memory guard of gss-direct
         with every tap carries over to its longer lengths."""
-        full = str(row["conv_kernel"]) == str(row["seq_len"])
+        full = full_taps(row["conv_kernel"], row["seq_len"])
         return cell_key({**row, "conv_kernel": "full"} if full else row, self.series)
 
     def remember(self, row):
@@ -181,89 +152,61 @@ class ScalingSweep(Sweep):
         return reason
 
 
-def run(args, ctx):
-    """Run the context's cells into its run directory; returns the path of the CSV."""
-    sweep = ScalingSweep(out_dir=ctx.out_dir, run_id=ctx.run_id, device=ctx.device, resume=args.resume)
-    name = device_name(ctx.device)
+@dataclass(frozen=True)
+class ScalingSpec(cli.RunSpec):
+    """A scaling run: the shared spec, and --crossover-ci (None: the preset's; 0: no refinement)."""
 
-    def run_group(group):
-        sweep.run_group(
+    crossover_ci: float | None = None
+
+    @property
+    def refine(self):
+        """The crossover refinement's settings: the preset's, --crossover-ci replacing its ci."""
+        return {**self.preset.refine, **({} if self.crossover_ci is None else {"ci": self.crossover_ci})}
+
+
+def make_spec(common, crossover_ci=None, **flags):
+    """The run of the common settings (cli.Common) and the layer flags' values (config.layer_cells); a shard
+    holds whole groups."""
+    spec = cli.build("scaling", common, flags, SCALING_PRESETS, layer_cells, shard=shard_groups, kind=ScalingSpec)
+    return replace(spec, crossover_ci=crossover_ci)
+
+
+def run(spec):
+    """Measure the spec's cells into its run directory, group by group; returns the path of the CSV."""
+    sweep, name = ScalingSweep(**spec.sweep_args), device_name(spec.device)
+    jobs = [
+        sweep.group_job(
             [cell.key_row(name) for cell in group],
-            lambda pending: measure_cells([group[i] for i in pending], ctx.device, ctx.preset.timing),
+            lambda pending, group=group: (measure_cells, ([group[i] for i in pending], spec.preset.timing)),
         )
-
-    if args.executor == "ray":
-        left, infos = executor.run(
-            group_jobs(ctx, sweep, name),
-            desc="scaling",
-            unit="group",
-            deadline=ctx.deadline,
-            **executor.options(args, ctx.device),
-        )
-        executor.record_nodes(ctx.out_dir, infos)
-    else:
-        left = drive(groups_of(ctx.cells), run_group, desc="scaling", deadline=ctx.deadline, unit="group")
-    if left == 0:
+        for group in groups_of(spec.cells)
+    ]
+    if run_jobs(jobs, spec, desc="scaling", unit="group") == 0:
         sweep.writer.close()
-        how = {**ctx.preset.refine, **({} if args.crossover_ci is None else {"ci": args.crossover_ci})}
-        if how.get("ci") and args.shard is None:  # a shard may not hold a crossover's bracketing lengths
+        if spec.refine.get("ci") and spec.common.shard is None:  # a shard may not hold a crossover's bracket
             try:
-                refine_crossovers(ctx, name, **how)
+                refine_crossovers(spec, name, **spec.refine)
             except Exception as error:  # the sweep's rows stand as they are
                 print(f"scaling: crossover refinement failed ({type(error).__name__}: {error})", file=sys.stderr)
-    return ctx.out_dir / CSV
+    return spec.out_dir / CSV
 
 
-def group_jobs(ctx, sweep, name):
-    """The sweep's interleaved groups as executor jobs: begin and done run here (the one writer), the group is
-    measured by measure_remote on a worker."""
-    for group in groups_of(ctx.cells):
-        keys, pending = [cell.key_row(name) for cell in group], []
-
-        def begin(group=group, keys=keys, pending=pending):
-            pending[:] = sweep.begin_group(keys)
-            return (
-                (("bench.scaling", "measure_remote"), ([group[i] for i in pending], ctx.device.type, ctx.preset.timing))
-                if pending
-                else None
-            )
-
-        def done(result, info, keys=keys, pending=pending):
-            rows, device = ([result] * len(pending), None) if isinstance(result, Exception) else result
-            sweep.finish_group(keys, pending, rows, **({"device": device} if device else {}))
-
-        yield executor.Job(begin, done)
-
-
-def measure_remote(cells, device_type, timing):
-    """A group measured where a Ray task runs (bench.core.executor): each cell's columns or exception, and the
-    `device` column of that worker."""
-    device = torch.device(device_type)
-    return measure_cells(cells, device, timing), device_name(device)
-
-
-def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), budget_s=60.0, clock=time.monotonic):
+def refine_crossovers(spec, device_name, *, ci, pairs=(CROSSOVER_PAIR,), budget_s=60.0, clock=time.monotonic):
     """After the sweep: every crossover of `pairs` whose 95% interval is wider than +-ci (analysis.refine) has its four
     bracketing cells (the two models at the two lengths around it) measured again as one group, REFINE_ROUND
     interleaved repeats at a time, until the interval is within +-ci, or its budget_s (or the run's --time-limit)
     is spent, or the timing's max_repeats; their rows, the sweep's paired rounds and the refinement's
     (remeasure), replace theirs in the CSV (at once: the file is the old one or the new). The other cells of those
     lengths keep the sweep's rounds, whose round i is still round i of the refined cells (a ratio with them pairs
-    the rounds both ran): a round of the refinement costs four cells, not every model's (in a run with gss-fast,
-    12-14 cells: 51 rounds in 60 s left one fwdbwd crossover at -22%/+13%). A bracket is refined once."""
-    path, cells = ctx.out_dir / CSV, {cell_key(c.key_row(device_name), LAYER_KEY): c for c in ctx.cells}
-    timing, tried = dict(ctx.preset.timing), set()
-    while clock() < (ctx.deadline or math.inf):
-        end = min(clock() + budget_s, ctx.deadline or math.inf)  # each crossover its own budget
+    the rounds both ran): a round of the refinement costs four cells, not every model's. A bracket is refined once."""
+    path, cells = spec.out_dir / CSV, {cell_key(c.key_row(device_name), LAYER_KEY): c for c in spec.cells}
+    timing, tried = dict(spec.preset.timing), set()
+    while clock() < (spec.deadline or math.inf):
+        end = min(clock() + budget_s, spec.deadline or math.inf)  # each crossover its own budget
         rows = read_rows(path)
-        todo = [
-            c
-            for c in refine.wide(rows, pairs, ci)
-            if (keys := bracket_keys(c)) not in tried and all(k in cells for k in keys)
-        ]
-        if not todo:
+        before = next_to_refine(rows, pairs, ci, tried, cells)
+        if before is None:
             return
-        before = todo[0]
         tried.add(keys := bracket_keys(before))
         groups = {group_key(cells[k]) for k in keys}
         members = [r for r in rows if r["status"] == "ok" and cell_key(r, LAYER_KEY) in keys]
@@ -272,7 +215,7 @@ def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), bu
             members,
             before,
             rows,
-            ctx.device,
+            spec.device,
             timing,
             ci=ci,
             end=end,
@@ -287,6 +230,15 @@ def refine_crossovers(ctx, device_name, *, ci, pairs=(("gss", "attention"),), bu
             f"{'/'.join(str(new[k]['repeats']) for k in keys[::2])} paired rounds a cell",
             file=sys.stderr,
         )
+
+
+def next_to_refine(rows, pairs, ci, tried, cells):
+    """The first crossover wider than +-ci whose bracket was not tried and is among the run's cells, or None."""
+    for crossover in refine.wide(rows, pairs, ci):
+        keys = bracket_keys(crossover)
+        if keys not in tried and all(k in cells for k in keys):
+            return crossover
+    return None
 
 
 def bracket_keys(crossover):
@@ -329,7 +281,7 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
                 for c in refine.crossovers(
                     [new.get(cell_key(r, LAYER_KEY), r) for r in rows], [(before.fast, before.slow)]
                 )
-                if c.sweeps() == before.sweeps()
+                if c.pair() == before.pair()
             ),
             None,
         )
@@ -340,30 +292,18 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
             return new, after
 
 
-def convert(args):
-    """--crossover-ci: a positive fraction, or 0 (no refinement); the executor flags."""
-    executor.convert(args)
-    if (text := args.crossover_ci) is not None:
-        args.crossover_ci = 0.0 if text.strip() in ("0", "0.0") else usage.positive_number(text, "crossover-ci")
-
-
 def make_parser():
-    p = cli.parser(
-        __doc__,
-        "python -m bench.scaling",
-        cli.LAYER_FLAGS,
-        crossover_ci=(
-            "FRACTION: re-measure the cells around a gss/attention crossover until its 95%% interval is within "
-            "+-FRACTION of it (default: the preset's, 0.15 in quick and full; 0: off)"
-        ),
+    crossover_ci = (
+        f"FRACTION: re-measure the cells around a {'/'.join(CROSSOVER_PAIR)} crossover until its 95%% interval is "
+        "within +-FRACTION of it (default: the preset's, 0.15 in quick and full; 0: off)"
     )
-    executor.add_flags(p)
-    return p
+    return cli.parser(__doc__, "python -m bench.scaling", cli.LAYER_FLAGS, crossover_ci=(crossover_ci, _fraction))
 
 
-# how a command line becomes cells (cli.resolve); a shard holds whole groups
-HOW = dict(presets=SCALING_PRESETS, build_cells=layer_cells, convert=convert, shard=shard_groups)
+def _fraction(text):
+    """--crossover-ci: a positive fraction, or 0 (no refinement)."""
+    return 0.0 if text.strip() in ("0", "0.0") else usage.positive_number(text, "crossover-ci")
 
 
 def main(argv=None):
-    return cli.run_suite(make_parser(), argv, run=run, **HOW)
+    return cli.main(make_parser(), argv, make_spec, run)
