@@ -8,8 +8,9 @@
   the read side on the committed CPU reference) is also RUN in-process through the module's `main(argv)`; one
   that takes longer (`--preset smoke`, figures) is RUN under the `slow` marker; any other (CUDA, minutes,
   network) is only parsed.
-- Placeholders, when run: `results/<run_id>` is a fresh copy of the committed `results/baselines/cpu-quick`,
-  and every `--out DIR` is a directory under tmp_path, so a run writes nothing into the repository.
+- Placeholders, when run: `results/<run_id>` (and `results/baselines/cpu-quick` itself) is a fresh copy of the
+  committed `results/baselines/cpu-quick`, and every `--out DIR` is a directory under tmp_path, so a run writes
+  nothing into the repository.
 """
 
 import csv
@@ -30,7 +31,7 @@ from bench.usage import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-PAGES = (README, *sorted((ROOT / "docs").glob("*.md")))
+PAGES = (README, ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md")))
 BASELINE = ROOT / "results" / "baselines" / "cpu-quick"
 SCRIPTS = {"run_all.py": "run_all", "bootstrap.py": "bootstrap"}
 TOOLS = ("pytest", "ruff")  # third-party modules: importable, flags known (pytest's) or a known subcommand (ruff's)
@@ -168,11 +169,12 @@ def test_command_parses(command, pytestconfig):
 
 
 def substitute(argv, tmp_path):
-    """results/<run_id> -> a copy of the committed CPU reference; --out DIR -> a directory under tmp_path."""
+    """results/<run_id>, and the committed CPU reference named as itself, -> a copy of that reference; --out DIR ->
+    a directory under tmp_path. So no documented command writes into the repository."""
     run = tmp_path / "run"
     out = []
     for i, word in enumerate(argv):
-        if "<run_id>" in word:
+        if "<run_id>" in word or word.rstrip("/") == str(BASELINE.relative_to(ROOT)):
             if not run.exists():  # without its REPORT.md: what a command writes there is then plain to see
                 shutil.copytree(BASELINE, run, ignore=shutil.ignore_patterns("REPORT.md"))
             word = str(run)

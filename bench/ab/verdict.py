@@ -9,8 +9,9 @@ import numpy as np
 from bench.results import format_value
 from bench.stats import median_draws
 
-# The slow-down a regression must exceed, in percent, besides an interval wholly above 1. A placeholder: the
-# power curve (python -m bench.ab.power, docs/regression-gate.md) sets it, at most 3.
+# The slow-down a regression must exceed, in percent, besides an interval wholly above 1: the smallest that the
+# measured power curve (python -m bench.ab.power; docs/regression-gate.md) shows free of false alarms. The
+# interval alone is not enough: on identical code some cells' intervals lie just above 1.
 THRESHOLD_PCT = 3.0
 VERDICTS = ("regression", "improvement", "same", "one-sided", "error")
 # what ab.csv holds of each side

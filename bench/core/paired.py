@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.core.timing import _CpuTimer, _CudaTimer, converged
+from bench.core.timing import converged, timer_for
 
 MIN_ROUNDS = 10
 TARGET_CI = 0.015  # stop once the 95% interval of the median ratio lies within +-1.5% of it
@@ -41,7 +41,7 @@ def measure_pairs(
             f"need warmup >= 0 and 1 <= min_rounds <= max_rounds, got {warmup}, {min_rounds}, {max_rounds}"
         )
     device, steps, times = torch.device(device), (base, head), ([], [])
-    timer = timer or (_CudaTimer(device) if device.type == "cuda" else _CpuTimer())
+    timer = timer or timer_for(device)
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         timer.sync()
         for step in steps:

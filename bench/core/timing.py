@@ -122,6 +122,12 @@ class _CudaTimer(_CpuTimer):
         return start.elapsed_time(end)
 
 
+def timer_for(device):
+    """The clock a device's steps are timed on: CUDA events on a GPU, the host's perf_counter on a CPU."""
+    device = torch.device(device)
+    return _CudaTimer(device) if device.type == "cuda" else _CpuTimer()
+
+
 class _Member:
     """One step of a group: its warm-ups done, its repeats so far, and whether its stopping rule has fired."""
 
@@ -150,7 +156,7 @@ def measure_group(
         )
     device = torch.device(device)
     on_cuda = device.type == "cuda"
-    timer = timer or (_CudaTimer(device) if on_cuda else _CpuTimer())
+    timer = timer or timer_for(device)
     members = [_Member(fn, min_repeats) for fn in fns]
     with torch.cuda.device(device) if on_cuda else contextlib.nullcontext():
         timer.sync()
