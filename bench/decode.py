@@ -106,74 +106,44 @@ class DecodeGrid:
 
 _CPU = ("gss", "gss-fast", "conv", "attention", "dss", "attention-chunked")
 _GPU_CHECK = tuple(m for m in _CPU if m != "gss-fast")  # gss-fast's steps are gss's; its cells would pass the budget
-_STEPPING = ("recurrent", "kv_cache")
+_ONE_GPU = dict(batch=8, dim=1024, depth=4)  # the scaling suite's width, 4 layers, a batch of 8 sequences
+
+
+def _stepping_and_reforward(names, stepping_lens, reforward_lens, **shared):
+    """The stepping methods (recurrent, kv_cache) to the longer prompts and reforward, which re-runs the whole
+    prompt per token, to the shorter ones; the models and every other setting the same."""
+    return (
+        DecodeGrid("stepping", names, stepping_lens, methods=("recurrent", "kv_cache"), **shared),
+        DecodeGrid("reforward", names, reforward_lens, methods=("reforward",), **shared),
+    )
+
+
 DECODE_PRESETS = {
     # CPU, 2 cores: stepping to 8192 shows the flat recurrent and the growing KV cache; re-running the
-    # whole prompt per token only to 2048, where it already costs far more than a step. With numerics' quick
-    # preset, within a minute.
+    # whole prompt per token only to 2048, where it already costs far more than a step.
     "quick": Preset(
         "quick",
-        (
-            DecodeGrid("stepping", _CPU, (128, 512, 2048, 8192), methods=_STEPPING),
-            DecodeGrid("reforward", _CPU, (128, 512, 2048), methods=("reforward",)),
-        ),
+        _stepping_and_reforward(_CPU, (128, 512, 2048, 8192), (128, 512, 2048)),
         timing=dict(warmup=1, min_repeats=2, budget_s=0.3),
     ),
-    # One GPU: the scaling suite's width, 4 layers, a batch of 8 sequences, prompts to 64K tokens.
+    # One GPU: prompts to 64K tokens.
     "full": Preset(
         "full",
-        (
-            DecodeGrid(
-                "stepping",
-                _CPU,
-                tuple(2**k for k in range(8, 17)),
-                methods=_STEPPING,
-                dtypes=("float32", "bfloat16"),
-                batch=8,
-                dim=1024,
-                depth=4,
-                new_tokens=64,
-            ),
-            DecodeGrid(
-                "reforward",
-                _CPU,
-                tuple(2**k for k in range(8, 16)),
-                methods=("reforward",),
-                dtypes=("float32", "bfloat16"),
-                batch=8,
-                dim=1024,
-                depth=4,
-                new_tokens=64,
-            ),
+        _stepping_and_reforward(
+            _CPU,
+            tuple(2**k for k in range(8, 17)),
+            tuple(2**k for k in range(8, 16)),
+            dtypes=("float32", "bfloat16"),
+            new_tokens=64,
+            **_ONE_GPU,
         ),
         timing=dict(warmup=1, min_repeats=3, budget_s=2.0),
     ),
-    # One H100/H200 within the device budget: prompts 1K..16K, 4 layers of the scaling width, bfloat16.
+    # One H100/H200 within the device budget: prompts 1K..16K, bfloat16.
     "gpu-check": Preset(
         "gpu-check",
-        (
-            DecodeGrid(
-                "stepping",
-                _GPU_CHECK,
-                (1024, 4096, 16384),
-                methods=_STEPPING,
-                dtypes=("bfloat16",),
-                batch=8,
-                dim=1024,
-                depth=4,
-                new_tokens=32,
-            ),
-            DecodeGrid(
-                "reforward",
-                _GPU_CHECK,
-                (1024, 4096),
-                methods=("reforward",),
-                dtypes=("bfloat16",),
-                batch=8,
-                dim=1024,
-                depth=4,
-                new_tokens=32,
-            ),
+        _stepping_and_reforward(
+            _GPU_CHECK, (1024, 4096, 16384), (1024, 4096), dtypes=("bfloat16",), new_tokens=32, **_ONE_GPU
         ),
         timing=dict(warmup=1, min_repeats=5, budget_s=0.5),
     ),

@@ -3,24 +3,21 @@
 - The DSS kernel in real arithmetic: K[l, h] = Re(sum_n C'[h, n] exp(dtLambda_n l)) is
   sum_n Re C' e^{a_n l} cos(b_n l) - Im C' e^{a_n l} sin(b_n l) (dtLambda = a + ib), one real (L x 2N) @ (2N x H)
   product, 4 H N L FLOPs instead of the complex einsum's 8 H N L, written in the (L, H) layout fft_conv reads,
-  with a hand-written backward (RealKernel) and no subnormal numbers (vandermonde). The kernel alone at H 256,
-  N 512 on 2 CPU threads: 0.40-0.50x the complex einsum's time forward, 0.45-0.50x forward and backward.
+  with a hand-written backward (RealKernel) and no subnormal numbers (vandermonde).
 - A one-entry cache of the kernel and its spectrum rfft(K, 2L), used whenever autograd is not recording (no_grad
   or inference_mode, in train() and eval() alike): repeated forwards at one length compute neither again. See
   FastDSS._cached for what keys it.
-- FFTConv: the FFT convolution's backward in real transforms (1.5-2x faster than autograd's complex ones for
-  the convolution's forward and backward at H 256, L 2K-8K).
+- FFTConv: the FFT convolution's backward in real transforms, where autograd's chain runs complex ones.
 - With autograd off, the two GELUs, the gate's product and the residual in place (FastGSS.forward): no new
-  (B, L, E) tensors for them, about 10% of the layer's forward at dim 512, L 2K-8K.
+  (B, L, E) tensors for them.
 - With autograd off on the CPU, the position-wise part in blocks of 1024 rows (FastGSS.block_rows): no
-  (B, L, E) tensor at all, and no page faults for them. The layer's forward at dim 512: 1.03x at L 2K, 1.08x
-  at 4K, 1.11x at 8K (page faults a step 1.3K -> 0, 19K -> 6K, 27K -> 1.6K); blocks of 512 rows gain less.
+  (B, L, E) tensor at all, and no page faults for them.
 
 Everything else (norms, projections, init_state / step / prefill) is GSS's own: the FFTs along the last
-dimension, one fused input projection and param_D folded into the kernel were measured (dim 512, L 2048-8192,
-2 threads) and were no faster than this machine's noise, a few percent. The projections are matrix products
-GSS defines and both implementations run at this machine's matmul rate: with the kernel cached they are about
-90% of the forward, which bounds what any implementation of this function gains over gss here.
+dimension, one fused input projection and param_D folded into the kernel were measured and were no faster than
+the noise. The projections are matrix products GSS defines, run at the machine's matmul rate by both
+implementations: with the kernel cached they are most of the forward, which bounds what any implementation of
+this function gains over gss. The measured gains: docs/models.md.
 """
 
 import math
@@ -60,7 +57,7 @@ class RealKernel(torch.autograd.Function):
     backward. dK/dW is V; d(e^{al} cos bl, e^{al} sin bl) by a is l (Vc, Vs) and by b is l (-Vs, Vc), so with
     M = (l gK)^T V = [Mc, Ms] (H, 2N), ga = sum_h (Wc Mc + Ws Ms) and gb = sum_h (Ws Mc - Wc Ms): gW and M are
     one (2H, L) @ (L, 2N) product, and nothing of size (L, 2N) is formed but V (autograd's chain would
-    recompute the cosines and sines, and gK W with its elementwise passes is slower by 15-25% at L 2K-8K)."""
+    recompute the cosines and sines, and gK W with its elementwise passes is slower)."""
 
     @staticmethod
     def forward(ctx, a, b, W, seq_len):
@@ -120,28 +117,10 @@ class FastDSS(DSS):
 
     `kernel_computations` counts the kernels actually computed (cache misses and grad-enabled calls)."""
 
-    def __init__(
-        self,
-        *,
-        dim,
-        kernel_N=512,
-        dss_kernel_lambda_imag_exp=True,
-        conv_mode="fft",
-        conv_kernel=None,
-        device=None,
-        dtype=None,
-    ):
+    def __init__(self, *, conv_mode="fft", **options):
         if conv_mode != "fft":
             raise ValueError(f"FastDSS supports conv_mode='fft' only, got {conv_mode!r}")
-        super().__init__(
-            dim=dim,
-            kernel_N=kernel_N,
-            dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
-            conv_mode=conv_mode,
-            conv_kernel=conv_kernel,
-            device=device,
-            dtype=dtype,
-        )
+        super().__init__(conv_mode=conv_mode, **options)
         self._kernel_cache = None  # (key, snapshot of the kernel's parameters, K, K's spectrum): the last only
         self.kernel_computations = 0
 
@@ -225,41 +204,12 @@ class FastGSS(GSS):
     """GSS with a FastDSS mixer: same constructor, parameters, state_dict, outputs and recurrence (init_state,
     step and prefill are GSS's). Only conv_mode="fft"."""
 
-    def __init__(
-        self,
-        *,
-        dim,
-        dim_expansion_factor=4,
-        dss_kernel_N=512,
-        dss_kernel_H=256,
-        reverse_seq=False,
-        dss_kernel_lambda_imag_exp=True,
-        conv_mode="fft",
-        conv_kernel=None,
-        device=None,
-        dtype=None,
-    ):
+    mixer_class = FastDSS
+
+    def __init__(self, *, conv_mode="fft", **options):
         if conv_mode != "fft":
             raise ValueError(f"FastGSS supports conv_mode='fft' only, got {conv_mode!r}")
-        # GSS.__init__ is GatedUnit's plus the mixer: build the FastDSS in its place, so that parameters are
-        # created in GSS's order and a seed initialises FastGSS and GSS alike.
-        super(GSS, self).__init__(
-            dim=dim,
-            dim_expansion_factor=dim_expansion_factor,
-            hidden_H=dss_kernel_H,
-            reverse_seq=reverse_seq,
-            device=device,
-            dtype=dtype,
-        )
-        self.dss = FastDSS(
-            dim=dss_kernel_H,
-            kernel_N=dss_kernel_N,
-            dss_kernel_lambda_imag_exp=dss_kernel_lambda_imag_exp,
-            conv_mode=conv_mode,
-            conv_kernel=conv_kernel,
-            device=device,
-            dtype=dtype,
-        )
+        super().__init__(conv_mode=conv_mode, **options)
 
     # With autograd off on the CPU, the position-wise part (W_u and its GELU, W_g, the gate's product, W_o and
     # the residual) runs over blocks of this many rows (batch x positions), so no (B, L, E) tensor is formed:

@@ -191,7 +191,8 @@ class Preset:
 
 
 _REFINED = (CROSSOVER_PAIR,)  # the crossover the README quotes
-_GPU_LENGTHS = tuple(2**k for k in range(10, 17))  # 1K..64K
+_GPU_LENGTHS = tuple(2**k for k in range(10, 17))  # 1K..64K, the one-GPU presets' lengths
+_ONE_GPU = dict(batch=4, dim=1024)  # the one-GPU presets' batch and width
 SCALING_PRESETS = {
     # CPU, 2 cores: lengths 256..4096, so that the gss/attention crossovers fall inside the range with a length on
     # either side, and gss, gss-fast and dss also at 8192 (the GSS paper's 4K and beyond). The direct convolution
@@ -228,31 +229,20 @@ SCALING_PRESETS = {
             Grid(
                 "length",
                 ("gss", "gss-fast", "attention", "conv", "dss", "attention-chunked"),
-                tuple(2**k for k in range(10, 17)),
+                _GPU_LENGTHS,
                 dtypes=("float32", "bfloat16"),
-                batch=4,
-                dim=1024,
+                **_ONE_GPU,
             ),
-            Grid(
-                "length",
-                ("gss-direct",),
-                tuple(2**k for k in range(10, 15)),
-                dtypes=("float32", "bfloat16"),
-                batch=4,
-                dim=1024,
-            ),
+            Grid("length", ("gss-direct",), _GPU_LENGTHS[:5], dtypes=("float32", "bfloat16"), **_ONE_GPU),
             Grid(
                 "kernel_N",
                 ("gss", "gss-fast"),
                 (4096,),
                 kernel_N=(64, 256, 512, 1024, 2048),
                 lambda_imag_exp=(True, False),
-                batch=4,
-                dim=1024,
+                **_ONE_GPU,
             ),
-            Grid(
-                "conv_kernel", ("conv", "gss-direct"), (4096,), conv_kernel=(16, 64, 256, 1024, 4096), batch=4, dim=1024
-            ),
+            Grid("conv_kernel", ("conv", "gss-direct"), (4096,), conv_kernel=(16, 64, 256, 1024, 4096), **_ONE_GPU),
         ),
         timing=dict(warmup=3, min_repeats=10, budget_s=2.0),
         refine=dict(pairs=_REFINED, ci=0.15, budget_s=120.0),
@@ -263,20 +253,13 @@ SCALING_PRESETS = {
     "gpu-check": Preset(
         "gpu-check",
         (
-            Grid("length", ("gss", "conv"), _GPU_LENGTHS, dtypes=("float32", "bfloat16"), batch=4, dim=1024),
-            Grid("length", ("gss-fast",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
-            Grid("length", ("gss-fast",), _GPU_LENGTHS[:5], dtypes=("float32",), batch=4, dim=1024),
-            Grid("length", ("attention",), _GPU_LENGTHS, dtypes=("bfloat16",), batch=4, dim=1024),
-            Grid("length", ("attention",), _GPU_LENGTHS[:-1], dtypes=("float32",), batch=4, dim=1024),
-            Grid("length", ("gss-direct",), _GPU_LENGTHS[:4], dtypes=("float32", "bfloat16"), batch=4, dim=1024),
-            Grid(
-                "length",
-                ("dss", "attention-chunked"),
-                _GPU_LENGTHS[:5],
-                dtypes=("float32", "bfloat16"),
-                batch=4,
-                dim=1024,
-            ),
+            Grid("length", ("gss", "conv"), _GPU_LENGTHS, dtypes=("float32", "bfloat16"), **_ONE_GPU),
+            Grid("length", ("gss-fast",), _GPU_LENGTHS, dtypes=("bfloat16",), **_ONE_GPU),
+            Grid("length", ("gss-fast",), _GPU_LENGTHS[:5], dtypes=("float32",), **_ONE_GPU),
+            Grid("length", ("attention",), _GPU_LENGTHS, dtypes=("bfloat16",), **_ONE_GPU),
+            Grid("length", ("attention",), _GPU_LENGTHS[:-1], dtypes=("float32",), **_ONE_GPU),
+            Grid("length", ("gss-direct",), _GPU_LENGTHS[:4], dtypes=("float32", "bfloat16"), **_ONE_GPU),
+            Grid("length", ("dss", "attention-chunked"), _GPU_LENGTHS[:5], dtypes=("float32", "bfloat16"), **_ONE_GPU),
         ),
         timing=dict(warmup=2, min_repeats=10, budget_s=0.5),
     ),

@@ -132,22 +132,34 @@ def _op(name):
     return getattr(aten, name, None)  # None where this torch version lacks the op
 
 
+def _registered(names):
+    """(op, torch's formula) of each op of `names` that this torch version has and FlopCounterMode counts."""
+    return [(op, _fc.flop_registry[op]) for op in map(_op, names) if op is not None and op in _fc.flop_registry]
+
+
+# the ops whose FlopCounterMode formula is kept and completed: matrix products and convolutions (complex operands),
+# and the lower-level attention kernels (causal halving)
+_PRODUCTS = (
+    "mm",
+    "addmm",
+    "bmm",
+    "baddbmm",
+    "convolution",
+    "_convolution",
+    "cudnn_convolution",
+    "convolution_overrideable",
+    "_slow_conv2d_forward",
+)
+_LOWER_ATTENTION = (
+    "_flash_attention_forward",
+    "_flash_attention_backward",
+    "_efficient_attention_forward",
+    "_efficient_attention_backward",
+)
+
+
 def _build_mapping():
-    mapping = {}
-    for name in [
-        "mm",
-        "addmm",
-        "bmm",
-        "baddbmm",
-        "convolution",
-        "_convolution",
-        "cudnn_convolution",
-        "convolution_overrideable",
-        "_slow_conv2d_forward",
-    ]:
-        op = _op(name)
-        if op is not None and op in _fc.flop_registry:
-            mapping[op] = _complex_aware(_fc.flop_registry[op])
+    mapping = {op: _complex_aware(base) for op, base in _registered(_PRODUCTS)}
     mapping[aten.convolution_backward] = _complex_aware(_conv_backward)
     for kind in ["r2c", "c2r", "c2c"]:
         if (op := _op(f"_fft_{kind}")) is not None:
@@ -157,15 +169,8 @@ def _build_mapping():
             op = _op(f"_scaled_dot_product_{kernel}" + ("_backward" if backward else ""))
             if op is not None:
                 mapping[op] = _sdpa(op, backward=backward)
-    for name in [
-        "_flash_attention_forward",
-        "_flash_attention_backward",
-        "_efficient_attention_forward",
-        "_efficient_attention_backward",
-    ]:
-        op = _op(name)
-        if op is not None and op in _fc.flop_registry:
-            mapping[op] = _causal_halved(op, _fc.flop_registry[op])
+    for op, base in _registered(_LOWER_ATTENTION):
+        mapping[op] = _causal_halved(op, base)
     return mapping
 
 

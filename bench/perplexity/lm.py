@@ -11,6 +11,7 @@ import math
 import torch
 
 import models
+from bench.core.config import SWEPT_OPTIONS
 from bench.core.sweep import Rows
 from bench.perplexity.training import mean_loss, train
 
@@ -19,24 +20,20 @@ CURVE_POINTS = 100  # train_curve.csv holds at most this many points per trainin
 NUM_TOKENS = 256  # bytes
 
 
+def training_columns(cell):
+    """The columns every row of a training carries (perplexity.csv, train_curve.csv, recall.csv), as the cell
+    names them: the model, its options, the seed and the training's settings."""
+    return {c: getattr(cell, c) for c in ("model", *SWEPT_OPTIONS, "seed", "dim", "depth", "steps", "batch", "dtype")}
+
+
 def base_row(cell, corpus, device):
     """The columns of a training's rows known before it runs (lr, split and eval_seq_len come per row)."""
     return dict(
-        model=cell.model,
+        training_columns(cell),
         corpus=cell.corpus,
         corpus_sha256=corpus.sha256,
-        seed=cell.seed,
-        dim=cell.dim,
-        depth=cell.depth,
-        kernel_N=cell.kernel_N,
-        kernel_H=cell.kernel_H,
-        lambda_imag_exp=cell.lambda_imag_exp,
-        conv_kernel=cell.conv_kernel,
         train_seq_len=cell.seq_len,
-        steps=cell.steps,
-        batch=cell.batch,
         tokens=cell.steps * cell.batch * cell.seq_len,
-        dtype=cell.dtype,
         device=str(device),
         entropy_floor_bpb=corpus.entropy_floor_bpb,
     )
@@ -52,22 +49,7 @@ def build_lm(cell, num_tokens, device):
 def curve_rows(cell, lr, losses):
     """At most CURVE_POINTS points of a training's loss curve, each the mean of the steps since the last."""
     every = max(1, len(losses) // CURVE_POINTS)
-    training = dict(
-        model=cell.model,
-        kernel_N=cell.kernel_N,
-        lambda_imag_exp=cell.lambda_imag_exp,
-        conv_kernel=cell.conv_kernel,
-        seed=cell.seed,
-        corpus=cell.corpus,
-        train_seq_len=cell.seq_len,
-        steps=cell.steps,
-        kernel_H=cell.kernel_H,
-        dim=cell.dim,
-        depth=cell.depth,
-        batch=cell.batch,
-        lr=lr,
-        dtype=cell.dtype,
-    )
+    training = dict(training_columns(cell), corpus=cell.corpus, train_seq_len=cell.seq_len, lr=lr)
     return [
         dict(
             training,

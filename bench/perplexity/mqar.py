@@ -4,7 +4,7 @@ every seed, and accuracy reported on a test draw. The draws come from generator 
 
 import torch
 
-from bench.perplexity.lm import build_lm
+from bench.perplexity.lm import build_lm, training_columns
 from bench.perplexity.recall import chance_accuracy, recall_accuracy, recall_batch, recall_loss
 from bench.perplexity.training import train
 
@@ -13,21 +13,12 @@ TEST_SEED, VAL_SEED = 10_000, 20_000  # + the training seed: draws no training s
 
 
 def base_row(cell):
+    """The columns of a recall training's rows known before it runs."""
     return dict(
-        model=cell.model,
+        training_columns(cell),
         seq_len=cell.seq_len,
         num_kv_pairs=cell.num_kv_pairs,
         vocab=cell.vocab,
-        seed=cell.seed,
-        steps=cell.steps,
-        dim=cell.dim,
-        depth=cell.depth,
-        kernel_N=cell.kernel_N,
-        kernel_H=cell.kernel_H,
-        lambda_imag_exp=cell.lambda_imag_exp,
-        conv_kernel=cell.conv_kernel,
-        batch=cell.batch,
-        dtype=cell.dtype,
         chance_accuracy=chance_accuracy(cell.num_kv_pairs),
     )
 
