@@ -36,6 +36,7 @@ FLOORS = {
         "bench.core.flops",
         "bench.core.cuda_checks",
         "bench.core.config",
+        "bench.core.prepare",
         "bench.core.executor",
         "bench.core.sweep",
         "bench.core.cli",

@@ -8,7 +8,7 @@ from torch import nn
 
 import models
 from bench.ab import plant, power, sides
-from bench.ab.figure import shares
+from bench.plots.power import shares
 from bench.results import REPO_ROOT, read_rows
 
 

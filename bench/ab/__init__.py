@@ -142,9 +142,7 @@ SELECTION = ("models", "seq_lens", "kernel_n", "kernel_h", "lambda_imag_exp", "c
 def make_spec(args, base, head, command=()):
     """The comparison of `base` and `head` (Sources) from the parsed selection flags `args` (a dict). UsageError on
     bad input; nothing is written."""
-    device = cli.resolve_device(args["device"])
-    if "float16" in (args.get("dtype") or ()) and device.type != "cuda":
-        raise UsageError("--dtype float16 needs a CUDA device; use bfloat16 on CPU")
+    device = cli.device_for(args["device"], args.get("dtype"))
     name = usage.choice(args.get("preset") or ("gate-cuda" if device.type == "cuda" else "gate"), "preset", PRESETS)
     flags = {k: args.get(k) for k in (*SELECTION, "batch", "dim")}
     cells = layer_cells(PRESETS[name], compile=args.get("compile", False), **flags)

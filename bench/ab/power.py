@@ -11,7 +11,7 @@ compares the clean copy with itself; a planted run the clean copy with a planted
 plant, A/A, ...) so that a drift of the machine over the procedure falls on all of them. Each run's ab.csv and
 env.json are kept in DIR/runs/; DIR/power.csv counts, per run and per threshold of --thresholds (the verdict
 re-made from each cell's ratio and interval), the planted model's cells flagged and every other model's;
-DIR/power.png draws the share flagged against the planted fraction (bench.ab.figure). The default --threshold of
+DIR/power.png draws the share flagged against the planted fraction (bench.plots.power). The default --threshold of
 bench.ab is the smallest threshold with no A/A false alarm that meets the detection targets
 (docs/regression-gate.md).
 """
@@ -151,7 +151,7 @@ def main(argv=None):
             for pct, r, path in runs:
                 found = counts(read_rows(path), args["model"], threshold)
                 writer.append({"threshold_pct": threshold, "planted_pct": pct, "run": r, **found})
-    from bench.ab.figure import plot_power  # matplotlib only here, after the measuring
+    from bench.plots.power import plot_power  # matplotlib only here, after the measuring
 
     print(plot_power(out / POWER_CSV, out / "power.png"))
     print(out / POWER_CSV)

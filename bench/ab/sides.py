@@ -15,12 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from bench.core.config import SWEPT_OPTIONS
-from bench.core.flops import count_flops
-from bench.core.memory import peak_memory_mb
-from bench.core.timing import make_step
+from bench.core.prepare import prepare_cell
 from bench.usage import UsageError
 
 ROLES = ("base", "head")
@@ -88,16 +84,6 @@ def _revision(text, role, repo):
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """One side's step of a cell, ready to time, with what was counted and weighed on the way."""
-
-    step: object
-    params: int
-    flops: float
-    peak_mem_mb: float
-
-
-@dataclass(frozen=True)
 class Side:
     """A side's models/ package, loaded: which cells it has, and their steps."""
 
@@ -116,23 +102,8 @@ class Side:
         return all(getattr(cell, o) is None or o in taken for o in SWEPT_OPTIONS)
 
     def prepare(self, cell, device):
-        """The cell's layer from this side's registry (seed 0: both sides draw the same weights where their code
-        does), its step by the harness's make_step, its FLOPs counted and its peak weighed as the scaling suite
-        does (a fwd step runs once first, so that what a layer caches between inference calls is cached)."""
-        options = {
-            o: getattr(cell, o) for o in self.models.options_of(cell.model) if getattr(cell, o, None) is not None
-        }
-        torch.manual_seed(0)
-        layer = self.models.build_layer(cell.model, dim=cell.dim, device=device, **options)
-        x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
-        step = make_step(layer, x, mode=cell.mode, autocast_dtype=cell.dtype)
-        if cell.mode == "fwd":
-            step()
-        flops = count_flops(step)
-        peak = peak_memory_mb(step, device=device)
-        if cell.compiled:
-            step = make_step(torch.compile(layer), x, mode=cell.mode, autocast_dtype=cell.dtype)
-        return Prepared(step, layer.num_params(), flops, peak)
+        """The cell made ready to time from this side's registry, as the scaling suite makes it (one way)."""
+        return prepare_cell(cell, device, self.models)
 
 
 def load(tree, name):

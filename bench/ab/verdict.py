@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 
 from bench.results import format_value
-from bench.stats import median_draws
+from bench.stats import median_draws, percentile_interval
 
 # The slow-down a regression must exceed, in percent, besides an interval wholly above 1: the smallest that the
 # measured power curve (python -m bench.ab.power; docs/regression-gate.md) shows free of false alarms. The
@@ -21,7 +21,7 @@ SIDE_COLUMNS = ("params", "flops", "peak_mem_mb", "time_ms")
 def paired_ratio(base_ms, head_ms, label):
     """(median ratio, 2.5th and 97.5th percentiles of its bootstrap draws) of the rounds' ratios head / base."""
     ratios = np.asarray(head_ms, dtype=float) / np.asarray(base_ms, dtype=float)
-    low, high = np.percentile(median_draws(ratios, f"ab {label}"), [2.5, 97.5])
+    low, high, _ = percentile_interval(median_draws(ratios, f"ab {label}"))
     return float(np.median(ratios)), float(low), float(high)
 
 

@@ -158,6 +158,14 @@ def resolve_device(text):
     return torch.device(text)
 
 
+def device_for(text, dtypes):
+    """The device of --device `text` for cells of `dtypes` (None: the preset's): float16 autocast needs CUDA."""
+    device = resolve_device(text)
+    if "float16" in (dtypes or ()) and device.type != "cuda":
+        raise UsageError("--dtype float16 needs a CUDA device; use bfloat16 on CPU")
+    return device
+
+
 def shard(cells, spec):
     """The I-th of N round-robin slices: deterministic, disjoint, and balanced across lengths."""
     if spec is None:
@@ -170,9 +178,7 @@ def build(suite, common, flags, presets, cells, *, shard=shard, kind=RunSpec):
     """A suite's spec (a `kind` of RunSpec) from the common settings and its own flags' values
     (`flags`, None where unset): cells(preset, **flags) builds the cells, shard(cells, (I, N)) slices them. Checks
     what a command line can get wrong and writes nothing: bad input raises UsageError (or the registry's ValueError)."""
-    device = resolve_device(common.device)
-    if "float16" in (flags.get("dtype") or ()) and device.type != "cuda":
-        raise UsageError("--dtype float16 needs a CUDA device; use bfloat16 on CPU")
+    device = device_for(common.device, flags.get("dtype"))
     placement = executor.Placement(
         **{name: getattr(common, name) for name in _EXECUTOR}, threads=common.threads, gpus=int(device.type == "cuda")
     )

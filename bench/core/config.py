@@ -42,9 +42,9 @@ class Cell:
     conv_kernel: int | None = None  # None: not applicable, or every seq_len tap for gss-direct
     compiled: bool = False
 
-    def layer_options(self):
-        """The options to pass to models.build_layer: only those the model takes."""
-        return taken_options(self.model, {o: getattr(self, o) for o in SWEPT_OPTIONS})
+    def layer_options(self, registry=models):
+        """The options to pass to models.build_layer (of `registry`): only those the model takes."""
+        return taken_options(self.model, {o: getattr(self, o) for o in SWEPT_OPTIONS}, registry)
 
     def key_row(self, device_name):
         """The cell's key columns as written (scaling.csv, op_breakdown.csv); conv_kernel is the taps used."""
@@ -95,9 +95,10 @@ def _bool(value):
     return None if value is None or value == "" else str(value).lower() == "true"
 
 
-def taken_options(model, values):
-    """The set options of `values` that `model` takes: what models.build_layer and build_lm are given."""
-    return {k: v for k, v in values.items() if k in models.options_of(model) and v is not None}
+def taken_options(model, values, registry=models):
+    """The set options of `values` that `model` takes: what models.build_layer and build_lm are given (of
+    `registry`, a models/ package: this one, or another revision's for bench.ab)."""
+    return {k: v for k, v in values.items() if k in registry.options_of(model) and v is not None}
 
 
 def layers(names):

@@ -15,56 +15,19 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
-import torch
-
-import models
 from bench import usage
 from bench.analysis import refine
 from bench.core import cli
-from bench.core.config import LAYER_KEY, SCALING_PRESETS, Cell, group_key, groups_of, layer_cells, shard_groups
-from bench.core.flops import count_flops
-from bench.core.memory import peak_memory_mb
+from bench.core.config import LAYER_KEY, SCALING_PRESETS, group_key, groups_of, layer_cells, shard_groups
+from bench.core.prepare import Prepared, prepare_cell
 from bench.core.sweep import Sweep, device_name, run_jobs
-from bench.core.timing import Timing, make_step, measure_group
+from bench.core.timing import Timing, measure_group
 from bench.results import RowWriter, atomic_path, cell_key, read_rows
 from bench.schema import CROSSOVER_PAIR, TABLES, full_taps
 
 CSV = "scaling.csv"
 REFINE_ROUND = 5  # repeats of each refined cell between two looks at the crossover's interval
 MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
-
-
-@dataclass
-class Prepared:
-    """A cell ready to be timed: its step, and what was counted and weighed on the way."""
-
-    cell: Cell
-    step: object
-    params: int
-    flops: float
-    peak_mem_mb: float
-
-
-def prepare_cell(cell, device):
-    """Build the layer and its step; count the FLOPs in a first step, then read the peak memory of a second.
-    The first step of a cell pays one-time costs (lazy allocations, FFT plans, library workspaces), in the first
-    cell of a process more than in later ones, so the peak is read after it: the same in any order. A fwd step
-    runs once untimed before both: what a layer caches between inference calls (gss-fast's kernel) is then
-    cached, as in the timed steps, so flops, peak_mem_mb and tflops_per_s describe the step as timed."""
-    torch.manual_seed(0)
-    layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
-    x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
-    eager = make_step(layer, x, mode=cell.mode, autocast_dtype=cell.dtype)
-    if cell.mode == "fwd":
-        eager()
-    # FLOPs are counted on the eager step (the same arithmetic as the compiled one)
-    flops = count_flops(eager)
-    step = make_step(torch.compile(layer), x, mode=cell.mode, autocast_dtype=cell.dtype) if cell.compiled else eager
-    if cell.compiled:
-        step()  # compile before weighing
-        layer.zero_grad(set_to_none=True)  # CUDA peak stats would credit the freeing of stale gradients
-    peak = peak_memory_mb(step if cell.compiled and device.type == "cuda" else eager, device=device)
-    return Prepared(cell, step, layer.num_params(), flops, peak)
 
 
 def row_of(prepared, timing):
