@@ -36,6 +36,7 @@ FLOORS = {
         "bench.core.flops",
         "bench.core.cuda_checks",
         "bench.core.config",
+        "bench.core.limits",
         "bench.core.prepare",
         "bench.core.executor",
         "bench.core.sweep",
@@ -46,7 +47,11 @@ FLOORS = {
         "bench.analysis.refine",
         "bench.analysis.load",
         "bench.analysis",
+        "bench.analysis.series",
+        "bench.analysis.zoology",
+        "bench.analysis.quality",
         "bench.analysis.findings",
+        "bench.analysis.coverage",
         "bench.analysis.__main__",
         "bench.analysis.summaries",
         "bench.report",
@@ -55,7 +60,7 @@ FLOORS = {
         "bench.regress",
     ),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
-    "top": ("run_all", "bench.ab", "bench.timing", "bench.recall"),
+    "top": ("run_all", "bench.ab", "bench.limits", "bench.timing", "bench.recall"),
 }
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)
 SUITES = FLOORS["suites"]

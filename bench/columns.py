@@ -31,6 +31,9 @@ COLUMNS_DOC = {
     "repeats": Number("timed repeats behind the median"),
     "times_ms": "every timed repeat in the order run, ms, space-separated (6 significant digits); empty in runs "
     "made before it existed",
+    "gauge_times_ms": "the drift gauge's time in each round of the cell's interleaved group (one fixed matrix "
+    "product timed with every round), ms, space-separated, round i beside times_ms's repeat i; empty in runs made "
+    "before it existed",
     "peak_mem_mb": Number("peak memory above what was allocated before the step (decode: one decode step), MiB"),
     "status": "`ok`, `oom`, `error` or `skipped`",
     "error": "the error message, or the reason a cell was skipped",
@@ -56,6 +59,12 @@ COLUMNS_DOC = {
     "accuracy": Number("share of queried values recalled correctly, on the test draw"),
     "val_accuracy": Number("the same on the validation draw that selects the learning rate"),
     "chance_accuracy": Number("accuracy of answering with a random one of the sequence's values: 1 / num_kv_pairs"),
+    "floor_accuracy": Number("accuracy of answering each query with a random value token: 1 / (vocab - vocab // 2)"),
+    "ceiling_accuracy": Number(
+        "accuracy of the best key-blind rule (the j-th query answered with the value of one fixed pair rank), "
+        "estimated by simulating the generator"
+    ),
+    "key_collision_rate": Number("share of queries whose key also appears as filler before the query (simulated)"),
     "split": "`val` (selects the learning rate: first seed, 1x only) or `test` (reported)",
     "lr_selected": "`true` on the rows of the rate selected for this model and option set",
     "window_floor_bpb": Number(
@@ -79,17 +88,28 @@ COLUMNS_DOC = {
     "grad_rel_err": Number("relative error of the input gradient against float64"),
     "out_branch_rel_err": "out_rel_err of the branch alone (the residual x left out)",
     "grad_branch_rel_err": "grad_rel_err of the branch alone",
-    "finding": "`slope`, `crossover` or `speedup` of a length sweep (bench.analysis.findings)",
-    "other": "the model a crossover's `model` overtakes, or a speedup's reference (`attention`); empty for a slope",
-    "value": "the finding, in `unit`: a slope from the cells' recorded time_ms; a crossover or speedup from the time "
-    "ratio of two cells at each length, the median over their interleaved rounds of the rounds' ratios "
-    "(the ratio of time_ms where a cell has no times_ms)",
-    "ci_low": "2.5th percentile of the finding over bootstrap resamples of the cells' times_ms (a crossover's or "
-    "speedup's: of the two cells' rounds, in pairs; empty when a cell of the finding has none)",
-    "ci_high": "97.5th percentile of the same",
-    "unit": "`exponent` (slope: time ~ seq_len^k), `tokens` (crossover) or `x` (speedup: a time ratio)",
-    "detail": "the sweep's options (`kernel_N=64`), the lengths used (`seq_len 2048..8192`), and the share of "
-    "resamples in which a crossover does not exist",
+    "finding": "`slope`, `slope_diff`, `crossover` or `speedup` of length sweeps (bench.analysis.findings); "
+    "`bits_per_byte`, `bits_per_byte_diff`, `recall_accuracy` over seeds (bench.analysis.quality); "
+    "`recall_solved_width` of a Zoology grid (bench.analysis.zoology)",
+    "other": "the model a crossover's `model` overtakes, the reference (`attention`) of a speedup or slope_diff, or "
+    "the model a bits_per_byte_diff subtracts; empty otherwise",
+    "value": "the finding, in `unit`: a slope fitted to each length's time relative to the drift gauge of its rounds "
+    "(gauge_times_ms; the recorded time_ms in runs without it); a slope_diff, crossover or speedup from the two "
+    "cells' paired rounds at each length, the median over the rounds of their time ratio (the ratio of time_ms where "
+    "a cell has no times_ms); a quality finding's mean over seeds",
+    "ci_low": "lower end of the 95% interval: the 2.5th percentile over bootstrap resamples of the cells' rounds (a "
+    "slope's relative to the gauge, or each cell's repeats alone without gauge times; a slope_diff's or crossover's "
+    "of the two cells' rounds in pairs, a resample without a crossover counted at the grid's edge, the shortest "
+    "length when the interval reaches below it); a speedup's: the distribution-free interval of the median of its "
+    "paired ratios; a quality finding's: Student's t over seeds; empty when a cell has no times_ms, a crossover's "
+    "interval is withheld (detail says why) or there is one seed",
+    "ci_high": "upper end of the same (a crossover's reaching above the grid: the longest length)",
+    "unit": "`exponent` (slope: time ~ seq_len^k; slope_diff: a difference of two), `tokens` (crossover), `x` "
+    "(speedup: a time ratio), `bits/byte`, `accuracy` or `width`",
+    "detail": "the sweep's options (`kernel_N=64`), the lengths used (`seq_len 2048..8192`; `secant of seq_len ...` "
+    "over three lengths equally spaced on the log axis), a slope_diff's two exponents, whether a crossover's interval "
+    "reaches past the grid and in what share of resamples or why it is withheld, `no drift gauge` where a slope's "
+    "interval does not carry drift between lengths; a quality finding's cell and seeds",
 }
 
 # Columns parsed as numbers when a CSV is read back; every other column keeps the string written.

@@ -24,12 +24,13 @@ BASELINE = Path(__file__).resolve().parent.parent / "results" / "baselines" / "c
 ORDERS = {"attention": lambda z: z[::-1], "dss": lambda z: z.reshape(-1, 2)[:, ::-1].ravel()}
 
 
-def plant(run, laws, *, repeats=20, spread=0.05, device="cpu", times=True, columns=COLUMNS, edit=None):
+def plant(run, laws, *, repeats=20, spread=0.05, device="cpu", times=True, gauge=True, columns=COLUMNS, edit=None):
     """laws: {(model, mode) or (model, mode, kernel_N): {seq_len: time_ms, or None for an OOM}} -> run/scaling.csv.
     A cell's repeats are time_ms * (1 + spread * z), z evenly spaced over [-1, 1]: their median is time_ms, and
     more repeats of the same spread pin it down better. Their order differs by model (ORDERS, involutions of the
     rounds), so that the paired ratio of two models' rounds is noisy with its median the ratio of their
-    time_ms. edit(row) may change a row before it is written."""
+    time_ms. With `gauge`, the drift gauge took 1 ms in every round (gauge_times_ms). edit(row) may change a row
+    before it is written."""
     run.mkdir(parents=True, exist_ok=True)
     with open(run / "scaling.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
@@ -54,6 +55,7 @@ def plant(run, laws, *, repeats=20, spread=0.05, device="cpu", times=True, colum
                     repeats=len(repeats_ms),
                     status="ok" if time_ms is not None else "oom",
                     times_ms=" ".join(f"{v:.6g}" for v in repeats_ms) if times else "",
+                    gauge_times_ms=" ".join(["1"] * len(repeats_ms)) if times and gauge else "",
                 )
                 writer.writerow(edit(row) if edit else row)
     return run
@@ -78,7 +80,7 @@ def test_slope_of_exact_power_laws_is_the_exponent(tmp_path):
     for model, exponent in (("gss", 1.0), ("conv", 1.5), ("attention", 2.0)):
         r = one(found, finding="slope", model=model)
         assert r.value == pytest.approx(exponent, abs=1e-5) and r.ci_low < r.value < r.ci_high
-        assert (r.unit, r.other, r.detail) == ("exponent", "", "seq_len 2048..8192")
+        assert (r.unit, r.other, r.detail) == ("exponent", "", "secant of seq_len 2048..8192")
 
 
 def test_slope_fits_the_longest_max_3_half_lengths():
@@ -98,7 +100,8 @@ def test_a_kink_below_the_fitted_lengths_does_not_move_the_slope(tmp_path, n):
     # exactly L^1.5 over the fitted lengths, L^3 below them (joined at the first fitted one)
     times = {n: n**1.5 if n >= fitted[0] else fitted[0] ** 1.5 * (n / fitted[0]) ** 3 for n in lengths}
     r = one(findings.of_run(plant(tmp_path, {("gss", "fwd"): times})), finding="slope")
-    assert r.value == pytest.approx(1.5) and r.detail == f"seq_len {fitted[0]}..{fitted[-1]}"
+    secant = "secant of " if len(fitted) == 3 else ""  # three lengths equally spaced on the log axis
+    assert r.value == pytest.approx(1.5) and r.detail == f"{secant}seq_len {fitted[0]}..{fitted[-1]}"
     kinked = {n: t * (10 if n == fitted[0] else 1) for n, t in times.items()}  # a kink inside them does move it
     r = one(findings.of_run(plant(tmp_path, {("gss", "fwd"): kinked})), finding="slope")
     assert r.value < 1.4
@@ -121,7 +124,8 @@ def widths(found):
 def test_the_interval_holds_the_estimate_and_shrinks_with_more_repeats(tmp_path):
     laws = {**power_laws(), ("conv", "fwd"): {L: 0.01 * L**1.5 for L in LENGTHS}}
     few, many = (findings.of_run(plant(tmp_path / str(n), laws, repeats=n, spread=0.1)) for n in (10, 40))
-    assert list(few.detail) == list(many.detail) and len(few) == 6  # 3 slopes, gss over attention, 2 speed-ups
+    # 3 slopes, 2 differences of slopes, gss over attention, 2 speed-ups
+    assert list(few.detail) == list(many.detail) and len(few) == 8
     for found in (few, many):
         assert ((found.ci_low < found.value) & (found.value < found.ci_high)).all(), found
     assert (widths(many) < 0.7 * widths(few)).all(), (widths(few), widths(many))
@@ -142,7 +146,7 @@ def test_intervals_are_empty_without_times_ms(tmp_path):
     empty = plant(tmp_path / "empty", power_laws(), times=False)
     for run in (older, empty):
         found = findings.write(run)
-        assert len(found) == 4 and found.ci_low.isna().all() and found.ci_high.isna().all()
+        assert len(found) == 5 and found.ci_low.isna().all() and found.ci_high.isna().all()
         with open(run / "findings.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         assert {(r["ci_low"], r["ci_high"]) for r in rows} == {("", "")}
@@ -158,7 +162,7 @@ def test_intervals_are_empty_without_times_ms(tmp_path):
     )
     found = findings.of_run(one_cell).set_index("finding")
     assert pd.isna(found.loc["crossover"].ci_low)  # it uses every common length
-    assert found.ci_low.notna().sum() == 3  # both slopes (2048..8192) and the speed-up at 8192
+    assert found.ci_low.notna().sum() == 4  # both slopes and their difference (2048..8192), the speed-up at 8192
 
 
 def test_a_planted_crossing_has_its_interval(tmp_path):
@@ -182,20 +186,49 @@ def test_the_vectorised_crossover_is_analysis_crossover():
     assert 50 < np.isnan(fast).sum() < 450  # both kinds were tried
 
 
-def test_a_crossover_absent_from_some_resamples_says_so(tmp_path):
-    ratio = [1.3, 1.2, 1.1, 1.05, 1.02, 0.99]  # gss / attention: gss just faster at the longest length only
-    run = plant(
-        tmp_path,
-        {
-            ("gss", "fwd"): {L: r * L for L, r in zip(LENGTHS, ratio, strict=True)},
-            ("attention", "fwd"): {L: float(L) for L in LENGTHS},
-        },
-        repeats=10,
-        spread=0.1,
+def ratio_run(run, ratio, **how):
+    """gss / attention = ratio at LENGTHS, attention L ms."""
+    laws = {
+        ("gss", "fwd"): {L: r * L for L, r in zip(LENGTHS, ratio, strict=True)},
+        ("attention", "fwd"): {L: float(L) for L in LENGTHS},
+    }
+    return findings.of_run(plant(run, laws, **how))
+
+
+def share(detail, pattern):
+    return float(re.search(pattern + r" in (\d+\.\d)%", detail)[1])
+
+
+def test_a_crossover_interval_counts_the_resamples_without_one_at_the_edge_of_the_grid(tmp_path):
+    """Unconditional: a resample without a crossover is kept, at the longest length where gss is not faster there
+    (it never becomes faster) and at the shortest where it is faster already; the interval reaching past the grid
+    then has that length as its end, and says so."""
+    above = one(
+        ratio_run(tmp_path / "above", [1.3, 1.2, 1.1, 1.05, 1.02, 0.99], repeats=10, spread=0.1), finding="crossover"
     )
-    r = one(findings.of_run(run), finding="crossover")
-    share = float(re.fullmatch(r"between seq_len 4096 and 8192; no crossover in (\d+\.\d)% of resamples", r.detail)[1])
-    assert 5 < share < 95 and r.ci_low <= r.value <= r.ci_high
+    assert above.detail.startswith("between seq_len 4096 and 8192; the interval reaches above the grid (not faster")
+    assert 5 < share(above.detail, "not faster at seq_len 8192") < 95
+    assert above.ci_low < above.value < above.ci_high == 8192
+    below = one(ratio_run(tmp_path / "below", [1.01, 0.8, 0.7, 0.6, 0.5, 0.4], spread=0.1), finding="crossover")
+    assert below.detail.startswith("between seq_len 256 and 512; the interval reaches below the grid (faster already")
+    assert 2.5 <= share(below.detail, "faster already at seq_len 256") < 60
+    assert below.ci_low == 256 < below.value < below.ci_high < 512
+    # the rule before: the interval over the resamples with a crossover, all above 256
+    df = analysis.load_scaling(tmp_path / "below")
+    conditional = one(findings.compute(df, conditional=True), finding="crossover")
+    assert conditional.value == below.value and conditional.ci_low > 256 and "no crossover in" in conditional.detail
+
+
+def test_a_crossover_of_the_resamples_only_is_reported_at_the_grids_edge_and_one_past_both_ends_withheld(tmp_path):
+    edge = one(ratio_run(tmp_path / "edge", [0.995, 0.8, 0.7, 0.6, 0.5, 0.4], spread=0.1), finding="crossover")
+    assert (edge.value, edge.ci_low) == (256, 256) and 256 < edge.ci_high < 512
+    assert edge.detail.startswith("at or below seq_len 256 (faster at every common length); the interval reaches")
+    assert share(edge.detail, "faster already at seq_len 256") > 50
+    far = ratio_run(tmp_path / "far", [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], spread=0.1)
+    assert "crossover" not in set(far.finding)  # faster at every length in every resample: none
+    flat = one(ratio_run(tmp_path / "flat", [1.01, 1.0, 1.0, 1.0, 1.0, 0.99], spread=0.1), finding="crossover")
+    assert pd.isna(flat.ci_low) and pd.isna(flat.ci_high)
+    assert "interval withheld: it reaches below and above the grid (faster already at seq_len 256 in" in flat.detail
 
 
 def test_speedup_over_attention_at_the_longest_common_length_and_options_in_detail(tmp_path):
@@ -237,7 +270,7 @@ def test_several_runs_are_pooled_into_median_and_range(tmp_path, capsys):
     assert cross == pytest.approx([2000, 1500, 3000, 3], rel=1e-5)  # the times as written: 6 significant digits
     speedup = table.loc["speedup"]  # 8192 / 1000 / c
     assert [speedup["median"], speedup.low, speedup.high] == pytest.approx([4.096, 8.192 / 3, 8.192 / 1.5])
-    assert f"{runs[0] / 'findings.csv'}: 4 findings" in out
+    assert f"{runs[0] / 'findings.csv'}: 5 findings" in out
 
 
 @pytest.mark.parametrize(
@@ -282,7 +315,7 @@ def test_the_report_lists_every_finding_with_its_interval(tmp_path):
     section = text.split("### Findings with 95% intervals")[1].split("\n## ")[0]
     with open(run / "findings.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and all(r["ci_low"] and r["ci_high"] for r in rows)
+    assert len(rows) == 5 and all(r["ci_low"] and r["ci_high"] for r in rows)
     cross = next(r for r in rows if r["finding"] == "crossover")
     low, high = float(cross["ci_low"]), float(cross["ci_high"])
     expected = (
@@ -297,14 +330,14 @@ def test_the_report_lists_every_finding_with_its_interval(tmp_path):
     out = tmp_path / "elsewhere"  # a report elsewhere takes findings.csv with it; the run gets nothing new
     (run / "findings.csv").unlink()
     report.write_report(run, plots_dir=out, report_dir=out)
-    assert (out / "findings.csv").read_text().count("\n") == 5 and not (run / "findings.csv").exists()
+    assert (out / "findings.csv").read_text().count("\n") == 6 and not (run / "findings.csv").exists()
 
 
 def test_the_committed_references_findings_with_and_without_intervals():
     """The CPU reference records times_ms: every finding has an interval around its value; the GPU reference was
     made before times_ms existed: its findings have none."""
     found = findings.of_run(BASELINE)
-    assert set(found.finding) == {"slope", "crossover", "speedup"} and found.ci_low.notna().all()
+    assert set(found.finding) == {"slope", "slope_diff", "crossover", "speedup"} and found.ci_low.notna().all()
     assert ((found.ci_low <= found.value) & (found.value <= found.ci_high)).all()
     assert findings.of_run(BASELINE.parent / "nvidia-h200").ci_low.isna().all()
     df = analysis.load_scaling(BASELINE)

@@ -132,3 +132,55 @@ def test_an_older_run_without_repeat_times_reports_gss_over_dss_without_an_inter
     section = text[text.index("## The GSS paper's comparison") :]
     assert re.search(r"\| fwd \| float32 \| 256 \| 2\.50x \|  \|  \|", section), section
     assert "- GSS vs DSS, fwd float32: gss 2.50x faster at seq_len 512 (95% no interval;" in text
+
+
+def test_a_slope_relative_to_the_gauge_carries_a_drift_that_moves_a_whole_length(tmp_path):
+    """The groups of different lengths run one after another: a machine 30% slower while 8192's group ran slows
+    every cell there and the gauge timed in its rounds alike. Relative to the gauge, gss's slope stays the planted
+    1.0 with an interval around it; from the cells' own repeats (a run without gauge times) it is 1.19 with an
+    interval that misses 1.0, and detail says it does not carry drift. The difference of slopes pairs each
+    length's rounds: -1.0 either way."""
+
+    def slowed(row):
+        if row["seq_len"] == 8192:
+            scaled = {
+                c: " ".join(f"{float(t) * 1.3:.6g}" for t in row[c].split()) for c in ("times_ms", "gauge_times_ms")
+            }
+            return {**row, **scaled, "time_ms": f"{float(row['time_ms']) * 1.3:.6g}"}
+        return row
+
+    gauged, older = (
+        findings.of_run(plant(tmp_path / str(gauge), power_laws(), spread=0.1, gauge=gauge, edit=slowed))
+        for gauge in (True, False)
+    )
+    r = one(gauged, finding="slope", model="gss")
+    assert r.value == pytest.approx(1.0, abs=1e-4) and r.ci_low < 1.0 < r.ci_high
+    assert r.detail == "secant of seq_len 2048..8192"
+    r = one(older, finding="slope", model="gss")
+    assert r.value == pytest.approx(1 + np.log(1.3) / np.log(4), rel=1e-4) and r.ci_low > 1.05
+    assert r.detail == "secant of seq_len 2048..8192; no drift gauge: the interval does not carry drift between lengths"
+    for found in (gauged, older):
+        diff = one(found, finding="slope_diff", model="gss", other="attention")
+        assert diff.value == pytest.approx(-1.0, abs=1e-4) and diff.ci_low < -1.0 < diff.ci_high
+        assert diff.detail.startswith("secant of seq_len 2048..8192; gss ") and diff.unit == "exponent"
+
+
+def test_the_report_shows_medians_as_medians_and_every_ratio_paired(tmp_path):
+    """REPORT.md's times table is headed as medians, its exponents are findings.csv's slopes with their intervals,
+    and an ablation's largest / smallest is the median of the paired rounds' ratios, not a ratio of medians: here
+    both cells' medians are 3 ms, while round by round kernel_N=512 took 4/3 of kernel_N=64's time."""
+    rounds = {"64": [5.0, 1.0, 2.0, 3.0, 4.0], "512": [1.0, 2.0, 3.0, 4.0, 5.0]}
+
+    def ablated(row):
+        if row["seq_len"] == 512 and row["model"] == "gss":
+            times = rounds[row["kernel_N"]]
+            return {**row, "times_ms": " ".join(map(str, times)), "time_ms": "3", "repeats": 5}
+        return row
+
+    laws = {("gss", "fwd", "512"): {L: 2.0 * L for L in LENGTHS}, ("gss", "fwd", "64"): {512: 3.0}}
+    run = plant(tmp_path / "run", laws, repeats=5, edit=ablated)
+    text = report.write_report(run, plots_dir=tmp_path / "figs").read_text(encoding="utf-8")
+    assert "Median time per step (ms) at the longest length all models reached" in text
+    slope = one(findings.of_run(run), finding="slope")
+    assert f"| gss | 1.00 [{slope.ci_low:.2f}..{slope.ci_high:.2f}] (2,048..8,192) |" in text
+    assert re.search(r"\| gss \| fwd \| float32 \| 512 \|  \| 3\.0 \| 3\.0 \| 1\.33× \|", text), text

@@ -15,6 +15,7 @@ from bench.perplexity.data import load_corpus
 from bench.perplexity.synthetic import unigram_entropy_bpb
 from bench.perplexity.training import lr_at
 from bench.results import read_rows
+from bench.schema import TABLES
 from tests.helpers import assert_usage_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,10 +218,12 @@ def test_chunked_models_attend_within_an_eighth_of_the_training_length_and_the_p
     cells = [c for g in grid.PERPLEXITY_PRESETS["quick"].grids for c in g.cells()]
     by_task = {task: {c.model for c in cells if c.task == task} for task in ("lm", "recall")}
     paper = {"gss", "dss", "gss-hybrid", "attention", "attention-chunked"}
-    assert paper <= by_task["lm"] and paper <= by_task["recall"]
+    assert paper <= by_task["lm"] and by_task["recall"] == {"gss", "conv", "attention", "dss"}  # Zoology's four
     chunks = {(c.model, c.seq_len): c.layer_options().get("chunk") for c in cells}
     assert chunks[("attention-chunked", 256)] == chunks[("gss-hybrid", 256)] == 32  # the paper's 512 at 4,096
-    assert chunks[("gss-hybrid", 32)] == 4 and chunks[("gss", 256)] is None
+    assert chunks[("gss", 256)] is None
+    full = [c for g in grid.PERPLEXITY_PRESETS["full"].grids for c in g.cells() if c.task == "recall"]
+    assert {c.layer_options().get("chunk") for c in full if c.model == "gss-hybrid" and c.seq_len == 1024} == {128}
     hybrid = next(c for c in cells if c.model == "gss-hybrid" and c.task == "lm")
     assert hybrid.layer_options() == {"kernel_N": 64, "kernel_H": 32, "lambda_imag_exp": True, "chunk": 32}
 
@@ -235,3 +238,28 @@ def test_the_layer_suites_refuse_the_lm_level_hybrid_with_one_line(tmp_path, cap
         capsys,
         "gss-hybrid is an LM-level model",
     )
+
+
+def test_the_zoology_presets_sweep_width_length_and_pairs_and_full_holds_the_gpu_grid(capsys):
+    def cells(preset):
+        return [c for g in grid.PERPLEXITY_PRESETS[preset].grids for c in g.cells()]
+
+    zoology, cpu, full = cells("zoology"), cells("zoology-cpu"), cells("full")
+    points = {(c.dim, c.seq_len, c.num_kv_pairs) for c in zoology}
+    assert points == {(d, L, p) for d in (64, 128, 256) for L in (64, 128, 256) for p in (4, 8, 16)}  # all fit
+    assert {c.model for c in zoology} == {"attention", "gss", "conv", "dss"} and len(zoology) == 108
+    assert {(c.depth, c.vocab, c.seed, c.selects, c.lr_extensions) for c in zoology} == {(2, 8192, 0, True, 2)}
+    assert {c.batch * c.seq_len for c in zoology} == {8192}  # fewer sequences at longer lengths, as Zoology
+    assert {(c.dim, c.seq_len, c.num_kv_pairs) for c in cpu} == {(d, 64, p) for d in (64, 128, 256) for p in (4, 8)}
+    assert len(cpu) == 24 and set(zoology) <= set(full)
+    assert "dim" in TABLES["recall.csv"].key  # widths are distinct cells of recall.csv
+    assert perplexity.main(["--preset", "zoology", "--list"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 108
+
+
+def test_the_quick_preset_trains_three_seeds_and_recall_at_zoologys_four_models():
+    quick = [c for g in grid.PERPLEXITY_PRESETS["quick"].grids for c in g.cells()]
+    for task in ("lm", "recall"):
+        assert {c.seed for c in quick if c.task == task} == {0, 1, 2}
+    recall = [c for c in quick if c.task == "recall"]
+    assert {(c.seq_len, c.num_kv_pairs, c.vocab, c.batch, c.dim) for c in recall} == {(32, 4, 128, 32, 64)}

@@ -1,10 +1,22 @@
 """The MQAR generator against Zoology's `multiquery_ar`: the layout of pairs, queries and filler, the power law of
-the query gaps, determinism, impossible settings, and what chance accuracy means."""
+the query gaps, determinism, impossible settings, and what chance accuracy, the floor, the key-blind ceiling and
+the key collision rate mean."""
 
 import pytest
 import torch
 
-from bench.perplexity.recall import IGNORE, chance_accuracy, check, gap_probabilities, recall_accuracy, recall_batch
+from bench.perplexity.recall import (
+    IGNORE,
+    ceiling_accuracy,
+    chance_accuracy,
+    check,
+    floor_accuracy,
+    gap_probabilities,
+    key_collision_rate,
+    recall_accuracy,
+    recall_batch,
+    simulated,
+)
 
 SHAPE = dict(seq_len=64, num_kv_pairs=8, vocab=128)
 
@@ -136,3 +148,39 @@ def test_chance_accuracy_is_what_a_random_value_of_the_sequence_scores():
     random = recall_accuracy(Answers(labels, oracle=False), inputs, labels, batch=1024)
     print(f"random value of the sequence: {random:.4f}, chance_accuracy {chance_accuracy(8):.4f}")
     assert chance_accuracy(8) == 0.125 and random == pytest.approx(0.125, abs=0.01)  # 32768 queries, sigma 0.0018
+
+
+def test_the_floor_is_a_random_value_token_and_the_ceiling_and_collisions_are_stable_simulations():
+    assert floor_accuracy(128) == 1 / 64 and floor_accuracy(33) == 1 / 17  # values are [vocab // 2, vocab)
+    _, labels = draw(batch=4096)
+    scored = labels[labels != IGNORE]
+    guesses = torch.randint(SHAPE["vocab"] // 2, SHAPE["vocab"], scored.shape, generator=torch.Generator())
+    random = float((guesses == scored).double().mean())
+    print(f"a random value token: {random:.4f}, floor_accuracy {floor_accuracy(SHAPE['vocab']):.4f}")
+    assert random == pytest.approx(floor_accuracy(SHAPE["vocab"]), abs=0.004)  # 32768 queries, sigma 0.0007
+    quick = dict(seq_len=32, num_kv_pairs=4, vocab=128)
+    (c0, k0), (c1, k1) = simulated(**quick), simulated(**quick, seed=1)
+    print(f"ceiling {c0:.4f} / {c1:.4f}, collision rate {k0:.4f} / {k1:.4f} (two simulation seeds)")
+    assert abs(c0 - c1) < 0.005 and abs(k0 - k1) < 0.005
+    assert (ceiling_accuracy(**quick), key_collision_rate(**quick)) == (c0, k0)
+    assert chance_accuracy(4) < c0 < 0.35  # the power law favours the first pairs' queries coming first
+
+
+def test_ceiling_and_collision_rate_agree_with_enumeration_on_two_pairs():
+    # seq_len 12, 2 pairs: context 4, gaps 0..3 at positions 4, 6, 8, 10; the i-th key's gap drawn in turn without
+    # replacement, P(g0, g1) = p[g0] p[g1] / (1 - p[g0])
+    seq_len, vocab = 12, 13
+    p = gap_probabilities(seq_len=seq_len, num_kv_pairs=2, power_a=0.01).tolist()
+    first, collided = 0.0, 0.0
+    for g0, p0 in enumerate(p):
+        for g1, p1 in enumerate(p):
+            if g0 != g1:
+                weight = p0 * p1 / (1 - p0)
+                first += weight * (g0 < g1)
+                a, b = 4 + 2 * g0, 4 + 2 * g1
+                fillers = [(q - 4) - (other < q) for q, other in ((a, b), (b, a))]  # tokens after the pairs, before it
+                collided += weight * sum(1 - (1 - 1 / vocab) ** f for f in fillers) / 2
+    ceiling, collision = simulated(seq_len=seq_len, num_kv_pairs=2, vocab=vocab, sequences=65536)  # sigma 0.002
+    print(f"ceiling {ceiling:.4f} vs {max(first, 1 - first):.4f}; collisions {collision:.4f} vs {collided:.4f}")
+    assert ceiling == pytest.approx(max(first, 1 - first), abs=0.008)
+    assert collision == pytest.approx(collided, abs=0.008)

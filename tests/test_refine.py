@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import scaling
+from bench import analysis, scaling
 from bench.analysis import findings, refine
 from bench.core import cli, config
 from bench.core.timing import Timing
@@ -111,27 +111,27 @@ def test_sweeps_that_never_cross_or_share_one_length_have_no_crossover():
     assert refine.crossovers(one_length, [("gss", "attention")]) == []
 
 
-def fake_sweep(monkeypatch, refined_spread, calls):
-    """The sweep's cells timed with WIDE repeats; the refinement's groups with `refined_spread`, one group per
-    call to measure_group, its steps the cells themselves."""
+def fake_sweep(monkeypatch, refined_spread, calls, *, longer=("attention", 16), later=1.0):
+    """The sweep's cells timed with WIDE repeats, the gauge at 1 ms in every round; the refinement's groups with
+    `refined_spread` on a machine `later` times slower (the gauge too), one group per call to measure_group, its
+    steps the cells themselves. The `longer` cell ran 4 rounds after the others of its group stopped."""
 
-    def measure_cells(cells, timing, device):  # attention at 16 ran 4 rounds after the others of its group stopped
-        return [
-            scaling.row_of(
-                scaling.Prepared(c, None, 1, 1.0, 1.0),
-                Timing.of(
-                    planted(c, WIDE) + [base_ms(c.model, c.seq_len)] * 4 * ((c.model, c.seq_len) == ("attention", 16))
-                ),
+    def measure_cells(cells, timing, device):
+        out = []
+        for c in cells:
+            times = planted(c, WIDE) + [base_ms(c.model, c.seq_len)] * 4 * ((c.model, c.seq_len) == longer)
+            out.append(
+                scaling.row_of(scaling.Prepared(c, None, 1, 1.0, 1.0), Timing.of(times, gauge_ms=[1.0] * len(times)))
             )
-            for c in cells
-        ]
+        return out
 
     def prepare_cell(cell, device):
         return scaling.Prepared(cell, cell, 1, 1.0, 1.0)
 
-    def measure_group(steps, *, device, warmup, min_repeats, max_repeats):
+    def measure_group(steps, *, device, warmup, min_repeats, max_repeats, gauge):
         calls.append((len(steps), warmup, min_repeats, max_repeats))
-        return [Timing.of(planted(cell, refined_spread)) for cell in steps]
+        timed = [[t * later for t in planted(cell, refined_spread)] for cell in steps]
+        return [Timing.of(t, gauge_ms=[later] * len(t)) for t in timed]
 
     monkeypatch.setattr(scaling, "measure_cells", measure_cells)
     monkeypatch.setattr(scaling, "prepare_cell", prepare_cell)
@@ -156,13 +156,14 @@ def test_a_loose_crossover_has_its_four_bracketing_cells_measured_again_until_it
     longer = next(r for r in before if (r["model"], r["seq_len"]) == ("attention", "16"))
     assert len(longer["times_ms"].split()) == 14  # 4 rounds more than the other cells of its group
     for old, new in zip(before, after, strict=True):
-        if new["seq_len"] == "8" or new["model"] == "conv":  # outside the bracket: as the sweep wrote it
+        if new["seq_len"] == "8" or new["model"] == "conv":  # outside the bracket, or as long: as the sweep wrote it
             assert {**new, "run_id": ""} == {**old, "run_id": ""}
-        else:  # the sweep's rounds that every cell of the group ran, then the refinement's
+        else:  # the sweep's rounds that every cell of the group ran, then the refinement's, the gauge's alike
             base = base_ms(new["model"], int(new["seq_len"]))
             tight = [f"{base * f:.6g}" for f in ordered(new["model"], TIGHT)]
             assert new["times_ms"].split() == old["times_ms"].split()[:10] + tight * 2
             assert int(new["repeats"]) == 20 and float(new["time_ms"]) == pytest.approx(base, rel=1e-5)
+            assert new["gauge_times_ms"].split() == ["1"] * 20
     (found,) = refine.crossovers(after, [("gss", "attention")])
     assert found.within(0.15) and found.value == pytest.approx(24.0, rel=1e-4)
     assert "refined fwd float32: gss faster than attention above 24 tokens" in capsys.readouterr().err
@@ -174,6 +175,45 @@ class FakeClock:
 
     def __call__(self):
         return self.now
+
+
+def test_the_other_cells_of_a_refined_length_are_cut_to_the_rounds_the_refined_cells_ran(tmp_path, monkeypatch):
+    """conv at 32, not refined, ran 4 sweep rounds more than gss and attention there; the refinement's rounds run on a
+    machine 1.5x slower. Paired by position, attention's refinement rounds would meet conv's extra sweep rounds
+    (conv's speed-up 16% off); cut to the sweep's 10 shared rounds, conv over attention is the planted ratio."""
+    calls = []
+    fake_sweep(monkeypatch, TIGHT, calls, longer=("conv", 32), later=1.5)
+    assert scaling.main([*TINY, "--out", str(tmp_path), "--crossover-ci", "0.15"]) == 0
+    rows = {(r["model"], int(r["seq_len"])): r for r in read_rows(tmp_path / "scaling.csv")}
+    conv = rows["conv", 32]
+    swept = [f"{base_ms('conv', 32) * f:.6g}" for f in WIDE]
+    assert conv["times_ms"].split() == swept and conv["gauge_times_ms"].split() == ["1"] * 10
+    assert int(conv["repeats"]) == 10 and float(conv["time_ms"]) == pytest.approx(base_ms("conv", 32), rel=1e-5)
+    assert rows["conv", 16] == {**rows["conv", 16], "repeats": "10"}  # 10 rounds already: as the sweep wrote it
+    assert rows["attention", 32]["gauge_times_ms"].split() == ["1"] * 10 + ["1.5"] * 10
+    frame = findings.compute(analysis.load_scaling(tmp_path))
+    speedup = frame.query("finding == 'speedup' and model == 'conv'").iloc[0]
+    assert speedup.detail == "at seq_len 32"
+    truth = base_ms("attention", 32) / base_ms("conv", 32)
+    assert speedup.value == pytest.approx(truth, rel=1e-4) and speedup.ci_low <= truth <= speedup.ci_high
+
+
+def test_aligned_rounds_cut_every_cell_of_a_refined_group_or_only_the_refined_ones():
+    rows = rows_of(WIDE) + [row("conv", 16, WIDE + (1.0,) * 4, gauge_times_ms=" ".join(["1"] * 14))]
+    rows[2] = {**rows[2], "times_ms": " ".join(rows[2]["times_ms"].split()[:8])}  # gss at 16: 8 rounds
+    refined = [refine.label(r) for r in rows if r["model"] in ("gss", "attention") and r["seq_len"] in ("16", "32")]
+    kept = refine.aligned_rounds(rows, refined)
+    counts = {(k.split()[0], k.split("seq_len=")[1].split()[0]): len(t) for k, (t, g) in kept.items()}
+    assert counts == {
+        ("model=gss", "16"): 8,
+        ("model=attention", "16"): 8,
+        ("model=conv", "16"): 8,
+        ("model=gss", "32"): 10,
+        ("model=attention", "32"): 10,
+    }
+    assert kept[refine.label(rows[-1])][1] == [1.0] * 8 and kept[refine.label(rows[3])][1] is None  # no gauge
+    only = refine.aligned_rounds(rows, refined, whole_group=False)
+    assert refine.label(rows[-1]) not in only and len(only) == 4
 
 
 def test_a_crossover_that_stays_loose_stops_at_the_budget_and_still_keeps_the_fresh_rows(tmp_path, monkeypatch):

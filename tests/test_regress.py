@@ -178,7 +178,7 @@ def test_the_standard_error_of_a_median_from_its_repeats_or_its_iqr():
 
 def test_a_baseline_without_times_ms_gates_a_current_run_with_them(tmp_path, capsys):
     """The committed references have no times_ms column: each side's noise comes from what it has."""
-    older = [c for c in COLUMNS if c != "times_ms"]
+    older = [c for c in COLUMNS if c not in ("times_ms", "gauge_times_ms")]
     base = write(tmp_path / "base", "scaling.csv", older, scaling_rows(iqr_fraction=1.0, repeats=30))
     assert "times_ms" not in (base / "scaling.csv").read_text()
     slower_gss = slower_repeats("gss", 1024, 2.0)
@@ -197,6 +197,24 @@ def test_a_baseline_without_times_ms_gates_a_current_run_with_them(tmp_path, cap
         assert "6 cells compared" in out and shown in out, out
         assert regress.main(["--baseline", str(cur), "--current", str(base)]) == 0  # and the other way round
         capsys.readouterr()
+
+
+def test_the_gauge_times_are_not_gated(tmp_path, capsys):
+    """gauge_times_ms serves the findings' slopes (bench.analysis.series): the gate compares cells, whatever the
+    gauge took, and reads a run without it alike."""
+
+    def gauge(ms):
+        def edit(row):
+            row["gauge_times_ms"] = " ".join([f"{ms:.6g}"] * 12)
+
+        return edit
+
+    spread = repeats_around(TIGHT)[:12]
+    base, cur = (scaling_rows(repeats=12, spread=spread, edit=gauge(ms)) for ms in (1.0, 3.0))
+    code, out, _ = gate(tmp_path, capsys, base, cur)
+    assert code == 0 and "6 cells compared" in out and "0 regressions" in out
+    code, out, _ = gate(tmp_path, capsys, base, scaling_rows(repeats=12, spread=spread, edit=slower("gss", 1024, 2.0)))
+    assert code == 1 and "model=gss" in out.splitlines()[0]
 
 
 def test_the_default_cpu_tolerance_passes_the_measured_spread_and_fails_a_doubling(tmp_path, capsys):

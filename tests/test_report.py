@@ -236,7 +236,7 @@ def test_a_model_measured_in_one_mode_only_keeps_the_time_tables_columns_aligned
         writer.writeheader()
         writer.writerows(kept)
     text = report.write_report(run_dir, plots_dir=run_dir / "no-plots").read_text()
-    for title in ("Time per step (ms)", "Peak memory (MiB)"):
+    for title in ("Median time per step (ms)", "Peak memory (MiB)"):
         table = text[text.index(title) :].split("\n\n")[1].splitlines()
         header, body = table[0].split(" | "), [line.split(" | ") for line in table[2:]]
         assert "gss-direct" in header and all(len(cells) == len(header) for cells in body), table

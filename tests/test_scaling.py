@@ -107,6 +107,8 @@ def test_rows_have_the_documented_columns_and_formats(tmp_path):
         assert len(times) == int(r["repeats"]) and float(r["time_ms"]) == pytest.approx(
             statistics.median(times), rel=1e-5
         )
+        gauge = [float(t) for t in r["gauge_times_ms"].split(" ")]  # the drift gauge's time in each of their rounds
+        assert len(gauge) == len(times) and min(gauge) > 0
     fwd = {(r["model"], r["seq_len"], r["conv_kernel"]): int(r["flops"]) for r in rows if r["mode"] == "fwd"}
     for r in rows:
         if r["mode"] == "fwdbwd":  # backward costs between one and three forwards in every model
@@ -324,12 +326,17 @@ def test_the_models_of_a_length_are_timed_as_one_group(tmp_path, monkeypatch):
     real = scaling.measure_group
 
     def spy(steps, **kwargs):
-        groups.append(len(steps))
+        groups.append((len(steps), kwargs["gauge"] is not None))
         return real(steps, **kwargs)
 
     monkeypatch.setattr(scaling, "measure_group", spy)
     code, rows = run_scaling(tmp_path, "--models", "gss,conv,attention", "--seq-lens", "8,16")
-    assert code == 0 and groups == [3, 3, 3, 3]  # 2 modes x 2 lengths, every model of each together
+    assert code == 0 and groups == [(3, True)] * 4  # 2 modes x 2 lengths, every model of each together, gauged
+    # the gauge's rounds are the group's: the cells of a group that ran as many rounds share their gauge times
+    for length in ("8", "16"):
+        group = [r for r in rows if (r["mode"], r["seq_len"]) == ("fwd", length)]
+        shortest = min(int(r["repeats"]) for r in group)
+        assert len({tuple(r["gauge_times_ms"].split()[:shortest]) for r in group}) == 1
     assert [(r["mode"], r["seq_len"], r["model"]) for r in rows[:6]] == [
         ("fwd", "8", "gss"),
         ("fwd", "8", "conv"),

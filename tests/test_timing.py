@@ -60,13 +60,15 @@ def timed_order(timer):
     return [name for kind, name in timer.log if kind == "timed"]
 
 
-def test_repeats_run_round_robin_after_each_members_warmups():
+def test_repeats_run_in_rounds_after_each_members_warmups_their_order_rotated_from_round_to_round():
     timer = FakeTimer(lambda name: 10.0)  # constant: each member converges at min_repeats
     results = measure_group(steps(timer, "ABC"), device="cpu", warmup=2, min_repeats=10, timer=timer)
     calls = [name for kind, name in timer.log if kind == "call"]
     assert calls[:6] == list("AABBCC")  # each member's warm-ups, in order
-    assert timed_order(timer) == list("ABC") * 10
+    # round r starts at member r mod 3: a Latin square, every member once a round
+    assert timed_order(timer) == list("ABCBCACAB") * 3 + list("ABC")
     assert [r.repeats for r in results] == [10, 10, 10] and {r.stop_reason for r in results} == {"converged"}
+    assert {r.gauge_ms for r in results} == {()}  # timed without a gauge
 
 
 def test_each_member_keeps_its_own_stopping_rule_and_the_group_ends_when_all_have():
@@ -76,7 +78,36 @@ def test_each_member_keeps_its_own_stopping_rule_and_the_group_ends_when_all_hav
     assert a.repeats == 10 and a.stop_reason == "converged"
     assert b.stop_reason == "budget" and b.repeats > 10 and sum(b.times_ms) >= 500.0
     order = timed_order(timer)
-    assert order[:20] == list("AB") * 10 and set(order[20:]) == {"B"}
+    assert order[:20] == list("ABBA") * 5 and set(order[20:]) == {"B"}
+
+
+def test_the_gauge_is_timed_first_in_every_round_and_each_member_keeps_its_rounds_gauge_times():
+    """Round i of every member is one round (the pairs of the paired ratios), whatever order it ran in: a member's
+    repeat i and gauge time i come from the round the gauge opened, and a member that stops early keeps the first."""
+
+    def durations(name):  # every time says its round r, in thousandths of a ms: the gauge's count so far
+        r = sum(1 for entry in timer.log if entry == ("timed", "G")) - (name != "G")
+        return {"G": 1.0, "A": 10.0, "B": 25.0 if r % 2 == 0 else 15.0}[name] + r / 1000  # B never converges
+
+    timer = FakeTimer(durations)
+    gauge = steps(timer, "G")[0]
+    a, b = measure_group(
+        steps(timer, "AB"), device="cpu", warmup=1, min_repeats=4, budget_s=0.4, timer=timer, gauge=gauge
+    )
+    calls = [name for kind, name in timer.log if kind == "call"]
+    assert calls[:3] == list("GAB")  # the gauge warmed up like a member, before them
+    rounds = b.repeats
+    assert a.repeats == 6 and a.stop_reason == "converged" and b.stop_reason == "budget" and rounds > 12
+    assert timed_order(timer) == list("GABGBA") * 3 + list("GB") * (rounds - 6)  # the gauge first in every round
+    assert b.gauge_ms == pytest.approx([1 + r / 1000 for r in range(rounds)]) and a.gauge_ms == b.gauge_ms[:6]
+    assert a.times_ms == pytest.approx([10 + r / 1000 for r in range(6)])
+    assert b.times_ms == pytest.approx([(25.0 if r % 2 == 0 else 15.0) + r / 1000 for r in range(rounds)])
+
+
+def test_the_gauge_step_is_a_fixed_float32_product_run_once_when_made():
+    gauge = timing.gauge_step("cpu")
+    n = timing.GAUGE_SIZE["cpu"]
+    assert gauge() is None and timing.GAUGE_SIZE["cuda"] >= n
 
 
 def test_a_member_that_raises_is_returned_as_its_error_and_the_others_are_timed():

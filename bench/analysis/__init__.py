@@ -131,10 +131,10 @@ def crossover(fast_at_long, slow_at_long, rows=None):
 
 
 def single_cells(rows):
-    """{seq_len: row} of the lengths where a sweep has exactly one ok cell with a time (the pairs of
-    refine.log_ratios; findings.LengthSeries.cells)."""
+    """{seq_len: row (a dict)} of the lengths where a sweep has exactly one ok cell with a time (the pairs of
+    refine.log_ratios; series.LengthSeries.cells)."""
     rows = ok(rows).dropna(subset=["time_ms"])
-    return {L: g.iloc[0] for L, g in rows.groupby("seq_len") if len(g) == 1}
+    return {L: g.iloc[0].to_dict() for L, g in rows.groupby("seq_len") if len(g) == 1}
 
 
 def crossover_text(a_series, b_series, *, a=CROSSOVER_PAIR[0], b=CROSSOVER_PAIR[1], rows=None):

@@ -3,42 +3,56 @@
     python -m bench.analysis RUN [RUN ...]    # writes, prints each RUN/findings.csv; several runs: pooled too
 
 Per (mode, dtype), on the length sweeps of bench.analysis.model_sweeps (a sweep's options go in detail):
-slope, least squares of log(time) on log(seq_len) over the longest max(3, ceil(n/2)) of its n ok lengths (none
-when n < 3); crossover, the length above which `model` stays faster than `other`, for each two models that
-cross; speedup, the reference model's time (bench.schema.REFERENCE_MODEL) / the model's at their longest common
-length, and at every common length dss's time / gss's (the GSS paper's claim) and gss's / gss-fast's (the same
-function, implemented faster).
+- slope: the exponent k of time ~ seq_len^k, least squares over the longest max(3, ceil(n/2)) of its n ok lengths
+  (none when n < 3; detail says "secant" where that is the line through the end points: three lengths equally
+  spaced on the log axis), fitted to each length's time relative to the drift gauge of its group (series.py), whose
+  interval so carries a drift of the machine between lengths; without gauge times (older runs), fitted to the
+  recorded medians with each cell's repeats bootstrapped on its own, and detail says the interval does not carry
+  that drift;
+- slope_diff: each sweep's exponent minus the reference model's (bench.schema.REFERENCE_MODEL) over the fitted
+  lengths of the lengths they share, fitted to the paired round ratios at each length (no gauge needed: a drift
+  shared by a round cancels); detail gives the common range and each one's own exponent over it;
+- crossover: the length above which `model` stays faster than `other`, for each two models that cross, from the
+  paired round ratios; its interval is unconditional (refine.locate: a resample without a crossover counts at the
+  grid's edge, the interval then reaching past it, and is withheld where it reaches past both);
+- speedup: the reference model's time / the model's at their longest common length, and at every common length
+  dss's / gss's (the GSS paper's claim) and gss's / gss-fast's (the same function, implemented faster), each the
+  median over the paired rounds of the two cells' time ratio, its interval the distribution-free one of that
+  median (the ratios' order statistics, stats.median_order_interval: a percentile bootstrap of a median of 10-17
+  rounds covers about 93%).
 
-A slope is fitted to the cells' recorded medians (time_ms); its interval bootstraps each cell's repeats
-(times_ms) on its own: RESAMPLES resamples with replacement, their medians, the slope of each (several cells at
-a length: the median of theirs). A crossover and a speed-up compare two models at one length, whose cells were
-timed as one interleaved group (round i of each back to back): they take, at each length, the median over the
-rounds of the two cells' time ratio, and their interval resamples those rounds in pairs (refine.log_ratios), so
-that a drift of the machine, which falls on both cells of a round, cancels instead of widening the interval.
-Without repeats (older runs) they take the ratio of time_ms and have no interval. ci_low, ci_high are the 2.5th
-and 97.5th percentiles; draws are seeded by the cells' keys: an interval does not depend on the run's other
-cells. A resample without the crossover (the order never changes, or changes back) is left out: the interval
-is over the resamples where it exists, detail gives the share where it does not. Noise between runs is not in
-the intervals: several runs given together show it, as each finding's range.
+A comparison at one length pairs the two cells' rounds (refine.log_ratios): round i of every cell of a group ran
+back to back, so the median of the per-round ratios and a bootstrap of the rounds in pairs let the machine's
+drift cancel. Without repeats (older runs) a finding takes the ratio of time_ms and has no interval. ci_low,
+ci_high are the 2.5th and 97.5th percentiles over RESAMPLES resamples (a speed-up's: order statistics); draws are
+seeded by the cells' keys: an interval does not depend on the run's other cells. Noise between runs is not in the
+intervals: several runs given together show it, as each finding's range.
 """
 
 import csv
 import io
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bench import analysis, usage
-from bench.analysis import refine
+from bench.analysis import quality, refine, zoology
+from bench.analysis.series import NO_GAUGE, Draws, all_series, fit_span, slope
 from bench.results import ResultsError, atomic_write_text, format_value
 from bench.schema import REFERENCE_MODEL, TABLES
-from bench.stats import RESAMPLES, crossover, median_draws, percentile_interval, repeat_times
+from bench.stats import (  # noqa: F401  (crossover: the tests' door)
+    RESAMPLES,
+    crossover,
+    median_order_interval,
+    percentile_interval,
+)
 from bench.usage import Parser, UsageError, fail
 
 NAME = "findings.csv"
+TIMING = ("slope", "slope_diff", "crossover", "speedup")  # the findings of this module; of_run adds the trainings'
+
 COLUMNS = TABLES[NAME].columns
 EVERY_LENGTH = (("gss", "dss"), ("gss-fast", "gss"))  # (model, over): speed-ups at every common length
 POOL_KEY = ["finding", "mode", "dtype", "model", "other", "options", "unit"]
@@ -47,96 +61,15 @@ HEADER = ("finding", "mode", "dtype", "model", "other", "value", "95% interval",
 POOLED = ("finding", "mode", "dtype", "model", "other", "median", "range", "unit", "runs", "detail")
 
 
-class Draws:
-    """Each ok cell's medians of resampled repeats, (resamples,), drawn once and seeded by the cell's key."""
-
-    def __init__(self, source, resamples=RESAMPLES):
-        self.source, self.resamples, self.cells = source, resamples, {}
-
-    def cell(self, row):
-        """An ok cell's draws; None when it has no times_ms, ResultsError naming it when they do not parse."""
-        key, text = refine.label(row), row.get("times_ms", "")
-        if (key, text) not in self.cells:
-            times = None
-            if isinstance(text, str) and text.strip():
-                try:
-                    times = repeat_times(text)
-                except ValueError:
-                    raise ResultsError(f"{self.source}: malformed times_ms {text!r} in the ok cell {key}") from None
-                times = median_draws(times, key, self.resamples)
-            self.cells[key, text] = times
-        return self.cells[key, text]
-
-    def at_length(self, rows):  # the draws of one length of a sweep; None when a cell of it has no times_ms
-        cells = [self.cell(r) for _, r in rows.iterrows()]
-        return None if any(c is None for c in cells) else np.median(np.stack(cells), axis=0)
-
-
-@dataclass
-class LengthSeries:
-    """A model's length sweep in one (mode, dtype), as the findings use it."""
-
-    label: str  # as bench.analysis labels it: "gss", "gss kernel_N=64"
-    model: str
-    options: str  # the label's options: "", "kernel_N=64"
-    point: pd.Series  # seq_len -> median recorded time_ms
-    draws: dict  # seq_len -> (resamples,) medians, or None
-    cells: dict  # seq_len -> its one ok row (analysis.single_cells: no entry where several cells share it)
-
-    def ratio(self, other, lengths, resamples):
-        """log(time of this series / other's) at lengths, (points, draws or None): paired over the rounds of each
-        length's interleaved group (refine.log_ratios) when each has one cell there, else from the medians."""
-        if all(L in s.cells for s in (self, other) for L in lengths):
-            return refine.log_ratios(self.cells, other.cells, lengths, resamples)
-        a, b = self.stack(lengths), other.stack(lengths)
-        points = np.log(self.point[lengths].to_numpy() / other.point[lengths].to_numpy())
-        return points, None if a is None or b is None else np.log(a / b)
-
-    def options_against(self, other):
-        """This series' options, and which of the other model's series it is compared with when that has options."""
-        return " ".join(p for p in (self.options, f"vs {other.label}" if other.options else "") if p)
-
-    def stack(self, lengths):  # (resamples, len(lengths)); None when a cell at one of them has no times_ms
-        columns = [self.draws[length] for length in lengths]
-        return None if any(c is None for c in columns) else np.stack(columns, axis=1)
-
-
-def all_series(df, draws, *, mode, dtype):
-    """Every model's LengthSeries in (mode, dtype), with ok, timed cells (bench.analysis.model_sweeps)."""
-    out = []
-    for model in analysis.ordered_models(df.model):
-        for label, rows in analysis.model_sweeps(df, model, mode=mode, dtype=dtype).items():
-            rows = analysis.ok(rows).dropna(subset=["time_ms"])
-            if len(rows):
-                point = rows.groupby("seq_len").time_ms.median().sort_index()
-                out.append(
-                    LengthSeries(
-                        label,
-                        model,
-                        label[len(model) :].strip(),
-                        point,
-                        {L: draws.at_length(g) for L, g in rows.groupby("seq_len")},
-                        analysis.single_cells(rows),
-                    )
-                )
-    return out
-
-
-def slope(lengths, times):
-    """Least-squares slope of log(times) on log(lengths) along the last axis; times (..., k)."""
-    x = np.log(lengths) - np.log(lengths).mean()
-    y = np.log(times)
-    return (y - y.mean(axis=-1, keepdims=True)) @ x / (x @ x)
-
-
-def row(finding, model, other, value, draws, *, unit, options="", span="", missing=None):
-    """One finding of a (mode, dtype), which compute adds; draws (resamples,) with NaN where it does not exist, or
-    None (no interval)."""
-    low = high = note = None
-    if draws is not None:
-        low, high, share = percentile_interval(draws)
-        note = f"no {missing} in {share:.1%} of resamples" if missing and share > 0 else None
-    detail = "; ".join(p for p in (options, span, note) if p)
+def row(finding, model, other, value, draws, *, unit, options="", span="", notes=(), interval=None):
+    """One finding of a (mode, dtype), which compute adds; draws (resamples,), or None (no interval); `interval`
+    (low, high) instead, where the finding takes its own (crossovers)."""
+    low = high = None
+    if interval is not None:
+        low, high = interval
+    elif draws is not None:
+        low, high, _ = percentile_interval(draws)
+    detail = "; ".join(p for p in (options, span, *notes) if p)
     return dict(
         finding=finding,
         model=model,
@@ -156,24 +89,51 @@ def slope_rows(found):
     for s in found:
         lengths = analysis.fitted_lengths(s.point.index)
         if lengths:
-            draws = s.stack(lengths)
+            points, draws, gauged = s.levels(lengths)
             out.append(
                 row(
                     "slope",
                     s.model,
                     "",
-                    slope(lengths, s.point[lengths].to_numpy()),
+                    slope(lengths, points),
                     None if draws is None else slope(lengths, draws),
                     unit="exponent",
                     options=s.options,
-                    span=f"seq_len {lengths[0]}..{lengths[-1]}",
+                    span=fit_span(lengths),
+                    notes=() if gauged or draws is None else (NO_GAUGE,),
                 )
             )
     return out
 
 
-def crossover_rows(found, resamples=RESAMPLES):
-    """Every pair of two models' series that cross, the one faster at the long lengths first."""
+def slope_diff_rows(found, resamples=RESAMPLES):
+    """Each sweep's exponent minus the reference model's over the fitted lengths of their common lengths, from the
+    paired round ratios at each length."""
+    out = []
+    for ref in (s for s in found if s.model == REFERENCE_MODEL):
+        for s in (s for s in found if s.model != REFERENCE_MODEL):
+            lengths = analysis.fitted_lengths(set(s.point.index) & set(ref.point.index))
+            if lengths:
+                ratio, draws = s.ratio(ref, lengths, resamples)
+                own = f"{s.label} {s.exponent(lengths):.3f}, {ref.label} {ref.exponent(lengths):.3f}"
+                out.append(
+                    row(
+                        "slope_diff",
+                        s.model,
+                        REFERENCE_MODEL,
+                        slope(lengths, ratio),
+                        None if draws is None else slope(lengths, draws),
+                        unit="exponent",
+                        options=s.options_against(ref),
+                        span=fit_span(lengths),
+                        notes=(own,),
+                    )
+                )
+    return out
+
+
+def crossover_rows(found, resamples=RESAMPLES, *, conditional=False):
+    """Every pair of two models' series that cross (refine.locate), the one faster at the long lengths first."""
     out = []
     for i, a in enumerate(found):
         for b in found[i + 1 :]:
@@ -181,25 +141,22 @@ def crossover_rows(found, resamples=RESAMPLES):
             if a.model == b.model or len(common) < 2:
                 continue
             for fast, slow in ((a, b), (b, a)):
-                ratio, draws = fast.ratio(slow, common, resamples)
-                value = crossover(common, ratio)[0]
-                if np.isnan(value):
-                    continue
-                last = max(j for j, r in enumerate(ratio) if r >= 0)
-                draws = None if draws is None else crossover(common, draws)
-                out.append(
-                    row(
-                        "crossover",
-                        fast.model,
-                        slow.model,
-                        value,
-                        draws,
-                        unit="tokens",
-                        options=fast.options_against(slow),
-                        span=f"between seq_len {common[last]} and {common[last + 1]}",
-                        missing="crossover",
+                at = refine.locate(common, *fast.ratio(slow, common, resamples), conditional=conditional)
+                if at is not None:
+                    out.append(
+                        row(
+                            "crossover",
+                            fast.model,
+                            slow.model,
+                            at.value,
+                            None,
+                            unit="tokens",
+                            options=fast.options_against(slow),
+                            span=at.span(common),
+                            notes=at.notes(common),
+                            interval=(at.low, at.high),
+                        )
                     )
-                )
     return out
 
 
@@ -213,6 +170,7 @@ def speedup_rows(found, resamples=RESAMPLES):
                 common = sorted(set(s.point.index) & set(ref.point.index))
                 for length in common if every else common[-1:]:
                     (ratio,), draws = ref.ratio(s, [length], resamples)
+                    logs = ref.paired(s, length)
                     out.append(
                         row(
                             "speedup",
@@ -223,21 +181,27 @@ def speedup_rows(found, resamples=RESAMPLES):
                             unit="x",
                             options=s.options_against(ref),
                             span=f"at seq_len {length}",
+                            interval=None if logs is None else tuple(np.exp(median_order_interval(logs))),
                         )
                     )
     return out
 
 
-def compute(df, *, source="scaling.csv", resamples=RESAMPLES):
+def compute(df, *, source="scaling.csv", resamples=RESAMPLES, conditional=False):
     """The findings of a scaling frame: the findings.csv columns, then `options` and `span` (the parts of detail
-    that say which sweep and which lengths; the pooling of runs joins on them). ResultsError for a times_ms
-    that does not parse, naming the cell."""
+    that say which sweep and which lengths; the pooling of runs joins on them). ResultsError for repeat times that
+    do not parse, naming the cell. conditional: crossover intervals by the rule before issue 28 (refine.locate)."""
     out = []
     if df is not None and "status" in df.columns and not analysis.ok(df).empty:
         draws = Draws(source, resamples)
         for mode, dtype in analysis.modes_dtypes(df):
             found = all_series(df, draws, mode=mode, dtype=dtype)
-            rows = slope_rows(found) + crossover_rows(found, resamples) + speedup_rows(found, resamples)
+            rows = [
+                *slope_rows(found),
+                *slope_diff_rows(found, resamples),
+                *crossover_rows(found, resamples, conditional=conditional),
+                *speedup_rows(found, resamples),
+            ]
             out += [dict(r, mode=mode, dtype=dtype) for r in rows]
     return pd.DataFrame(out, columns=[*COLUMNS, "options", "span"])
 
@@ -250,14 +214,17 @@ def speedups(found, model, over):
 
 
 def of_run(run_dir):
-    """compute() of the run's scaling.csv; None when it has none."""
+    """The run's findings: compute() of its scaling.csv, then those over seeds of its trainings
+    (bench.analysis.quality) and of its Zoology grid (bench.analysis.zoology); None when it has none of them."""
     df = analysis.load_scaling(run_dir)
-    return None if df is None else compute(df, source=Path(run_dir) / "scaling.csv")
+    parts = [] if df is None else [compute(df, source=Path(run_dir) / "scaling.csv")]
+    parts += [f for f in (quality.compute(run_dir), zoology.compute(run_dir)) if not f.empty]
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def write(run_dir, *, out_dir=None, found=None):
     """Writes findings.csv (atomically) into out_dir, default the run directory, and returns the findings
-    (`found`, when given, else of_run(run_dir)); without a scaling.csv, None and nothing is written."""
+    (`found`, when given, else of_run(run_dir)); without any, None and nothing is written."""
     if (found := of_run(run_dir) if found is None else found) is None:
         return None
     out_dir = Path(run_dir if out_dir is None else out_dir)
@@ -335,7 +302,7 @@ def aligned(header, rows):
 
 
 def make_parser():
-    p = Parser(prog="python -m bench.analysis", description="Scaling findings with 95% intervals, pooled over runs.")
+    p = Parser(prog="python -m bench.analysis", description="Findings with 95% intervals, pooled over runs.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN", help="a run directory (results/<run_id>)")
     return p
 
@@ -347,15 +314,15 @@ def main(argv=None):
         if missing := [str(run) for run, df in scaling.items() if df is None]:
             raise UsageError(f"{missing[0]}: no scaling.csv (or no rows in it)")
         check_poolable(scaling)  # before anything is written
-        found = {run: compute(df, source=run / "scaling.csv") for run, df in scaling.items()}
+        found = {run: of_run(run) for run in scaling}
         for run, frame in found.items():
             write(run, found=frame)
     except (UsageError, ResultsError, OSError) as error:
         return fail(error)
     for run, frame in found.items():
         print(
-            f"{run / NAME}: {len(frame)} findings, 95% intervals by bootstrap over each cell's repeats "
-            f"({RESAMPLES} resamples; empty where the cells have no times_ms)"
+            f"{run / NAME}: {len(frame)} findings, 95% intervals: timings by bootstrap over the cells' rounds "
+            f"({RESAMPLES} resamples; empty where the cells have no times_ms), trainings over seeds (Student's t)"
         )
         print("\n".join(aligned(HEADER, display(frame))) + "\n")
     if len(found) > 1:

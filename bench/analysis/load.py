@@ -14,11 +14,12 @@ from bench.schema import TABLES
 # Older CSVs, read as what today's suites write. Before learning-rate selection (issue 12) a training ran at one
 # rate and was evaluated on the test text only: test rows with lr_selected true; its window floor and the recall
 # generator's chance (which was not 1 / num_kv_pairs) were not recorded: empty. scaling.csv from before times_ms
-# (issue 13) has no repeat times: its readers fall back on time_ms and time_iqr_ms.
+# (issue 13) has no repeat times: its readers fall back on time_ms and time_iqr_ms; from before the drift gauge
+# (issue 28), no gauge times: its slopes fall back on each cell's own repeats.
 OLDER = {
     "perplexity.csv": dict(split="test", lr_selected="true", window_floor_bpb=""),
     "recall.csv": dict(lr_selected="true", chance_accuracy="", val_accuracy=""),
-    "scaling.csv": dict(times_ms=""),
+    "scaling.csv": dict(times_ms="", gauge_times_ms=""),
 }
 
 

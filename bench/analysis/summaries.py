@@ -7,30 +7,21 @@ import math
 import pandas as pd
 
 from bench.analysis import ok
+from bench.analysis.quality import reported, seed_interval, with_labels
 from bench.results import cell_key
 from bench.schema import OPTIONS, SYNTHETIC_BLOCK_LEN, TABLES
 
 # ---- training runs: labels, seed statistics, ablation deltas
 
-SHORT = {"kernel_N": "N={}", "kernel_H": "H={}", "lambda_imag_exp": "λexp={}", "conv_kernel": "taps={}"}
 
-
-def with_labels(df):
-    """Adds corpus ("" when absent) and label: the model plus the options that vary among its rows."""
-    df = df.assign(corpus=df["corpus"] if "corpus" in df.columns else "")
-    labels = df.model.astype(str)
-    for _, rows in df.groupby(["corpus", "model"], sort=False):
-        varying = [c for c in OPTIONS if c in rows.columns and rows[c].nunique() > 1]
-        for c in varying:
-            labels[rows.index] = labels[rows.index] + " " + rows[c].map(SHORT[c].format)
-    return df.assign(label=labels)
-
-
-def seed_stats(df, value, by):
-    """Mean, std (0 for a single seed) and count of `value` over the rows of each group."""
+def seed_stats(df, value, by, *, bounds=(-math.inf, math.inf)):
+    """Mean, std (0 for a single seed), count, and the 95% interval of the mean (ci_low, ci_high:
+    quality.seed_interval, Student's t over the seeds, within `bounds`; NaN for a single seed) of `value` over the
+    rows of each group."""
     out = df.groupby(list(by), sort=False)[value].agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
-    return out
+    intervals = [seed_interval(g, bounds=bounds)[1:3] for _, g in df.groupby(list(by), sort=False)[value]]
+    return out.assign(ci_low=[i[0] for i in intervals] or math.nan, ci_high=[i[1] for i in intervals] or math.nan)
 
 
 def _lm(df):
@@ -42,12 +33,6 @@ def phase_bound_bpb(train_seq_len):
     is the floor of a predictor that knows a window's phase in the synthetic corpus's blocks (SYNTHETIC_BLOCK_LEN);
     a real one must infer it, which is worth at most log2(block length) bits over a window's T scored bytes."""
     return math.log2(SYNTHETIC_BLOCK_LEN) / train_seq_len
-
-
-def reported(ppl):
-    """The rows every bits/byte finding uses: ok test rows of the selected rate (never a validation row)."""
-    rows = _lm(ppl)
-    return rows[(rows.split == "test") & (rows.lr_selected == "true")]
 
 
 def rates(values):
@@ -114,7 +99,7 @@ def val_curves(ppl):
 
 def lambda_deltas(ppl):
     """Paired (same model, options, seed) test bits/byte at the training length with lambda_imag_exp true and
-    false, each at its own selected rate: means, stds and the mean ± std over seeds of the difference."""
+    false, each at its own selected rate: means, stds and 95% intervals over seeds of each and of the difference."""
     rows = reported(ppl)
     if "lambda_imag_exp" not in rows.columns:
         return pd.DataFrame()
@@ -141,6 +126,9 @@ def lambda_deltas(ppl):
         .reset_index()
         .fillna(0.0)
     )
+    for column in ("true", "false", "delta"):  # 95% intervals over seeds (quality.seed_interval), NaN for one seed
+        intervals = [seed_interval(g)[1:3] for _, g in wide.groupby(config, sort=False)[column]]
+        out[f"{column}_low"], out[f"{column}_high"] = zip(*intervals, strict=True)
     return out.assign(_n=pd.to_numeric(out.kernel_N, errors="coerce")).sort_values(["corpus", "model", "_n"])
 
 
@@ -178,17 +166,25 @@ def curve_stats(curve, ppl=None):
     return seed_stats(_lm(curve), "loss", ["corpus", "label", "model", "step"]).sort_values("step")
 
 
+RECALL_CELL = ("seq_len", "num_kv_pairs", "dim", "vocab")  # what tells recall cells apart (besides options)
+KEY_BLIND = ("chance_accuracy", "floor_accuracy", "ceiling_accuracy", "key_collision_rate")
+
+
 def recall_stats(recall):
-    """Test accuracy of the selected rate per (label, seq_len), mean ± std over seeds, with chance (NaN when not
-    recorded), the selection (_selection, over every rate the first seed tried) and accuracy / chance."""
+    """Test accuracy of the selected rate per (label, recall cell), mean, std and 95% interval over seeds (clipped to
+    [0, 1]), with what key-blind answers score there (chance, floor, ceiling: NaN when not recorded) and the key
+    collision rate, and the selection (_selection, over every rate the first seed tried)."""
     labelled = with_labels(recall)
+    labelled = labelled.assign(**{c: labelled.get(c, math.nan) for c in KEY_BLIND})
     rows = ok(labelled)
     rows = rows[rows.lr_selected == "true"]
-    by = ["label", "model", "seq_len"]
-    out = seed_stats(rows, "accuracy", by)
-    out = out.merge(rows.groupby(by, sort=False).chance_accuracy.max().rename("chance").reset_index(), on=by)
+    by = ["label", "model", *(c for c in RECALL_CELL if c in rows.columns)]
+    out = seed_stats(rows, "accuracy", by, bounds=(0.0, 1.0))
+    blind = rows.groupby(by, sort=False)[list(KEY_BLIND)].max()
+    names = dict(chance_accuracy="chance", floor_accuracy="floor", ceiling_accuracy="ceiling")
+    out = out.merge(blind.rename(columns=names).reset_index(), on=by)
     out = out.merge(_selection(rows, labelled, by), on=by, how="left")
-    return out.assign(ratio=out["mean"] / out.chance).sort_values("seq_len", kind="stable")
+    return out.assign(ratio=out["mean"] / out.chance).sort_values(by[2:], kind="stable")
 
 
 # ---- op breakdown, decode, numerics, failures

@@ -30,9 +30,10 @@ class Timing:
     warmup: int
     stop_reason: str  # "converged" | "budget" | "max_repeats"
     clock: str = ""  # CLOCKS: what timed the repeats
+    gauge_ms: tuple[float, ...] = ()  # the drift gauge's time in each round of times_ms (none: timed without one)
 
     @classmethod
-    def of(cls, times_ms, *, warmup=0, stop_reason="", clock="") -> Timing:
+    def of(cls, times_ms, *, warmup=0, stop_reason="", clock="", gauge_ms=()) -> Timing:
         """The Timing of these repeats: their median and IQR."""
         median_ms, iqr_ms = _median_iqr_ms(times_ms)
         return cls(
@@ -43,6 +44,7 @@ class Timing:
             warmup=warmup,
             stop_reason=stop_reason,
             clock=clock,
+            gauge_ms=tuple(gauge_ms),
         )
 
     @property
@@ -128,27 +130,104 @@ def timer_for(device):
     return _CudaTimer(device) if device.type == "cuda" else _CpuTimer()
 
 
+# The drift gauge: a float32 product of two square matrices of this size, timed once in every round of a group
+# beside the cells (about 1 ms on the development CPU; on a GPU large enough not to be bound by the launch). Its
+# true time does not change during a run, so a cell's time relative to it carries no drift of the machine.
+GAUGE_SIZE = {"cpu": 384, "cuda": 1792}
+
+
+def gauge_step(device):
+    """The drift gauge's zero-arg step on `device` (GAUGE_SIZE), run once here: its one-time costs (a library's
+    handle, its workspace) are paid before it is timed."""
+    device = torch.device(device)
+    n = GAUGE_SIZE.get(device.type, GAUGE_SIZE["cpu"])
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=generator).to(device) for _ in range(2))
+    out = torch.empty(n, n, device=device)
+
+    def gauge():
+        torch.mm(a, b, out=out)
+
+    gauge()
+    return gauge
+
+
 class _Member:
-    """One step of a group: its warm-ups done, its repeats so far, and whether its stopping rule has fired."""
+    """One step of a group: its warm-ups done, its repeats so far (with the gauge's time in each of their rounds),
+    and whether its stopping rule has fired."""
 
     def __init__(self, fn, min_repeats):
-        self.fn, self.min_repeats, self.times, self.spent_s, self.warmups = fn, min_repeats, [], 0.0, 0
+        self.fn, self.min_repeats, self.times, self.gauge, self.spent_s, self.warmups = fn, min_repeats, [], [], 0.0, 0
         self.stop_reason, self.error = None, None
 
     def result(self, clock):
-        return Timing.of(self.times, warmup=self.warmups, stop_reason=self.stop_reason, clock=clock)
+        return Timing.of(
+            self.times, warmup=self.warmups, stop_reason=self.stop_reason, clock=clock, gauge_ms=self.gauge
+        )
+
+    def warm_up(self, timer, warmup, budget_s, min_repeats):
+        try:
+            for _ in range(warmup):
+                start_s = timer.now()
+                self.fn()
+                timer.sync()
+                self.warmups += 1
+                if timer.now() - start_s > budget_s:
+                    self.min_repeats = min(min_repeats, SLOW_STEP_MIN_REPEATS)
+                    break
+        except Exception as error:  # this member fails; the group goes on
+            self.error = error
+
+    def repeat(self, timer, gauge_ms, max_repeats, budget_s, target_ci):
+        """One timed repeat, in a round whose gauge took gauge_ms (None: no gauge); then the stopping rule."""
+        try:
+            start_s = timer.now()
+            self.times.append(timer.time_ms(self.fn))
+            self.spent_s += timer.now() - start_s
+        except Exception as error:
+            self.error = error
+            return
+        if gauge_ms is not None:
+            self.gauge.append(gauge_ms)
+        if len(self.times) >= max_repeats:
+            self.stop_reason = "max_repeats"
+        elif len(self.times) >= self.min_repeats:
+            if converged(self.times, target_ci):
+                self.stop_reason = "converged"
+            elif self.spent_s >= budget_s:
+                self.stop_reason = "budget"
+
+
+def rotated(running, round_index):
+    """The members of a round in the order they run: round r starts at member r mod k of the k still running (a
+    Latin square while none stops), so that what one step leaves behind (caches, clocks, heat) does not always fall
+    on the same next member."""
+    start = round_index % len(running)
+    return running[start:] + running[:start]
 
 
 def measure_group(
-    fns, *, device, warmup=2, min_repeats=10, max_repeats=200, budget_s=1.0, target_ci=TARGET_CI, timer=None
+    fns,
+    *,
+    device,
+    warmup=2,
+    min_repeats=10,
+    max_repeats=200,
+    budget_s=1.0,
+    target_ci=TARGET_CI,
+    timer=None,
+    gauge=None,
 ):
-    """Time zero-arg steps `fns` together: each one's warm-ups first, then timed repeats round-robin (A B C A B C
-    ...) so that a drift of the machine falls on every member alike. Each member keeps its own stopping rule:
-    after at least `min_repeats` repeats, stop once the median's 95% interval is within +-target_ci of it
-    (converged), or once its own repeats have used `budget_s` (budget), or at `max_repeats`. A member whose first
-    warm-up alone exceeds the budget skips its other warm-ups and needs min(min_repeats, 5) repeats. The group
-    ends when every member has stopped. Returns one Timing per step, or the exception the step raised (the
-    others go on). `timer` replaces the device's clock (tests)."""
+    """Time zero-arg steps `fns` together: each one's warm-ups first, then timed repeats in rounds, one repeat of
+    every running member a round, the order rotated from round to round (rotated: A B C, B C A, C A B, ...), so
+    that a drift of the machine falls on every member alike and round i of every member is one round (the pairs of
+    the findings' paired ratios). Each member keeps its own stopping rule: after at least `min_repeats` repeats,
+    stop once the median's 95% interval is within +-target_ci of it (converged), or once its own repeats have used
+    `budget_s` (budget), or at `max_repeats`. A member whose first warm-up alone exceeds the budget skips its other
+    warm-ups and needs min(min_repeats, 5) repeats. The group ends when every member has stopped. `gauge`, a
+    zero-arg step (gauge_step), is warmed up like a member and timed first in every round: each Timing's gauge_ms
+    holds its time in the rounds of that member's repeats. Returns one Timing per step, or the exception the step
+    raised (the others go on). `timer` replaces the device's clock (tests)."""
     if warmup < 0 or min_repeats < 1 or max_repeats < min_repeats:
         raise ValueError(
             f"need warmup >= 0 and 1 <= min_repeats <= max_repeats, got warmup={warmup}, "
@@ -160,36 +239,18 @@ def measure_group(
     members = [_Member(fn, min_repeats) for fn in fns]
     with torch.cuda.device(device) if on_cuda else contextlib.nullcontext():
         timer.sync()
+        for _ in range(warmup if gauge is not None else 0):
+            gauge()
+        timer.sync()
         for m in members:
-            try:
-                for _ in range(warmup):
-                    start_s = timer.now()
-                    m.fn()
-                    timer.sync()
-                    m.warmups += 1
-                    if timer.now() - start_s > budget_s:
-                        m.min_repeats = min(min_repeats, SLOW_STEP_MIN_REPEATS)
-                        break
-            except Exception as error:  # this member fails; the group goes on
-                m.error = error
-        running = [m for m in members if m.error is None]
+            m.warm_up(timer, warmup, budget_s, min_repeats)
+        running, round_index = [m for m in members if m.error is None], 0
         while running:
-            for m in running:
-                try:
-                    start_s = timer.now()
-                    m.times.append(timer.time_ms(m.fn))
-                    m.spent_s += timer.now() - start_s
-                except Exception as error:
-                    m.error = error
-                    continue
-                if len(m.times) >= max_repeats:
-                    m.stop_reason = "max_repeats"
-                elif len(m.times) >= m.min_repeats:
-                    if converged(m.times, target_ci):
-                        m.stop_reason = "converged"
-                    elif m.spent_s >= budget_s:
-                        m.stop_reason = "budget"
+            gauge_ms = timer.time_ms(gauge) if gauge is not None else None
+            for m in rotated(running, round_index):
+                m.repeat(timer, gauge_ms, max_repeats, budget_s, target_ci)
             running = [m for m in running if m.error is None and m.stop_reason is None]
+            round_index += 1
     return [m.error if m.error is not None else m.result(timer.clock) for m in members]
 
 

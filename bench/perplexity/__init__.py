@@ -72,9 +72,11 @@ def build_cells(
     **flags,
 ):
     """The preset's grids for the requested task(s), from the flags' values (None: unset). With grid flags (models,
-    corpus, seq_len, kernel_n, lambda_imag_exp, conv_kernel, seeds, eval_lengths, vocab, num_kv_pairs), one grid per
-    task from them and its first grid; batch, steps, dim, depth, lr and dtype apply to every grid."""
+        corpus, seq_len, kernel_n, lambda_imag_exp, conv_kernel, seeds, eval_lengths, vocab, num_kv_pairs), one grid per
+        task from them and its first grid; batch, steps, dim, depth, lr and dtype apply to every grid (rates given with
+    --lr are never extended past their edges)."""
     tuning = dict(batch=batch, steps=steps, dim=dim, depth=depth, lrs=lr, dtype=dtype[0] if dtype else None)
+    tuning["lr_extensions"] = None if lr is None else 0  # rates given are trained as given, never extended
     grids = [g for g in preset.grids if g.task in (task or TASKS)]
     flags.update(seq_lens=seq_len, kernel_N=kernel_n)
     if any(v is not None for v in flags.values()):
@@ -159,8 +161,9 @@ def run(spec):
         return lm.base_row(cell, corpus_of(cell.corpus), spec.device) if cell.task == "lm" else mqar.base_row(cell)
 
     def start(cell):
-        """Its key row(s) and task: a selection is keyed by its first row (the smallest rate's validation row) and
-        trains at every rate; another training, at the rate its selection chose (none chosen: an error row)."""
+        """Its key row(s) and task: a selection is keyed by the grid's smallest rate's row (validation, for an LM)
+        and trains at every rate (and past an edge); another training, at the rate its selection chose (none
+        chosen: an error row)."""
         row, lm_task = base(cell), cell.task == "lm"
         if cell.selects:
             first = dict(lr=cell.lrs[0], split="val", eval_seq_len=cell.seq_len) if lm_task else dict(lr=cell.lrs[0])
@@ -198,7 +201,7 @@ def make_parser():
         seeds=("comma-separated seeds", list_of(_seed, "seeds")),
         eval_lengths=("multiples of the training length, e.g. 1,2,4", list_of(positive_int, "eval-lengths")),
         lr=(
-            "peak rates; with several, each model selects its own on validation (first seed)",
+            "peak rates; with several, each model selects its own on validation (first seed), among these only",
             list_of(positive_number, "lr"),
         ),
         dtype=("float32, bfloat16 or float16 (autocast; one dtype)", _dtype),

@@ -1,13 +1,16 @@
 """The perplexity suite's sweeps as data: trainings, their grids and the named presets.
 
 A grid lists candidate learning rates (`lrs`): with more than one, each model and option set is trained at
-every rate on the first seed, and the rate with the best validation score serves every seed (bench.perplexity).
+every rate on the first seed, extended a step of the grid's ratio past an edge while the best rate sits there (at
+most `lr_extensions` a side, bench.perplexity.rates), and the rate with the best validation score serves every
+seed (bench.perplexity).
 """
 
 from dataclasses import dataclass
 
 import models
 from bench.core.config import SWEPT_OPTIONS, Preset, option_combos, taken_options
+from bench.perplexity.rates import EXTENSIONS
 from bench.usage import choice
 
 TASKS = ("lm", "recall")
@@ -42,6 +45,7 @@ class Training:
     lambda_imag_exp: bool | None = None
     conv_kernel: int | None = None
     dtype: str = "float32"
+    lr_extensions: int = EXTENSIONS  # rates tried past each edge of lrs (0: the rates as given, --lr)
 
     @property
     def selects(self):
@@ -86,6 +90,7 @@ class TrainGrid:
     lambda_imag_exp: tuple | None = None
     conv_kernel: tuple | None = None
     dtype: str = "float32"
+    lr_extensions: int = EXTENSIONS
 
     def __post_init__(self):
         choice(self.task, "task", TASKS)
@@ -102,6 +107,7 @@ class TrainGrid:
             dim=self.dim,
             depth=self.depth,
             dtype=self.dtype,
+            lr_extensions=self.lr_extensions,
             corpus=None if recall else self.corpus,
             eval_lengths=() if recall else self.eval_lengths,
             eval_tokens=self.eval_tokens,
@@ -117,6 +123,61 @@ class TrainGrid:
         ]
 
 
+_ZOOLOGY_MODELS = ("gss", "conv", "attention", "dss")
+
+
+def zoology(name, *, widths, cells, tokens, models=_ZOOLOGY_MODELS, **training):
+    """Zoology's figure 2 as grids (Arora et al. 2023, Section 3; zoology/experiments/paper_configs/
+    iclr24_zoology_figure2): MQAR accuracy over model width for each (seq_len, num_kv_pairs) of `cells` that fits
+    (seq_len >= 4 * num_kv_pairs), depth 2, one seed (the selection seed: each point is the best accuracy over its
+    bracketed rates), batches of `tokens` tokens (as Zoology, fewer sequences at longer lengths). A grid per
+    point."""
+    return tuple(
+        TrainGrid(
+            name,
+            "recall",
+            models,
+            seeds=(0,),
+            seq_lens=(seq_len,),
+            num_kv_pairs=pairs,
+            batch=tokens // seq_len,
+            dim=dim,
+            depth=2,
+            kernel_H=(dim // 2,),  # the GSS paper's H = dim / 2
+            **training,
+        )
+        for dim in widths
+        for seq_len, pairs in cells
+        if 4 * pairs <= seq_len
+    )
+
+
+# Zoology's grid: widths 64..256, lengths 64..256 with 4, 8 and 16 pairs, vocabulary 8,192 (Zoology's). Zoology trains
+# 64 epochs of 100,000 sequences (some 12,500 steps of 512) at each of four rates, 1e-4..1e-2; this grid trains a
+# fraction of that: 1,000 steps of 8,192 tokens, at rates a factor 3 apart that extend down to Zoology's 1e-4. Not
+# yet run on a GPU: at 200 steps attention learned nothing at width 128 in CPU trials (docs/suites.md)
+ZOOLOGY = zoology(
+    "zoology",
+    widths=(64, 128, 256),
+    cells=tuple((L, p) for L in (64, 128, 256) for p in (4, 8, 16)),
+    tokens=8192,
+    steps=1000,
+    lrs=(1e-3, 3e-3, 9e-3),
+    vocab=8192,
+)
+# The CPU's share of it (2 cores): length 64 with 4 and 8 pairs at every width; batch 32, 300 steps, the least on
+# trial runs at which attention solved the 4-pair cell at width 128 (docs/suites.md); a vocabulary of 256, where
+# Zoology's 8,192 would make the output layer most of a step at width 64
+ZOOLOGY_CPU = zoology(
+    "zoology-cpu",
+    widths=(64, 128, 256),
+    cells=((64, 4), (64, 8)),
+    tokens=2048,
+    steps=300,
+    lrs=(5e-3, 1e-2, 2e-2),
+    vocab=256,
+)
+
 _TINY = dict(dim=64, depth=2, batch=8, kernel_H=(32,))  # the GSS paper's H = dim / 2 ratio at a tiny width
 # the baselines and the GSS paper's own comparison: DSS, chunked attention and GSS-Hybrid (chunk: CHUNK_OF_TRAINING)
 _PAPER = ("gss", "conv", "attention", "dss", "attention-chunked", "gss-hybrid")
@@ -126,12 +187,14 @@ PERPLEXITY_PRESETS = {
         "quick",
         (
             # the rates centred on the one every model chose from a lower grid on a trial run. Not fewer steps: with
-            # fewer, most models chose the largest rate (the optimum moves up as training shortens)
+            # fewer, most models chose the largest rate (the optimum moves up as training shortens). Zoology's four
+            # models: with three seeds and the rate extensions, chunked attention and GSS-Hybrid would take the quick
+            # run_all past its 10 minutes (docs/suites.md); the full preset trains all six
             TrainGrid(
                 "models",
                 "lm",
-                _PAPER,
-                seeds=(0, 1),
+                _ZOOLOGY_MODELS,
+                seeds=(0, 1, 2),
                 corpus="stdlib",
                 steps=300,
                 seq_lens=(256,),
@@ -141,21 +204,22 @@ PERPLEXITY_PRESETS = {
             ),
             # No kernel_N / lambda_imag_exp ablation here (the full preset has it): its trainings were a large share
             # of the quick run_all for a delta within noise in the last quick reference that had it.
-            # Zoology's MQAR at a length where a few hundred steps teach attention the task well above chance (on
-            # trial runs): a vocabulary just above the lengths, 4 pairs, batch 16; two rates (the smallest of three
-            # was never chosen on trial runs), to keep the preset within its share of the quick run_all
+            # Zoology's MQAR at a cell attention solves in every seed on trial runs (docs/suites.md): length 32, 4
+            # pairs, batch 32; a vocabulary of 128, whose filler repeats a query's key before it for about 4% of
+            # the queries. The four models of Zoology's comparison (chunked attention and GSS-Hybrid left out to keep
+            # the preset within its share of the quick run_all)
             TrainGrid(
                 "recall",
                 "recall",
-                _PAPER,
-                seeds=(0, 1),
+                _ZOOLOGY_MODELS,
+                seeds=(0, 1, 2),
                 seq_lens=(32,),
-                steps=250,
+                steps=400,
                 num_kv_pairs=4,
-                vocab=64,
+                vocab=128,
                 kernel_N=(64,),
-                lrs=(6e-3, 1.2e-2),
-                **{**_TINY, "batch": 16},
+                lrs=(6e-3, 1.2e-2, 2.4e-2),
+                **{**_TINY, "batch": 32},
             ),
         ),
     ),
@@ -210,8 +274,11 @@ PERPLEXITY_PRESETS = {
                 num_kv_pairs=32,
                 vocab=8192,
             ),
+            *ZOOLOGY,
         ),
     ),
+    "zoology": Preset("zoology", ZOOLOGY),
+    "zoology-cpu": Preset("zoology-cpu", ZOOLOGY_CPU),
     # One H100/H200 within the device budget: one short training of every model at one rate (no selection).
     "gpu-check": Preset(
         "gpu-check",

@@ -2,8 +2,9 @@
 
 Scoring: at evaluation length k*T (T the training length), the last T predictions of windows that end at
 fixed offsets of the split (Corpus.scored_windows), so every model and every k is scored on the same bytes
-and only the context grows with k. Validation rows: 1x only, one per candidate rate, first seed. Test rows:
-the selected rate only, every seed, every evaluation length.
+and only the context grows with k. Validation rows: 1x only, one per rate tried (the grid's, and past its edge while
+the best rate sits there: bench.perplexity.rates), first seed. Test rows: the selected rate only, every seed, every
+evaluation length.
 """
 
 import math
@@ -13,6 +14,7 @@ import torch
 import models
 from bench.core.config import SWEPT_OPTIONS
 from bench.core.sweep import Rows
+from bench.perplexity import rates
 from bench.perplexity.training import mean_loss, train
 
 CURVE_CSV = "train_curve.csv"
@@ -112,23 +114,26 @@ def fit(cell, corpus, lr, device):
 
 
 def measure(cell, corpus, device, lr=None):
-    """One cell's rows: with `lr`, one training at it (test rows); else the selection over cell.lrs (a validation
-    row per rate, ties to the smaller rate, then the chosen training's test rows)."""
-    rates = (lr,) if lr is not None else cell.lrs
-    rows, curves, best = [], [], None
-    for rate in rates:  # ascending: a tie keeps the smaller rate
+    """One cell's rows: with `lr`, one training at it (test rows); else the selection over cell.lrs, extended past
+    an edge (rates.select: a validation row per rate tried, ties to the smaller rate), then the chosen training's
+    test rows."""
+    curves = []
+
+    def fit_at(rate):
         lm, result = fit(cell, corpus, rate, device)
-        curves += curve_rows(cell, rate, result.losses)
+        curves.extend(curve_rows(cell, rate, result.losses))
         trained = dict(lr=rate, train_loss=result.train_loss, time_s=result.time_s)
-        if lr is None:
-            rows.append({**evaluate(lm, cell, corpus, "valid", 1, device), **trained, "split": "val"})
-            if best is None or rows[-1]["bits_per_byte"] < best[0]["bits_per_byte"]:
-                best = (rows[-1], lm, trained)
-        else:
-            best = (None, lm, trained)
-    for row in rows:
-        row["lr_selected"] = row is best[0]
-    _, lm, trained = best
+        if lr is not None:
+            return rates.Tried(rate, 0.0, [], (lm, trained))
+        row = {**evaluate(lm, cell, corpus, "valid", 1, device), **trained, "split": "val"}
+        return rates.Tried(rate, -row["bits_per_byte"], [row], (lm, trained))
+
+    if lr is None:
+        tried, best = rates.select(cell.lrs, fit_at, extensions=cell.lr_extensions)
+    else:
+        tried = [best := fit_at(lr)]
+    rows = [dict(row, lr_selected=t is best) for t in tried for row in t.rows]
+    lm, trained = best.kept
     rows += [
         {**evaluate(lm, cell, corpus, "test", m, device), **trained, "lr_selected": True} for m in cell.eval_lengths
     ]

@@ -24,6 +24,7 @@ from bench.plots.training import (
     plot_lr_selection,
     plot_recall,
 )
+from bench.plots.zoology import plot_zoology
 from bench.results import ResultsError
 from bench.usage import Parser, UsageError, fail
 from bench.usage import run_dir as existing_run_dir
@@ -54,6 +55,7 @@ def render_all(run_dir, out_dir, *, found=None):
             written.append(plot_gss_dss(scaling, out_dir / "gss_vs_dss.png", found=found))
     for name, plot in FIGURES.items():
         written.append(plot(run_dir, out_dir / name))
+    written.append(plot_zoology(run_dir, out_dir / "zoology_mqar.png"))  # only a run with a grid of widths has it
     return [p for p in written if p is not None]
 
 

@@ -128,7 +128,7 @@ def plot_gss_dss(source, out_path, *, found=None):
         _log2_axis(ax, lengths, label=f"sequence length (tokens; dotted: the paper's {PAPER_LENGTH:,})")
     _log_y(times, "time per step (ms, median)")
     ratio.set_ylim(bottom=0)
-    ratio.set_ylabel("dss time / gss time (95% interval)")
+    ratio.set_ylabel("speed-up: median of paired dss / gss (95%)")
     ratio.grid(True, which="major", alpha=0.3)
     _finish(times, f"GSS vs DSS ({_context(ok(df))})", loc="upper left")
     _finish(ratio, "GSS's speed-up over DSS", loc="upper left")

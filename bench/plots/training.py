@@ -7,8 +7,9 @@ from bench.analysis import ordered_models, summaries
 from bench.plots.style import STYLES, _axes, _data, _finish, _log2_axis, _save, _summary, colour, look, note, shade
 
 
-def _lines(ax, stats, *, x, band=False):
-    """A line per label of a seed-stats frame (mean, std), in its model's colour; a model's variants in shades."""
+def _lines(ax, stats, *, x, band=False, interval=False):
+    """A line per label of a seed-stats frame (mean, std), in its model's colour; a model's variants in shades. Bars
+    of ± std, or with `interval` the 95% interval over seeds (ci_low..ci_high; none for one seed)."""
     order = {m: i for i, m in enumerate(ordered_models(stats.model))}
     labels = sorted(stats.groupby("label", sort=False).model.first().items(), key=lambda lm: (order[lm[1]], lm[0]))
     for label, model in labels:
@@ -21,6 +22,9 @@ def _lines(ax, stats, *, x, band=False):
             ax.plot(g[x], g["mean"], **{**kw, "marker": None})
             low, high = g["mean"] - g["std"], g["mean"] + g["std"]
             ax.fill_between(g[x], low, high, color=kw["color"], alpha=0.15, linewidth=0)
+        elif interval:
+            bars = [(g["mean"] - g.ci_low).fillna(0).clip(lower=0), (g.ci_high - g["mean"]).fillna(0).clip(lower=0)]
+            ax.errorbar(g[x], g["mean"], yerr=bars, capsize=2, **kw)
         else:
             ax.errorbar(g[x], g["mean"], yerr=g["std"], capsize=2, **kw)
 
@@ -72,8 +76,9 @@ def _floors(ax, stats):
 
 
 def plot_bpb(source, out_path):
-    """Test bits/byte at the training length per model at its selected rate (bar: mean ± std over seeds), with the
-    corpus's entropy floor, the window floor and each bar's gap to the window floor."""
+    """Test bits/byte at the training length per model at its selected rate (bar: mean and 95% interval over seeds,
+    quality.seed_interval), with the corpus's entropy floor, the window floor and each bar's gap to the window
+    floor."""
     df = _data(source, "perplexity.csv", "bits/byte")
     if df is None:
         return None
@@ -82,12 +87,14 @@ def plot_bpb(source, out_path):
         s = s.reset_index(drop=True)
         variant = s.groupby("model").cumcount()
         colours = [shade(m, i, (s.model == m).sum()) for m, i in zip(s.model, variant, strict=True)]
-        ax.bar(s.index, s["mean"], yerr=s["std"], capsize=3, color=colours)
+        low, high = (s["mean"] - s.ci_low).fillna(0), (s.ci_high - s["mean"]).fillna(0)
+        ax.bar(s.index, s["mean"], yerr=[low, high], capsize=3, color=colours)
         for i, r in s.iterrows():
             gap = f"\n{r.window_gap:+.3f} to\nwindow floor" if pd.notna(r.window_gap) else ""
+            spread = f"\n{r.ci_low:.3f}..{r.ci_high:.3f}" if pd.notna(r.ci_low) else ""
             ax.annotate(
-                f"{r['mean']:.3f}\n±{r['std']:.3f}{gap}",
-                (i, r["mean"] + r["std"]),
+                f"{r['mean']:.3f}{spread}{gap}",
+                (i, r["mean"] + high[i]),
                 xytext=(0, 2),
                 textcoords="offset points",
                 ha="center",
@@ -100,12 +107,12 @@ def plot_bpb(source, out_path):
             ha="right" if len(s) > 3 else "center",
         )
         _floors(ax, s)
-        ax.set_ylim(0, 1.3 * (s["mean"] + s["std"]).max())
+        ax.set_ylim(0, 1.3 * (s["mean"] + high).max())
         ax.set_ylabel("test bits/byte (lower is better)")
         seeds = f"{s.n.iloc[0]} seeds" if s.n.nunique() == 1 else "seeds"
         _finish(
             ax,
-            f"Test bits/byte, {corpus}\n(training length, selected rates, mean ± std over {seeds})",
+            f"Test bits/byte, {corpus}\n(training length, selected rates, mean and 95% interval over {seeds})",
             loc="lower right",
         )
 
@@ -231,31 +238,47 @@ def plot_length_generalisation(source, out_path):
     return _per_corpus(summaries.length_generalisation(df), out_path, draw, what="length generalisation", width=8.5)
 
 
+RECALL_SETTINGS = ("num_kv_pairs", "dim", "vocab")  # a panel per setting, when a run has several
+KEY_BLIND_LINES = (
+    ("ceiling", "--", "key-blind ceiling (the best pair-rank rule)"),
+    ("floor", ":", "floor (a random value token)"),
+)
+
+
 def plot_recall(source, out_path):
-    """Associative-recall test accuracy vs seq_len per model at its selected rates, with chance at each point."""
+    """Associative-recall test accuracy vs seq_len per model at its selected rates (mean and 95% interval over
+    seeds), one panel per setting of pairs, width and vocabulary, with what key-blind answers score at each length:
+    the floor (a random value token) and the ceiling (the best rule answering by pair rank, simulated)."""
     stats = _summary(
         source, "recall.csv", "recall", summaries.recall_stats, "skipped recall: no ok training at a selected rate"
     )
     if stats is None:
         return None
-    fig, (ax,) = _axes()
-    _lines(ax, stats, x="seq_len")
-    chance = stats.dropna(subset=["chance"]).drop_duplicates(["seq_len", "chance"]).sort_values("seq_len")
-    if len(chance):  # one per length in a grid; any others as markers alone
-        line = chance.seq_len.is_unique
-        ax.plot(
-            chance.seq_len,
-            chance.chance,
-            color="gray",
-            linestyle="--" if line else "none",
-            marker="_",
-            ms=16,
-            mew=2,
-            label="chance (1 / num_kv_pairs)",
+    settings = [c for c in RECALL_SETTINGS if c in stats.columns and stats[c].notna().all()]
+    if "num_kv_pairs" in settings:  # pairs that grow with the length stay on one line; several at a length split
+        others = ["label", "seq_len", *(c for c in settings if c != "num_kv_pairs")]
+        if stats.groupby(others).num_kv_pairs.nunique().max() == 1:
+            settings.remove("num_kv_pairs")
+    panels = list(stats.groupby(settings, sort=False)) if settings else [((), stats)]
+    columns = min(3, len(panels))
+    fig, axes = _axes(columns, rows=-(-len(panels) // columns))
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (key, s) in zip(axes, panels, strict=False):
+        _lines(ax, s, x="seq_len", interval=True)
+        for column, style, label in KEY_BLIND_LINES:
+            points = s.dropna(subset=[column]).drop_duplicates(["seq_len", column]).sort_values("seq_len")
+            if len(points):  # one per length in a grid; any others as markers alone
+                line = style if points.seq_len.is_unique else "none"
+                ax.plot(
+                    points.seq_len, points[column], color="gray", linestyle=line, marker="_", ms=16, mew=2, label=label
+                )
+        _log2_axis(ax, s.seq_len, label="sequence length (tokens)")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("test accuracy (mean, 95% interval over seeds)")
+        ax.grid(True, alpha=0.3)
+        setting = ", ".join(f"{c} {int(v):,}" for c, v in zip(settings, key if isinstance(key, tuple) else (key,)))
+        _finish(
+            ax, "Multi-query associative recall (MQAR), selected learning rates" + (f"\n{setting}" if setting else "")
         )
-    _log2_axis(ax, stats.seq_len, label="sequence length (tokens)")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("test accuracy (mean ± std over seeds)")
-    ax.grid(True, alpha=0.3)
-    _finish(ax, "Multi-query associative recall (MQAR), selected learning rates")
     return _save(fig, out_path)

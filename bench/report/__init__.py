@@ -4,7 +4,8 @@
 
 The document is put together here: its head, the environment, the sections of findings in order (speed.py: the
 scaling sweeps, gss-fast, the machine's steadiness, the op breakdown, decoding; quality.py: language modelling,
-recall, numerics; paper.py: the GSS paper's comparison), the failed cells and the commands to reproduce the run.
+recall, numerics; zoology.py: Zoology's MQAR grid; paper.py: the GSS paper's comparison), the failed cells and
+the commands to reproduce the run.
 """
 
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from bench import analysis, usage
 from bench.analysis import findings
-from bench.report import paper, quality, speed
+from bench.report import paper, quality, speed, zoology
 from bench.report.markdown import table, tokens
 from bench.results import REPO_ROOT, RESULTS_DIR, read_env
 from bench.usage import Parser, fail
@@ -99,6 +100,7 @@ SECTIONS = (
     speed.scaling_section,
     quality.lm_section,
     quality.recall_section,
+    zoology.zoology_section,
     speed.ops_section,
     speed.decode_section,
     quality.numerics_section,

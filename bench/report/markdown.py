@@ -1,5 +1,5 @@
-"""Markdown helpers shared by REPORT.md's sections: tables, mean ± std, and how counts, corpora, seeds, lengths and
-rates are written (pandas, no torch)."""
+"""Markdown helpers shared by REPORT.md's sections: tables, mean ± std, a mean with its interval, and how counts,
+corpora, seeds, lengths and rates are written (pandas, no torch)."""
 
 import pandas as pd
 
@@ -19,10 +19,19 @@ def pm(mean, std, *, n=None, digits=3):
     return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def ci(mean, low, high, *, digits=3):
+    """A mean with its 95% interval, "2.410 (2.391..2.429)"; the mean alone where there is none (one seed)."""
+    if pd.isna(low) or pd.isna(high):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({low:.{digits}f}..{high:.{digits}f})"
+
+
 def stat_at(stats, key, *, digits=3):
-    """pm of one row of a seed-stats frame indexed by key; empty where it is missing."""
+    """ci (or, without intervals, pm) of one row of a seed-stats frame indexed by key; empty where it is missing."""
     if key not in stats.index:
         return ""
+    if "ci_low" in stats.columns:
+        return ci(stats.at[key, "mean"], stats.at[key, "ci_low"], stats.at[key, "ci_high"], digits=digits)
     return pm(stats.at[key, "mean"], stats.at[key, "std"], n=stats.at[key, "n"], digits=digits)
 
 

@@ -6,8 +6,8 @@ findings), the findings being the one-line facts REPORT.md lists first."""
 import pandas as pd
 
 from bench import analysis
-from bench.analysis import ok, summaries
-from bench.report.markdown import format_float, on, pm, rates, seeds, stat_at, table, tokens
+from bench.analysis import ok, quality, summaries
+from bench.report.markdown import ci, format_float, on, rates, seeds, stat_at, table, tokens
 from bench.schema import SYNTHETIC_BLOCK_LEN
 
 
@@ -31,10 +31,58 @@ OLDER_LM = (
 
 
 OLDER_RECALL = (
-    "Accuracy on held-out sequences, mean ± std over seeds. This recall.csv predates learning-rate "
-    "selection and chance_accuracy: one rate for every model, and its generator's chance was not "
-    "recorded (it is not 1 / num_kv_pairs)."
+    "Accuracy on held-out sequences, mean and 95% interval over seeds. This recall.csv predates learning-rate "
+    "selection and the key-blind floor and ceiling: one rate for every model, and what key-blind answers score "
+    "was not recorded (it is not 1 / num_kv_pairs)."
 )
+INTERVALS = "Intervals are 95% over seeds, Student's t on the seeds' values (n - 1 degrees of freedom; one seed: none)"
+
+
+def ranking(items, apart, *, order=" < "):
+    """Items (label, mean, low, high) in order, best first, with their intervals, then which pairs separate (a
+    before b when apart(a, b)) and which do not: a ranking only where the intervals support one."""
+    out = ", ".join(f"{label} {ci(mean, low, high)}" for label, mean, low, high in items)
+    ahead, level = [], []
+    for i, a in enumerate(items):
+        behind = [b[0] for b in items[i + 1 :] if apart(a, b)]
+        ahead += [f"{a[0]}{order}{', '.join(behind)}"] if behind else []
+        level += [f"{a[0]} ≈ {b[0]}" for b in items[i + 1 :] if not apart(a, b)]
+    return out + "".join(
+        f"; {name}: {'; '.join(p)}" for name, p in (("separated", ahead), ("not separated", level)) if p
+    )
+
+
+def lm_ranking(g):
+    """An LmGroup's models by mean bits/byte, neighbours separated where their paired difference excludes 0."""
+    stats = {label: quality.seed_interval(g.by_seed[label].to_numpy()) for label, _ in g.labels}
+    items = sorted(((label, *stats[label][:3]) for label, _ in g.labels), key=lambda i: i[1])
+    return ranking(items, lambda a, b: quality.excludes_zero(quality.paired(g.by_seed[a[0]], g.by_seed[b[0]])))
+
+
+def diff_lines(ppl, findings):
+    """The paired differences of the models of each LmGroup, and a finding per group ranking them."""
+    rows = []
+    for g in quality.lm_groups(ppl):
+        if len(g.labels) < 2:
+            continue
+        for i, (a, _) in enumerate(g.labels):
+            for b, _ in g.labels[i + 1 :]:
+                stats = quality.paired(g.by_seed[a], g.by_seed[b])
+                lower = a if stats[0] < 0 else b
+                verdict = f"{lower} lower" if quality.excludes_zero(stats) else "not separated"
+                rows.append((g.corpus, a, b, ci(*stats[:3], digits=4), stats[3], verdict))
+        findings.append(
+            f"bits/byte ranking{on(g.corpus)} at seq_len {tokens(g.seq_len)} (lower first; separated where the "
+            f"paired difference's 95% interval excludes 0): {lm_ranking(g)}"
+        )
+    if not rows:
+        return []
+    return [
+        "Paired differences of test bits/byte at the training length (model − other, the seeds both trained; 95% "
+        "interval: Student's t on the differences), a model lower only where the interval excludes 0:",
+        "",
+        *table(["corpus", "model", "other", "Δ bits/byte", "seeds", "verdict"], rows),
+    ]
 
 
 def lm_section(run_dir, figs, found):
@@ -50,7 +98,9 @@ def lm_section(run_dir, figs, found):
         if older
         else "Every bits/byte below is on the test split, from "
         "the trainings at each model's selected learning rate (the lowest validation bits/byte at the training "
-        "length, first seed); validation rows only select the rate.",
+        "length, first seed, over the grid and any rate tried past its edge); validation rows only select the rate. "
+        + INTERVALS
+        + ".",
         "",
     ]
     sel, findings = summaries.lr_selection(ppl), []
@@ -68,7 +118,8 @@ def lm_section(run_dir, figs, found):
     ]
     bpb = summaries.bpb_table(ppl)
     lines += [
-        "Test bits/byte at the training length (mean ± std over seeds), and the gaps of the mean to the floors:",
+        "Test bits/byte at the training length (mean and 95% interval over seeds), and the gaps of the mean to the "
+        "floors:",
         "",
     ]
     lines += table(
@@ -88,7 +139,7 @@ def lm_section(run_dir, figs, found):
                 r.corpus,
                 r.label,
                 r.lr,
-                pm(r.mean, r.std, n=r.n),
+                ci(r.mean, r.ci_low, r.ci_high),
                 r.n,
                 format_float(r.window_floor),
                 format_float(r.window_gap, "+.3f"),
@@ -98,6 +149,7 @@ def lm_section(run_dir, figs, found):
             for r in bpb.itertuples()
         ],
     )
+    lines += diff_lines(ppl, findings)
     windows = bpb.dropna(subset=["window_floor"])
     if len(windows):
         T = int(windows["T"].min())
@@ -122,13 +174,14 @@ def lm_section(run_dir, figs, found):
             else ""
         )
         findings.append(
-            f"best bits/byte{on(corpus)}: {r.label} {pm(r['mean'], r['std'], n=r.n)} ({seeds(r.n)}, lr {r.lr}){gaps}"
+            f"lowest mean bits/byte{on(corpus)}: {r.label} {ci(r['mean'], r.ci_low, r.ci_high)} "
+            f"({seeds(r.n)}, lr {r.lr}){gaps}"
         )
     deltas = summaries.lambda_deltas(ppl)
     if not deltas.empty:
         lines += [
             "lambda_imag_exp ablation, each option set at its selected rate, paired by seed (Δ = true − false; "
-            "negative: the imaginary exponent helps):",
+            "negative: the imaginary exponent helps; 95% intervals over seeds):",
             "",
         ]
         lines += table(
@@ -138,9 +191,9 @@ def lm_section(run_dir, figs, found):
                     r.corpus,
                     r.model,
                     r.kernel_N,
-                    pm(r.true_mean, r.true_std, n=r.n),
-                    pm(r.false_mean, r.false_std, n=r.n),
-                    pm(r.delta_mean, r.delta_std, n=r.n),
+                    ci(r.true_mean, r.true_low, r.true_high),
+                    ci(r.false_mean, r.false_low, r.false_high),
+                    ci(r.delta_mean, r.delta_low, r.delta_high),
                     r.n,
                 )
                 for r in deltas.itertuples()
@@ -148,15 +201,17 @@ def lm_section(run_dir, figs, found):
         )
         findings += [
             f"lambda_imag_exp{on(r.corpus)}, {r.model} kernel_N={r.kernel_N}: Δ bits/byte (true − false) "
-            f"{r.delta_mean:+.3f}" + (f" ± {r.delta_std:.3f}" if r.n > 1 else "") + f" over {seeds(r.n)}"
+            f"{r.delta_mean:+.3f}"
+            + (f" ({r.delta_low:+.3f}..{r.delta_high:+.3f})" if r.n > 1 else "")
+            + f" over {seeds(r.n)}"
             for r in deltas.itertuples()
         ]
     kn = summaries.kernel_n_bpb(ppl)
     if not kn.empty:
-        lines += ["Effect of kernel_N on test bits/byte (pooled over lambda_imag_exp and seeds):", ""]
+        lines += ["Effect of kernel_N on test bits/byte (pooled over lambda_imag_exp and seeds, 95% interval):", ""]
         lines += table(
             ["corpus", "model", "kernel_N", "bits/byte", "trainings"],
-            [(r.corpus, r.model, r.kernel_N, pm(r.mean, r.std, n=r.n), r.n) for r in kn.itertuples()],
+            [(r.corpus, r.model, r.kernel_N, ci(r.mean, r.ci_low, r.ci_high), r.n) for r in kn.itertuples()],
         )
     return lines + length_lines(summaries.length_generalisation(ppl), findings, older) + figs("lm_*.png"), findings
 
@@ -205,12 +260,28 @@ def length_lines(gen, findings, older=False):
     ]
 
 
-def versus_chance(r):
-    """Accuracy against chance in words the numbers support."""
-    if pd.isna(r.chance):
-        return "chance not recorded"
-    within = r.n > 1 and abs(r.mean - r.chance) <= r.std
-    return f"{r.ratio:.{2 if r.ratio < 10 else 1}f}× chance" + (", within one std of chance" if within else "")
+def versus_key_blind(r):
+    """Accuracy against what key-blind answers score, in words the interval supports (the mean with one seed)."""
+    if pd.isna(r.ceiling):
+        return "ceiling not recorded"
+    low, high = (r.mean, r.mean) if pd.isna(r.ci_low) else (r.ci_low, r.ci_high)
+    if low > r.ceiling:
+        return "above the key-blind ceiling"
+    return "below the key-blind ceiling" if high < r.ceiling else "not separated from the key-blind ceiling"
+
+
+def cell_text(r):
+    """A recall cell in words: seq_len, pairs, width and vocabulary where recorded."""
+    parts = [f"seq_len {tokens(r.seq_len)}"]
+    parts += [f"{int(r.num_kv_pairs)} pairs"] if pd.notna(getattr(r, "num_kv_pairs", None)) else []
+    parts += [f"dim {int(r.dim)}"] if pd.notna(getattr(r, "dim", None)) else []
+    return ", ".join(parts + ([f"vocab {int(r.vocab):,}"] if pd.notna(getattr(r, "vocab", None)) else []))
+
+
+def recall_ranking(g):
+    """A recall cell's models by mean accuracy, best first, neighbours apart where their intervals separate."""
+    items = sorted(((r.label, r.mean, r.ci_low, r.ci_high) for r in g.itertuples()), key=lambda i: -i[1])
+    return ranking(items, lambda a, b: quality.separated(a[2:], b[2:]), order=" > ")
 
 
 def recall_section(run_dir, figs, found):
@@ -220,47 +291,67 @@ def recall_section(run_dir, figs, found):
     stats = summaries.recall_stats(df)
     if stats.empty:
         return ["## Associative recall", "", "No ok training at a selected rate.", ""], []
+    cell = [c for c in summaries.RECALL_CELL if c in stats.columns]
     rows = [
         (
             r.label,
-            tokens(r.seq_len),
-            format_float(r.chance, ".4g"),
-            pm(r.mean, r.std, n=r.n),
+            cell_text(r),
+            format_float(r.floor, ".4g"),
+            format_float(r.ceiling, ".3f"),
+            ci(r.mean, r.ci_low, r.ci_high),
             r.n,
-            versus_chance(r),
+            versus_key_blind(r),
             rates(r.selected),
             rates(r.candidates),
             rate_note(r),
         )
         for r in stats.itertuples()
     ]
-    findings = [
-        f"recall at seq_len {tokens(length)}"
-        + (f" (chance {g.chance.iloc[0]:.4g})" if g.chance.notna().all() else "")
-        + ": "
-        + ", ".join(f"{r.label} {pm(r.mean, r.std, n=r.n)} ({versus_chance(r)})" for r in g.itertuples())
-        for length, g in stats.groupby("seq_len", sort=False)
-    ]
+    findings = []
+    for _, g in stats.groupby(cell, sort=False):
+        first = g.iloc[0]
+        blind = (
+            f" (floor {first.floor:.4g}, key-blind ceiling {first.ceiling:.3f}"
+            + (
+                f", {first.key_collision_rate:.1%} of keys repeated as filler"
+                if pd.notna(first.key_collision_rate)
+                else ""
+            )
+            + ")"
+            if pd.notna(first.ceiling)
+            else ""
+        )
+        findings.append(
+            f"recall at {cell_text(first)}{blind}, best first (separated where the 95% intervals do not "
+            f"overlap): {recall_ranking(g)}"
+        )
     for label, g in stats.groupby("label", sort=False):
         phrases = [rate_phrase(r) for r in g.itertuples()]
         findings.append(
             f"recall learning rate, {label}: "
             + (
-                f"{phrases[0]} at every seq_len"
+                f"{phrases[0]} at every cell"
                 if len(set(phrases)) == 1
-                else ", ".join(f"{p} at seq_len {tokens(L)}" for p, L in zip(phrases, g.seq_len, strict=True))
+                else ", ".join(f"{p} at {cell_text(r)}" for p, r in zip(phrases, g.itertuples(), strict=True))
             )
         )
+    unrecorded = (
+        " The key-blind floor and ceiling were not recorded in this recall.csv (a run from before they existed)."
+        if stats.ceiling.isna().all()
+        else ""
+    )
     intro = (
         OLDER_RECALL
         if df.attrs.get("older")
-        else "Accuracy on the test draw at each model's selected learning "
-        "rate (the best accuracy on a validation draw, first seed), mean ± std over seeds, beside chance "
-        "(answering with a random one of the sequence's values: 1 / num_kv_pairs):"
+        else "Accuracy on the test draw at each model's selected learning rate (the best accuracy on a validation "
+        "draw, first seed), mean and 95% interval over seeds, beside what answers blind to the keys score: the "
+        "floor (a random value token, 1 / the number of value tokens) and the ceiling (the best rule that answers "
+        "the j-th query with the value of one fixed pair rank, by simulating the generator; 1 / num_kv_pairs is "
+        "neither). " + INTERVALS + ", clipped to [0, 1]." + unrecorded
     )
     lines = ["## Associative recall", "", intro, ""]
-    header = ["model", "seq_len", "chance", "accuracy", "seeds", "against chance", "lr", "rates tried", "note"]
-    return lines + table(header, rows) + figs("recall.png"), findings
+    header = ["model", "cell", "floor", "ceiling", "accuracy", "seeds", "against the ceiling", "lr", "rates tried"]
+    return lines + table([*header, "note"], rows) + figs("recall.png"), findings
 
 
 def numerics_section(run_dir, figs, found):

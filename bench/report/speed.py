@@ -5,13 +5,33 @@ findings), the findings being the one-line facts REPORT.md lists first."""
 
 import itertools
 import math
+import re
+from types import SimpleNamespace
 
 import pandas as pd
 
 from bench import analysis
-from bench.analysis import findings, ok, summaries
+from bench.analysis import findings, ok, refine, summaries
 from bench.report.markdown import table, tokens
 from bench.schema import REFERENCE_MODEL
+
+# What the times table is, and what it is not: the speed-ups are findings.csv's paired median ratios.
+MEDIANS = (
+    " (each cell's median over its own repeats; a speed-up is the median of the paired rounds' ratios, in the "
+    "findings below, not a ratio of two of these medians)"
+)
+
+
+def slope_rows(found):
+    """findings.csv's slope rows with the sweep's label and the first and last length fitted (from detail)."""
+    if found is None or found.empty:
+        return []
+    out = []
+    for r in found[found.finding == "slope"].itertuples():
+        first, last = re.search(r"seq_len (\d+)\.\.(\d+)", r.span).groups()
+        label = " ".join(p for p in (r.model, r.options) if p)
+        out.append(SimpleNamespace(**r._asdict(), label=label, first=int(first), last=int(last)))
+    return out
 
 
 def scaling_section(run_dir, figs, found):
@@ -37,24 +57,28 @@ def scaling_section(run_dir, figs, found):
             *table(["mode", "dtype", *(f"{m} vs {REFERENCE_MODEL}" for m in gss_models)], rows),
         ]
     slopes = {}
-    for mode, dtype in pairs:
-        for model, s in analysis.length_series(df, mode=mode, dtype=dtype).items():
-            fit, upper = analysis.fitted_slope(s), analysis.fitted_lengths(s.dropna().index)
-            if fit is not None:
-                slopes.setdefault(model, {})[(mode, dtype)] = f"{fit:.2f} ({tokens(upper[0])}..{tokens(upper[-1])})"
+    for r in slope_rows(found):
+        low_high = f" [{r.ci_low:.2f}..{r.ci_high:.2f}]" if pd.notna(r.ci_low) else ""
+        shown = f"{r.value:.2f}{low_high} ({tokens(r.first)}..{tokens(r.last)})"
+        slopes.setdefault(r.label, {})[(r.mode, r.dtype)] = (shown, f"{r.value:.2f}")
     if slopes:
-        lines += ["Fitted exponent k of time ~ seq_len^k over the longest max(3, n/2) of each sweep's n lengths:", ""]
+        lines += [
+            "Fitted exponent k of time ~ seq_len^k [95% interval] over the longest max(3, n/2) of each sweep's n "
+            "lengths (findings.csv's slope rows; over three lengths equally spaced on the log axis, the secant):",
+            "",
+        ]
         lines += table(
-            ["model", *(f"{m} {d}" for m, d in pairs)], [(m, *(v.get(p, "") for p in pairs)) for m, v in slopes.items()]
+            ["model", *(f"{m} {d}" for m, d in pairs)],
+            [(m, *(v[p][0] if p in v else "" for p in pairs)) for m, v in slopes.items()],
         )
         for mode, dtype in pairs:
-            text = ", ".join(f"{m} {v[(mode, dtype)].split()[0]}" for m, v in slopes.items() if (mode, dtype) in v)
+            text = ", ".join(f"{m} {v[(mode, dtype)][1]}" for m, v in slopes.items() if (mode, dtype) in v)
             bullets.append(f"{mode} {dtype}: fitted exponents {text}")
-    for value, what, unit, best in (
-        ("time_ms", "Time per step", "ms", "fastest"),
-        ("peak_mem_mb", "Peak memory", "MiB", "lowest memory"),
+    for value, what, unit, best, note in (
+        ("time_ms", "Median time per step", "ms", "fastest", MEDIANS),
+        ("peak_mem_mb", "Peak memory", "MiB", "lowest memory", ""),
     ):
-        lines += [f"{what} ({unit}) at the longest length all models reached and the longest any reached:", ""]
+        lines += [f"{what} ({unit}) at the longest length all models reached and the longest any reached{note}:", ""]
         out, frames = [], {p: analysis.at_lengths(df, mode=p[0], dtype=p[1], value=value) for p in pairs}
         columns = list(dict.fromkeys(c for frame in frames.values() for c in frame.columns))  # every mode's sweeps
         for (mode, dtype), frame in frames.items():
@@ -89,22 +113,39 @@ def scaling_section(run_dir, figs, found):
                     tokens(key[3]),
                     *key[4:],
                     *(f"{t[v]:,.1f}" if v in t else "" for v in values),
-                    f"{t.iloc[-1] / t.iloc[0]:.2f}×",
+                    f"{paired_ratio(g, t.index[-1], t.index[0]):.2f}×",
                 )
             )
         order = analysis.ordered_models(abl.model)
         out.sort(key=lambda r: (order.index(r[0]), r[1], r[2], [v != "true" for v in r[4 : 4 + len(by)]]))
         full = set(abl.x[analysis.full_taps(abl)]) if option == "conv_kernel" else set()
         names = [tokens(v) + (" (full)" if v in full else "") for v in values]
-        lines += [f"Effect of {option} on time per step (ms), at one length:", ""]
-        header = ["model", "mode", "dtype", "seq_len", *by, *(f"{option}={n}" for n in names), "largest / smallest"]
+        lines += [
+            f"Effect of {option} on the median time per step (ms), at one length; the last column is the median of "
+            "the paired rounds' time ratios of the largest and the smallest value (one interleaved group):",
+            "",
+        ]
+        largest = "largest / smallest (paired)"
+        header = ["model", "mode", "dtype", "seq_len", *by, *(f"{option}={n}" for n in names), largest]
         lines += table(header, out)
     figures = figs("time_*.png", "memory_*.png", "flops_*.png", "ablation_*.png")
     return lines + intervals_section(found) + figures, bullets
 
 
+def paired_ratio(cells, a, b):
+    """Time at option value a / at b of an ablation's cells at one length (one interleaved group): the median of
+    their paired rounds' ratios (refine.log_ratios), where each value has one cell with its repeats; else the ratio
+    of their medians."""
+    x, y = cells[cells.x == a], cells[cells.x == b]
+    if len(x) == len(y) == 1:
+        (log_ratio,), _ = refine.log_ratios({0: x.iloc[0]}, {0: y.iloc[0]}, [0], resamples=0)
+        return math.exp(log_ratio)
+    return x.time_ms.median() / y.time_ms.median()
+
+
 def intervals_section(found):
-    """findings.csv as a table: every finding with its 95% interval."""
+    """findings.csv's timing findings as a table, each with its 95% interval (the trainings' are in their sections)."""
+    found = None if found is None else found[found.finding.isin(findings.TIMING)]
     if found is None or found.empty:
         return []
     older = (
@@ -116,11 +157,16 @@ def intervals_section(found):
         "### Findings with 95% intervals",
         "",
         "From `findings.csv` (`python -m bench.analysis`): each sweep's slope over its longest max(3, ⌈n/2⌉) "
-        f"lengths, the crossover of every two models that cross, each model's speed-up over {REFERENCE_MODEL} at their "
-        "longest common length, and gss's over dss and gss-fast's over gss at every length. Intervals: "
-        f"2.5th..97.5th percentiles over {findings.RESAMPLES:,} bootstrap resamples of every cell's timed repeats: "
-        "the noise within this run only (`python -m bench.analysis` with several runs gives each finding's range "
-        f"across them).{older}",
+        f"lengths and its difference from {REFERENCE_MODEL}'s over the lengths both reached, the crossover of every "
+        f"two models that cross, each model's speed-up over {REFERENCE_MODEL} at their longest common length, and "
+        "gss's over dss and gss-fast's over gss at every length. A comparison at one length is the median of the "
+        "two cells' paired rounds' time ratios (round i of each ran back to back), a slope is fitted to each "
+        "length's time relative to the drift gauge timed in the same rounds. Intervals: 2.5th..97.5th "
+        f"percentiles over {findings.RESAMPLES:,} bootstrap resamples of those rounds (a speed-up's: the "
+        "distribution-free interval of its median, from the order statistics of its rounds' ratios); a "
+        "crossover's counts the resamples without one at the grid's edge (its end then that length) and is "
+        "withheld where it reaches past both ends: the noise within this run only (`python -m bench.analysis` "
+        f"with several runs gives each finding's range across them).{older}",
         "",
         *table(list(findings.HEADER), findings.display(found)),
     ]
@@ -164,11 +210,11 @@ def fast_section(run_dir, figs, found):
         "",
         "gss-fast has gss's parameters and outputs (models/gss_fast.py: the kernel in real arithmetic, cached while "
         "autograd is off, the convolution's backward in real transforms; inference in place and, on the CPU, "
-        "its position-wise part in blocks). Its speed-up over gss is gss's time / "
-        "gss-fast's, paired over the rounds of each length's interleaved group, with its 95% interval:",
+        "its position-wise part in blocks). Its speed-up over gss is the median over the rounds of each length's "
+        "interleaved group of gss's time / gss-fast's in the round (findings.csv), with its 95% interval:",
         "",
         *table(
-            ["mode", "dtype", "seq_len", "gss time / gss-fast time", "95% interval", "gss-fast peak memory / gss's"],
+            ["mode", "dtype", "seq_len", "speed-up (paired)", "95% interval", "gss-fast peak memory / gss's"],
             shown,
         ),
     ]

@@ -21,7 +21,7 @@ from bench.core import cli
 from bench.core.config import LAYER_KEY, SCALING_PRESETS, group_key, groups_of, layer_cells, shard_groups
 from bench.core.prepare import Prepared, prepare_cell
 from bench.core.sweep import Sweep, device_name, run_jobs
-from bench.core.timing import Timing, measure_group
+from bench.core.timing import Timing, gauge_step, measure_group
 from bench.results import RowWriter, atomic_path, cell_key, read_rows
 from bench.schema import CROSSOVER_PAIR, TABLES, full_taps
 
@@ -31,32 +31,42 @@ MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share o
 
 
 def row_of(prepared, timing):
-    seconds, cell = timing.median_ms / 1e3, prepared.cell
+    cell = prepared.cell
     return dict(
         params=prepared.params,
         flops=prepared.flops,
-        tflops_per_s=prepared.flops / seconds / 1e12,
-        tokens_per_s=cell.batch * cell.seq_len / seconds,
+        **timing_columns(timing, prepared.flops, cell.batch * cell.seq_len),
+        peak_mem_mb=prepared.peak_mem_mb,
+        status="ok",
+    )
+
+
+def timing_columns(timing, flops, tokens):
+    """A row's columns that come from its repeats (and the gauge's times in their rounds, when it has them)."""
+    seconds = timing.median_ms / 1e3
+    return dict(
+        tflops_per_s=flops / seconds / 1e12,
+        tokens_per_s=tokens / seconds,
         time_ms=timing.median_ms,
         time_iqr_ms=timing.iqr_ms,
         repeats=timing.repeats,
-        peak_mem_mb=prepared.peak_mem_mb,
-        times_ms=" ".join(format(t, ".6g") for t in timing.times_ms),
-        status="ok",
+        times_ms=refine.format_times(timing.times_ms),
+        gauge_times_ms=refine.format_times(timing.gauge_ms if len(timing.gauge_ms) == timing.repeats else ()),
     )
 
 
 def measure_cells(cells, timing, device):
     """A group's cells measured together: each prepared in turn (a failure is that cell's), then their steps
-    timed with interleaved repeats (bench.core.timing.measure_group). Per cell, its row's measured columns or the
-    exception it raised."""
+    timed with interleaved repeats and the drift gauge in every round (bench.core.timing.measure_group). Per cell,
+    its row's measured columns or the exception it raised."""
     prepared = []
     for cell in cells:
         try:
             prepared.append(prepare_cell(cell, device))
         except Exception as error:
             prepared.append(error)
-    timings = iter(measure_group([p.step for p in prepared if isinstance(p, Prepared)], device=device, **timing))
+    steps = [p.step for p in prepared if isinstance(p, Prepared)]
+    timings = iter(measure_group(steps, device=device, gauge=gauge_step(device), **timing))
     out = [p if isinstance(p, Exception) else next(timings) for p in prepared]  # each cell's timing or failure
     return [row_of(p, t) if isinstance(t, Timing) else t for p, t in zip(prepared, out)]
 
@@ -160,8 +170,9 @@ def refine_crossovers(spec, device_name, *, ci, pairs=(CROSSOVER_PAIR,), budget_
     interleaved repeats at a time, until the interval is within +-ci, or its budget_s (or the run's --time-limit)
     is spent, or the timing's max_repeats; their rows, the sweep's paired rounds and the refinement's
     (remeasure), replace theirs in the CSV (at once: the file is the old one or the new). The other cells of those
-    lengths keep the sweep's rounds, whose round i is still round i of the refined cells (a ratio with them pairs
-    the rounds both ran): a round of the refinement costs four cells, not every model's. A bracket is refined once."""
+    lengths keep the sweep's rounds that the refined cells ran too, so that round i is one round of every cell that
+    has it (a ratio with a refined cell pairs the rounds both ran): a round of the refinement costs four cells, not
+    every model's. A bracket is refined once."""
     path, cells = spec.out_dir / CSV, {cell_key(c.key_row(device_name), LAYER_KEY): c for c in spec.cells}
     timing, tried = dict(spec.preset.timing), set()
     while clock() < (spec.deadline or math.inf):
@@ -209,34 +220,41 @@ def bracket_keys(crossover):
 
 
 def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
-    """The cells' new rows ({key: row}, from their old rows) and the crossover they give (None if it is gone).
-    A cell keeps the sweep's rounds that every cell of its group ran (the first min(repeats) of the group) and
-    adds the refinement's: round i of every cell of a group stays one round, as the paired ratios need."""
-    prepared = [prepare_cell(cell, device) for cell in cells]
-    swept, common = [refine.times_of(old) or [] for old in old_rows], {}
-    for cell, t in zip(cells, swept, strict=True):
-        common[group_key(cell)] = min(common.get(group_key(cell), len(t)), len(t))
-    times = [t[: common[group_key(cell)]] for cell, t in zip(cells, swept, strict=True)]
-    warmup, after, start = timing.get("warmup", 1), None, len(times[0])
+    """The new rows ({key: row}) of the refined cells (`cells`, their `old_rows`) and of the other cells of their
+    groups, and the crossover they give (None if it is gone). Every ok cell of a refined group keeps the sweep's
+    rounds that all the refined cells of its group ran, its gauge times alike (refine.aligned_rounds); the refined
+    cells add the refinement's rounds, the drift gauge timed in each: round i of any two cells of a group stays one
+    round, as the paired ratios need."""
+    prepared, gauge = [prepare_cell(cell, device) for cell in cells], gauge_step(device)
+    kept = refine.aligned_rounds(rows, [refine.label(old) for old in old_rows])
+    times, gauges = (list(x) for x in zip(*(map(list_or_none, kept[refine.label(old)]) for old in old_rows)))
+    warmup, after, n = timing.get("warmup", 1), None, 0
+    new = {  # the other cells of the groups, where the cut shortened them
+        cell_key(row, LAYER_KEY): cut_row(row, *kept[refine.label(row)])
+        for row in rows
+        if refine.label(row) in kept and len(kept[refine.label(row)][0]) < len(refine.times_of(row))
+    }
     while True:
-        for kept, result in zip(
-            times,
-            measure_group(
-                [p.step for p in prepared],
-                device=device,
-                warmup=warmup,
-                min_repeats=REFINE_ROUND,
-                max_repeats=REFINE_ROUND,
-            ),
-            strict=True,
-        ):
+        results = measure_group(
+            [p.step for p in prepared],
+            device=device,
+            warmup=warmup,
+            min_repeats=REFINE_ROUND,
+            max_repeats=REFINE_ROUND,
+            gauge=gauge,
+        )
+        for i, result in enumerate(results):
             if isinstance(result, Exception):
                 raise result
-            kept += result.times_ms
-        warmup = 0
-        new = {
-            cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t))}
-            for old, p, t in zip(old_rows, prepared, times, strict=True)
+            times[i].extend(result.times_ms)
+            if gauges[i] is not None and len(result.gauge_ms) == result.repeats:
+                gauges[i].extend(result.gauge_ms)
+            else:
+                gauges[i] = None  # a gauge time missing beside a repeat: none for this cell
+        warmup, n = 0, n + results[0].repeats
+        new |= {
+            cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t, gauge_ms=g or ()))}
+            for old, p, t, g in zip(old_rows, prepared, times, gauges, strict=True)
         }
         after = next(
             (
@@ -248,11 +266,20 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
             ),
             None,
         )
-        n = len(times[0]) - start  # the refinement's rounds
         if n >= timing.get("min_repeats", 10) and (
             after is None or after.within(ci) or clock() >= end or n >= timing.get("max_repeats", 200)
         ):
             return new, after
+
+
+def list_or_none(values):
+    return None if values is None else list(values)
+
+
+def cut_row(row, times, gauge):
+    """A row (as read) re-summarised over its first rounds: `times` and their `gauge` times (or None)."""
+    tokens = int(row["batch"]) * int(row["seq_len"])
+    return {**row, **timing_columns(Timing.of(times, gauge_ms=gauge or ()), float(row["flops"]), tokens)}
 
 
 def make_parser():
