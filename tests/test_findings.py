@@ -334,17 +334,48 @@ def test_the_report_lists_every_finding_with_its_interval(tmp_path):
 
 
 def test_the_committed_references_findings_with_and_without_intervals():
-    """The CPU reference records times_ms: every finding has an interval around its value; the GPU reference was
-    made before times_ms existed: its findings have none."""
+    """The CPU reference records times_ms and two seeds per model: every finding, speed and quality, has an interval
+    around its value; it predates the drift gauge, and its slopes say so. The GPU reference was made before
+    times_ms existed, with one seed: its findings have none."""
     found = findings.of_run(BASELINE)
-    assert set(found.finding) == {"slope", "slope_diff", "crossover", "speedup"} and found.ci_low.notna().all()
-    assert ((found.ci_low <= found.value) & (found.value <= found.ci_high)).all()
-    assert findings.of_run(BASELINE.parent / "nvidia-h200").ci_low.isna().all()
+    speed = {"slope", "slope_diff", "crossover", "speedup"}
+    assert set(found.finding) == speed | {"bits_per_byte", "bits_per_byte_diff", "recall_accuracy"}
+    assert found.ci_low.notna().all() and ((found.ci_low <= found.value) & (found.value <= found.ci_high)).all()
+    slopes = found[found.finding == "slope"]
+    assert len(slopes) == 13 and slopes.detail.str.contains("no drift gauge").all()  # 7 models fwd, 6 fwdbwd
+    assert slopes.detail.str.startswith("secant of seq_len ").all()  # three log-spaced lengths: a secant
     df = analysis.load_scaling(BASELINE)
     series = analysis.length_series(df, mode="fwd", dtype="float32")
     rows = [analysis.model_sweeps(df, m, mode="fwd")[m] for m in ("gss", "attention")]
     cross = one(found, finding="crossover", mode="fwd", model="gss", other="attention").value
     assert cross == pytest.approx(analysis.crossover(series["gss"], series["attention"], rows))  # paired rounds
+    # unconditional crossovers: one whose resamples fall below the grid reaches down to the shortest common length
+    below = found[found.detail.str.contains("the interval reaches below the grid")]
+    shortest = df.groupby(["model", "mode"]).seq_len.min()
+    assert [(r.model, r.other, r.mode, r.ci_low) for r in below.itertuples()] == [
+        ("gss", "gss-direct", "fwd", 512),
+        ("attention-chunked", "attention", "fwd", 256),
+        ("gss-fast", "attention", "fwdbwd", 256),
+    ]
+    assert all(r.ci_low == max(shortest[r.model, r.mode], shortest[r.other, r.mode]) for r in below.itertuples())
+    counts = found.finding.value_counts()  # six models, every pair of them
+    assert (counts["bits_per_byte"], counts["bits_per_byte_diff"], counts["recall_accuracy"]) == (6, 15, 6)
+    # quality over the two seeds at each model's selected rate: mean ± t(0.975, 1) |a - b| / 2, t = 12.706
+    ppl = pd.read_csv(BASELINE / "perplexity.csv")
+    gss = ppl[(ppl.model == "gss") & (ppl.split == "test") & (ppl.eval_seq_len == ppl.train_seq_len)]
+    a, b = gss[gss.lr_selected].bits_per_byte
+    mean, half = (a + b) / 2, 12.706205 * abs(a - b) / 2
+    bpb = one(found, finding="bits_per_byte", model="gss")
+    assert (bpb.value, bpb.ci_low, bpb.ci_high) == pytest.approx((mean, mean - half, mean + half))
+    assert (
+        bpb.unit == "bits/byte" and bpb.detail == "stdlib, seq_len 256; lr 0.012; 2 seeds; Student's t over seeds, 1 df"
+    )
+    recall = one(found, finding="recall_accuracy", model="attention")  # 0.935 and 0.262: clipped to [0, 1]
+    assert (recall.value, recall.ci_low, recall.ci_high) == pytest.approx((0.598145, 0.0, 1.0), abs=1e-6)
+    gpu = findings.of_run(BASELINE.parent / "nvidia-h200")
+    assert gpu.ci_low.isna().all() and gpu.ci_high.isna().all()
+    quality = gpu[gpu.finding.isin(["bits_per_byte", "bits_per_byte_diff", "recall_accuracy"])]
+    assert len(quality) == 4 + 6 + 4 and quality.detail.str.endswith("1 seed; 1 seed: no interval").all()
 
 
 @pytest.fixture

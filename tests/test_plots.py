@@ -175,11 +175,15 @@ def lines_by_label(fig):
     return lines | {c.get_label(): c.lines[0] for ax in fig.axes for c in ax.containers if hasattr(c, "has_xerr")}
 
 
-def test_recall_draws_chance_at_each_length(drawn):
+def test_recall_draws_the_floor_and_the_key_blind_ceiling_at_each_length(drawn):
     plots.plot_recall(FIXTURE, "recall.png")
-    chance = lines_by_label(drawn[0])["chance (1 / num_kv_pairs)"]
-    assert list(chance.get_xdata()) == [64, 256] and list(chance.get_ydata()) == [0.25, 0.0625]
-    gss = lines_by_label(drawn[0])["gss"]  # the selected rate's mean over seeds, not the other rates'
+    lines = lines_by_label(drawn[0])
+    # recall.csv's floor_accuracy (1 / 256 value tokens of vocab 512) and ceiling_accuracy at (64, 4) and (256, 16)
+    ceiling, floor = lines["key-blind ceiling (the best pair-rank rule)"], lines["floor (a random value token)"]
+    assert list(ceiling.get_xdata()) == [64, 256] and list(ceiling.get_ydata()) == [0.291397, 0.0833931]
+    assert list(floor.get_xdata()) == [64, 256] and list(floor.get_ydata()) == [1 / 256, 1 / 256]
+    assert not any(label.startswith("chance") for label in lines)  # 1 / num_kv_pairs is neither
+    gss = lines["gss"]  # the selected rate's mean over seeds, not the other rates'
     assert list(gss.get_ydata()) == pytest.approx([0.88, 0.68])
 
 

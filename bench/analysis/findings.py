@@ -56,7 +56,7 @@ TIMING = ("slope", "slope_diff", "crossover", "speedup")  # the findings of this
 COLUMNS = TABLES[NAME].columns
 EVERY_LENGTH = (("gss", "dss"), ("gss-fast", "gss"))  # (model, over): speed-ups at every common length
 POOL_KEY = ["finding", "mode", "dtype", "model", "other", "options", "unit"]
-DIGITS = {"exponent": ".3f", "tokens": ",.0f", "x": ".2f"}
+DIGITS = {"exponent": ".3f", "tokens": ",.0f", "x": ".2f", "bits/byte": ".3f", "accuracy": ".3f", "width": ".0f"}
 HEADER = ("finding", "mode", "dtype", "model", "other", "value", "95% interval", "unit", "detail")
 POOLED = ("finding", "mode", "dtype", "model", "other", "median", "range", "unit", "runs", "detail")
 

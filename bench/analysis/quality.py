@@ -204,7 +204,7 @@ def lm_rows(ppl):
     return out
 
 
-RECALL_CELL = ("seq_len", "num_kv_pairs", "dim", "vocab")
+RECALL_CELL = ("seq_len", "num_kv_pairs", "dim", "vocab")  # what tells recall cells apart (besides options)
 
 
 def recall_rows(recall):

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from bench.analysis import ok
-from bench.analysis.quality import reported, seed_interval, with_labels
+from bench.analysis.quality import RECALL_CELL, reported, seed_interval, with_labels
 from bench.results import cell_key
 from bench.schema import OPTIONS, SYNTHETIC_BLOCK_LEN, TABLES
 
@@ -166,7 +166,6 @@ def curve_stats(curve, ppl=None):
     return seed_stats(_lm(curve), "loss", ["corpus", "label", "model", "step"]).sort_values("step")
 
 
-RECALL_CELL = ("seq_len", "num_kv_pairs", "dim", "vocab")  # what tells recall cells apart (besides options)
 KEY_BLIND = ("chance_accuracy", "floor_accuracy", "ceiling_accuracy", "key_collision_rate")
 
 

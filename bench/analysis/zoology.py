@@ -60,7 +60,13 @@ def _panel_rows(rows):
     settings = [c for c in SETTINGS if c in rows.columns]
     parts = []
     for _, panel in rows.groupby(PANEL, sort=False):
-        key = panel[settings].astype(str).agg("|".join, axis=1) if settings else pd.Series("", index=panel.index)
+        # missing settings as "" (pandas 3's astype(str) keeps them missing, and the join fails on them); through
+        # object, since filling a float column with "" is deprecated
+        key = (
+            panel[settings].astype(object).fillna("").astype(str).agg("|".join, axis=1)
+            if settings
+            else pd.Series("", index=panel.index)
+        )
         reach = key.map(panel.groupby(key, sort=False).dim.nunique())
         chosen = key.loc[reach.groupby(panel.dim).transform("idxmax")].to_numpy()
         panel = panel[key.to_numpy() == chosen]
@@ -77,9 +83,10 @@ def _grid(recall):
 
 
 def in_panels(recall):
-    """Whether each row of a recall.csv frame is an ok row of a panel, as a boolean Series on its index: a reader
-    that pools a model's rows at one seq_len over seeds (bench.analysis.summaries.recall_stats) must leave these out,
-    or it pools widths and numbers of pairs as if they were seeds."""
+    """Whether each row of a recall.csv frame is an ok row of a panel, as a boolean Series on its index: the rows
+    the figure and its findings read. bench.analysis.summaries.recall_stats keeps cells apart by seq_len,
+    num_kv_pairs, dim and vocab, not by steps, depth or batch: a reader that must not pool a panel's point with
+    another preset's cell of the same shape (the quick cell) tells them apart with this."""
     return pd.Series(recall.index.isin(_grid(recall).index), index=recall.index)
 
 

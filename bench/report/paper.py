@@ -5,7 +5,7 @@ import pandas as pd
 
 from bench import analysis
 from bench.analysis import findings, summaries
-from bench.report.markdown import table
+from bench.report.markdown import ci, table
 
 PAPER_MODELS = ("gss", "dss", "gss-hybrid", "attention", "attention-chunked")  # the GSS paper's comparison
 PAPER_SPEEDUP = (2.0, 3.0)  # "2-3x speedup over vanilla DSS on TPUs"
@@ -65,9 +65,13 @@ def paper_section(run_dir, figs, found):
                 f"{findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'}; the paper: 2-3x on TPUs)"
             )
     if bpb is not None and not bpb.empty:
-        lines += ["Test bits/byte at the training length (mean ± std over seeds, each model at its selected rate):", ""]
+        lines += [
+            "Test bits/byte at the training length (mean and 95% interval over seeds, each model at its selected "
+            "rate):",
+            "",
+        ]
         lines += table(
             ["corpus", "model", "bits/byte", "seeds", "lr"],
-            [(r.corpus, r.label, f"{r.mean:.3f} ± {r.std:.3f}", r.n, r.lr) for r in bpb.itertuples()],
+            [(r.corpus, r.label, ci(r.mean, r.ci_low, r.ci_high), r.n, r.lr) for r in bpb.itertuples()],
         )
     return lines, bullets
