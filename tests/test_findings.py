@@ -334,15 +334,15 @@ def test_the_report_lists_every_finding_with_its_interval(tmp_path):
 
 
 def test_the_committed_references_findings_with_and_without_intervals():
-    """The CPU reference records times_ms and two seeds per model: every finding, speed and quality, has an interval
-    around its value; it predates the drift gauge, and its slopes say so. The GPU reference was made before
-    times_ms existed, with one seed: its findings have none."""
+    """The CPU reference records times_ms, the drift gauge's times and three seeds per model: every finding, speed
+    and quality, has an interval around its value, its slopes relative to the gauge. The GPU reference was made
+    before times_ms existed, with one seed: its findings have none."""
     found = findings.of_run(BASELINE)
     speed = {"slope", "slope_diff", "crossover", "speedup"}
     assert set(found.finding) == speed | {"bits_per_byte", "bits_per_byte_diff", "recall_accuracy"}
     assert found.ci_low.notna().all() and ((found.ci_low <= found.value) & (found.value <= found.ci_high)).all()
     slopes = found[found.finding == "slope"]
-    assert len(slopes) == 13 and slopes.detail.str.contains("no drift gauge").all()  # 7 models fwd, 6 fwdbwd
+    assert len(slopes) == 13 and not slopes.detail.str.contains("no drift gauge").any()  # 7 models fwd, 6 fwdbwd
     assert slopes.detail.str.startswith("secant of seq_len ").all()  # three log-spaced lengths: a secant
     df = analysis.load_scaling(BASELINE)
     series = analysis.length_series(df, mode="fwd", dtype="float32")
@@ -354,24 +354,27 @@ def test_the_committed_references_findings_with_and_without_intervals():
     shortest = df.groupby(["model", "mode"]).seq_len.min()
     assert [(r.model, r.other, r.mode, r.ci_low) for r in below.itertuples()] == [
         ("gss", "gss-direct", "fwd", 512),
+        ("gss-fast", "conv", "fwd", 256),
         ("attention-chunked", "attention", "fwd", 256),
         ("gss-fast", "attention", "fwdbwd", 256),
+        ("gss-fast", "attention-chunked", "fwdbwd", 256),
+        ("attention-chunked", "attention", "fwdbwd", 256),
     ]
     assert all(r.ci_low == max(shortest[r.model, r.mode], shortest[r.other, r.mode]) for r in below.itertuples())
-    counts = found.finding.value_counts()  # six models, every pair of them
-    assert (counts["bits_per_byte"], counts["bits_per_byte_diff"], counts["recall_accuracy"]) == (6, 15, 6)
-    # quality over the two seeds at each model's selected rate: mean ± t(0.975, 1) |a - b| / 2, t = 12.706
+    counts = found.finding.value_counts()  # four models, every pair of them
+    assert (counts["bits_per_byte"], counts["bits_per_byte_diff"], counts["recall_accuracy"]) == (4, 6, 4)
+    # quality over the three seeds at each model's selected rate: mean ± t(0.975, 2) sd / sqrt(3), t = 4.303
     ppl = pd.read_csv(BASELINE / "perplexity.csv")
     gss = ppl[(ppl.model == "gss") & (ppl.split == "test") & (ppl.eval_seq_len == ppl.train_seq_len)]
-    a, b = gss[gss.lr_selected].bits_per_byte
-    mean, half = (a + b) / 2, 12.706205 * abs(a - b) / 2
+    seeds = gss[gss.lr_selected].bits_per_byte
+    mean, half = seeds.mean(), 4.302653 * seeds.std() / 3**0.5
     bpb = one(found, finding="bits_per_byte", model="gss")
-    assert (bpb.value, bpb.ci_low, bpb.ci_high) == pytest.approx((mean, mean - half, mean + half))
+    assert (bpb.value, bpb.ci_low, bpb.ci_high) == pytest.approx((mean, mean - half, mean + half), rel=1e-5)
     assert (
-        bpb.unit == "bits/byte" and bpb.detail == "stdlib, seq_len 256; lr 0.012; 2 seeds; Student's t over seeds, 1 df"
+        bpb.unit == "bits/byte" and bpb.detail == "stdlib, seq_len 256; lr 0.012; 3 seeds; Student's t over seeds, 2 df"
     )
-    recall = one(found, finding="recall_accuracy", model="attention")  # 0.935 and 0.262: clipped to [0, 1]
-    assert (recall.value, recall.ci_low, recall.ci_high) == pytest.approx((0.598145, 0.0, 1.0), abs=1e-6)
+    recall = one(found, finding="recall_accuracy", model="attention")  # 0.997, 0.996, 0.991: clipped at 1
+    assert (recall.value, recall.ci_low, recall.ci_high) == pytest.approx((0.994792, 0.986994, 1.0), abs=1e-6)
     gpu = findings.of_run(BASELINE.parent / "nvidia-h200")
     assert gpu.ci_low.isna().all() and gpu.ci_high.isna().all()
     quality = gpu[gpu.finding.isin(["bits_per_byte", "bits_per_byte_diff", "recall_accuracy"])]

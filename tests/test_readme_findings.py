@@ -4,7 +4,7 @@ Each Quote is a phrase of that section with its numbers replaced by {}, and a fu
 written as the README writes them, from:
 - results/baselines/cpu-quick/ (its CSVs, env.json and REPORT.md): the run the section is about;
 - results/baselines/nvidia-h200/ and its three other passes (docs/gpu.md): the closing GPU paragraph;
-- docs/cpu-reference.md for the runs that are not committed (the range over four runs, the previous reference, the
+- docs/cpu-reference.md for the runs that are not committed (the range over five runs, the previous reference, the
   wall time), whose `now` column and commit are checked against the committed reference in turn;
 - the code, for the few numbers that are the implementation's (a block size, a tested tolerance).
 A regenerated reference so fails here until the README and docs/cpu-reference.md say what it shows, and a new number
@@ -30,7 +30,7 @@ CPU = ROOT / "results" / "baselines" / "cpu-quick"
 GPU = ROOT / "results" / "baselines" / "nvidia-h200"
 GPU_PASSES = (GPU, GPU / "repeat", GPU / "second-run", GPU / "second-run" / "repeat")  # docs/gpu.md's four passes
 RUNS_PAGE = "docs/cpu-reference.md"
-RUNS_HEADER = "| finding | ref (95% interval) | r1 | r2 | now | range |"
+RUNS_HEADER = "| finding | ref (95% interval) | r1 | r2 | r3 | now | range |"
 # a number as prose writes it (2,083  1.188  1e-5  8K), not the 32 of float32 or the 200 of H200
 NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e-?\d+)?K?|(?<=\.)\d+")
 OPTION_COLUMNS = ("batch", "dim", "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "compiled")
@@ -90,7 +90,7 @@ class Finding:
 
 
 def finding(kind, mode, model, other="", at=None):
-    """The one row of findings.csv (float32) for a slope, crossover or speed-up."""
+    """The one row of findings.csv (float32) of a kind (a slope, crossover, speed-up; bits_per_byte in mode lm ...)."""
     found = [
         Finding(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["detail"])
         for r in rows(CPU / "findings.csv")
@@ -127,9 +127,37 @@ def paper_claim():
 def slope(mode, model, *, lengths=True):
     """1.188, 2K, 8K, 1.047, 1.233: the exponent, the lengths fitted (when asked) and its interval."""
     found = finding("slope", mode, model)
-    first, last = map(int, re.fullmatch(r"seq_len (\d+)\.\.(\d+)", found.detail).groups())
+    first, last = map(int, re.fullmatch(r"(?:secant of )?seq_len (\d+)\.\.(\d+)", found.detail).groups())
     fitted = (kilo(first), kilo(last)) if lengths else ()
     return fmt(found.value, 3), *fitted, fmt(found.low, 3), fmt(found.high, 3)
+
+
+def slope_below_attention(mode, model="gss"):
+    """How much lower the model's exponent is than attention's over their common lengths (findings.csv's
+    slope_diff, negated), its interval, and (with `range_`) that range and the two exponents over it."""
+    found = finding("slope_diff", mode, model, "attention")
+    first, last, own, theirs = re.fullmatch(
+        rf"secant of seq_len (\d+)\.\.(\d+); {model} ([\d.]+), attention ([\d.]+)", found.detail
+    ).groups()
+    assert found.high < 0, f"{mode}: {model}'s exponent is not separated from attention's"
+    return (kilo(int(first)), kilo(int(last)), own, theirs), (
+        fmt(-found.value, 3),
+        fmt(-found.high, 3),
+        fmt(-found.low, 3),
+    )
+
+
+def finding_one():
+    """Finding 1's first sentence: the common range, both exponents, the paired differences, the previous ones."""
+    (first, last, gss, attention), fwdbwd = slope_below_attention("fwdbwd")
+    _, fwd = slope_below_attention("fwd")
+    now_fwd, now_fwdbwd, *previous = grab(
+        RUNS_PAGE,
+        r"below attention's by ([\d.]+) \([\d.]+\.\.[\d.]+\) `fwd` and ([\d.]+) \([\d.]+\.\.[\d.]+\) `fwdbwd` now, "
+        r"and by ([\d.]+) \([\d.]+\.\.[\d.]+\) and ([\d.]+) \([\d.]+\.\.[\d.]+\) in `r3`",
+    )
+    assert (now_fwd, now_fwdbwd) == (fwd[0], fwdbwd[0]), f"{RUNS_PAGE}: the slope differences of now"
+    return first, last, gss, attention, *fwdbwd, *fwd, previous[1], previous[0]
 
 
 def crossover(mode, model):
@@ -189,9 +217,16 @@ def projections_share():
 
 
 def gss_fast_from_every_length():
-    """The run of four in which gss-fast was faster than attention at every length, from the shortest."""
-    assert "faster at every length" in runs_table()["crossover gss-fast/attention, `fwdbwd`"]
-    return (kilo(min(sweep("gss-fast", "fwdbwd"))),)
+    """gss-fast's fwdbwd crossover with attention at or below the shortest length (its value that length), and no
+    forward crossover: faster at every length."""
+    shortest = min(sweep("gss-fast", "fwdbwd"))
+    found = finding("crossover", "fwdbwd", "gss-fast", "attention")
+    assert found.value == found.low == shortest and found.detail.startswith(f"at or below seq_len {shortest}")
+    assert not any(
+        (r["finding"], r["mode"], r["model"], r["other"]) == ("crossover", "fwd", "gss-fast", "attention")
+        for r in rows(CPU / "findings.csv")
+    ), "gss-fast is faster than attention at every length forward"
+    return kilo(shortest), kilo(shortest), fmt(found.low, 0), fmt(found.high, 0)
 
 
 def memory(mode, seq_len, models):
@@ -229,14 +264,68 @@ def lm_setting():
     return only({(r["dim"], r["depth"], r["steps"]) for r in lm_rows()})[0]
 
 
+def with_interval(found, digits=3):
+    return fmt(found.value, digits), fmt(found.low, digits), fmt(found.high, digits)
+
+
 def lm_results(models):
-    out, seeds = [], set()
+    """Each model's bits/byte over seeds with its interval (findings.csv), checked against perplexity.csv's mean."""
+    out = []
     for model in models:
-        mean, std, count = bits_per_byte(model)
-        out += [fmt(mean, 3), fmt(std, 3)]
-        seeds.add(count)
-    [count] = seeds
-    return [*out, count]
+        found = finding("bits_per_byte", "lm", model)
+        assert math.isclose(
+            found.value, bits_per_byte(model)[0], rel_tol=1e-5
+        )  # findings.csv writes 6 significant digits
+        out += with_interval(found)
+    return out
+
+
+def ahead(better, worse, *, separated):
+    """How far `better` is ahead of `worse` in bits/byte, paired by seed (findings.csv's bits_per_byte_diff, either
+    way round), with its interval; whether the interval excludes zero is checked."""
+    diffs = {(r["model"], r["other"]): r for r in rows(CPU / "findings.csv") if r["finding"] == "bits_per_byte_diff"}
+    if (better, worse) in diffs:
+        r, sign = diffs[better, worse], -1
+    else:
+        r, sign = diffs[worse, better], 1
+    value = sign * float(r["value"])
+    low, high = sorted(sign * float(r[c]) for c in ("ci_low", "ci_high"))
+    assert (low > 0) == separated, f"{better} over {worse}: {low}..{high}"
+    return fmt(value, 3), fmt(low, 3), fmt(high, 3)
+
+
+def lm_pairs():
+    return (
+        *ahead("conv", "dss", separated=True),
+        *ahead("gss", "dss", separated=True),
+        *ahead("gss", "conv", separated=False),
+        *ahead("dss", "attention", separated=False),
+    )
+
+
+def seeds_per_training():
+    """The seeds behind every quality finding: one count."""
+    counts = {
+        int(re.search(r"(\d+) seeds", r["detail"]).group(1))
+        for r in rows(CPU / "findings.csv")
+        if r["mode"] in ("lm", "recall")
+    }
+    return only(counts)
+
+
+def bracketed():
+    """Every selected learning rate (LM and recall) has a tried rate on either side."""
+    for name, selects in (("perplexity.csv", lambda r: r["split"] == "val"), ("recall.csv", lambda r: True)):
+        tried = defaultdict(set)
+        chosen = {}
+        for r in rows(CPU / name):
+            if selects(r) and r["seed"] == "0":
+                tried[r["model"]].add(float(r["lr"]))
+                if r["lr_selected"] == "true":
+                    chosen[r["model"]] = float(r["lr"])
+        for model, rate in chosen.items():
+            assert min(tried[model]) < rate < max(tried[model]), f"{name}: {model}'s rate {rate} is at an edge"
+    return ()
 
 
 def length_generalisation():
@@ -248,15 +337,30 @@ def length_generalisation():
 
 
 def recall():
+    """The recall cell, its collision rate, attention's accuracy (and its worst seed), the others', the ceiling."""
     selected = [r for r in rows(CPU / "recall.csv") if r["lr_selected"] == "true"]
-    [(seq_len, pairs, chance)] = {(r["seq_len"], r["num_kv_pairs"], float(r["chance_accuracy"])) for r in selected}
-    accuracy = defaultdict(list)
-    for r in selected:
-        accuracy[r["model"]].append(float(r["accuracy"]))
-    attention = accuracy.pop("attention")
-    assert max(attention) > 0.9, "one seed of attention solved it"
-    assert all(statistics.mean(a) <= chance for a in accuracy.values()), "the others stay at or below chance"
-    return seq_len, pairs, fmt(chance, 2), fmt(statistics.mean(attention), 3), fmt(statistics.stdev(attention), 3)
+    [(seq_len, pairs, vocab, collisions, ceiling)] = {
+        (r["seq_len"], r["num_kv_pairs"], r["vocab"], float(r["key_collision_rate"]), float(r["ceiling_accuracy"]))
+        for r in selected
+    }
+    worst = min(float(r["accuracy"]) for r in selected if r["model"] == "attention")
+    found = {m: finding("recall_accuracy", "recall", m) for m in ("attention", "gss", "conv", "dss")}
+    assert found["conv"].high < ceiling and found["dss"].high < ceiling and found["gss"].value < ceiling
+    return (
+        seq_len,
+        pairs,
+        vocab,
+        fmt(100 * collisions, 1),
+        *with_interval(found["attention"]),
+        fmt(math.floor(100 * worst) / 100, 2),
+        *(x for m in ("gss", "conv", "dss") for x in with_interval(found[m])),
+        fmt(ceiling, 3),
+    )
+
+
+def floor_accuracy():
+    [floor] = {float(r["floor_accuracy"]) for r in rows(CPU / "recall.csv")}
+    return (fmt(floor, 3),)
 
 
 def decoding():
@@ -311,7 +415,7 @@ def gpu():
 
 @cache
 def runs_table():
-    """docs/cpu-reference.md's table of four runs: {finding label: (ref, r1, r2, now, range)}."""
+    """docs/cpu-reference.md's table of five runs: {finding label: (ref, r1, r2, r3, now, range)}."""
     lines = (ROOT / RUNS_PAGE).read_text(encoding="utf-8").splitlines()
     table = {}
     for line in lines[lines.index(RUNS_HEADER) + 2 :]:
@@ -323,7 +427,7 @@ def runs_table():
 
 
 def across_runs(*labels):
-    """The range over four runs of one row, or of several rows together (the least low..the greatest high)."""
+    """The range over five runs of one row, or of several rows together (the least low..the greatest high)."""
     bounds = [runs_table()[label][-1].split("..") for label in labels]
     value = lambda s: float(s.replace(",", ""))  # noqa: E731
     return f"{min((low for low, _ in bounds), key=value)}..{max((high for _, high in bounds), key=value)}"
@@ -337,14 +441,6 @@ def wall_time():
     minutes, seconds, commit = grab(RUNS_PAGE, r"\*\*(\d+) min (\d+) s\*\* at commit (\w+), the committed reference")
     assert commit == committed_commit(), f"{RUNS_PAGE} gives the wall time of {commit}, not of the reference"
     return minutes, seconds
-
-
-def previous_forward_slopes():
-    gss, attention, *now = grab(
-        RUNS_PAGE, r"forward slopes: `ref` ([\d.]+) for gss and ([\d.]+) for attention, `now` ([\d.]+) and ([\d.]+)"
-    )
-    assert now == [slope("fwd", "gss")[0], slope("fwd", "attention")[0]], f"{RUNS_PAGE}: the forward slopes"
-    return gss, attention
 
 
 def products_alone():
@@ -382,37 +478,36 @@ class Quote:
         return self.words.format(*self.numbers())
 
 
-FOUR_RUNS_FWD = [f"gss-fast / gss time, `fwd` {k}" for k in ("2K", "4K", "8K")]
-FOUR_RUNS_FWDBWD = [f"gss-fast / gss time, `fwdbwd` {k}" for k in ("2K", "4K", "8K")]
+RUNS_FWD = [f"gss-fast / gss time, `fwd` {k}" for k in ("2K", "4K", "8K")]
+RUNS_FWDBWD = [f"gss-fast / gss time, `fwdbwd` {k}" for k in ("2K", "4K", "8K")]
 QUOTES = (
     Quote(
         "The quick preset on the development CPU ({} cores, torch {}, float32; {} min {} s for `run_all.py`)",
         lambda: (env(CPU)["cpu_count"], env(CPU)["torch"].split("+")[0], *wall_time()),
     ),
+    Quote(
+        "Intervals are {}%: of a timing, over the run's paired rounds (the noise within this run); of a training, "
+        "Student's t over its {} seeds.",
+        lambda: (*level(), *seeds_per_training()),
+    ),
     # the README's finding 1
     Quote(
-        "grows as seq_len^{} for gss over {}..{} ({}% interval {}..{})",
-        lambda: (*slope("fwdbwd", "gss")[:3], *level(), *slope("fwdbwd", "gss")[3:]),
-    ),
-    Quote("and seq_len^{} for attention over {}..{} ({}..{})", lambda: slope("fwdbwd", "attention")),
-    Quote(
-        "over four runs {} and {}.",
-        lambda: (across_runs("slope gss `fwdbwd`, 2K..8K"), across_runs("slope attention `fwdbwd`, 1K..4K")),
+        "Over the lengths both ran, {}..{} (three lengths: the secant), a forward and backward step grows as "
+        "seq_len^{} for gss and seq_len^{} for attention: gss's exponent is {} lower ({}..{}), and forward {} lower "
+        "({}..{}), each the paired difference in which a drift of the machine cancels ({} and {} in the previous "
+        "reference).",
+        finding_one,
     ),
     Quote(
-        "Forward alone, {} ({}..{}) and {} ({}..{}) here, but {} and {} in the previous reference",
-        lambda: (
-            *slope("fwd", "gss", lengths=False),
-            *slope("fwd", "attention", lengths=False),
-            *previous_forward_slopes(),
-        ),
+        "Over its own longest lengths, {}..{}, gss grows as seq_len^{} ({}..{}),",
+        lambda: (*slope("fwdbwd", "gss")[1:3], slope("fwdbwd", "gss")[0], *slope("fwdbwd", "gss")[3:]),
     ),
     Quote(
-        "gss overtakes attention above seq_len ≈ {} ({}..{}) forward and backward and ≈ {} ({}..{}) forward.",
+        "gss overtakes attention above seq_len ≈ {} ({}..{}) forward and backward and ≈ {} ({}..{}) forward;",
         lambda: (*crossover("fwdbwd", "gss"), *crossover("fwd", "gss")),
     ),
     Quote(
-        "over four quick runs the crossovers ranged {} and {}",
+        "over five quick runs the crossovers ranged {} and {}",
         lambda: (across_runs("crossover gss/attention, `fwdbwd`"), across_runs("crossover gss/attention, `fwd`")),
     ),
     Quote("At {} the gated CNN `conv` is the fastest forward and backward, `gss-fast` forward.", fastest_at_4k),
@@ -424,17 +519,17 @@ QUOTES = (
         "forward {}x ({}..{}) faster than `gss` at {}, {}x ({}..{}) at {}, {}x ({}..{}) at {}",
         lambda: speedups("fwd", "gss-fast", "gss", (2048, 4096, 8192)),
     ),
-    Quote("(over four runs {}, {} and {})", lambda: [across_runs(label) for label in FOUR_RUNS_FWD]),
+    Quote("(over five runs {}, {} and {})", lambda: [across_runs(label) for label in RUNS_FWD]),
     Quote(
         "in {}-{} of gss's memory from {};",
         lambda: (*(fmt(f(memory_ratios("fwd", 2048)), 2) for f in (min, max)), kilo(2048)),
     ),
     Quote(
-        "forward and backward {}x ({}..{}) at {}, {}x ({}..{}) at {}, {}x ({}..{}) at {} (four runs: {}), "
+        "forward and backward {}x ({}..{}) at {}, {}x ({}..{}) at {}, {}x ({}..{}) at {} (five runs: {}), "
         "in {}-{}% less memory.",
         lambda: (
             *speedups("fwdbwd", "gss-fast", "gss", (2048, 4096, 8192)),
-            across_runs(*FOUR_RUNS_FWDBWD),
+            across_runs(*RUNS_FWDBWD),
             *(fmt(100 * (1 - f(memory_ratios("fwdbwd", 256))), 0) for f in (max, min)),
         ),
     ),
@@ -450,9 +545,9 @@ QUOTES = (
     Quote("and {}% of the forward is the projections", projections_share),
     Quote("alone they run {}-{}x faster than gss at {} (paired rounds)", products_alone),
     Quote(
-        "Its crossover with attention is ≈ {} tokens ({}..{}) forward and backward (in one run of four it was faster "
-        "at every length, from {})",
-        lambda: (*crossover("fwdbwd", "gss-fast"), *gss_fast_from_every_length()),
+        "Forward and backward it is faster than attention from {} tokens on (its crossover at or below {}; {}..{}), "
+        "and forward at every length.",
+        gss_fast_from_every_length,
     ),
     # finding 3
     Quote("GSS is not {}-{}x faster than DSS here.", paper_claim),
@@ -468,7 +563,7 @@ QUOTES = (
         ),
     ),
     Quote(
-        "forward and backward {}x at {} and {}x ({}..{}) at {} (four runs at {}: {} and {})",
+        "forward and backward {}x at {} and {}x ({}..{}) at {} (five runs at {}: {} and {})",
         lambda: (
             *speedups("fwdbwd", "gss", "dss", (256,), interval=False),
             *speedups("fwdbwd", "gss", "dss", (4096,)),
@@ -498,15 +593,26 @@ QUOTES = (
     ),
     # finding 5
     Quote("Tiny LMs (dim {}, depth {}, {} steps, the same test bytes)", lm_setting),
+    Quote("every selected rate with a tried rate on either side", bracketed),
     Quote(
-        "reach {} ± {} bits/byte on Python source with gss, {} ± {} with conv, {} ± {} with gss-hybrid "
-        "(one gss and one chunked-attention layer), {} ± {} with dss, {} ± {} with chunked attention and "
-        "{} ± {} with attention ({} seeds each).",
-        lambda: lm_results(("gss", "conv", "gss-hybrid", "dss", "attention-chunked", "attention")),
+        "reach {} ({}..{}) bits/byte on Python source with gss, {} ({}..{}) with conv, {} ({}..{}) with dss and "
+        "{} ({}..{}) with attention.",
+        lambda: lm_results(("gss", "conv", "dss", "attention")),
+    ),
+    Quote(
+        "Paired by seed, conv is {} ({}..{}) ahead of dss and gss {} ({}..{}); gss's lead over conv, {} ({}..{}), "
+        "and attention's gap to dss, {} ({}..{}), are not separated from zero.",
+        lm_pairs,
     ),
     Quote("With {}× the context, attention degrades to {}; the others move by at most {}.", length_generalisation),
     # finding 6
-    Quote("At length {} ({} pairs, chance {}) attention answers {} ± {} of the queries (one seed solved it)", recall),
+    Quote(
+        "At length {} with {} pairs (vocabulary {}: {}% of the queries find their key repeated as filler before "
+        "them), attention answers {} ({}..{}) of the queries (every seed above {}), gss {} ({}..{}), conv {} "
+        "({}..{}) and dss {} ({}..{}): conv's and dss's intervals lie below {}, what the best key-blind rule scores",
+        recall,
+    ),
+    Quote("gss's mean too; a random value token scores {}.", floor_accuracy),
     # finding 7
     Quote(
         "costs {} ms per token at a {}-token prompt, {}× less than re-running the forward per token as the original "
@@ -552,7 +658,7 @@ def test_every_number_in_the_findings_is_checked():
 
 
 def test_the_runs_table_ends_with_the_committed_reference():
-    """docs/cpu-reference.md's `now` column is the committed reference, and each range spans its four runs."""
+    """docs/cpu-reference.md's `now` column is the committed reference, and each range spans its five runs."""
     assert grab(RUNS_PAGE, r"the committed reference, `run_all.py` at (\w+) \(`now`\)") == (committed_commit(),)
     for label, (*runs, spread) in runs_table().items():
         if match := re.fullmatch(r"crossover (\S+)/(\S+), `(\w+)`", label):
