@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SECTION = "## Findings on the committed CPU reference"
 CPU = ROOT / "results" / "baselines" / "cpu-quick"
+ZOOLOGY = ROOT / "results" / "baselines" / "zoology-cpu"  # python -m bench.perplexity --preset zoology-cpu
 GPU = ROOT / "results" / "baselines" / "nvidia-h200"
 GPU_PASSES = (GPU, GPU / "repeat", GPU / "second-run", GPU / "second-run" / "repeat")  # docs/gpu.md's four passes
 RUNS_PAGE = "docs/cpu-reference.md"
@@ -358,6 +359,31 @@ def recall():
     )
 
 
+def zoology():
+    """The Zoology grid: its length, pair counts and widths; attention's accuracy at the one width that solves every
+    cell; the best accuracy of any other model anywhere (test draw, selected rate, one seed)."""
+    selected = [r for r in rows(ZOOLOGY / "recall.csv") if r["lr_selected"] == "true"]
+    assert {r["seed"] for r in selected} == {"0"}, "one seed"
+    accuracy = {(r["model"], int(r["num_kv_pairs"]), int(r["dim"])): float(r["accuracy"]) for r in selected}
+    [length] = {r["seq_len"] for r in selected}
+    pairs, widths = sorted({p for _, p, _ in accuracy}), sorted({d for _, _, d in accuracy})
+    solving = [d for d in widths if all(accuracy["attention", p, d] >= 0.9 for p in pairs)]
+    assert len(solving) == 1 and all(
+        accuracy["attention", p, d] < 0.9 for p in pairs for d in widths if d != solving[0]
+    )
+    others = max(a for (m, _, _), a in accuracy.items() if m != "attention")
+    assert others < 0.9
+    return (
+        length,
+        *pairs,
+        *widths,
+        solving[0],
+        *(fmt(accuracy["attention", p, solving[0]], 3) for p in pairs),
+        *(d for d in widths if d != solving[0]),
+        fmt(others, 3),
+    )
+
+
 def floor_accuracy():
     [floor] = {float(r["floor_accuracy"]) for r in rows(CPU / "recall.csv")}
     return (fmt(floor, 3),)
@@ -613,6 +639,15 @@ QUOTES = (
         recall,
     ),
     Quote("gss's mean too; a random value token scores {}.", floor_accuracy),
+    Quote(
+        "On the CPU's share of Zoology's width sweep (length {} with {} and {} pairs, widths {}, {} and {}, one seed:",
+        lambda: zoology()[:6],
+    ),
+    Quote(
+        "attention solves both cells at width {} ({} and {}), not at {} or {} at this budget; gss, conv and dss solve "
+        "neither at any width (at most {}).",
+        lambda: zoology()[6:],
+    ),
     # finding 7
     Quote(
         "costs {} ms per token at a {}-token prompt, {}× less than re-running the forward per token as the original "

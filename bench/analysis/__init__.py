@@ -22,6 +22,25 @@ from bench.schema import CROSSOVER_PAIR, MODELS_ORDER, MODES, OPTIONS, TABLES
 LENGTHS = tuple(dict.fromkeys(t.length for t in TABLES.values() if t.length))  # every CSV's length column, once each
 
 
+def finding_row(finding, model, other, value, low, high, *, unit, detail, options="", span="", **columns):
+    """One finding in findings.csv's columns (`columns`: mode and dtype where the caller knows them), then its
+    `options` and `span`, the parts of detail that say which sweep or training and which lengths (the pooling of
+    runs joins on them)."""
+    return dict(
+        finding=finding,
+        **columns,
+        model=model,
+        other=other,
+        value=value,
+        ci_low=low,
+        ci_high=high,
+        unit=unit,
+        detail=detail,
+        options=options,
+        span=span,
+    )
+
+
 def ok(df):
     """The rows that measured something (every row of a CSV without a status column)."""
     return df[df.status == "ok"] if "status" in df.columns else df

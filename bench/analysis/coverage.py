@@ -2,7 +2,7 @@
 
     python -m bench.analysis.coverage --runs 300     # the table of docs/measurement.md (minutes)
 
-A planted run is the quick preset's sweep with known medians (TRUTH: the committed CPU reference's, each cell with
+A planted run is the quick preset's sweep with known medians (TRUTH: the CPU reference of 474812c's, each cell with
 its repeat count), timed as the suite times it: group after group (one per mode and length, the lengths
 ascending), each group in rounds, the drift gauge first in every round and the members' order rotated from round to
 round (bench.core.timing.measure_group). Every timed step, the gauge's included, takes its true median times
@@ -30,7 +30,7 @@ from bench.schema import CROSSOVER_PAIR, REFERENCE_MODEL, TABLES
 from bench.stats import crossover
 from bench.usage import Parser, UsageError, fail, positive_int, value_of
 
-# median ms and repeats of each sweep cell of the committed CPU reference (results/baselines/cpu-quick)
+# median ms and repeats of each sweep cell of the CPU reference made at commit 474812c
 TRUTH = {
     "fwd": {
         "gss": {

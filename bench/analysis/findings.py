@@ -70,17 +70,8 @@ def row(finding, model, other, value, draws, *, unit, options="", span="", notes
     elif draws is not None:
         low, high, _ = percentile_interval(draws)
     detail = "; ".join(p for p in (options, span, *notes) if p)
-    return dict(
-        finding=finding,
-        model=model,
-        other=other,
-        value=float(value),
-        ci_low=low,
-        ci_high=high,
-        unit=unit,
-        detail=detail,
-        options=options,
-        span=span,
+    return analysis.finding_row(
+        finding, model, other, float(value), low, high, unit=unit, detail=detail, options=options, span=span
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.analysis import ok, ordered_models
+from bench.analysis import finding_row, ok, ordered_models
 from bench.analysis.load import load_csv
 from bench.schema import OPTIONS, TABLES
 
@@ -117,19 +117,19 @@ def _row(finding, model, other, stats, *, mode, dtype, unit, options, span, extr
     mean, low, high, n = stats
     how = f"{METHOD}, {n - 1} df" if n > 1 else "1 seed: no interval"
     detail = "; ".join(p for p in (options, span, *extra, f"{n} seed{'s' if n != 1 else ''}", how) if p)
-    return dict(
-        finding=finding,
-        mode=mode,
-        dtype=dtype,
-        model=model,
-        other=other,
-        value=mean,
-        ci_low=low,
-        ci_high=high,
+    return finding_row(
+        finding,
+        model,
+        other,
+        mean,
+        low,
+        high,
         unit=unit,
         detail=detail,
         options=options,
         span=span,
+        mode=mode,
+        dtype=dtype,
     )
 
 

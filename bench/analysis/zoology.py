@@ -23,7 +23,7 @@ tells which models never solved which panel; the value column stays numeric, emp
 
 import pandas as pd
 
-from bench.analysis import ok, ordered_models
+from bench.analysis import finding_row, ok, ordered_models
 from bench.analysis.load import load_csv
 from bench.schema import OPTIONS, TABLES
 
@@ -188,20 +188,21 @@ def finding_rows(points_frame):
         variant = r.label[len(r.model) :].strip()
         options = panel_name(r.seq_len, r.num_kv_pairs) + (f", {variant}" if variant else "")
         span = accuracy_span(r)
+        dtype = r.dtype if isinstance(r.dtype, str) else ""
         out.append(
-            dict(
-                finding=FINDING,
-                mode="recall",
-                dtype=r.dtype if isinstance(r.dtype, str) else "",
-                model=r.model,
-                other="",
-                value=r.smallest,
-                ci_low=None,
-                ci_high=None,
+            finding_row(
+                FINDING,
+                r.model,
+                "",
+                r.smallest,
+                None,
+                None,
                 unit="width",
                 detail=f"{options}; {span}",
                 options=options,
                 span=span,
+                mode="recall",
+                dtype=dtype,
             )
         )
     return pd.DataFrame(out, columns=FINDINGS)
