@@ -88,6 +88,12 @@ def repeat_times(value):
     return times
 
 
+def format_times(times):
+    """Repeat times as a row records them (times_ms, gauge_times_ms; bench.ab's per-round ratios): 6 significant
+    digits, space-separated, read back by repeat_times."""
+    return " ".join(format(t, ".6g") for t in times)
+
+
 # The bootstrap of the scaling findings (bench.analysis.findings) and of the suite's crossover refinement
 # (bench.analysis.refine):
 # both draw a cell's medians from the same seed, so that they find the same interval from the same repeats.

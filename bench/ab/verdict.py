@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 
 from bench.results import format_value
-from bench.stats import median_draws, percentile_interval
+from bench.stats import format_times, median_draws, percentile_interval
 
 # The slow-down a regression must exceed, in percent, besides an interval wholly above 1: the smallest that the
 # measured power curve (python -m bench.ab.power; docs/regression-gate.md) shows free of false alarms. The
@@ -51,7 +51,7 @@ def compared(key_row, base_ms, head_ms, threshold_pct):
         verdict=verdict(ratio, low, high, threshold_pct),
         time_ms_base=statistics.median(base_ms),
         time_ms_head=statistics.median(head_ms),
-        ratios=" ".join(format(h / b, ".6g") for b, h in zip(base_ms, head_ms, strict=True)),
+        ratios=format_times(h / b for b, h in zip(base_ms, head_ms, strict=True)),
     )
 
 

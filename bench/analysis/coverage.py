@@ -27,7 +27,7 @@ from bench import analysis
 from bench.analysis import findings, refine
 from bench.analysis.load import with_numbers
 from bench.schema import CROSSOVER_PAIR, REFERENCE_MODEL, TABLES
-from bench.stats import crossover
+from bench.stats import crossover, format_times
 from bench.usage import Parser, UsageError, fail, positive_int, value_of
 
 # median ms and repeats of each sweep cell of the CPU reference made at commit 474812c
@@ -228,7 +228,7 @@ def row(mode, model, length, times, gauge):
         **columns,
         **dict(model=model, mode=mode, dtype="float32", device="cpu", batch="1", seq_len=str(length), dim="256"),
         **dict(compiled="false", status="ok", time_ms=f"{np.median(times):.6g}", repeats=str(len(times))),
-        **dict(times_ms=refine.format_times(times), gauge_times_ms=refine.format_times(gauge)),
+        **dict(times_ms=format_times(times), gauge_times_ms=format_times(gauge)),
     }
 
 

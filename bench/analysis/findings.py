@@ -160,8 +160,13 @@ def speedup_rows(found, resamples=RESAMPLES):
             for s in (s for s in found if s.model != reference and model in (None, s.model)):
                 common = sorted(set(s.point.index) & set(ref.point.index))
                 for length in common if every else common[-1:]:
-                    (ratio,), draws = ref.ratio(s, [length], resamples)
-                    logs = ref.paired(s, length)
+                    # paired rounds: their median and its order-statistic interval; else the medians' ratio and
+                    # (several cells at a length) a bootstrap of their repeats
+                    if (logs := ref.paired(s, length)) is not None:
+                        ratio, draws, interval = np.median(logs), None, tuple(np.exp(median_order_interval(logs)))
+                    else:
+                        (ratio,), draws = ref.ratio(s, [length], resamples)
+                        interval = None
                     out.append(
                         row(
                             "speedup",
@@ -172,7 +177,7 @@ def speedup_rows(found, resamples=RESAMPLES):
                             unit="x",
                             options=s.options_against(ref),
                             span=f"at seq_len {length}",
-                            interval=None if logs is None else tuple(np.exp(median_order_interval(logs))),
+                            interval=interval,
                         )
                     )
     return out

@@ -200,11 +200,6 @@ def gauge_of(row):
     return gauge if gauge is not None and times is not None and len(gauge) == len(times) else None
 
 
-def format_times(times):
-    """Repeat times as a row records them (times_ms, gauge_times_ms): 6 significant digits, space-separated."""
-    return " ".join(format(t, ".6g") for t in times)
-
-
 def group_of(row):
     """The interleaved group a cell was timed in (bench.core.config.group_key, from a row): its length and
     everything two compared cells share."""

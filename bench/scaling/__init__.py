@@ -24,6 +24,7 @@ from bench.core.sweep import Sweep, device_name, run_jobs
 from bench.core.timing import Timing, gauge_step, measure_group
 from bench.results import RowWriter, atomic_path, cell_key, read_rows
 from bench.schema import CROSSOVER_PAIR, TABLES, full_taps
+from bench.stats import format_times
 
 CSV = "scaling.csv"
 REFINE_ROUND = 5  # repeats of each refined cell between two looks at the crossover's interval
@@ -50,8 +51,8 @@ def timing_columns(timing, flops, tokens):
         time_ms=timing.median_ms,
         time_iqr_ms=timing.iqr_ms,
         repeats=timing.repeats,
-        times_ms=refine.format_times(timing.times_ms),
-        gauge_times_ms=refine.format_times(timing.gauge_ms if len(timing.gauge_ms) == timing.repeats else ()),
+        times_ms=format_times(timing.times_ms),
+        gauge_times_ms=format_times(timing.gauge_ms if len(timing.gauge_ms) == timing.repeats else ()),
     )
 
 
