@@ -165,12 +165,13 @@ ZOOLOGY = zoology(
     lrs=(1e-3, 3e-3, 9e-3),
     vocab=8192,
 )
-# The CPU's share of it (2 cores): length 64 with 4 and 8 pairs at every width; batch 32, 300 steps, the least on
-# trial runs at which attention solved the 4-pair cell at width 128 (docs/suites.md); a vocabulary of 256, where
-# Zoology's 8,192 would make the output layer most of a step at width 64
+# The CPU's share of it (2 cores): the narrow end, widths 32, 64 and 128 at length 64 with 4 and 8 pairs; batch 32,
+# 300 steps, the least on trial runs at which attention solved the 4-pair cell at width 128 (docs/suites.md); a
+# vocabulary of 256, where Zoology's 8,192 would make the output layer most of a step at width 64. Not width 256: its
+# trainings (42 s each) took 36 of a quiet run's minutes past the preset's 30 (docs/suites.md)
 ZOOLOGY_CPU = zoology(
     "zoology-cpu",
-    widths=(64, 128, 256),
+    widths=(32, 64, 128),
     cells=((64, 4), (64, 8)),
     tokens=2048,
     steps=300,
