@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
 from bench import decode, numerics, perplexity, plots, profiling, regress, scaling, usage
-from bench.core import cli, config, cuda_checks, env, estimate, executor
+from bench.core import cli, config, cuda_checks, env, estimate, executor, limits
 from bench.results import RESULTS_DIR, atomic_path, atomic_write_text, new_run_id
 from bench.schema import REFERENCE_MODEL
 from bench.usage import Parser, UsageError, fail
@@ -72,6 +72,12 @@ def make_parser():
         "print the estimated device time of one H100/H200; measures nothing",
     )
     p.add_argument("--pack", metavar="PATH", help="then pack the run directory into one .tar.gz at PATH")
+    p.add_argument(
+        "--limits",
+        metavar="FILE",
+        help="the machine's limits from this file (python -m bench.limits's JSON) instead of measuring them once "
+        "for the run directory",
+    )
     executor.add_flags(p)
     return p
 
@@ -95,6 +101,8 @@ def parse(argv):
         raise UsageError("--resume needs --out: the run directory to continue")
     if args.pack and not Path(args.pack).resolve().parent.is_dir():
         raise UsageError(f"--pack {args.pack}: no such directory to write the archive into")
+    if args.limits:
+        limits.read(args.limits)  # a malformed file stops the run before anything is written
     executor.Placement(args.executor, args.ray_address, args.cell_timeout)  # checked as every suite checks it
     if args.executor == "ray" and args.preset == GPU_CHECK:
         raise UsageError("--preset gpu-check runs on one GPU with the local executor (docs/gpu.md)")
@@ -108,7 +116,14 @@ def main(argv=None):
         return fail(error)
     out_dir = Path(args.out) if args.out else RESULTS_DIR / new_run_id()
     placement = {name: getattr(args, name) for name in ("executor", "ray_address", "cell_timeout")}
-    common = cli.Common(preset=args.preset, device=args.device, out=str(out_dir), resume=args.resume, **placement)
+    common = cli.Common(
+        preset=args.preset, device=args.device, out=str(out_dir), resume=args.resume, limits=args.limits, **placement
+    )
+    try:  # a limits file must hold a rate for each dtype its suites use: checked before any suite runs
+        for name in (name for name in limits.SUITES if args.limits and name in args.only):
+            SUITES[name].make_spec(common)
+    except UsageError as error:
+        return fail(error)
     if args.dry_run:
         return dry_run(args, common)
     if args.preset == GPU_CHECK:
@@ -190,11 +205,11 @@ def gpu_check(args, out_dir, common):
     report, failures = cuda_checks.check(device)
     for failure in failures:
         print(f"CUDA check FAILED: {failure}", file=sys.stderr, flush=True)
-    start, walls, limits = time.monotonic(), {}, {}
+    start, walls, time_limits = time.monotonic(), {}, {}
     for i, (step, suite, _, seconds) in enumerate(steps):
         reserve = sum(s for *_, s in steps[i + 1 :])
-        limits[step] = max(10.0, min(2 * seconds + 15, GPU_BUDGET_S - (time.monotonic() - start) - reserve))
-        settings = replace(common, time_limit=round(limits[step]))  # whole seconds, as recorded
+        time_limits[step] = max(10.0, min(2 * seconds + 15, GPU_BUDGET_S - (time.monotonic() - start) - reserve))
+        settings = replace(common, time_limit=round(time_limits[step]))  # whole seconds, as recorded
         if step != suite:
             settings = replace(settings, out=str(out_dir / REPEAT))
         began = time.monotonic()
@@ -213,7 +228,7 @@ def gpu_check(args, out_dir, common):
         gpu_check=dict(
             budget_s=GPU_BUDGET_S,
             estimate_s={s: e for s, _, _, e in steps},
-            time_limit_s=limits,
+            time_limit_s=time_limits,
             wall_s=walls,
             planned_cells={s: len(c) for s, _, c, _ in steps},
         ),

@@ -23,8 +23,27 @@ COLUMNS_DOC = {
     "conv_kernel": "convolution taps actually used (conv, gss-direct; `seq_len` for full)",
     "compiled": "the layer ran under `torch.compile`",
     "params": Number("trainable parameters"),
-    "flops": Number("FLOPs of one step as counted (docs/measurement.md)"),
-    "tflops_per_s": Number("counted FLOPs / median step time, in 1e12 per second"),
+    "flops": Number("FLOPs of one step as counted (docs/measurement.md; op_breakdown: the category's, per step)"),
+    "tflops_per_s": Number(
+        "counted FLOPs / median step time, in 1e12 per second (op_breakdown: the category's FLOPs / its time)"
+    ),
+    "min_bytes": Number(
+        "bytes the step must move at least: input, parameters, output once, and their gradients in fwdbwd "
+        "(the model's min_bytes; op_breakdown: the category's, docs/measurement.md); empty where unknown"
+    ),
+    "floor_ms": Number(
+        "the step's roofline floor, ms: max(flops / the dtype's measured matrix-product rate, min_bytes / the "
+        "measured bandwidth), against env.json's limits; empty without limits or min_bytes"
+    ),
+    "roofline_frac": Number("floor_ms / time_ms: the share of its roofline the step reached; empty with floor_ms"),
+    "peak_frac": Number(
+        "op_breakdown: the category's achieved FLOP/s over the measured matrix-product rate of the cell's dtype; "
+        "empty where it counts no FLOPs or there are no limits"
+    ),
+    "bandwidth_frac": Number(
+        "op_breakdown: the category's min_bytes at the measured bandwidth, over its time (the share of the "
+        "bandwidth floor it reached); empty where min_bytes is not stated or there are no limits"
+    ),
     "tokens_per_s": Number("tokens per second: batch x seq_len / median step time (decode: batch / time per token)"),
     "time_ms": Number("median step time, ms (op_breakdown: the category's time, mean over the profiled steps)"),
     "time_iqr_ms": Number("interquartile range of the timed repeats, ms"),

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from .ops import check_sequence, check_token, matmul_flops
+from .ops import check_sequence, check_token, layer_min_bytes, matmul_flops
 
 
 def default_head_dim(dim):
@@ -130,6 +130,11 @@ class MLPBlock(nn.Module):
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
+
+    def min_bytes(self, batch, seq_len, mode):
+        """The bytes a step must move at least: input, parameters and output, and their gradients for fwdbwd
+        (models.ops.layer_min_bytes)."""
+        return layer_min_bytes(batch, seq_len, self.dim, self.num_params(), mode)
 
 
 class AttentionBlock(MLPBlock):

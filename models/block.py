@@ -8,7 +8,7 @@ is here, so an ablation of one mixer against another changes the mixer only.
 from torch import nn
 from torch.profiler import record_function
 
-from .ops import check_sequence, check_token, matmul_flops
+from .ops import check_sequence, check_token, layer_min_bytes, matmul_flops
 
 
 class NormedMixer(nn.Module):
@@ -112,3 +112,8 @@ class GatedUnit(nn.Module):
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
+
+    def min_bytes(self, batch, seq_len, mode):
+        """The bytes a step must move at least: input, parameters and output, and their gradients for fwdbwd
+        (models.ops.layer_min_bytes)."""
+        return layer_min_bytes(batch, seq_len, self.dim, self.num_params(), mode)

@@ -7,6 +7,12 @@ FLOP convention (the same one bench/core/flops.py counts with): matrix products 
 8*m*n*k, a real FFT of length n 2.5*n*log2(n), convolutions as executed (2*B*H*L*T for T taps),
 elementwise ops not counted.
 
+Minimum bytes (a layer's `min_bytes`, the memory side of its roofline): what a step must move at the least, each
+tensor once: the input (B, L, dim), the parameters and the output (B, L, dim) in the forward; for fwdbwd also
+their gradients (the output's gradient read, the input's and the parameters' written), so twice the forward's.
+Activations kept for the backward, a kernel materialised or cached, workspaces: none of it counted (a better
+implementation might avoid it). Float32 storage, as every cell holds them: autocast casts copies.
+
 Incremental decoding shares the state helpers here: a `ConvState` (the last T inputs) steps any of
 these convolutions one position at a time, and `state_nbytes` sizes any layer's or LM's state.
 `causal_conv_ref` is the slow reference both fast convolutions are tested against.
@@ -114,6 +120,14 @@ def causal_conv_ref(u, K):
     L = u.shape[-2]
     delayed = (F.pad(u, (0, 0, k, 0))[..., :L, :] for k in range(min(K.shape[0], L)))  # u delayed by k positions
     return sum(K[k] * u_k for k, u_k in enumerate(delayed))
+
+
+def layer_min_bytes(batch, seq_len, dim, params, mode, *, itemsize=4):
+    """The bytes a layer step of `mode` ("fwd" or "fwdbwd") must move at the least (this module's docstring)."""
+    if mode not in ("fwd", "fwdbwd"):
+        raise ValueError(f"mode must be fwd or fwdbwd, got {mode!r}")
+    forward = (2 * batch * seq_len * dim + params) * itemsize  # input and output once, the parameters once
+    return forward * (2 if mode == "fwdbwd" else 1)
 
 
 def matmul_flops(m, n, k, *, complex_=False):

@@ -143,6 +143,16 @@ def test_each_side_loads_its_own_tree_beside_the_harness(tmp_path, temp):
     assert names == models.NAMES and not [m for m in sys.modules if m.startswith("_ab_")]
 
 
+def test_a_side_whose_models_state_no_min_bytes_leaves_its_floor_column_empty(tmp_path, temp, fake_rounds):
+    a, b = toy_tree(tmp_path / "a", 1), toy_tree(tmp_path / "b", 2)
+    with open(b / "models" / "layer.py", "a") as layer:  # the head's layer states its minimum bytes
+        layer.write("\n\nToy.min_bytes = lambda self, batch, seq_len, mode: 1000 * batch * seq_len\n")
+    out = tmp_path / "out"
+    assert main([str(a), str(b), *TINY, "--models", "conv", "--out", str(out)]) == 0
+    (row,) = read_rows(out / "ab.csv", columns=COLUMNS)
+    assert row["verdict"] == "same" and row["min_bytes_base"] == "" and row["min_bytes_head"] == str(1000 * 8)
+
+
 def test_two_directories_compared_into_ab_csv_env_json_and_the_table(tmp_path, temp, fake_rounds, capsys):
     a, b = toy_tree(tmp_path / "a", 1), toy_tree(tmp_path / "b", 2, names=("conv", "attention"))
     out = tmp_path / "out"

@@ -43,7 +43,7 @@ TIME_MS = {"gss": 2.0, "attention": 3.0, "conv": 1.0}
 REPEATS = (1.0, 0.99, 1.01, 0.995, 1.005)  # fractions of the median: an IQR of 1% of it
 
 
-def fake_cells(cells, timing, device, *, factor=1.0):
+def fake_cells(cells, timing, limits, device, *, factor=1.0):
     """Measured cells with the same numbers every time: a time depends on the model and length alone."""
     rows = []
     for cell in cells:

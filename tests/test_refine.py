@@ -116,7 +116,7 @@ def fake_sweep(monkeypatch, refined_spread, calls, *, longer=("attention", 16), 
     `refined_spread` on a machine `later` times slower (the gauge too), one group per call to measure_group, its
     steps the cells themselves. The `longer` cell ran 4 rounds after the others of its group stopped."""
 
-    def measure_cells(cells, timing, device):
+    def measure_cells(cells, timing, limits, device):
         out = []
         for c in cells:
             times = planted(c, WIDE) + [base_ms(c.model, c.seq_len)] * 4 * ((c.model, c.seq_len) == longer)

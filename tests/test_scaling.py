@@ -143,11 +143,11 @@ def test_cpu_peak_memory_repeats_between_identical_runs(name):
 def test_an_oom_of_gss_direct_with_every_tap_skips_its_longer_lengths(tmp_path, monkeypatch):
     real = scaling.measure_cells
 
-    def fake(cells, timing, device):
+    def fake(cells, timing, limits, device):
         return [
             torch.OutOfMemoryError("CUDA out of memory (injected)")
             if cell.seq_len >= 16
-            else real([cell], timing, device)[0]
+            else real([cell], timing, limits, device)[0]
             for cell in cells
         ]
 

@@ -238,10 +238,10 @@ HANGING_RUN = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from bench import scaling
     real = scaling.measure_cells
-    def hang(cells, timing, device):
+    def hang(cells, timing, limits, device):
         if any(cell.model == "gss" and cell.seq_len == 16 and cell.mode == "fwd" for cell in cells):
             time.sleep(600)
-        return real(cells, timing, device)
+        return real(cells, timing, limits, device)
     scaling.measure_cells = hang
     sys.exit(scaling.main({argv!r}))
 """)

@@ -177,6 +177,7 @@ def compare(cell, base, head, spec):
             continue
         steps[side.role] = prepared.step
         row.update({f"{c}_{side.role}": getattr(prepared, c) for c in ("params", "flops", "peak_mem_mb")})
+        row[f"min_bytes_{side.role}"] = "" if prepared.min_bytes is None else prepared.min_bytes
     if len(steps) == 2:
         try:
             paired = measure_pairs(steps["base"], steps["head"], device=spec.device, **spec.timing)

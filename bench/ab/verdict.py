@@ -15,7 +15,7 @@ from bench.stats import format_times, median_draws, percentile_interval
 THRESHOLD_PCT = 3.0
 VERDICTS = ("regression", "improvement", "same", "one-sided", "error")
 # what ab.csv holds of each side
-SIDE_COLUMNS = ("params", "flops", "peak_mem_mb", "time_ms")
+SIDE_COLUMNS = ("params", "flops", "peak_mem_mb", "time_ms", "min_bytes")  # min_bytes: empty where a side has none
 
 
 def paired_ratio(base_ms, head_ms, label):

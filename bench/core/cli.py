@@ -14,6 +14,7 @@ import torch
 import models
 from bench import usage
 from bench.core import config, executor
+from bench.core import limits as machine
 from bench.core.env import write_env
 from bench.results import (
     RESULTS_DIR,
@@ -87,6 +88,11 @@ def parser(module_doc, prog, flags=(), **own):
         p.add_argument(flag, type=convert, help=text)
     if flags == LAYER_FLAGS:
         p.add_argument("--compile", action="store_true", help="torch.compile the layer")
+    p.add_argument(
+        "--limits",
+        metavar="FILE",
+        help="the machine's limits from this file (python -m bench.limits's JSON) instead of measuring them",
+    )
     executor.add_flags(p)
     return p
 
@@ -106,11 +112,13 @@ class Common:
     executor: str = "local"
     ray_address: str | None = None
     cell_timeout: float | None = None
+    limits: str | None = None  # a limits file (--limits): measured once elsewhere, or planted by the tests
 
     def argv(self):
         """The flags that give these settings: the command line env.json records for a suite run_all.py ran."""
         argv = []
-        for name in ("out", "device", "preset", "threads", "resume", "shard", "list", "time_limit", *_EXECUTOR):
+        names = ("out", "device", "preset", "threads", "resume", "shard", "list", "time_limit", "limits", *_EXECUTOR)
+        for name in names:
             value, flag = getattr(self, name), "--" + name.replace("_", "-")
             if value is True:
                 argv.append(flag)
@@ -137,6 +145,12 @@ class RunSpec:
     command: tuple  # the command line env.json records
     settings: dict  # the values env.json records, by flag
     deadline: float | None = None  # time.monotonic() after which no cell starts: set when the run starts (launch)
+    limits: dict | None = None  # the machine's limits (bench.core.limits): read from --limits, or set by launch
+
+    @property
+    def dtypes(self):
+        """The dtypes of the spec's cells that have one, sorted: the matrix-product rates its limits need."""
+        return tuple(sorted({cell.dtype for cell in self.cells if getattr(cell, "dtype", None)}))
 
     @property
     def run_id(self):
@@ -185,7 +199,7 @@ def build(suite, common, flags, presets, cells, *, shard=shard, kind=RunSpec):
     name = common.preset or ("full" if device.type == "cuda" else "quick")
     if name not in presets:
         raise UsageError(f"unknown preset {name!r}; valid presets: {', '.join(presets)}")
-    return kind(
+    spec = kind(
         suite=suite,
         common=common,
         device=device,
@@ -196,6 +210,9 @@ def build(suite, common, flags, presets, cells, *, shard=shard, kind=RunSpec):
         command=(f"python -m bench.{suite}", *common.argv()),
         settings={**asdict(common), **flags},
     )
+    if common.limits and suite in machine.SUITES:
+        return replace(spec, limits={**machine.read(common.limits, spec.dtypes), "source": common.limits})
+    return spec
 
 
 def main(p, argv, make_spec, run):
@@ -230,6 +247,7 @@ def launch(build_spec, run):
         torch.set_num_threads(spec.common.threads)
     if spec.common.time_limit:
         spec = replace(spec, deadline=time.monotonic() + spec.common.time_limit)
+    spec = with_limits(spec)
     record_env(spec)
     try:
         path = run(spec)
@@ -261,8 +279,39 @@ def check_run_dir(spec):
     ensure_writable_dir(spec.out_dir)
 
 
+def with_limits(spec):
+    """The spec with the machine's limits, for a suite whose rows are set against them (bench.core.limits.SUITES):
+    --limits FILE's (read by build), else the run directory's (env.json's `limits`: measured once per run
+    directory, by its first such suite), else measured now, in the run's threads (at most BUDGET_S); none under
+    the smoke preset. A measurement that fails leaves the rows' floor columns empty, and the run goes on."""
+    if spec.suite not in machine.SUITES or spec.limits is not None:
+        return spec
+    recorded = recorded_limits(spec.out_dir)
+    if recorded is not None and machine.problem(recorded, spec.dtypes) is None:
+        return replace(spec, limits=recorded)
+    if spec.preset.name == "smoke" or not spec.cells:
+        return spec
+    print(f"== limits of {spec.device} ({', '.join(spec.dtypes)}): python -m bench.limits", file=sys.stderr, flush=True)
+    try:
+        measured = machine.measure(spec.device, spec.dtypes)
+    except Exception as error:  # the run is worth more than its floors
+        print(f"limits: not measured ({type(error).__name__}: {error}); no floor columns", file=sys.stderr)
+        return spec
+    print(machine.summary(measured), file=sys.stderr, flush=True)
+    return replace(spec, limits=measured)
+
+
+def recorded_limits(run_dir):
+    """env.json's `limits` in run_dir, or None."""
+    try:
+        return read_env(run_dir).get("limits")
+    except (AttributeError, ValueError):  # no env.json, or an unreadable one
+        return None
+
+
 def record_env(spec):
-    """env.json beside the CSVs: the environment, plus each suite's resolved config and command line."""
+    """env.json beside the CSVs: the environment, plus each suite's resolved config and command line, and the
+    machine's limits (the spec's, else those recorded before: kept)."""
     try:
         suites = dict(read_env(spec.out_dir)["config"]["suites"])
     except (TypeError, KeyError, ValueError):  # none, or unreadable: replaced, never appended to
@@ -276,4 +325,6 @@ def record_env(spec):
         },
         "command": shlex.join(spec.command),
     }
-    write_env(spec.out_dir, argv=spec.command, config={"run_id": spec.run_id, "suites": suites})
+    limits = spec.limits if spec.limits is not None else recorded_limits(spec.out_dir)
+    extra = {} if limits is None else {"limits": limits}
+    write_env(spec.out_dir, argv=spec.command, config={"run_id": spec.run_id, "suites": suites}, **extra)

@@ -63,8 +63,9 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_env(run_dir: str | os.PathLike, *, config: Mapping[str, Any], argv: Sequence[str]) -> Path:
-    env = {**environment(), "config": dict(config), "command": shlex.join(str(a) for a in argv)}
+def write_env(run_dir: str | os.PathLike, *, config: Mapping[str, Any], argv: Sequence[str], **fields: Any) -> Path:
+    """env.json: the environment, the config and command line, and any further top-level `fields` (limits)."""
+    env = {**environment(), "config": dict(config), "command": shlex.join(str(a) for a in argv), **fields}
     path = Path(run_dir) / ENV_FILE
     atomic_write_text(path, json.dumps(env, indent=2, default=str) + "\n")
     return path

@@ -32,6 +32,7 @@ from bench.core.timing import measure as time_step
 from bench.core.timing import timer_for
 from bench.usage import UsageError
 
+SUITES = ("scaling", "profiling")  # the suites whose rows are set against the limits (bench.core.cli.with_limits)
 BUDGET_S = {"cpu": 15.0, "cuda": 20.0}  # the whole measurement's, per device type
 DEFAULT_DTYPES = {"cpu": ("float32",), "cuda": ("float32", "bfloat16", "float16")}
 # (m, n, k) of each device type's products: large enough to be compute-bound; on CUDA multiples of 256, so that
@@ -185,6 +186,22 @@ def measure(
         seconds=clock() - start_s,
     )
     return limits
+
+
+def summary(limits):
+    """One line of a limits object: each dtype's matrix-product rate, the bandwidth, the launch floor."""
+    rates = ", ".join(f"{d} {r / 1e9:.4g} GFLOP/s" for d, r in limits["matmul_flops_per_s"].items())
+    launch = f", launch {limits['launch_s'] * 1e6:.3g} us" if "launch_s" in limits else ""
+    return f"limits: {rates}; copy {limits['bandwidth_bytes_per_s'] / 1e9:.4g} GB/s{launch}"
+
+
+def floor_ms(flops, min_bytes, dtype, limits):
+    """A step's roofline floor in ms: the longer of its FLOPs at the dtype's measured matrix-product rate and its
+    minimum bytes at the measured bandwidth; None where the limits, the dtype's rate or the counts are missing."""
+    rate = (limits or {}).get("matmul_flops_per_s", {}).get(dtype)
+    if not rate or flops is None or min_bytes is None:
+        return None
+    return max(flops / rate, min_bytes / limits["bandwidth_bytes_per_s"]) * 1e3
 
 
 def _positive_finite(value):

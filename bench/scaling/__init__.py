@@ -19,6 +19,7 @@ from bench import usage
 from bench.analysis import refine
 from bench.core import cli
 from bench.core.config import LAYER_KEY, SCALING_PRESETS, group_key, groups_of, layer_cells, shard_groups
+from bench.core.limits import floor_ms
 from bench.core.prepare import Prepared, prepare_cell
 from bench.core.sweep import Sweep, device_name, run_jobs
 from bench.core.timing import Timing, gauge_step, measure_group
@@ -31,21 +32,28 @@ REFINE_ROUND = 5  # repeats of each refined cell between two looks at the crosso
 MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
 
 
-def row_of(prepared, timing):
+def row_of(prepared, timing, limits=None):
+    """A measured cell's row: what was counted and weighed, its repeats, and its roofline floor against the
+    machine's `limits` (bench.core.limits; none: the floor columns stay empty)."""
     cell = prepared.cell
+    floor = floor_ms(prepared.flops, prepared.min_bytes, cell.dtype, limits)
     return dict(
         params=prepared.params,
         flops=prepared.flops,
-        **timing_columns(timing, prepared.flops, cell.batch * cell.seq_len),
+        **timing_columns(timing, prepared.flops, cell.batch * cell.seq_len, floor),
         peak_mem_mb=prepared.peak_mem_mb,
         status="ok",
+        min_bytes="" if prepared.min_bytes is None else prepared.min_bytes,
+        floor_ms="" if floor is None else floor,
     )
 
 
-def timing_columns(timing, flops, tokens):
-    """A row's columns that come from its repeats (and the gauge's times in their rounds, when it has them)."""
+def timing_columns(timing, flops, tokens, floor=None):
+    """A row's columns that come from its repeats (and the gauge's times in their rounds, when it has them); with
+    the cell's roofline `floor` (ms), the share of it the median step reached."""
     seconds = timing.median_ms / 1e3
     return dict(
+        roofline_frac="" if floor is None else floor / timing.median_ms,
         tflops_per_s=flops / seconds / 1e12,
         tokens_per_s=tokens / seconds,
         time_ms=timing.median_ms,
@@ -56,10 +64,10 @@ def timing_columns(timing, flops, tokens):
     )
 
 
-def measure_cells(cells, timing, device):
+def measure_cells(cells, timing, limits, device):
     """A group's cells measured together: each prepared in turn (a failure is that cell's), then their steps
     timed with interleaved repeats and the drift gauge in every round (bench.core.timing.measure_group). Per cell,
-    its row's measured columns or the exception it raised."""
+    its row's measured columns (its floor against `limits`) or the exception it raised."""
     prepared = []
     for cell in cells:
         try:
@@ -69,7 +77,7 @@ def measure_cells(cells, timing, device):
     steps = [p.step for p in prepared if isinstance(p, Prepared)]
     timings = iter(measure_group(steps, device=device, gauge=gauge_step(device), **timing))
     out = [p if isinstance(p, Exception) else next(timings) for p in prepared]  # each cell's timing or failure
-    return [row_of(p, t) if isinstance(t, Timing) else t for p, t in zip(prepared, out)]
+    return [row_of(p, t, limits) if isinstance(t, Timing) else t for p, t in zip(prepared, out)]
 
 
 def free_memory_mb():
@@ -151,7 +159,10 @@ def run(spec):
     jobs = [
         sweep.group_job(
             [cell.key_row(name) for cell in group],
-            lambda pending, group=group: (measure_cells, ([group[i] for i in pending], spec.preset.timing)),
+            lambda pending, group=group: (
+                measure_cells,
+                ([group[i] for i in pending], spec.preset.timing, spec.limits),
+            ),
         )
         for group in groups_of(spec.cells)
     ]
@@ -195,6 +206,7 @@ def refine_crossovers(spec, device_name, *, ci, pairs=(CROSSOVER_PAIR,), budget_
             ci=ci,
             end=end,
             clock=clock,
+            limits=spec.limits,
         )
         with atomic_path(path) as tmp, RowWriter(tmp, TABLES[CSV].columns) as writer:
             for row in rows:
@@ -220,7 +232,7 @@ def bracket_keys(crossover):
     return tuple(cell_key(row, LAYER_KEY) for row in crossover.bracket)
 
 
-def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
+def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock, limits=None):
     """The new rows ({key: row}) of the refined cells (`cells`, their `old_rows`) and of the other cells of their
     groups, and the crossover they give (None if it is gone). Every ok cell of a refined group keeps the sweep's
     rounds that all the refined cells of its group ran, its gauge times alike (refine.aligned_rounds); the refined
@@ -254,7 +266,7 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock):
                 gauges[i] = None  # a gauge time missing beside a repeat: none for this cell
         warmup, n = 0, n + results[0].repeats
         new |= {
-            cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t, gauge_ms=g or ()))}
+            cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t, gauge_ms=g or ()), limits)}
             for old, p, t, g in zip(old_rows, prepared, times, gauges, strict=True)
         }
         after = next(
@@ -279,8 +291,10 @@ def list_or_none(values):
 
 def cut_row(row, times, gauge):
     """A row (as read) re-summarised over its first rounds: `times` and their `gauge` times (or None)."""
-    tokens = int(row["batch"]) * int(row["seq_len"])
-    return {**row, **timing_columns(Timing.of(times, gauge_ms=gauge or ()), float(row["flops"]), tokens)}
+    tokens, floor = int(row["batch"]) * int(row["seq_len"]), row.get("floor_ms")
+    floor = float(floor) if floor not in ("", None) else None
+    timing = timing_columns(Timing.of(times, gauge_ms=gauge or ()), float(row["flops"]), tokens, floor)
+    return {**row, **timing}
 
 
 def make_parser():
