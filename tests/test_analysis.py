@@ -313,12 +313,15 @@ def test_one_read_path_fills_older_columns_and_parses_the_schemas_numbers(tmp_pa
     """bench.analysis.load serves the read side and the gate alike: the text as written with older CSVs' columns
     filled in (a header-only CSV: an empty frame of its columns), then the schema's numeric columns parsed."""
     (tmp_path / "scaling.csv").write_text("model,seq_len,kernel_N,status\n")
-    older = ["model", "seq_len", "kernel_N", "status", "times_ms", "gauge_times_ms"]
+    older = ["model", "seq_len", "kernel_N", "status", "times_ms", "gauge_times_ms", "min_bytes", "floor_ms"]
+    older.append("roofline_frac")
     assert list(read_text(tmp_path, "scaling.csv").columns) == older
     assert load_csv(tmp_path, "scaling.csv") is None and read_text(tmp_path, "decode.csv") is None
     (tmp_path / "scaling.csv").write_text("model,seq_len,kernel_N,status\ngss,1024,64,ok\n")
     text = read_text(tmp_path, "scaling.csv")
-    assert text.attrs["older"] and text.times_ms.tolist() == text.gauge_times_ms.tolist() == [""]
+    assert text.attrs["older"] and text.times_ms.tolist() == text.gauge_times_ms.tolist() == text.floor_ms.tolist() == [
+        ""
+    ]
     assert text.seq_len.tolist() == ["1024"]
     numbers = with_numbers(text)
     assert numbers.seq_len.tolist() == [1024] and numbers.kernel_N.tolist() == ["64"]  # an option stays text

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from bench import analysis, usage
-from bench.analysis import quality, refine, zoology
+from bench.analysis import quality, refine, roofline, zoology
 from bench.analysis.series import NO_GAUGE, Draws, all_series, fit_span, slope
 from bench.results import ResultsError, atomic_write_text, format_value
 from bench.schema import REFERENCE_MODEL, TABLES
@@ -56,7 +56,15 @@ TIMING = ("slope", "slope_diff", "crossover", "speedup")  # the findings of this
 COLUMNS = TABLES[NAME].columns
 EVERY_LENGTH = (("gss", "dss"), ("gss-fast", "gss"))  # (model, over): speed-ups at every common length
 POOL_KEY = ["finding", "mode", "dtype", "model", "other", "options", "unit"]
-DIGITS = {"exponent": ".3f", "tokens": ",.0f", "x": ".2f", "bits/byte": ".3f", "accuracy": ".3f", "width": ".0f"}
+DIGITS = {
+    "fraction": ".3f",
+    "exponent": ".3f",
+    "tokens": ",.0f",
+    "x": ".2f",
+    "bits/byte": ".3f",
+    "accuracy": ".3f",
+    "width": ".0f",
+}
 HEADER = ("finding", "mode", "dtype", "model", "other", "value", "95% interval", "unit", "detail")
 POOLED = ("finding", "mode", "dtype", "model", "other", "median", "range", "unit", "runs", "detail")
 
@@ -210,10 +218,13 @@ def speedups(found, model, over):
 
 
 def of_run(run_dir):
-    """The run's findings: compute() of its scaling.csv, then those over seeds of its trainings
-    (bench.analysis.quality) and of its Zoology grid (bench.analysis.zoology); None when it has none of them."""
+    """The run's findings: compute() of its scaling.csv and its roofline fractions (bench.analysis.roofline, against
+    env.json's limits), then those over seeds of its trainings (bench.analysis.quality) and of its Zoology grid
+    (bench.analysis.zoology); None when it has none of them."""
     df = analysis.load_scaling(run_dir)
     parts = [] if df is None else [compute(df, source=Path(run_dir) / "scaling.csv")]
+    if fractions := roofline.compute(df, roofline.limits_of(run_dir)):
+        parts.append(pd.DataFrame(fractions, columns=[*COLUMNS, "options", "span"]))
     parts += [f for f in (quality.compute(run_dir), zoology.compute(run_dir)) if not f.empty]
     return pd.concat(parts, ignore_index=True) if parts else None
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from bench import analysis, report
 from bench.analysis import findings, ok
+from bench.analysis.roofline import limits_of
+from bench.plots.roofline import plot_roofline
 from bench.plots.runtime import plot_decode, plot_numerics, plot_ops
 from bench.plots.scaling import plot_conv_kernel, plot_flops, plot_gss_dss, plot_kernel_n, plot_memory, plot_time
 from bench.plots.style import FALLBACK_COLOURS, MODEL_COLOURS, colour, note  # noqa: F401  (the public look)
@@ -50,6 +52,7 @@ def render_all(run_dir, out_dir, *, found=None):
         written += [
             plot_kernel_n(scaling, out_dir / "ablation_kernel_N.png"),
             plot_conv_kernel(scaling, out_dir / "ablation_conv_kernel.png"),
+            plot_roofline(scaling, out_dir / "roofline.png", limits=limits_of(run_dir)),
         ]
         if {"gss", "dss"} <= set(ok(scaling).model):
             written.append(plot_gss_dss(scaling, out_dir / "gss_vs_dss.png", found=found))

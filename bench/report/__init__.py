@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench import analysis, usage
 from bench.analysis import findings
-from bench.report import paper, quality, speed, zoology
+from bench.report import paper, quality, roofline, speed, zoology
 from bench.report.markdown import table, tokens
 from bench.results import REPO_ROOT, RESULTS_DIR, read_env
 from bench.usage import Parser, fail
@@ -102,6 +102,7 @@ SECTIONS = (
     quality.recall_section,
     zoology.zoology_section,
     speed.ops_section,
+    roofline.roofline_section,
     speed.decode_section,
     quality.numerics_section,
     paper.paper_section,
