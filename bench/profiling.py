@@ -21,13 +21,23 @@ goes to the category open on the CPU when the op that launched it started (kerne
 ranges alone would time launches), and the step ends with a synchronisation, so `other` is kernels
 launched outside every range plus the time the GPU sat idle. Without kernel records (no CUPTI) a
 CUDA cell falls back to `cpu_wall`.
+
+Each category's distance from its roof, per step, from one more (eager, unprofiled) step of the same layer and
+input counted by bench.core.stages, each op going to the category that owns its instant as above:
+* flops: its FLOPs by the suite's counter (bench.core.flops), summing over the categories to the step's;
+  tflops_per_s = flops / time_ms, and peak_frac = that rate over the limits' matrix-product rate of the cell's
+  dtype (both empty where the category counts no FLOPs, peak_frac also without limits);
+* min_bytes (the model ranges only): what enters each of the range's instances and what leaves it, each once
+  (bench.core.stages says exactly what is counted), summed; bandwidth_frac = min_bytes at the limits' bandwidth
+  over time_ms: the share of its bandwidth floor the stage reached (empty without limits).
+The limits are the run's (bench.core.limits: --limits FILE, env.json's, or measured at launch).
 """
 
 import bisect
 import sys
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +47,7 @@ from torch.profiler import ProfilerActivity, profile, record_function, schedule,
 import models
 from bench.core import cli
 from bench.core.config import Grid, Preset, layer_cells
+from bench.core.stages import BACKWARD, OTHER, StageCounts, count_stages
 from bench.core.sweep import Rows, Sweep, device_name, run_jobs
 from bench.core.timing import make_step
 from bench.results import format_value
@@ -46,7 +57,7 @@ TRACES = "traces"
 STEP = "step"
 BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 RANGES = ("dss_kernel", "fft_conv", "direct_conv", "projection", "norm", "attention")
-CATEGORIES = (*RANGES, "backward", "other")
+CATEGORIES = (*RANGES, BACKWARD, OTHER)
 
 _MODELS = ("gss", "gss-fast", "gss-direct", "conv", "attention", "dss", "attention-chunked")
 PROFILE_PRESETS = {
@@ -79,12 +90,14 @@ PROFILE_PRESETS = {
 
 @dataclass(frozen=True)
 class Breakdown:
-    """One cell's split: category -> milliseconds (averaged over the profiled steps), fractions summing to 1."""
+    """One cell's split: category -> milliseconds (averaged over the profiled steps), fractions summing to 1;
+    `counts`, a step's FLOPs and minimum bytes by category (bench.core.stages), where they were counted."""
 
     times_ms: dict
     step_ms: float
     steps: int
     basis: str
+    counts: StageCounts | None = None
 
     def fractions(self):
         total = sum(self.times_ms.values())
@@ -111,7 +124,7 @@ def segments(intervals, window):
 def category_of(name):
     if name in RANGES:
         return name
-    return "backward" if name.startswith(BACKWARD_PREFIX) else None
+    return BACKWARD if name.startswith(BACKWARD_PREFIX) else None
 
 
 def split_step(events, window, *, on_cuda):
@@ -151,7 +164,7 @@ def breakdown(events, *, on_cuda):
         bases.add(basis)
         for category, us in totals.items():
             sums[category] += us
-        sums["other"] += max(0.0, (window[1] - window[0]) - sum(totals.values()))
+        sums[OTHER] += max(0.0, (window[1] - window[0]) - sum(totals.values()))
     n = len(windows)
     step_ms = sum(b - a for a, b in windows) / n / 1e3
     times = {c: sums[c] / n / 1e3 for c in CATEGORIES if c in sums}
@@ -169,12 +182,14 @@ def trace_name(cell):
 
 
 def profile_cell(cell, device, trace_dir, *, warmup=1, active=2, record_shapes=True, profile_memory=True):
-    """Profile `warmup` + `active` steps of one cell; the trace goes to trace_dir. Returns its Breakdown.
+    """Profile `warmup` + `active` steps of one cell; the trace goes to trace_dir. Returns its Breakdown, with the
+    counts of one more step of the eager layer (after the profiled ones, which it would slow).
     Shapes and memory events make the trace several times larger; the breakdown needs neither."""
     torch.manual_seed(0)
     layer = models.build_layer(cell.model, dim=cell.dim, device=device, **cell.layer_options())
     x = torch.randn(cell.batch, cell.seq_len, cell.dim, device=device)
     step = make_step(torch.compile(layer) if cell.compiled else layer, x, mode=cell.mode, autocast_dtype=cell.dtype)
+    eager = make_step(layer, x, mode=cell.mode, autocast_dtype=cell.dtype) if cell.compiled else step
     on_cuda = device.type == "cuda"
 
     def profiled_step():
@@ -204,18 +219,40 @@ def profile_cell(cell, device, trace_dir, *, warmup=1, active=2, record_shapes=T
             prof.step()
     if len(found) != 1:
         raise RuntimeError(f"expected one profiler trace, got {len(found)}")
-    return found[0]
+    return replace(found[0], counts=count_stages(eager, layer, RANGES))
 
 
-def rows_of(result, trace):
-    """A cell's measured rows, one per category."""
+def roofline(time_ms, flops, min_bytes, *, peak_flops_per_s=None, bandwidth_bytes_per_s=None):
+    """A category's counted columns and its distance from each roof; None where a column stays empty."""
+    seconds = time_ms / 1e3
+    rate = flops / seconds if flops and seconds > 0 else None
+    floor_s = min_bytes / bandwidth_bytes_per_s if min_bytes is not None and bandwidth_bytes_per_s else None
+    return dict(
+        flops=flops,
+        tflops_per_s=None if rate is None else rate / 1e12,
+        peak_frac=rate / peak_flops_per_s if rate is not None and peak_flops_per_s else None,
+        min_bytes=min_bytes,
+        bandwidth_frac=floor_s / seconds if floor_s is not None and seconds > 0 else None,
+    )
+
+
+def rows_of(result, trace, limits=None, dtype="float32"):
+    """A cell's measured rows, one per category, set against the machine's `limits` (None: no fractions)."""
     fractions = result.fractions()
     shared = dict(step_ms=result.step_ms, profiled_steps=result.steps, basis=result.basis, trace=trace, status="ok")
-    # 12 digits, not the CSV's usual 6: a cell's fractions read back must still sum to 1 within 1e-9.
-    return [
-        {"category": c, "time_ms": t, "fraction": format(fractions[c], ".12g"), **shared}
-        for c, t in result.times_ms.items()
-    ]
+    roofs = dict(
+        peak_flops_per_s=(limits or {}).get("matmul_flops_per_s", {}).get(dtype),
+        bandwidth_bytes_per_s=(limits or {}).get("bandwidth_bytes_per_s"),
+    )
+    counts = result.counts
+    rows = []
+    for c, t in result.times_ms.items():
+        # 12 digits, not the CSV's usual 6: a cell's fractions read back must still sum to 1 within 1e-9.
+        row = {"category": c, "time_ms": t, "fraction": format(fractions[c], ".12g"), **shared}
+        if counts is not None:
+            row.update(roofline(t, counts.flops.get(c, 0), counts.min_bytes.get(c), **roofs))
+        rows.append(row)
+    return rows
 
 
 def make_spec(common, **flags):
@@ -228,13 +265,15 @@ def run(spec):
     # a cell is complete once its last row (`other`) or its failure is in
     sweep = Sweep(CSV, **spec.sweep_args, completes=lambda r: r["category"] == "other" or r["status"] != "ok")
     name = device_name(spec.device)
-    jobs = [sweep.job(lambda c=c: (c.key_row(name), (measure, (c, spec.preset.timing)))) for c in spec.cells]
+    limits = getattr(spec, "limits", None)  # data, so that a Ray worker gets them with the cell
+    jobs = [sweep.job(lambda c=c: (c.key_row(name), (measure, (c, spec.preset.timing, limits)))) for c in spec.cells]
     run_jobs(jobs, spec, desc="profiling")
     return spec.out_dir / CSV
 
 
-def measure(cell, timing, device):
-    """A cell profiled: its rows, and its trace's files, which the sweep writes where the rows say."""
+def measure(cell, timing, limits, device):
+    """A cell profiled: its rows (against the machine's `limits`, or None), and its trace's files, which the sweep
+    writes where the rows say."""
     trace = trace_name(cell)
     with tempfile.TemporaryDirectory() as tmp:
         result = profile_cell(cell, device, Path(tmp) / trace, **timing)
@@ -243,7 +282,7 @@ def measure(cell, timing, device):
             for p in sorted((Path(tmp) / trace).rglob("*"))
             if p.is_file()
         }
-    return Rows(rows_of(result, f"{TRACES}/{trace}"), files=files)
+    return Rows(rows_of(result, f"{TRACES}/{trace}", limits, cell.dtype), files=files)
 
 
 def make_parser():

@@ -1,6 +1,8 @@
 """The profiling suite: the op breakdown of real profiled cells, the interval arithmetic behind it (CPU wall
-time and CUDA kernel time), traces that torch-tb-profiler loads, a second run, and bad input."""
+time and CUDA kernel time), each category's counts set against planted limits, traces that torch-tb-profiler
+loads, a second run, and bad input."""
 
+import json
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -15,6 +17,7 @@ from bench.results import read_rows
 from tests.helpers import assert_usage_error
 
 SMOKE = ["--device", "cpu", "--preset", "smoke"]
+LIMITS = dict(matmul_flops_per_s=dict(float32=2e11), bandwidth_bytes_per_s=2e10, method="planted")
 
 
 def cells_of(rows):
@@ -27,7 +30,9 @@ def cells_of(rows):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("profiling") / "run"
-    code = profiling.main(["--out", str(out), *SMOKE])  # the call run_all.py makes
+    limits = out.parent / "limits.json"
+    limits.write_text(json.dumps(LIMITS))
+    code = profiling.main(["--out", str(out), *SMOKE, "--limits", str(limits)])  # the call run_all.py makes
     return code, out
 
 
@@ -56,6 +61,34 @@ def test_suite_writes_one_breakdown_per_cell_whose_fractions_sum_to_one(smoke_ru
         assert float(attention["attention"]["time_ms"]) > 0 and "fft_conv" not in attention
         assert float(cells[("gss-direct", mode, "64")]["direct_conv"]["time_ms"]) > 0
     assert not (out / "op_breakdown.inflight.json").exists()
+
+
+def number(row, column):
+    return float(row[column]) if row[column] != "" else None
+
+
+def test_each_category_is_set_against_the_planted_limits(smoke_run):
+    _, out = smoke_run
+    cells = cells_of(read_rows(out / profiling.CSV))
+    for (model, mode, _), split in cells.items():
+        for category, row in split.items():
+            flops, time_ms, min_bytes = number(row, "flops"), float(row["time_ms"]), number(row, "min_bytes")
+            assert flops is not None and flops >= 0
+            if flops > 0:
+                rate = flops / (time_ms / 1e3)
+                assert number(row, "tflops_per_s") == pytest.approx(rate / 1e12, rel=1e-5)
+                assert number(row, "peak_frac") == pytest.approx(rate / 2e11, rel=1e-5)
+            else:
+                assert row["tflops_per_s"] == row["peak_frac"] == ""
+            if category in profiling.RANGES:
+                assert min_bytes > 0
+                assert number(row, "bandwidth_frac") == pytest.approx(min_bytes / 2e10 / (time_ms / 1e3), rel=1e-5)
+            else:
+                assert row["min_bytes"] == row["bandwidth_frac"] == ""
+        assert number(split["projection"], "flops") > 0 and number(split["norm"], "flops") == 0
+        assert ("backward" in split and number(split["backward"], "flops") > 0) == (mode == "fwdbwd")
+        if model == "gss":
+            assert number(split["fft_conv"], "flops") > 0 and number(split["dss_kernel"], "flops") > 0
 
 
 def test_traces_are_written_per_cell_and_load_in_torch_tb_profiler(smoke_run):
@@ -87,6 +120,9 @@ def test_profiled_cell_splits_the_step_into_the_model_ranges(tmp_path, model, ra
             assert result.times_ms["backward"] > 0
         assert sum(result.times_ms.values()) == pytest.approx(result.step_ms, rel=1e-9)
         assert abs(sum(result.fractions().values()) - 1) < 1e-9
+        assert set(result.counts.flops) <= set(result.times_ms) and result.counts.flops["projection"] > 0
+        assert sum(result.counts.flops.values()) == result.counts.total_flops
+        assert set(result.counts.min_bytes) == set(ranges) | {"projection", "norm"}
 
 
 def event(name, start, end, *, kernels=(), device=DeviceType.CPU):

@@ -161,7 +161,7 @@ def test_a_cell_of_several_rows_is_done_only_when_its_last_row_is_in(tmp_path):
     s.run(op_key(), lambda device: [dict(category="norm", status="ok"), dict(category="other", status="ok")])
     assert [r["category"] for r in read_rows(tmp_path / "op_breakdown.csv")] == ["norm", "other"]
     with open(tmp_path / "op_breakdown.csv", "a") as f:  # a run killed between the rows of the next cell
-        f.write(",".join(["gss", "fwd", "32", "norm"] + [""] * 16 + ["ok", ""]) + "\n")
+        f.write(",".join(["gss", "fwd", "32", "norm"] + [""] * 16 + ["ok", ""] + [""] * 5) + "\n")
     s.writer.close()
     again, ran = sweep(tmp_path, csv="op_breakdown.csv", resume=True, completes=completes), []
     for length in (16, 32):
