@@ -31,6 +31,7 @@ FLOORS = {
         "bench.core",
         "bench.core.env",
         "bench.core.timing",
+        "bench.core.graphs",
         "bench.core.paired",
         "bench.core.memory",
         "bench.core.flops",

@@ -35,7 +35,10 @@ COLUMNS_DOC = {
         "the step's roofline floor, ms: max(flops / the dtype's measured matrix-product rate, min_bytes / the "
         "measured bandwidth), against env.json's limits; empty without limits or min_bytes"
     ),
-    "roofline_frac": Number("floor_ms / time_ms: the share of its roofline the step reached; empty with floor_ms"),
+    "roofline_frac": Number(
+        "floor_ms / the step's time (gpu_ms where the cell has it, else time_ms): the share of its roofline the step "
+        "reached; empty with floor_ms"
+    ),
     "peak_frac": Number(
         "op_breakdown: the category's achieved FLOP/s over the measured matrix-product rate of the cell's dtype; "
         "empty where it counts no FLOPs or there are no limits"
@@ -53,6 +56,15 @@ COLUMNS_DOC = {
     "gauge_times_ms": "the drift gauge's time in each round of the cell's interleaved group (one fixed matrix "
     "product timed with every round), ms, space-separated, round i beside times_ms's repeat i; empty in runs made "
     "before it existed",
+    "gpu_ms": Number(
+        "CUDA: median time of the step replayed from a CUDA graph (about 20 ms of calls captured in one graph, a "
+        "replay's time over its calls: no host launching kernels), ms; empty on CPU and where the step could not be "
+        "captured (gpu_note)"
+    ),
+    "gpu_times_ms": "CUDA: every timed replay's time per call, in the order run, ms, space-separated (6 significant "
+    "digits); empty with gpu_ms",
+    "gpu_note": "CUDA: why the cell has no gpu_ms (the stage, warm-up, capture or replay, and the exception); its "
+    "eager time_ms stands",
     "peak_mem_mb": Number("peak memory above what was allocated before the step (decode: one decode step), MiB"),
     "status": "`ok`, `oom`, `error` or `skipped`",
     "error": "the error message, or the reason a cell was skipped",

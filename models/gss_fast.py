@@ -158,7 +158,13 @@ class FastDSS(DSS):
             tuple((p.data_ptr(), None if p.is_inference() else p._version) for p in params),
         )
         cache = self._kernel_cache
-        if cache is not None and cache[0] == key and all(torch.equal(p, saved) for p, saved in zip(params, cache[1])):
+        # under CUDA-graph capture no value can be read back: the key (pointers, versions) decides alone
+        capturing = params[0].is_cuda and torch.cuda.is_current_stream_capturing()
+        if (
+            cache is not None
+            and cache[0] == key
+            and (capturing or all(torch.equal(p, saved) for p, saved in zip(params, cache[1])))
+        ):
             return cache[2:]
         self._kernel_cache = None  # free the old kernel before computing the new one
         K = self._compute_kernel(seq_len)

@@ -314,7 +314,7 @@ def test_one_read_path_fills_older_columns_and_parses_the_schemas_numbers(tmp_pa
     filled in (a header-only CSV: an empty frame of its columns), then the schema's numeric columns parsed."""
     (tmp_path / "scaling.csv").write_text("model,seq_len,kernel_N,status\n")
     older = ["model", "seq_len", "kernel_N", "status", "times_ms", "gauge_times_ms", "min_bytes", "floor_ms"]
-    older.append("roofline_frac")
+    older += ["roofline_frac", "gpu_ms", "gpu_times_ms", "gpu_note"]
     assert list(read_text(tmp_path, "scaling.csv").columns) == older
     assert load_csv(tmp_path, "scaling.csv") is None and read_text(tmp_path, "decode.csv") is None
     (tmp_path / "scaling.csv").write_text("model,seq_len,kernel_N,status\ngss,1024,64,ok\n")

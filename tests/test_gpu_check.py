@@ -11,7 +11,7 @@ import pytest
 
 import run_all
 from bench import decode, numerics, profiling, regress, results
-from bench.core import config, cuda_checks, estimate
+from bench.core import config, cuda_checks, estimate, graphs
 from bench.core.executor import drive
 from bench.core.timing import CLOCKS, measure
 from bench.perplexity import grid
@@ -98,9 +98,11 @@ def test_estimate_is_the_steps_the_timing_rule_runs_times_the_step():
     step = 3 * flops / estimate.RATES["float32"]
     timing = dict(warmup=2, min_repeats=10, budget_s=0.5)
     assert step > 0.5  # a slow step: one warm-up, five repeats, after the counting and memory steps
-    assert estimate.scaling_cell(cell, timing) == pytest.approx(estimate.CELL_S + step * (2 + 1 + 5))
+    graphed = graphs.estimate_s(step * 1e3, step * 1e3)  # a replayed step as long: no launch floor to drop
+    assert estimate.scaling_cell(cell, timing) == pytest.approx(estimate.CELL_S + step * (2 + 1 + 5) + graphed)
     small = config.Cell(model="gss", mode="fwd", dtype="float32", batch=1, seq_len=16, dim=32)
-    assert estimate.scaling_cell(small, timing) == pytest.approx(estimate.CELL_S + 1e-3 * (2 + 2 + 10))
+    graphed = graphs.estimate_s(1.0, estimate.layer_step(small, launched=False) * 1e3)
+    assert estimate.scaling_cell(small, timing) == pytest.approx(estimate.CELL_S + 1e-3 * (2 + 2 + 10) + graphed)
 
 
 def test_drive_starts_no_cell_after_its_deadline():

@@ -178,7 +178,7 @@ def test_the_standard_error_of_a_median_from_its_repeats_or_its_iqr():
 
 def test_a_baseline_without_times_ms_gates_a_current_run_with_them(tmp_path, capsys):
     """The committed references have no times_ms column: each side's noise comes from what it has."""
-    older = [c for c in COLUMNS if c not in ("times_ms", "gauge_times_ms")]
+    older = [c for c in COLUMNS if c not in ("times_ms", "gauge_times_ms", "gpu_ms", "gpu_times_ms", "gpu_note")]
     base = write(tmp_path / "base", "scaling.csv", older, scaling_rows(iqr_fraction=1.0, repeats=30))
     assert "times_ms" not in (base / "scaling.csv").read_text()
     slower_gss = slower_repeats("gss", 1024, 2.0)

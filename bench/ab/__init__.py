@@ -48,6 +48,8 @@ COLUMNS = (
     *(f"{c}_{role}" for c in SIDE_COLUMNS for role in sides.ROLES),
     "error",
     "ratios",
+    "clock",
+    "graph_note",
 )
 GATE_PRESETS = {
     # CPU: every layer at a short and a longer length, forward and forward + backward, at the width and batch of
@@ -180,8 +182,12 @@ def compare(cell, base, head, spec):
         row[f"min_bytes_{side.role}"] = "" if prepared.min_bytes is None else prepared.min_bytes
     if len(steps) == 2:
         try:
-            paired = measure_pairs(steps["base"], steps["head"], device=spec.device, **spec.timing)
+            graphs = spec.device.type == "cuda"  # each round replays both sides' CUDA graphs where both capture
+            paired = measure_pairs(
+                steps["base"], steps["head"], device=spec.device, replay_graphs=graphs, **spec.timing
+            )
             row.update(compared(key, paired.base_ms, paired.head_ms, spec.threshold_pct))
+            row.update(clock=paired.clock, graph_note=paired.note)
         except Exception as error:
             errors.append(f"rounds: {type(error).__name__}: {error}")
     row.setdefault("verdict", "error" if errors else "one-sided")

@@ -19,7 +19,16 @@ from bench.schema import TABLES
 OLDER = {
     "perplexity.csv": dict(split="test", lr_selected="true", window_floor_bpb=""),
     "recall.csv": dict(lr_selected="true", chance_accuracy="", val_accuracy=""),
-    "scaling.csv": dict(times_ms="", gauge_times_ms="", min_bytes="", floor_ms="", roofline_frac=""),
+    "scaling.csv": dict(
+        times_ms="",
+        gauge_times_ms="",
+        min_bytes="",
+        floor_ms="",
+        roofline_frac="",
+        gpu_ms="",
+        gpu_times_ms="",
+        gpu_note="",
+    ),
     "op_breakdown.csv": dict(flops="", tflops_per_s="", peak_frac="", min_bytes="", bandwidth_frac=""),
 }
 

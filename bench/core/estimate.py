@@ -13,6 +13,7 @@ likewise float64. A GPU run's log and CSVs give the real times to compare with (
 import math
 
 import models
+from bench.core import graphs
 from bench.core.config import groups_of, layer_cells
 from bench.core.timing import SLOW_STEP_MIN_REPEATS
 
@@ -25,10 +26,11 @@ def _layer(model, dim, **options):
     return models.build_layer(model, dim=dim, device="meta", **options)
 
 
-def step_s(flops_fwd, dtype, mode, *, layers=1):
-    """One step of forward FLOPs `flops_fwd` (a backward: twice more) in `dtype`."""
+def step_s(flops_fwd, dtype, mode, *, layers=1, launched=True):
+    """One step of forward FLOPs `flops_fwd` (a backward: twice more) in `dtype`; launched=False: replayed from
+    a CUDA graph, without the floor of launching its kernels."""
     work = flops_fwd * (3 if mode == "fwdbwd" else 1) / RATES[dtype]
-    return max(work, layers * LAUNCH_S[mode])
+    return max(work, layers * LAUNCH_S[mode]) if launched else work
 
 
 def timed_steps(step, timing):
@@ -40,16 +42,17 @@ def timed_steps(step, timing):
     return warmup + repeats
 
 
-def layer_step(cell):
-    """One step of a layer cell (scaling, profiling)."""
+def layer_step(cell, launched=True):
+    """One step of a layer cell (scaling, profiling); launched=False: replayed from a CUDA graph."""
     flops = _layer(cell.model, cell.dim, **cell.layer_options()).flops(cell.batch, cell.seq_len)
-    return step_s(flops, cell.dtype, cell.mode)
+    return step_s(flops, cell.dtype, cell.mode, launched=launched)
 
 
 def scaling_cell(cell, timing):
-    """Counting + memory steps, then the timed steps."""
+    """Counting + memory steps, the timed steps, then the graph-replayed timing (bench.core.graphs)."""
     step = layer_step(cell)
-    return CELL_S + step * (2 + timed_steps(step, timing))
+    graphed = graphs.estimate_s(step * 1e3, layer_step(cell, launched=False) * 1e3)
+    return CELL_S + step * (2 + timed_steps(step, timing)) + graphed
 
 
 def profiling_cell(cell, timing):

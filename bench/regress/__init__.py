@@ -65,9 +65,10 @@ def compare(
 def ratio_spread(first, second):
     """How far two runs of the same code on the same machine disagree, as the time tolerance is derived: each
     cell's time ratio to REFERENCE_MODEL in one run against the other, as the larger of r and 1/r, minus 1.
-    Returns, over the cells the gate times (steps from MIN_TIMED_MS up), the cells' spreads (worst first), their
-    largest, median and 90th percentile, and the tolerance that three times the largest gives; and the largest
-    spread of the cells it does not time."""
+    Returns, over the cells the gate times (on their graph-replayed gpu_ms where both runs have it, else eager
+    steps from MIN_TIMED_MS up), the cells' spreads (worst first), their largest, median and 90th percentile, and
+    the tolerance that three times the largest gives; how many were graph-replayed and their largest spread; and
+    the largest spread of the cells it does not time."""
     gate = compare(first, second, relative=True, time_tol=math.inf)
     spread = lambda change: max(1 + change, 1 / (1 + change)) - 1  # noqa: E731
     spreads = sorted(((spread(c), cell) for cell, c in gate.time_changes.items()), reverse=True)
@@ -81,6 +82,8 @@ def ratio_spread(first, second):
         median=quantile(0.5),
         p90=quantile(0.9),
         tolerance=3 * values[-1],
+        graph_cells=len(gate.graph_timed),
+        graph_max=max((spread(gate.time_changes[cell]) for cell in gate.graph_timed), default=None),
         min_timed_ms=MIN_TIMED_MS[gate.cls],
         untimed_cells=len(gate.untimed),
         untimed_max=max((spread(c) for _, c in gate.untimed), default=None),
@@ -96,8 +99,11 @@ def render_spread(spread):
         if spread["untimed_cells"]
         else ""
     )
+    graphed = (
+        f" ({spread['graph_cells']} on gpu_ms, largest {spread['graph_max']:.1%})" if spread.get("graph_cells") else ""
+    )
     lines.append(
-        f"time-ratio spread over {spread['cells']} timed cells: largest {spread['max']:.1%}, median "
+        f"time-ratio spread over {spread['cells']} timed cells{graphed}: largest {spread['max']:.1%}, median "
         f"{spread['median']:.1%}, 90th percentile {spread['p90']:.1%}: tolerance {spread['tolerance']:.0%}" + untimed
     )
     return "\n".join(lines)

@@ -6,16 +6,18 @@ its Findings. Torch-free (pandas)."""
 import math
 from dataclasses import dataclass
 
-from bench.regress.load import CompareError, describe
+from bench.regress.load import CompareError, describe, replayed
 from bench.schema import KEY_COLUMNS, OPTIONS, REFERENCE_MODEL
-from bench.stats import NOISE_SIGMAS, standard_error_ms, time_beside
+from bench.stats import NOISE_SIGMAS, median_standard_error, standard_error_ms, time_beside
 
 # Default relative time tolerance per device class: three times the largest spread of time ratios between identical
 # scaling runs (`--spread`), as measured on CPU (interleaved quick runs, docs/regression-gate.md) and on CUDA
-# (gpu-check passes in two processes, cells timed from MIN_TIMED_MS up, docs/gpu.md).
+# (gpu-check passes in two processes, cells timed from MIN_TIMED_MS up, docs/gpu.md). The CUDA value was derived
+# from eager times, before gpu_ms: it stands until two passes with graph-replayed times re-derive it on a GPU.
 TIME_TOLERANCE = {"cpu": 0.49, "cuda": 0.12}
-# A step (or its --relative reference) shorter than this is not time-gated: on CUDA, such steps wait on the host
-# launching eager kernels, and their ratios moved far beyond the tolerance between identical passes (docs/gpu.md).
+# An eager step (or its --relative reference) shorter than this is not time-gated: on CUDA, such steps wait on the
+# host launching eager kernels, and their ratios moved far beyond the tolerance between identical passes
+# (docs/gpu.md). A cell compared on its graph-replayed gpu_ms, free of the launches, is gated whatever its length.
 MIN_TIMED_MS = {"cpu": 0.0, "cuda": 10.0}
 MEM_TOLERANCE = {"cpu": 0.02, "cuda": 0.01}
 BPB_TOLERANCE = 0.02  # relative
@@ -36,6 +38,24 @@ class Finding:
     key: tuple = ()  # a time finding's cell: (column, value) pairs of its scaling.csv key, as written
 
 
+def eager_terms(row, refs=None):
+    """The eager medians a cell's time change is taken from, each with its standard error: the cell's in the
+    baseline and in the current run, and (refs: --relative) its reference's over the rounds it ran beside it
+    (bench.stats.time_beside)."""
+    terms = [(row["time_ms_" + s], standard_error_ms(row, "_" + s)) for s in "bc"]
+    return terms + [time_beside(r, row["repeats_" + s]) for r, s in zip(refs or (), "bc", strict=False)]
+
+
+def replayed_terms(row, refs=None):
+    """eager_terms' medians and errors from the graph-replayed times (gpu_ms, from the replays of gpu_times_ms),
+    or None unless both cells (and refs) have them. A cell's replays are its own, not rounds shared with its
+    reference: the reference's whole median is taken."""
+    found = [replayed(row, "_" + s) for s in "bc"] + [replayed(r) for r in refs or ()]
+    if any(f is None for f in found):
+        return None
+    return [(ms, median_standard_error(sorted(times))) for ms, times in found]
+
+
 class Gate:
     """One comparison of a current run against a baseline: each CSV's check adds its Findings."""
 
@@ -45,6 +65,7 @@ class Gate:
         self.findings, self.compared, self.times = [], 0, True
         self.time_changes = {}  # cell -> relative change of its time (or ratio), every cell whose time is compared
         self.untimed = []  # cells not time-gated: a step shorter than MIN_TIMED_MS
+        self.graph_timed = set()  # the cells of time_changes compared on their graph-replayed gpu_ms
 
     def add(self, kind, csv, cell, what, severity=0.0, key=()):
         self.findings.append(Finding(kind, csv, cell, what, severity, key))
@@ -99,6 +120,9 @@ class Gate:
             self.memory(row, cell)
             if self.times:
                 self.time(row, cell, ratios, tuple((k, row[k]) for k in key))
+        if self.graph_timed:
+            what = f"{len(self.graph_timed)} cells' times gated on their graph-replayed gpu_ms (docs/measurement.md)"
+            self.add("note", "scaling.csv", "", what)
         if self.untimed:
             self.add(
                 "note",
@@ -121,8 +145,10 @@ class Gate:
         return {tuple(r[c] for c in SHAPE): r for _, r in ok.iterrows()}
 
     def time(self, row, cell, ratios, key):
-        tb, tc = row["time_ms_b"], row["time_ms_c"]
-        rel_noise = [standard_error_ms(row, "_" + s) / t for s, t in (("b", tb), ("c", tc))]  # each side's own
+        """A cell's time (--relative: its ratio to REFERENCE_MODEL's at its shape) against the tolerance and the
+        noise of the medians compared. On the graph-replayed gpu_ms where both runs' cells (and references) have it,
+        every one gated; else on the eager time_ms, steps under MIN_TIMED_MS left ungated."""
+        refs = None
         if self.relative:
             if row["model"] == REFERENCE_MODEL:
                 return
@@ -130,20 +156,26 @@ class Gate:
             if any(r is None for r in refs):
                 self.add("note", "scaling.csv", cell, f"no {REFERENCE_MODEL} cell to compare times against")
                 return
-            beside = [time_beside(r, row["repeats_" + s]) for r, s in zip(refs, "bc", strict=True)]
-            tb, tc = tb / beside[0][0], tc / beside[1][0]
-            rel_noise += [se / t for t, se in beside]
+        terms = replayed_terms(row, refs)
+        graphed = terms is not None
+        terms = terms or eager_terms(row, refs)  # (median ms, its standard error): cell b, cell c[, ref b, ref c]
+        (tb, _), (tc, _) = terms[:2]
+        if self.relative:
+            tb, tc = tb / terms[2][0], tc / terms[3][0]
         change = tc / tb - 1
-        steps = [row["time_ms_b"], row["time_ms_c"]]
-        steps += [t for t, _ in beside] if self.relative else []
-        if min(steps) < MIN_TIMED_MS[self.cls]:
+        if not graphed and min(ms for ms, _ in terms) < MIN_TIMED_MS[self.cls]:
             self.untimed.append((cell, change))
             return
         self.time_changes[cell] = change
+        if graphed:
+            self.graph_timed.add(cell)
+        rel_noise = [se / ms for ms, se in terms]  # each median's own
         noise = NOISE_SIGMAS * math.sqrt(sum(n * n for n in rel_noise))
-        what = (
-            "time ratio to " + REFERENCE_MODEL if self.relative else "time_ms"
-        ) + f" {tb:.4g} -> {tc:.4g} ({change:+.1%}; tolerance {self.time_tol:.0%}, noise {noise:.1%})"
+        if self.relative:
+            what = f"{'gpu_ms ratio' if graphed else 'time ratio'} to {REFERENCE_MODEL}"
+        else:
+            what = "gpu_ms" if graphed else "time_ms"
+        what += f" {tb:.4g} -> {tc:.4g} ({change:+.1%}; tolerance {self.time_tol:.0%}, noise {noise:.1%})"
         if change > max(self.time_tol, noise):
             self.add("regression", "scaling.csv", cell, what, change, key)
         elif -change / (1 + change) > max(self.time_tol, noise):

@@ -1,7 +1,9 @@
 """The regression gate's inputs: a run's gated CSVs, read through the one read path (bench.analysis.load) and
-checked (key and value columns present, one row per cell, numeric values in ok rows, repeat times that parse);
-the device class and CPU model the runs ran on; and a cell's name as the gate prints it. Torch-free (pandas)."""
+checked (key and value columns present, one row per cell, numeric values in ok rows, repeat times that parse, and
+so do a CUDA cell's graph-replayed times where it has them); the device class and CPU model the runs ran on; and a
+cell's name as the gate prints it. Torch-free (pandas)."""
 
+import math
 from pathlib import Path
 
 from bench.analysis.load import missing, read_text, with_numbers
@@ -45,6 +47,8 @@ def load(run_dir, name):
                 raise CompareError(f"{path}: malformed, {column}={row[column]!r} in an ok cell ({describe(row, key)})")
         if "times_ms" in row:
             check_repeat_times(path, row, key)
+        if "gpu_ms" in row:
+            check_graph_times(path, row, key)
     return df.assign(**{c: text[c] for c in key})  # cells are matched and named by their key as written
 
 
@@ -61,6 +65,38 @@ def check_repeat_times(path, row, key):
             f"{path}: malformed, times_ms holds {count} times and repeats={row['repeats']} in an ok "
             f"cell ({describe(row, key)})"
         )
+
+
+def check_graph_times(path, row, key):
+    """An ok cell's graph-replayed time (gpu_ms, on CUDA), when not empty: a positive number, with its replays'
+    times (gpu_times_ms) positive finite numbers; either both or neither."""
+    try:
+        if replayed(row) is None and row.get("gpu_times_ms", ""):
+            raise ValueError(f"gpu_times_ms={row['gpu_times_ms']!r} without gpu_ms")
+    except ValueError as error:
+        raise CompareError(f"{path}: malformed, {error.args[0]} in an ok cell ({describe(row, key)})") from None
+
+
+def replayed(row, suffix=""):
+    """A cell's graph-replayed median and the times of its replays (gpu_ms, gpu_times_ms; each name + suffix), or
+    None where it has none (a CPU cell, a step that could not be captured, a run from before the columns).
+    ValueError naming the value as written where one is malformed."""
+    ms, times = row.get("gpu_ms" + suffix, ""), row.get("gpu_times_ms" + suffix, "")
+    if ms in ("", None) or ms != ms:  # empty: written empty, or parsed as NaN
+        return None
+    try:
+        value = float(ms)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(f"gpu_ms={ms!r}")
+    try:
+        parsed = repeat_times("" if times != times else times)
+    except ValueError as error:
+        raise ValueError(f"gpu_times_ms entry {error.args[0]!r}") from None
+    if not parsed:
+        raise ValueError(f"gpu_ms={ms!r} without gpu_times_ms")
+    return value, parsed
 
 
 def runs_class(tables):

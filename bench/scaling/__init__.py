@@ -19,6 +19,7 @@ from bench import usage
 from bench.analysis import refine
 from bench.core import cli
 from bench.core.config import LAYER_KEY, SCALING_PRESETS, group_key, groups_of, layer_cells, shard_groups
+from bench.core.graphs import graph_columns, graph_time
 from bench.core.limits import floor_ms
 from bench.core.prepare import Prepared, prepare_cell
 from bench.core.sweep import Sweep, device_name, run_jobs
@@ -32,28 +33,33 @@ REFINE_ROUND = 5  # repeats of each refined cell between two looks at the crosso
 MEMORY_HEADROOM = 0.8  # on CPU, a cell predicted to need more than this share of free memory is skipped
 
 
-def row_of(prepared, timing, limits=None):
+def row_of(prepared, timing, limits=None, graph=None):
     """A measured cell's row: what was counted and weighed, its repeats, and its roofline floor against the
-    machine's `limits` (bench.core.limits; none: the floor columns stay empty)."""
+    machine's `limits` (bench.core.limits; none: the floor columns stay empty). `graph`: on CUDA, the step's
+    graph-replayed time (bench.core.graphs.graph_time: a GraphTiming, or the reason it has none), its gpu columns,
+    against which roofline_frac is taken where it has one; None (CPU, a re-summary): no gpu columns."""
     cell = prepared.cell
     floor = floor_ms(prepared.flops, prepared.min_bytes, cell.dtype, limits)
+    gpu = {} if graph is None else graph_columns(graph)
     return dict(
         params=prepared.params,
         flops=prepared.flops,
-        **timing_columns(timing, prepared.flops, cell.batch * cell.seq_len, floor),
+        **timing_columns(timing, prepared.flops, cell.batch * cell.seq_len, floor, gpu.get("gpu_ms") or None),
         peak_mem_mb=prepared.peak_mem_mb,
         status="ok",
         min_bytes="" if prepared.min_bytes is None else prepared.min_bytes,
         floor_ms="" if floor is None else floor,
+        **gpu,
     )
 
 
-def timing_columns(timing, flops, tokens, floor=None):
+def timing_columns(timing, flops, tokens, floor=None, gpu_ms=None):
     """A row's columns that come from its repeats (and the gauge's times in their rounds, when it has them); with
-    the cell's roofline `floor` (ms), the share of it the median step reached."""
+    the cell's roofline `floor` (ms), the share of it the step reached: its graph-replayed `gpu_ms` where it has
+    one (CUDA), else its median eager step."""
     seconds = timing.median_ms / 1e3
     return dict(
-        roofline_frac="" if floor is None else floor / timing.median_ms,
+        roofline_frac="" if floor is None else floor / (gpu_ms or timing.median_ms),
         tflops_per_s=flops / seconds / 1e12,
         tokens_per_s=tokens / seconds,
         time_ms=timing.median_ms,
@@ -66,8 +72,9 @@ def timing_columns(timing, flops, tokens, floor=None):
 
 def measure_cells(cells, timing, limits, device):
     """A group's cells measured together: each prepared in turn (a failure is that cell's), then their steps
-    timed with interleaved repeats and the drift gauge in every round (bench.core.timing.measure_group). Per cell,
-    its row's measured columns (its floor against `limits`) or the exception it raised."""
+    timed with interleaved repeats and the drift gauge in every round (bench.core.timing.measure_group); on CUDA,
+    then each ok cell's step replayed from a CUDA graph, one cell after the other (bench.core.graphs.graph_time).
+    Per cell, its row's measured columns (its floor against `limits`) or the exception it raised."""
     prepared = []
     for cell in cells:
         try:
@@ -77,7 +84,11 @@ def measure_cells(cells, timing, limits, device):
     steps = [p.step for p in prepared if isinstance(p, Prepared)]
     timings = iter(measure_group(steps, device=device, gauge=gauge_step(device), **timing))
     out = [p if isinstance(p, Exception) else next(timings) for p in prepared]  # each cell's timing or failure
-    return [row_of(p, t, limits) if isinstance(t, Timing) else t for p, t in zip(prepared, out)]
+    graphed = device.type == "cuda"
+    return [
+        row_of(p, t, limits, graph_time(p.step, device=device) if graphed else None) if isinstance(t, Timing) else t
+        for p, t in zip(prepared, out)
+    ]
 
 
 def free_memory_mb():
@@ -266,7 +277,7 @@ def remeasure(cells, old_rows, before, rows, device, timing, *, ci, end, clock, 
                 gauges[i] = None  # a gauge time missing beside a repeat: none for this cell
         warmup, n = 0, n + results[0].repeats
         new |= {
-            cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t, gauge_ms=g or ()), limits)}
+            cell_key(old, LAYER_KEY): {**old, **row_of(p, Timing.of(t, gauge_ms=g or ()), limits), **kept_gpu(old)}
             for old, p, t, g in zip(old_rows, prepared, times, gauges, strict=True)
         }
         after = next(
@@ -294,7 +305,13 @@ def cut_row(row, times, gauge):
     tokens, floor = int(row["batch"]) * int(row["seq_len"]), row.get("floor_ms")
     floor = float(floor) if floor not in ("", None) else None
     timing = timing_columns(Timing.of(times, gauge_ms=gauge or ()), float(row["flops"]), tokens, floor)
-    return {**row, **timing}
+    return {**row, **timing, **kept_gpu(row)}
+
+
+def kept_gpu(row):
+    """What a re-summary of a row's eager repeats leaves as it was: a row with a graph-replayed gpu_ms keeps its
+    roofline_frac, taken against it (the refinement re-measures eager rounds only)."""
+    return {} if row.get("gpu_ms") in ("", None) else {"roofline_frac": row["roofline_frac"]}
 
 
 def make_parser():
