@@ -6,17 +6,19 @@ one fresh run directory results/<run_id>/, then the figures (plots/<run_id>/) an
     python run_all.py --only scaling                    # one suite
     python run_all.py --out results/X --resume          # continue a killed run
     python run_all.py --only scaling --check results/baselines/cpu-quick --relative   # CI gate
-    python run_all.py --preset gpu-check --device cpu --dry-run   # the GPU reference's cells and device time
-    python run_all.py --preset gpu-check --only scaling,perplexity,profiling,decode,numerics --pack RUN.tar.gz
+    python run_all.py --preset gpu-check --device cpu --dry-run   # the GPU command's steps and device time
+    python run_all.py --preset gpu-check --out results/<gpu> --pack <gpu>.tar.gz   # the GPU command
 
---preset gpu-check (one CUDA GPU, within about 7 minutes): the CUDA paths are checked first (bench.core.cuda_checks,
-recorded in env.json), each suite runs under a time limit from the estimated device time (bench.core.estimate),
-the scaling suite runs a second time into RUN/repeat/, and the two passes' time-ratio spread, which the CUDA
-time tolerance is three times, goes to RUN/ratio_spread.json (docs/gpu.md).
+--preset gpu-check (one CUDA GPU, one command within GPU_BUDGET_S, docs/gpu.md): the CUDA paths are checked first
+(bench.core.cuda_checks, recorded in env.json) and the machine's limits measured once (RUN/limits.json); then each
+step runs under a time limit from its estimated device time (bench.core.estimate): every suite, the scaling suite
+a second time over its short cells into RUN/repeat/ (the two passes' time-ratio spread, which the CUDA time
+tolerance is three times, into RUN/ratio_spread.json), bench.ab.power's A/A and 10% planted runs into
+RUN/ab-power/, and the KV-cache checks into RUN/kv_checks.json (bench.gpu_steps). Figures are drawn elsewhere,
+from the packed run.
 """
 
 import contextlib
-import json
 import sys
 import tarfile
 import time
@@ -26,9 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from any working directory
 
-from bench import decode, numerics, perplexity, plots, profiling, regress, scaling, usage
+from bench import decode, gpu_steps, numerics, perplexity, plots, profiling, regress, scaling, usage
 from bench.core import cli, config, cuda_checks, env, estimate, executor, limits
-from bench.results import RESULTS_DIR, atomic_path, atomic_write_text, new_run_id
+from bench.gpu_steps import REPEAT
+from bench.results import RESULTS_DIR, atomic_path, new_run_id
 from bench.schema import REFERENCE_MODEL
 from bench.usage import Parser, UsageError, fail
 
@@ -39,11 +42,10 @@ SUITES = {
     "decode": decode,  # in this order
     "numerics": numerics,
 }
-STEPS = (*SUITES, "plots")  # plots: the figures and REPORT.md from the CSVs
+STEPS = (*SUITES, *gpu_steps.STEPS, "plots")  # plots: the figures and REPORT.md from the CSVs
 GPU_CHECK = "gpu-check"
-GPU_BUDGET_S = 420  # the gpu-check preset's suites, the second scaling pass included
+GPU_BUDGET_S = 420  # the whole GPU command: checks, limits, suites, the second scaling pass, A/A and plant, KV checks
 GPU_CHECK_DEVICES = ("cuda",)
-REPEAT, SPREAD_FILE = "repeat", "ratio_spread.json"
 
 
 def make_parser():
@@ -54,9 +56,10 @@ def make_parser():
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
         "--only",
-        default=STEPS,
         type=usage.list_of(usage.one_of(STEPS, "step"), "only"),
-        help=f"comma-separated steps, from: {', '.join(STEPS)}",
+        help=f"comma-separated steps, from: {', '.join(STEPS)} (default: every suite and plots; with --preset "
+        f"{GPU_CHECK}, every step but plots, which any machine draws from the packed run; "
+        f"{' and '.join(gpu_steps.STEPS)} are {GPU_CHECK}'s)",
     )
     p.add_argument("--check", metavar="BASELINE_DIR", help="then gate the run against a baseline run (bench.regress)")
     p.add_argument("--relative", action="store_true", help="with --check: compare times as ratios between models")
@@ -95,6 +98,11 @@ def _tolerance(text):
 def parse(argv):
     """The command line, its values converted and checked together (UsageError)."""
     args = make_parser().parse_args(argv)
+    if args.only is None:
+        gpu = args.preset == GPU_CHECK
+        args.only = tuple(s for s in STEPS if (s != "plots" if gpu else s not in gpu_steps.STEPS))
+    elif args.preset != GPU_CHECK and (gpu_only := [s for s in args.only if s in gpu_steps.STEPS]):
+        raise UsageError(f"--only {','.join(gpu_only)}: a step of --preset {GPU_CHECK} only")
     if args.check and not Path(args.check).is_dir():
         raise UsageError(f"--check {args.check}: no such baseline run directory")
     if args.resume and not args.out:
@@ -160,16 +168,30 @@ def run_step(name, common):
 
 
 def planned(args, common):
-    """[(step, suite, cells, estimated device seconds)] of the requested suites; gpu-check adds the second
-    scaling pass. Bad input raises UsageError."""
+    """The Steps of the requested suites (gpu_steps.Step); gpu-check's with the GPU command's own steps around them.
+    Bad input raises UsageError."""
     steps = []
-    for name in SUITES:
-        if name in args.only:
-            spec = SUITES[name].make_spec(common)
-            steps.append((name, name, spec.cells, estimate.suite_seconds(name, spec.cells, spec.preset.timing)))
-    if args.preset == GPU_CHECK and "scaling" in args.only:
-        steps.append((f"scaling ({REPEAT})", "scaling", *steps[0][2:]))
-    return steps
+    for name in (name for name in SUITES if name in args.only):
+        spec = SUITES[name].make_spec(common)
+        seconds = estimate.suite_seconds(name, spec.cells, spec.preset.timing)
+        steps.append(
+            gpu_steps.Step(name, len(spec.cells), seconds, lambda settings, name=name: run_step(name, settings))
+        )
+    if args.preset != GPU_CHECK:
+        return steps
+    if "scaling" in args.only:
+        spec = scaling.make_spec(common)
+        cells = gpu_steps.repeat_cells(spec.cells)
+        seconds = estimate.suite_seconds("scaling", cells, spec.preset.timing)
+        steps.append(gpu_steps.Step(f"scaling ({REPEAT})", len(cells), seconds, lambda s: run_repeat(s, cells)))
+    return [*gpu_steps.first_steps(args.only, bool(args.limits)), *steps, *gpu_steps.last_steps(args.only)]
+
+
+def run_repeat(settings, cells):
+    """The scaling suite again over `cells` (gpu_steps.repeat_cells), into RUN/repeat/."""
+    print(f"== scaling ({REPEAT})", file=sys.stderr, flush=True)
+    settings = replace(settings, out=str(Path(settings.out) / REPEAT))
+    return cli.launch(lambda: replace(scaling.make_spec(settings), cells=tuple(cells)), scaling.run)
 
 
 def dry_run(args, common):
@@ -179,11 +201,11 @@ def dry_run(args, common):
     except UsageError as error:
         return fail(error)
     print(f"{'step':<20}{'cells':>7}{'estimated s':>13}   (one H100/H200; bench.core.estimate)")
-    for step, _, cells, seconds in steps:
-        print(f"{step:<20}{len(cells):>7}{seconds:>13.0f}")
-    total = sum(s for *_, s in steps)
+    for step in steps:
+        print(f"{step.name:<20}{step.cells or '':>7}{step.seconds:>13.0f}")
+    total = sum(step.seconds for step in steps)
     budget = f" of the {GPU_BUDGET_S} s budget" if args.preset == GPU_CHECK else ""
-    print(f"{'total':<20}{sum(len(c) for _, _, c, _ in steps):>7}{total:>13.0f}{budget}")
+    print(f"{'total':<20}{sum(step.cells for step in steps):>7}{total:>13.0f}{budget}")
     problems = cuda_checks.rehearse()
     for problem in problems:
         print(f"CUDA check rehearsal: {problem}", file=sys.stderr)
@@ -192,8 +214,9 @@ def dry_run(args, common):
 
 
 def gpu_check(args, out_dir, common):
-    """The GPU reference run: checks, every suite under a time limit, the second scaling pass, the spread.
-    Returns 0; 1 when a CUDA check failed or a step broke (the others are still measured and recorded, the
+    """The GPU command (planned): the CUDA checks, the limits, then each step under a time limit within
+    GPU_BUDGET_S (its estimate's twice plus 15 s, less what the steps after it need), then the scaling passes'
+    spread. Returns 0; 1 when a CUDA check failed or a step broke (the others are still measured and recorded, the
     failures listed in env.json); 2 on bad input."""
     try:
         device = cli.resolve_device(args.device)
@@ -202,46 +225,42 @@ def gpu_check(args, out_dir, common):
         steps = planned(args, common)
     except UsageError as error:
         return fail(error)
+    start = time.monotonic()
     report, failures = cuda_checks.check(device)
     for failure in failures:
         print(f"CUDA check FAILED: {failure}", file=sys.stderr, flush=True)
-    start, walls, time_limits = time.monotonic(), {}, {}
-    for i, (step, suite, _, seconds) in enumerate(steps):
-        reserve = sum(s for *_, s in steps[i + 1 :])
-        time_limits[step] = max(10.0, min(2 * seconds + 15, GPU_BUDGET_S - (time.monotonic() - start) - reserve))
-        settings = replace(common, time_limit=round(time_limits[step]))  # whole seconds, as recorded
-        if step != suite:
-            settings = replace(settings, out=str(out_dir / REPEAT))
+    walls, time_limits = {"cuda checks": time.monotonic() - start}, {}
+    if any(step.name == "limits" for step in steps):
+        dtypes = sorted(
+            {d for name in limits.SUITES if name in args.only for d in SUITES[name].make_spec(common).dtypes}
+        )
+        common = gpu_steps.measured_limits(common, device, dtypes, failures)
+        walls["limits"] = time.monotonic() - start - walls["cuda checks"]
+    for i, step in enumerate(steps):
+        if step.run is None:  # the checks and the limits, run above
+            continue
+        reserve = sum(s.seconds for s in steps[i + 1 :])
+        left = GPU_BUDGET_S - (time.monotonic() - start) - reserve
+        time_limits[step.name] = max(10.0, min(2 * step.seconds + 15, left))
         began = time.monotonic()
         try:  # one GPU lease, one run: a step that breaks is reported, and the others still measure
-            code = run_step(suite, settings)
+            code = step.run(replace(common, time_limit=round(time_limits[step.name])))  # whole seconds, as recorded
         except Exception:
             traceback.print_exc()
             code = f"crashed: {traceback.format_exc(limit=-1).strip().splitlines()[-1]}"
-        walls[step] = time.monotonic() - began
+        walls[step.name] = time.monotonic() - began
         if code:
-            failures.append(f"{step}: exit code {code}" if isinstance(code, int) else f"{step}: {code}")
+            failures.append(f"{step.name}: exit code {code}" if isinstance(code, int) else f"{step.name}: {code}")
     report.update(failures=failures, nvidia_smi_after=cuda_checks.nvidia_smi())
-    env.record(
-        out_dir,
-        cuda_check=report,
-        gpu_check=dict(
-            budget_s=GPU_BUDGET_S,
-            estimate_s={s: e for s, _, _, e in steps},
-            time_limit_s=time_limits,
-            wall_s=walls,
-            planned_cells={s: len(c) for s, _, c, _ in steps},
-        ),
+    plan = dict(
+        budget_s=GPU_BUDGET_S,
+        estimate_s={s.name: s.seconds for s in steps},
+        time_limit_s=time_limits,
+        wall_s=walls,
+        planned_cells={s.name: s.cells for s in steps},
     )
-    if (out_dir / scaling.CSV).exists() and (out_dir / REPEAT / scaling.CSV).exists():
-        try:
-            spread = regress.ratio_spread(out_dir, out_dir / REPEAT)
-        except UsageError as error:  # e.g. no cell in common: the run is still packed
-            print(f"no time-ratio spread: {error}", file=sys.stderr)
-            return 1
-        atomic_write_text(out_dir / SPREAD_FILE, json.dumps(spread, indent=2) + "\n")
-        print(regress.render_spread(spread))
-    return 1 if failures else 0
+    env.record(out_dir, cuda_check=report, gpu_check=plan)
+    return gpu_steps.spread(out_dir, scaling.CSV) or (1 if failures else 0)
 
 
 def check(args, out_dir):

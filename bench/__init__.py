@@ -1,7 +1,9 @@
 """GSS Bench's measuring and reporting code, in floors: a module imports only from the floors below it.
 
-    top        run_all.py                   preset -> every suite -> CSVs, figures, REPORT.md, the gate
-               bench/ab/                    two revisions' models/ timed side by side in paired rounds: the A/B gate
+    top        bench/ab/                    two revisions' models/ timed side by side in paired rounds: the A/B gate
+               bench/gpu_steps.py           the GPU command's steps beside the suites (limits once, the repeat
+                                            pass's cells, bench.ab.power's A/A and plant, the KV-cache checks)
+               run_all.py                   preset -> every suite -> CSVs, figures, REPORT.md, the gate
     suites     bench/scaling/               layer cells -> scaling.csv (interleaved groups, crossover refinement)
                bench/perplexity/            trainings and MQAR recall, with their corpora, synthetic source and loop
                bench/profiling.py, decode.py, numerics.py
@@ -13,7 +15,8 @@
                                             torch-free: CSVs in, so any laptop re-makes them
     core       bench/core/                  the one way to time, weigh and count a step (timing, memory, flops),
                                             run a sweep's cells here or on Ray (sweep, executor), build a suite's
-                                            cells and command line (config, cli), estimate device time, env.json
+                                            cells and command line (config, cli), estimate device time, env.json;
+                                            the GPU command's checks (cuda_checks, kv_checks: the KV-cache step)
     ground     models/                      the layers and LMs (knows nothing of bench)
                bench/columns.py, schema.py  what every column means; every CSV's columns and keys
                bench/usage.py, stats.py, results.py
@@ -42,6 +45,7 @@ FLOORS = {
         "bench.core.prepare",
         "bench.core.executor",
         "bench.core.sweep",
+        "bench.core.kv_checks",
         "bench.core.cli",
         "bench.core.estimate",
     ),
@@ -63,7 +67,7 @@ FLOORS = {
         "bench.regress",
     ),
     "suites": ("bench.scaling", "bench.perplexity", "bench.profiling", "bench.decode", "bench.numerics"),
-    "top": ("run_all", "bench.ab", "bench.limits", "bench.timing", "bench.recall"),
+    "top": ("bench.ab", "bench.gpu_steps", "run_all", "bench.limits", "bench.timing", "bench.recall"),
 }
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)
 SUITES = FLOORS["suites"]

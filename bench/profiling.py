@@ -69,10 +69,11 @@ PROFILE_PRESETS = {
         (Grid("profile", _MODELS, (4096, 16384), dtypes=("float32", "bfloat16"), batch=4, dim=1024),),
         timing=dict(warmup=1, active=2),
     ),
-    # One H100/H200 within the device budget: gss and attention at 8K, one profiled step, small traces.
+    # One H100/H200 within the device budget: gss, gss-fast (its transforms against gss's) and attention at 8K,
+    # one profiled step, small traces.
     "gpu-check": Preset(
         "gpu-check",
-        (Grid("profile", ("gss", "attention"), (8192,), dtypes=("bfloat16",), batch=4, dim=1024),),
+        (Grid("profile", ("gss", "gss-fast", "attention"), (8192,), dtypes=("bfloat16",), batch=4, dim=1024),),
         timing=dict(warmup=1, active=1, record_shapes=False, profile_memory=False),
     ),
     # Seconds, for tests and smoke runs.

@@ -10,30 +10,89 @@ import weakref
 import pytest
 
 import run_all
-from bench import decode, numerics, profiling, regress, results
-from bench.core import config, cuda_checks, estimate, graphs
+from bench import decode, gpu_steps, numerics, profiling, regress, results
+from bench.ab import power
+from bench.core import config, cuda_checks, estimate, graphs, kv_checks
 from bench.core.executor import drive
 from bench.core.timing import CLOCKS, measure
 from bench.perplexity import grid
 from bench.schema import TABLES
+from tests.test_gpu_steps import fake_child, fake_power_measure
 from tests.test_regress import write
 
+GPU_COMMAND = (
+    "cuda checks",
+    "limits",
+    "scaling",
+    "perplexity",
+    "profiling",
+    "decode",
+    "numerics",
+    "scaling (repeat)",
+    "ab-power",
+    "kv-checks",
+)
 
-def test_dry_run_builds_every_cell_estimates_within_the_budget_and_rehearses_the_checks(capsys):
+
+def dry_run_table(out):
+    """The dry run's table: {step: (cells or None, estimated seconds)} in its order, and the total's (cells, s)."""
+    lines = out.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("total"))
+    table = {}
+    for line in lines[1:end]:
+        numbers = line[20:].split()
+        table[line[:20].strip()] = (int(numbers[0]) if len(numbers) == 2 else None, float(numbers[-1]))
+    total = lines[end].split()
+    return table, (int(total[1]), float(total[2]))
+
+
+def test_dry_run_lists_every_step_of_the_gpu_command_within_the_budget_and_rehearses_the_checks(capsys):
     assert run_all.main(["--preset", "gpu-check", "--device", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    lines = {
-        line.split()[0] + (" (repeat)" if "(repeat)" in line else ""): line.split()
-        for line in out.splitlines()
-        if line and line.split()[0] in ("scaling", "perplexity", "profiling", "decode", "numerics", "total")
-    }
-    # gss and conv; gss-fast bf16 to 64K, fp32 to 16K; attention bf16 to 64K, fp32 to 32K; gss-direct to 8K;
-    # dss and attention-chunked to 16K
-    assert int(lines["scaling"][1]) == 56 + 14 + 10 + 14 + 12 + 16 + 40
-    assert lines["scaling (repeat)"][2:] == lines["scaling"][1:]  # the second pass: the same cells
-    total = int(lines["total"][2])
+    table, (cells, total) = dry_run_table(out)
+    assert tuple(table) == GPU_COMMAND
+    # every model at 1K..8K in float32 and bfloat16, every model but gss-direct at 16K..64K in bfloat16
+    assert table["scaling"][0] == 7 * 4 * 2 * 2 + 6 * 3 * 2
+    # the repeat: the groups up to 8K with a step under 10 ms on the estimate, whole (every model of the length)
+    assert table["scaling (repeat)"][0] == 7 * (8 + 3)
+    assert table["ab-power"][0] == 2 * 3 * 2 * 2  # an A/A and a planted run of conv, gss, attention at 2K, 8K
+    assert table["kv-checks"][0] == 1 and table["cuda checks"][0] is None
+    assert all(seconds > 0 for _, seconds in table.values())
+    assert cells == sum(n or 0 for n, _ in table.values())
+    assert total == pytest.approx(sum(s for _, s in table.values()), abs=len(table))
     assert 0 < total <= run_all.GPU_BUDGET_S
     assert "CUDA checks rehearsed on the CPU: logic as required" in out
+
+
+def test_a_limits_file_leaves_the_limits_step_out_and_suites_alone_leave_the_gpu_steps_out(capsys, tmp_path):
+    path = tmp_path / "limits.json"
+    rates = dict(matmul_flops_per_s={"float32": 1e12, "bfloat16": 1e13}, bandwidth_bytes_per_s=1e11)
+    path.write_text(json.dumps(rates))
+    argv = ["--preset", "gpu-check", "--device", "cpu", "--dry-run", "--only", "scaling,decode", "--limits", str(path)]
+    assert run_all.main(argv) == 0
+    table, _ = dry_run_table(capsys.readouterr().out)
+    assert tuple(table) == ("cuda checks", "scaling", "decode", "scaling (repeat)")
+
+
+def test_the_gpu_steps_are_gpu_checks_and_its_default_leaves_the_figures_to_any_machine(capsys):
+    assert run_all.parse(["--preset", "gpu-check"]).only == (*run_all.SUITES, "ab-power", "kv-checks")
+    assert run_all.parse([]).only == (*run_all.SUITES, "plots")
+    assert run_all.main(["--only", "kv-checks", "--device", "cpu", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--only kv-checks: a step of --preset gpu-check only")
+
+
+def test_the_repeat_pass_holds_whole_short_groups_with_their_reference():
+    cells = config.layer_cells(config.SCALING_PRESETS["gpu-check"])
+    again = gpu_steps.repeat_cells(cells)
+    groups = {config.group_key(c) for c in again}
+    assert [c for c in cells if config.group_key(c) in groups] == again  # whole groups, in the first pass's order
+    assert all(any(c.model == "attention" and config.group_key(c) == g for c in again) for g in groups)
+    assert {(mode, dtype, n) for mode, dtype, *_, n in groups} == {
+        *((mode, "bfloat16", n) for mode in ("fwd", "fwdbwd") for n in (1024, 2048, 4096, 8192)),
+        ("fwd", "float32", 1024),
+        ("fwd", "float32", 2048),
+        ("fwdbwd", "float32", 1024),
+    }
 
 
 def test_the_gpu_check_preset_spans_what_the_reference_needs():
@@ -44,10 +103,16 @@ def test_the_gpu_check_preset_spans_what_the_reference_needs():
     longest = {
         (c.model, c.dtype): max(x.seq_len for x in cells if (x.model, x.dtype) == (c.model, c.dtype)) for c in cells
     }
-    assert longest[("gss", "bfloat16")] == longest[("attention", "bfloat16")] == 65536
-    assert min(c.seq_len for c in cells) == 1024
+    # every model to 64K in bfloat16 (each model's roofline fraction at 64K) but the every-tap gss-direct (L^2)
+    long_bf16 = {m for (m, dtype), n in longest.items() if dtype == "bfloat16" and n == 65536}
+    assert long_bf16 == set(config.models.NAMES) - {"gss-direct"}
+    assert {n for (m, dtype), n in longest.items() if dtype == "float32" or m == "gss-direct"} == {8192}
+    assert {c.seq_len for c in cells} == {2**k for k in range(10, 17)}
     assert "float16" in numerics.NUMERICS_PRESETS["gpu-check"].grids[0].dtypes
-    assert {c.seq_len for g in profiling.PROFILE_PRESETS["gpu-check"].grids for c in g.cells()} == {8192}
+    profiled = [c for g in profiling.PROFILE_PRESETS["gpu-check"].grids for c in g.cells()]
+    assert {(c.model, c.seq_len, c.dtype) for c in profiled} == {
+        (m, 8192, "bfloat16") for m in ("gss", "gss-fast", "attention")
+    }
     prompts = {c.prompt_len for g in decode.DECODE_PRESETS["gpu-check"].grids for c in g.cells()}
     assert min(prompts) == 1024 and max(prompts) == 16384
     trainings = [c for g in grid.PERPLEXITY_PRESETS["gpu-check"].grids for c in g.cells()]
@@ -103,6 +168,35 @@ def test_estimate_is_the_steps_the_timing_rule_runs_times_the_step():
     small = config.Cell(model="gss", mode="fwd", dtype="float32", batch=1, seq_len=16, dim=32)
     graphed = graphs.estimate_s(1.0, estimate.layer_step(small, launched=False) * 1e3)
     assert estimate.scaling_cell(small, timing) == pytest.approx(estimate.CELL_S + 1e-3 * (2 + 2 + 10) + graphed)
+
+
+def test_an_ab_cell_is_both_sides_prepared_and_captured_then_their_rounds():
+    cell = config.Cell(model="conv", mode="fwd", dtype="float32", batch=4, seq_len=2048, dim=1024)
+    step, replayed = estimate.layer_step(cell), estimate.layer_step(cell, launched=False)
+    # a capture and its REPLAYS timed replays are graph_time's estimate
+    graphed = graphs.estimate_s(step * 1e3, replayed * 1e3)
+    assert estimate.capture_s(cell) + graphs.REPLAYS * estimate.replay_s(cell) == pytest.approx(graphed)
+    timing = dict(warmup=3, min_repeats=10)
+    prepared = 2 * (estimate.CELL_S + 2 * step) + 2 * estimate.capture_s(cell)
+    # both graphs replayed once, then ten rounds of a replay each; a plant's rounds: warm-ups and steps, eagerly
+    assert estimate.ab_cell(cell, timing) == pytest.approx(prepared + 2 * (1 + 10) * estimate.replay_s(cell))
+    assert estimate.ab_cell(cell, timing, graphed=False) == pytest.approx(prepared + 2 * (3 + 10) * step)
+
+
+def test_the_kv_checks_estimate_charges_every_step_a_plan_build_and_the_child_a_process():
+    cell = kv_checks.GPU_CELL
+    lm = config.models.build_lm(
+        cell.model, num_tokens=kv_checks.NUM_TOKENS, dim=cell.dim, depth=cell.depth, device="meta"
+    )
+    prompt = estimate.step_s(lm.flops(cell.batch, cell.prompt_len + 1), cell.dtype, "fwd", layers=cell.depth)
+    token = estimate.step_s(lm.flops(cell.batch, 1), cell.dtype, "fwd", layers=cell.depth)
+    assert token < estimate.PLAN_BUILD_S
+    n = cell.new_tokens
+    # here: the reforward's 1 + 5 forwards, 5 stepping checks and the same-length one (a prompt, n steps each, the
+    # same-length one n more); the child: a process, the LM, the stepping and the same-length check
+    here = (1 + kv_checks.REFORWARD_REPEATS) * prompt + 6 * prompt + 7 * n * estimate.PLAN_BUILD_S
+    child = estimate.PROCESS_S + estimate.CELL_S + 2 * prompt + 3 * n * estimate.PLAN_BUILD_S
+    assert estimate.kv_checks_s(cell) == pytest.approx(estimate.CELL_S + here + child)
 
 
 def test_drive_starts_no_cell_after_its_deadline():
@@ -194,7 +288,8 @@ def test_gpu_check_needs_a_cuda_device_and_says_so(capsys):
 
 @pytest.mark.slow  # every suite's smoke preset twice, figures, the archive: 7 s
 def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path, monkeypatch, restore_threads):
-    """The whole flow on the CPU (seconds), each suite's gpu-check preset replaced by its smoke preset."""
+    """The whole command on the CPU (seconds), each suite's gpu-check preset replaced by its smoke preset, the
+    limits, the A/A and planted runs and the KV checks' child planted."""
     for presets in (
         config.SCALING_PRESETS,
         grid.PERPLEXITY_PRESETS,
@@ -209,6 +304,11 @@ def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path
     monkeypatch.setattr(run_all.estimate, "suite_seconds", lambda *args: 1e3)
     planted = dict(sdpa_backend={"bfloat16": "flash"}, timing=dict(clock="cuda_events", timed_ms=5, host_ms=5))
     monkeypatch.setattr(cuda_checks, "check", lambda device: (dict(planted), []))
+    rates = dict(matmul_flops_per_s={"float32": 2e12, "bfloat16": 2e12}, bandwidth_bytes_per_s=3e11)
+    monkeypatch.setattr(gpu_steps.limits, "measure", lambda device, dtypes: rates)
+    monkeypatch.setattr(power, "measure", fake_power_measure({}))
+    monkeypatch.setattr(kv_checks, "GPU_CELL", kv_checks.SMOKE_CELL)
+    monkeypatch.setattr(kv_checks, "spawn_child", fake_child)
 
     def broken(spec):
         raise RuntimeError("planted")
@@ -216,26 +316,15 @@ def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path
     monkeypatch.setattr(decode, "run", broken)  # a step that breaks does not stop the others
     run, archive = tmp_path / "nvidia-test", tmp_path / "run.tar.gz"
     began = time.monotonic()
-    code = run_all.main(
-        [
-            "--preset",
-            "gpu-check",
-            "--device",
-            "cpu",
-            "--out",
-            str(run),
-            "--pack",
-            str(archive),
-            "--only",
-            "scaling,perplexity,profiling,decode,numerics",
-        ]
-    )
+    code = run_all.main(["--preset", "gpu-check", "--device", "cpu", "--out", str(run), "--pack", str(archive)])
     assert code == 1
     env = json.loads((run / "env.json").read_text())
     assert env["cuda_check"]["sdpa_backend"] == {"bfloat16": "flash"}
     assert env["cuda_check"]["failures"] == ["decode: crashed: RuntimeError: planted"]
     walls = env["gpu_check"]["wall_s"]
-    assert set(walls) == {"scaling", "perplexity", "profiling", "decode", "numerics", "scaling (repeat)"}
+    assert tuple(walls) == GPU_COMMAND
+    assert env["limits"] == {**rates, "source": str(run / gpu_steps.LIMITS_FILE)}  # measured once, read by each
+    assert json.loads((run / "repeat" / "env.json").read_text())["limits"] == env["limits"]
     assert sum(walls.values()) <= time.monotonic() - began
     assert all(0 < limit <= run_all.GPU_BUDGET_S for limit in env["gpu_check"]["time_limit_s"].values())
     first, second = (len(results.read_rows(d / "scaling.csv")) for d in (run, run / "repeat"))
@@ -254,6 +343,9 @@ def test_gpu_check_flow_runs_every_step_records_checks_spread_and_packs(tmp_path
             "perplexity.csv",
             "op_breakdown.csv",
             "numerics.csv",
+            "limits.json",
+            "ab-power/power.csv",
+            "kv_checks.json",
         )
     } <= names
 

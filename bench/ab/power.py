@@ -4,6 +4,9 @@
     python -m bench.ab.power --out DIR --models conv,gss --seq-lens 64 --dim 32 --modes fwd \\
         --aa-runs 1 --plants 10 --budget 0.2           # a smoke, seconds
 
+The GPU command (run_all.py --preset gpu-check, docs/gpu.md) runs a small power run of its own, GPU_CHECK: one A/A
+run and one 10% plant of conv over gate-cuda's cells of conv, gss and attention, into RUN/ab-power/.
+
 The code compared is the working tree's models/ (or --revision's), copied into a temporary directory: once as it
 is (the base), and once per plant with one model (--model, conv by default) slowed by a known fraction
 (bench.ab.plant: every forward and backward of the layer busy-waits that fraction of its own time). An A/A run
@@ -20,15 +23,16 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from bench import usage
-from bench.ab import CSV, add_selection, make_spec, run, sides, sigterm_as_interrupt
+from bench.ab import CSV, PRESETS, add_selection, make_spec, run, sides, sigterm_as_interrupt
 from bench.ab.verdict import verdict
-from bench.core.config import ALL
+from bench.core.config import ALL, layer_cells
 from bench.results import REPO_ROOT, RESULTS_DIR, ResultsError, RowWriter, new_run_id, read_rows
 from bench.usage import Parser, UsageError, fail
 
@@ -46,6 +50,11 @@ POWER_COLUMNS = (
 )
 INTERVAL = ("ratio", "ci_low", "ci_high")
 PLANT_SOURCE = Path(__file__).with_name("plant.py")
+THRESHOLDS = (1.0, 2.0, 3.0, 4.0, 5.0)  # percent: power.csv's rows, by default
+# The GPU command's runs: the gate's false alarms (A/A) and a detection (the 10% plant) on gate-cuda's cells of the
+# planted model and two others, within the command's budget
+GPU_CHECK = dict(preset="gate-cuda", models=("conv", "gss", "attention"), model="conv", plants=(10.0,), aa_runs=1)
+GPU_CHECK_DIR = "ab-power"
 
 
 def planted_tree(clean, into, model, fraction):
@@ -90,14 +99,18 @@ def counts(rows, model, threshold_pct):
     )
 
 
-def measure(spec, source, out, *, model, plants, aa_runs, plant_runs):
-    """Every run of the schedule into out/runs/<name>/; returns [(planted percent, run, path of its ab.csv)]."""
+def measure(spec, source, out, *, model, plants, aa_runs, plant_runs, deadline=None, clock=time.monotonic):
+    """Every run of the schedule into out/runs/<name>/, none started after `deadline` (on `clock`); returns
+    [(planted percent, run, path of its ab.csv)] of the runs made."""
     tmp = Path(tempfile.mkdtemp(prefix=sides.TEMP_PREFIX))
     try:
         clean = clean_tree(source, tmp / "clean")
         trees = {0.0: clean} | {pct: planted_tree(clean, tmp / f"plant-{pct:g}", model, pct / 100) for pct in plants}
         base, runs = sides.Source("base", "clean copy", directory=clean), []
         for pct, r in schedule(aa_runs, plants, plant_runs):
+            if deadline is not None and clock() >= deadline:
+                print(f"power: time limit: {pct:g}% run {r} and the runs after it not made", file=sys.stderr)
+                break
             name = f"aa-{r}" if pct == 0 else f"plant-{pct:g}pct-{r}"
             head = sides.Source("head", "clean copy" if pct == 0 else f"{model} +{pct:g}%", directory=trees[pct])
             run(replace(spec, base=base, head=head, out_dir=out / "runs" / name), quiet=True)
@@ -113,6 +126,36 @@ def measure(spec, source, out, *, model, plants, aa_runs, plant_runs):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_power(out, runs, model, thresholds):
+    """out/power.csv: per threshold, each run's counts (counts)."""
+    with RowWriter(out / POWER_CSV, POWER_COLUMNS) as writer:
+        for threshold in thresholds:
+            for pct, r, path in runs:
+                found = counts(read_rows(path), model, threshold)
+                writer.append({"threshold_pct": threshold, "planted_pct": pct, "run": r, **found})
+    return out / POWER_CSV
+
+
+def gpu_check_cells():
+    """The cells of GPU_CHECK's runs (bench.core.estimate prices them)."""
+    return layer_cells(PRESETS[GPU_CHECK["preset"]], models=GPU_CHECK["models"])
+
+
+def gpu_check(device, out, *, deadline=None):
+    """The GPU command's step: GPU_CHECK's runs of the working tree's models/ on `device` (a type: "cuda"; "cpu"
+    in the tests) into `out` (runs/, power.csv), none started after `deadline`. Returns the exit code: 0, or the
+    reason none was made (a str)."""
+    source = sides.resolve(None, "head", REPO_ROOT)
+    selection = dict(preset=GPU_CHECK["preset"], models=GPU_CHECK["models"], device=device, out=None)
+    spec = make_spec(selection, source, source, command=("run_all.py --preset gpu-check: bench.ab.power",))
+    how = dict(model=GPU_CHECK["model"], plants=GPU_CHECK["plants"], aa_runs=GPU_CHECK["aa_runs"], plant_runs=1)
+    runs = measure(spec, source, out, deadline=deadline, **how)
+    if not runs:
+        return "no run made before its time limit"
+    print(write_power(out, runs, GPU_CHECK["model"], THRESHOLDS))
+    return 0
+
+
 def make_parser():
     p = Parser(prog="python -m bench.ab.power", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="conv", type=usage.one_of(ALL, "model"), help="the model slowed")
@@ -121,7 +164,7 @@ def make_parser():
     p.add_argument("--aa-runs", type=usage.value_of(usage.positive_int, "aa-runs"), default=5, help="A/A runs")
     p.add_argument("--plant-runs", type=usage.value_of(usage.positive_int, "plant-runs"), default=1, help="per plant")
     thresholds = usage.list_of(usage.positive_number, "thresholds")
-    p.add_argument("--thresholds", type=thresholds, default=(1.0, 2.0, 3.0, 4.0, 5.0), help="percent, power.csv's")
+    p.add_argument("--thresholds", type=thresholds, default=THRESHOLDS, help="percent, power.csv's")
     p.add_argument("--revision", help="the code measured: a revision or a directory (default: the working tree)")
     p.add_argument("--repo", default=str(REPO_ROOT), help="the git checkout revisions are found in (default: this)")
     add_selection(p)
@@ -146,11 +189,7 @@ def main(argv=None):
             runs = measure(spec, source, out, **{k: args[k] for k in ("model", "plants", "aa_runs", "plant_runs")})
     except sides.LoadError as error:
         return fail(f"cannot compare: {error}")
-    with RowWriter(out / POWER_CSV, POWER_COLUMNS) as writer:
-        for threshold in args["thresholds"]:
-            for pct, r, path in runs:
-                found = counts(read_rows(path), args["model"], threshold)
-                writer.append({"threshold_pct": threshold, "planted_pct": pct, "run": r, **found})
+    write_power(out, runs, args["model"], args["thresholds"])
     from bench.plots.power import plot_power  # matplotlib only here, after the measuring
 
     print(plot_power(out / POWER_CSV, out / "power.png"))

@@ -7,19 +7,27 @@ and memory steps, warm-ups, timed repeats as bench.core.timing's stopping rule t
 evaluations), plus a fixed cost for building the layer, allocator growth and FFT plans. The rates are
 leads, not measurements: about a third of the H100's dense bfloat16 peak (990 TFLOP/s) for eager bfloat16,
 about half its float32 peak without tensor cores (67 TFLOP/s, as torch runs float32 matmuls by default),
-likewise float64. A GPU run's log and CSVs give the real times to compare with (docs/gpu.md).
+likewise float64. A GPU run's log and CSVs give the real times to compare with (docs/gpu.md). Beside the suites, the
+GPU command's other steps: the CUDA checks, the machine's limits, bench.ab's paired cells (the A/A and planted runs)
+and the KV-cache checks.
 """
 
 import math
 
 import models
-from bench.core import graphs
+from bench.core import graphs, kv_checks, limits
 from bench.core.config import groups_of, layer_cells
+from bench.core.paired import MIN_ROUNDS
 from bench.core.timing import SLOW_STEP_MIN_REPEATS
 
 RATES = {"float64": 30e12, "float32": 30e12, "bfloat16": 300e12, "float16": 300e12}  # achieved FLOP/s, assumed
 LAUNCH_S = {"fwd": 1e-3, "fwdbwd": 3e-3}  # per layer step: ~100 / ~300 eager ops at ~10 us each
 CELL_S = 0.5  # build, allocations, FFT plans, the FLOP counter's Python dispatch
+CHECKS_S = 10.0  # the CUDA checks (a few observed forwards, a GPU sleep, nvidia-smi twice) and the imports before
+PROCESS_S = 10.0  # a fresh Python process: torch imported, CUDA initialised (the KV checks' child)
+# a decoding step that builds a new attention plan for its new cache length: what the KV-cache checks look for, so
+# their steps are charged at least this (the per-token time docs/gpu.md questions is of this order)
+PLAN_BUILD_S = 0.05
 
 
 def _layer(model, dim, **options):
@@ -58,6 +66,50 @@ def scaling_cell(cell, timing):
 def profiling_cell(cell, timing):
     """The profiler's warm-up and active steps, plus its start and the trace's writing (a few seconds)."""
     return 3.0 + layer_step(cell) * (timing.get("warmup", 1) + timing.get("active", 2))
+
+
+def limits_s():
+    """bench.core.limits.measure on CUDA: its whole budget."""
+    return limits.BUDGET_S["cuda"]
+
+
+def replay_s(cell):
+    """One replay of a cell's graph (graphs.capture's calls for about graphs.TARGET_MS)."""
+    step, replayed = layer_step(cell) * 1e3, layer_step(cell, launched=False) * 1e3
+    return graphs.calls_for(replayed, eager_ms=step) * replayed / 1e3
+
+
+def capture_s(cell):
+    """A cell's step captured (warm-ups, the one-call graph's sizing replays, the full graph's capture) and replayed
+    once: graph_time's estimate without its timed replays."""
+    step, replayed = layer_step(cell) * 1e3, layer_step(cell, launched=False) * 1e3
+    return graphs.estimate_s(step, replayed) - graphs.REPLAYS * replay_s(cell)
+
+
+def ab_cell(cell, timing, graphed=True):
+    """A cell of bench.ab on CUDA: each side prepared as the scaling suite prepares a cell (built, counted, weighed),
+    each side's capture tried, then at least MIN_ROUNDS paired rounds (assumed to converge there, as timed_steps
+    assumes): both graphs replayed (graphed), or, where a side cannot be captured (bench.ab.plant's wait
+    synchronises), eager steps after the preset's warm-ups."""
+    step = layer_step(cell)
+    rounds = max(MIN_ROUNDS, timing.get("min_repeats", MIN_ROUNDS))
+    prepared = 2 * (CELL_S + 2 * step) + 2 * capture_s(cell)
+    if graphed:
+        return prepared + 2 * (1 + rounds) * replay_s(cell)
+    return prepared + 2 * (timing.get("warmup", 2) + rounds) * step
+
+
+def kv_checks_s(cell=kv_checks.GPU_CELL):
+    """bench.core.kv_checks on one GPU: the LM built, its reforward timed, each stepping check a prefill and its
+    steps (the same-length check steps twice), each step charged at least PLAN_BUILD_S; then the child process,
+    which builds the LM again and runs the suite's stepping and the same-length check."""
+    shared = dict(num_tokens=kv_checks.NUM_TOKENS, dim=cell.dim, depth=cell.depth, batch=cell.batch)
+    prompt = step_s(_lm_flops(cell.model, seq_len=cell.prompt_len + 1, **shared), cell.dtype, "fwd", layers=cell.depth)
+    token = step_s(_lm_flops(cell.model, seq_len=1, **shared), cell.dtype, "fwd", layers=cell.depth)
+    stepping = prompt + cell.new_tokens * max(token, PLAN_BUILD_S)
+    here = len(kv_checks.SOLO_CHECKS) * stepping + (stepping + cell.new_tokens * max(token, PLAN_BUILD_S))
+    child = PROCESS_S + CELL_S + 2 * stepping + cell.new_tokens * max(token, PLAN_BUILD_S)
+    return CELL_S + (1 + kv_checks.REFORWARD_REPEATS) * prompt + here + child
 
 
 def _lm_flops(model, *, num_tokens, dim, depth, batch, seq_len, **options):
