@@ -4,7 +4,7 @@ Each Quote is a phrase of that section with its numbers replaced by {}, and a fu
 written as the README writes them, from:
 - results/baselines/cpu-quick/ (its CSVs, env.json and REPORT.md): the run the section is about;
 - results/baselines/nvidia-h200/ and its three other passes (docs/gpu.md): the closing GPU paragraph;
-- docs/cpu-reference.md for the runs that are not committed (the range over five runs, the previous reference, the
+- docs/cpu-reference.md for the runs that are not committed (the range over six runs, the previous reference, the
   wall time), whose `now` column and commit are checked against the committed reference in turn;
 - the code, for the few numbers that are the implementation's (a block size, a tested tolerance).
 A regenerated reference so fails here until the README and docs/cpu-reference.md say what it shows, and a new number
@@ -31,7 +31,7 @@ ZOOLOGY = ROOT / "results" / "baselines" / "zoology-cpu"  # python -m bench.perp
 GPU = ROOT / "results" / "baselines" / "nvidia-h200"
 GPU_PASSES = (GPU, GPU / "repeat", GPU / "second-run", GPU / "second-run" / "repeat")  # docs/gpu.md's four passes
 RUNS_PAGE = "docs/cpu-reference.md"
-RUNS_HEADER = "| finding | ref (95% interval) | r1 | r2 | r3 | now | range |"
+RUNS_HEADER = "| finding | ref (95% interval) | r1 | r2 | r3 | r4 | now | range |"
 # a number as prose writes it (2,083  1.188  1e-5  8K), not the 32 of float32 or the 200 of H200
 NUMBER = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e-?\d+)?K?|(?<=\.)\d+")
 OPTION_COLUMNS = ("batch", "dim", "kernel_N", "kernel_H", "lambda_imag_exp", "conv_kernel", "compiled")
@@ -155,7 +155,7 @@ def finding_one():
     now_fwd, now_fwdbwd, *previous = grab(
         RUNS_PAGE,
         r"below attention's by ([\d.]+) \([\d.]+\.\.[\d.]+\) `fwd` and ([\d.]+) \([\d.]+\.\.[\d.]+\) `fwdbwd` now, "
-        r"and by ([\d.]+) \([\d.]+\.\.[\d.]+\) and ([\d.]+) \([\d.]+\.\.[\d.]+\) in `r3`",
+        r"and by ([\d.]+) \([\d.]+\.\.[\d.]+\) and ([\d.]+) \([\d.]+\.\.[\d.]+\) in `r4`",
     )
     assert (now_fwd, now_fwdbwd) == (fwd[0], fwdbwd[0]), f"{RUNS_PAGE}: the slope differences of now"
     return first, last, gss, attention, *fwdbwd, *fwd, previous[1], previous[0]
@@ -215,6 +215,39 @@ def projections_share():
         if (r["model"], r["mode"], r["category"]) == ("gss-fast", "fwd", "projection")
     ]
     return (fmt(100 * share, 0),)
+
+
+def projections_at_peak():
+    """gss-fast's forward projections: their share of the measured matrix-product peak (op_breakdown.csv's
+    peak_frac), in percent, and that peak (env.json's limits), in GFLOP/s."""
+    [frac] = [
+        float(r["peak_frac"])
+        for r in rows(CPU / "op_breakdown.csv")
+        if (r["model"], r["mode"], r["category"]) == ("gss-fast", "fwd", "projection")
+    ]
+    return fmt(100 * frac, 0), fmt(env(CPU)["limits"]["matmul_flops_per_s"]["float32"] / 1e9, 0)
+
+
+def gss_fast_roofline():
+    """gss-fast's forward at the longest length every forward ran: its roofline fraction (findings.csv), that
+    length, the fraction's range over the cell's repeats (the detail), the stage of its forward farthest from its
+    roof (op_breakdown.csv: the smaller of each stage's larger fraction, among stages with a count) and that
+    stage's fraction."""
+    [row] = [
+        r
+        for r in rows(CPU / "findings.csv")
+        if (r["finding"], r["mode"], r["model"]) == ("roofline_frac", "fwd", "gss-fast")
+    ]
+    length = int(re.search(r"at seq_len (\d+)", row["detail"]).group(1))
+    low, high = re.search(r"repeats alone: ([\d.]+)\.\.([\d.]+)", row["detail"]).groups()
+    stages = {
+        r["category"]: max(float(r[c]) for c in ("peak_frac", "bandwidth_frac") if r[c])
+        for r in rows(CPU / "op_breakdown.csv")
+        if (r["model"], r["mode"]) == ("gss-fast", "fwd") and (r["peak_frac"] or r["bandwidth_frac"])
+    }
+    farthest = min(stages, key=stages.get)
+    assert farthest == "fft_conv", farthest  # the README names it
+    return fmt(row["value"], 3), kilo(length), low, high, fmt(100 * stages[farthest], 0)
 
 
 def gss_fast_from_every_length():
@@ -441,7 +474,7 @@ def gpu():
 
 @cache
 def runs_table():
-    """docs/cpu-reference.md's table of five runs: {finding label: (ref, r1, r2, r3, now, range)}."""
+    """docs/cpu-reference.md's table of six runs: {finding label: (ref, r1, r2, r3, r4, now, range)}."""
     lines = (ROOT / RUNS_PAGE).read_text(encoding="utf-8").splitlines()
     table = {}
     for line in lines[lines.index(RUNS_HEADER) + 2 :]:
@@ -453,7 +486,7 @@ def runs_table():
 
 
 def across_runs(*labels):
-    """The range over five runs of one row, or of several rows together (the least low..the greatest high)."""
+    """The range over six runs of one row, or of several rows together (the least low..the greatest high)."""
     bounds = [runs_table()[label][-1].split("..") for label in labels]
     value = lambda s: float(s.replace(",", ""))  # noqa: E731
     return f"{min((low for low, _ in bounds), key=value)}..{max((high for _, high in bounds), key=value)}"
@@ -489,6 +522,7 @@ def materialised_dss():
 
 
 def previous_decode_step():
+    """The gss step of the reference before `r3` (6b54980), as docs/cpu-reference.md's decoding notes give it."""
     return grab(RUNS_PAGE, r"The previous reference \(\w+\) read ([\d.]+) ms per gss step")
 
 
@@ -533,7 +567,7 @@ QUOTES = (
         lambda: (*crossover("fwdbwd", "gss"), *crossover("fwd", "gss")),
     ),
     Quote(
-        "over five quick runs the crossovers ranged {} and {}",
+        "over six quick runs the crossovers ranged {} and {}",
         lambda: (across_runs("crossover gss/attention, `fwdbwd`"), across_runs("crossover gss/attention, `fwd`")),
     ),
     Quote("At {} the gated CNN `conv` is the fastest forward and backward, `gss-fast` forward.", fastest_at_4k),
@@ -545,13 +579,13 @@ QUOTES = (
         "forward {}x ({}..{}) faster than `gss` at {}, {}x ({}..{}) at {}, {}x ({}..{}) at {}",
         lambda: speedups("fwd", "gss-fast", "gss", (2048, 4096, 8192)),
     ),
-    Quote("(over five runs {}, {} and {})", lambda: [across_runs(label) for label in RUNS_FWD]),
+    Quote("(over six runs {}, {} and {})", lambda: [across_runs(label) for label in RUNS_FWD]),
     Quote(
         "in {}-{} of gss's memory from {};",
         lambda: (*(fmt(f(memory_ratios("fwd", 2048)), 2) for f in (min, max)), kilo(2048)),
     ),
     Quote(
-        "forward and backward {}x ({}..{}) at {}, {}x ({}..{}) at {}, {}x ({}..{}) at {} (five runs: {}), "
+        "forward and backward {}x ({}..{}) at {}, {}x ({}..{}) at {}, {}x ({}..{}) at {} (six runs: {}), "
         "in {}-{}% less memory.",
         lambda: (
             *speedups("fwdbwd", "gss-fast", "gss", (2048, 4096, 8192)),
@@ -569,6 +603,12 @@ QUOTES = (
         ),
     ),
     Quote("and {}% of the forward is the projections", projections_share),
+    Quote("at {}% of the machine's measured matrix-product peak ({} GFLOP/s):", projections_at_peak),
+    Quote(
+        "Its forward at {} is {} of its roofline ({}..{} over its repeats); its FFT convolution, at {}% of the "
+        "peak, is the stage farthest from its roof.",
+        lambda: (gss_fast_roofline()[1], gss_fast_roofline()[0], *gss_fast_roofline()[2:]),
+    ),
     Quote("alone they run {}-{}x faster than gss at {} (paired rounds)", products_alone),
     Quote(
         "Forward and backward it is faster than attention from {} tokens on (its crossover at or below {}; {}..{}), "
@@ -589,7 +629,7 @@ QUOTES = (
         ),
     ),
     Quote(
-        "forward and backward {}x at {} and {}x ({}..{}) at {} (five runs at {}: {} and {})",
+        "forward and backward {}x at {} and {}x ({}..{}) at {} (six runs at {}: {} and {})",
         lambda: (
             *speedups("fwdbwd", "gss", "dss", (256,), interval=False),
             *speedups("fwdbwd", "gss", "dss", (4096,)),
@@ -654,7 +694,7 @@ QUOTES = (
         "sampling loop does (attention's KV cache: {}×; gss-fast re-runs its forward {}x faster than gss",
         decoding,
     ),
-    Quote("The previous reference's {} ms does not come back", previous_decode_step),
+    Quote("An earlier reference's {} ms does not come back", previous_decode_step),
     # the GPU reference
     Quote(
         "On one NVIDIA H200 (torch {}, bfloat16, dim {}, batch {}), gss is faster than attention from {} tokens "
@@ -693,7 +733,7 @@ def test_every_number_in_the_findings_is_checked():
 
 
 def test_the_runs_table_ends_with_the_committed_reference():
-    """docs/cpu-reference.md's `now` column is the committed reference, and each range spans its five runs."""
+    """docs/cpu-reference.md's `now` column is the committed reference, and each range spans its six runs."""
     assert grab(RUNS_PAGE, r"the committed reference, `run_all.py` at (\w+) \(`now`\)") == (committed_commit(),)
     for label, (*runs, spread) in runs_table().items():
         if match := re.fullmatch(r"crossover (\S+)/(\S+), `(\w+)`", label):
