@@ -335,11 +335,14 @@ def test_the_report_lists_every_finding_with_its_interval(tmp_path):
 
 def test_the_committed_references_findings_with_and_without_intervals():
     """The CPU reference records times_ms, the drift gauge's times and three seeds per model: every finding, speed
-    and quality, has an interval around its value, its slopes relative to the gauge. The GPU reference was made
-    before times_ms existed, with one seed: its findings have none."""
+    and quality, has an interval around its value, its slopes relative to the gauge; its roofline fractions (one
+    cell against limits measured once) have none, by design. The GPU reference was made before times_ms existed,
+    with one seed: its findings have none."""
     found = findings.of_run(BASELINE)
     speed = {"slope", "slope_diff", "crossover", "speedup"}
-    assert set(found.finding) == speed | {"bits_per_byte", "bits_per_byte_diff", "recall_accuracy"}
+    assert set(found.finding) == speed | {"bits_per_byte", "bits_per_byte_diff", "recall_accuracy", "roofline_frac"}
+    fractions, found = found[found.finding == "roofline_frac"], found[found.finding != "roofline_frac"]
+    assert len(fractions) == 13 and fractions.ci_low.isna().all() and fractions.value.between(0, 1.05).all()
     assert found.ci_low.notna().all() and ((found.ci_low <= found.value) & (found.value <= found.ci_high)).all()
     slopes = found[found.finding == "slope"]
     assert len(slopes) == 13 and not slopes.detail.str.contains("no drift gauge").any()  # 7 models fwd, 6 fwdbwd
