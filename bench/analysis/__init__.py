@@ -58,6 +58,56 @@ def modes_dtypes(df):
     return sorted(pairs, key=lambda p: (MODES.index(p[0]) if p[0] in MODES else 9, p[1] != "float32", p))
 
 
+# ---- clocks: which times a comparison reads
+
+# On CUDA a cell may have, besides its eager time_ms (launch-bound for short steps), gpu_ms: the step replayed from a
+# CUDA graph, with every replay's time in gpu_times_ms. A comparison (the cells of one (mode, dtype)) reads the
+# replays where every one of its cells has them, else the eager times of all: never one clock against the other.
+EAGER, GRAPH = "eager", "cuda_graph"
+REPLAYED = (
+    "clock cuda_graph (gpu_ms): unpaired interval, each cell's replays bootstrapped on its own (the replays of two "
+    "cells ran one after the other, not in paired rounds)"
+)
+
+
+def replayed(rows):
+    """Boolean Series: the rows with a graph-replayed time and its replays (gpu_ms and gpu_times_ms, CUDA only)."""
+    if "gpu_ms" not in rows or "gpu_times_ms" not in rows:
+        return pd.Series(False, index=rows.index)
+    return pd.to_numeric(rows.gpu_ms, errors="coerce").notna() & rows.gpu_times_ms.astype(str).str.strip().ne("")
+
+
+def timed_cells(rows):
+    """The ok rows with a time: the cells a comparison compares."""
+    return ok(rows).dropna(subset=["time_ms"])
+
+
+def clock(rows):
+    """The clock of a comparison of these cells (a (mode, dtype) group): GRAPH where every timed cell has its
+    graph-replayed gpu_ms and replays, else EAGER."""
+    cells = timed_cells(rows)
+    return GRAPH if len(cells) and replayed(cells).all() else EAGER
+
+
+def on_clock(rows):
+    """(rows as the findings read them, clock). On GRAPH, time_ms and times_ms hold gpu_ms and gpu_times_ms and
+    gauge_times_ms is empty (the replays have no drift gauge); on EAGER, the rows as they are."""
+    found = clock(rows)
+    if found == EAGER:
+        return rows, found
+    return rows.assign(time_ms=rows.gpu_ms, times_ms=rows.gpu_times_ms, gauge_times_ms=""), found
+
+
+def clock_note(rows):
+    """What a finding's detail says of its clock (rows: its (mode, dtype) group): REPLAYED on GRAPH; on EAGER, how
+    many cells lack gpu_ms where some have it; "" where none has it (CPU runs, runs from before it)."""
+    cells = timed_cells(rows)
+    have = int(replayed(cells).sum())
+    if not have:
+        return ""
+    return REPLAYED if have == len(cells) else f"clock eager: {len(cells) - have} of {len(cells)} cells without gpu_ms"
+
+
 # ---- scaling: length sweeps, slopes, crossovers, ablations
 
 
@@ -181,11 +231,13 @@ def length_series(df, *, mode, dtype, value="time_ms", models=None):
 
 
 def crossovers(df, *, mode, dtype, a=CROSSOVER_PAIR[0], b=CROSSOVER_PAIR[1]):
-    """(label of a, label of b, crossover_text) for every pair of their length sweeps in (mode, dtype)."""
-    sa, sb = (model_sweeps(df, m, mode=mode, dtype=dtype) for m in (a, b))
+    """(label of a, label of b, crossover_text) for every pair of their length sweeps in (mode, dtype), on the
+    clock of its findings (on_clock: graph-replayed times are not paired rounds, so their medians' ratios)."""
+    group, clock = on_clock(df[(df["mode"] == mode) & (df.dtype == dtype)])
+    sa, sb = (model_sweeps(group, m, mode=mode, dtype=dtype) for m in (a, b))
     series = {label: _series(rows, "time_ms") for label, rows in (*sa.items(), *sb.items())}
     return [
-        (la, lb, crossover_text(series[la], series[lb], a=la, b=lb, rows=(ra, rb)))
+        (la, lb, crossover_text(series[la], series[lb], a=la, b=lb, rows=(ra, rb) if clock == EAGER else None))
         for la, ra in sa.items()
         for lb, rb in sb.items()
         if not series[la].empty and not series[lb].empty

@@ -27,6 +27,12 @@ drift cancel. Without repeats (older runs) a finding takes the ratio of time_ms 
 ci_high are the 2.5th and 97.5th percentiles over RESAMPLES resamples (a speed-up's: order statistics); draws are
 seeded by the cells' keys: an interval does not depend on the run's other cells. Noise between runs is not in the
 intervals: several runs given together show it, as each finding's range.
+
+On CUDA, where every timed cell of a (mode, dtype) has its graph-replayed gpu_ms and replays (bench.analysis.on_clock),
+its findings read those instead of the eager times, which launching kernels bounds on short steps. The replays of
+two cells ran one cell after the other, not in paired rounds: a comparison takes the ratio of the two medians, its
+interval a bootstrap of each cell's replays on its own, and a slope has no drift gauge; detail names the clock
+(bench.analysis.REPLAYED, or how many cells lack gpu_ms where only some have it).
 """
 
 import csv
@@ -199,14 +205,18 @@ def compute(df, *, source="scaling.csv", resamples=RESAMPLES, conditional=False)
     if df is not None and "status" in df.columns and not analysis.ok(df).empty:
         draws = Draws(source, resamples)
         for mode, dtype in analysis.modes_dtypes(df):
-            found = all_series(df, draws, mode=mode, dtype=dtype)
+            group, clock = analysis.on_clock(df[(df["mode"] == mode) & (df.dtype == dtype)])
+            found = all_series(group, draws, mode=mode, dtype=dtype, paired=clock == analysis.EAGER)
             rows = [
                 *slope_rows(found),
                 *slope_diff_rows(found, resamples),
                 *crossover_rows(found, resamples, conditional=conditional),
                 *speedup_rows(found, resamples),
             ]
-            out += [dict(r, mode=mode, dtype=dtype) for r in rows]
+            note = analysis.clock_note(group)
+            out += [
+                dict(r, mode=mode, dtype=dtype, detail="; ".join(p for p in (r["detail"], note) if p)) for r in rows
+            ]
     return pd.DataFrame(out, columns=[*COLUMNS, "options", "span"])
 
 

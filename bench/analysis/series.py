@@ -86,7 +86,7 @@ class LengthSeries:
     point: pd.Series  # seq_len -> median recorded time_ms
     draws: dict  # seq_len -> (resamples,) medians of the cell's repeats, or None
     gauged: dict  # seq_len -> (log(time / gauge), its (resamples,) draws), or None
-    cells: dict  # seq_len -> its one ok row (analysis.single_cells: no entry where several cells share it)
+    cells: dict  # seq_len -> its one ok row (analysis.single_cells: none where several share it, or unpaired)
 
     def ratio(self, other, lengths, resamples):
         """log(time of this series / other's) at lengths, (points, draws or None): paired over the rounds of each
@@ -128,8 +128,10 @@ class LengthSeries:
         return float(slope(lengths, self.levels(lengths)[0]))
 
 
-def all_series(df, draws, *, mode, dtype):
-    """Every model's LengthSeries in (mode, dtype), with ok, timed cells (bench.analysis.model_sweeps)."""
+def all_series(df, draws, *, mode, dtype, paired=True):
+    """Every model's LengthSeries in (mode, dtype), with ok, timed cells (bench.analysis.model_sweeps). paired=False
+    (graph-replayed times, bench.analysis.on_clock): no cells to pair, so every comparison takes the medians' ratio
+    with the cells' own draws, unpaired."""
     out = []
     for model in analysis.ordered_models(df.model):
         for label, rows in analysis.model_sweeps(df, model, mode=mode, dtype=dtype).items():
@@ -146,7 +148,7 @@ def all_series(df, draws, *, mode, dtype):
                         rows.groupby("seq_len").time_ms.median().sort_index(),
                         {L: draws.at_length(cells) for L, cells in by_length.items()},
                         {L: draws.gauged_at_length(cells) for L, cells in by_length.items()},
-                        {L: cells[0] for L, cells in by_length.items() if len(cells) == 1},  # analysis.single_cells
+                        {L: c[0] for L, c in by_length.items() if len(c) == 1 and paired},  # analysis.single_cells
                     )
                 )
     return out

@@ -98,7 +98,8 @@ def plot_gss_dss(source, out_path, *, found=None):
         return note("skipped gss vs dss: no length where both were measured")
     fig, (times, ratio) = _axes(2, width=5.6)
     pairs = list(dict.fromkeys(zip(rows["mode"], rows.dtype)))
-    lengths = sorted({int(d.split()[-1]) for d in rows.detail})
+    spans = rows.span if "span" in rows else rows.detail  # "at seq_len N": a detail may go on after it (a clock)
+    lengths = sorted({int(s.split()[-1]) for s in spans})
     for i, (mode, dtype) in enumerate(pairs):
         label = f"{mode} {dtype}" if len({d for _, d in pairs}) > 1 else mode
         for model in ("gss", "dss"):
@@ -111,7 +112,7 @@ def plot_gss_dss(source, out_path, *, found=None):
                 **look(model),
             )
         part = rows[(rows["mode"] == mode) & (rows.dtype == dtype)]
-        at = [int(d.split()[-1]) for d in part.detail]
+        at = [int(s.split()[-1]) for s in (part.span if "span" in part else part.detail)]
         ratio.errorbar(
             at,
             part.value,

@@ -44,7 +44,7 @@ def paper_section(run_dir, figs, found):
             (
                 r.mode,
                 r.dtype,
-                r.detail.removeprefix("at seq_len "),
+                getattr(r, "span", r.detail).removeprefix("at seq_len "),
                 f"{r.value:.2f}x",
                 findings.interval(r.ci_low, r.ci_high, "x"),
                 "" if pd.isna(r.ci_low) else claim(r.ci_low, r.ci_high),
@@ -61,7 +61,7 @@ def paper_section(run_dir, figs, found):
         for (mode, dtype), part in rows.groupby(["mode", "dtype"], sort=False):
             r = part.iloc[-1]
             bullets.append(
-                f"GSS vs DSS, {mode} {dtype}: gss {r.value:.2f}x faster {r.detail} (95% "
+                f"GSS vs DSS, {mode} {dtype}: gss {r.value:.2f}x faster {r.get('span', r.detail)} (95% "
                 f"{findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'}; the paper: 2-3x on TPUs)"
             )
     if bpb is not None and not bpb.empty:

@@ -13,12 +13,17 @@ import pandas as pd
 from bench import analysis
 from bench.analysis import findings, ok, refine, summaries
 from bench.report.markdown import table, tokens
-from bench.schema import REFERENCE_MODEL
+from bench.schema import OPTIONS, REFERENCE_MODEL
 
 # What the times table is, and what it is not: the speed-ups are findings.csv's paired median ratios.
 MEDIANS = (
     " (each cell's median over its own repeats; a speed-up is the median of the paired rounds' ratios, in the "
     "findings below, not a ratio of two of these medians)"
+)
+
+REPLAYS = (
+    "; a replayed column: the median of the cell's steps replayed from a CUDA graph (gpu_ms, free of the launches); "
+    "fastest on the clock of the group's findings"
 )
 
 
@@ -78,27 +83,36 @@ def scaling_section(run_dir, figs, found):
         ("time_ms", "Median time per step", "ms", "fastest", MEDIANS),
         ("peak_mem_mb", "Peak memory", "MiB", "lowest memory", ""),
     ):
-        lines += [f"{what} ({unit}) at the longest length all models reached and the longest any reached{note}:", ""]
         out, frames = [], {p: analysis.at_lengths(df, mode=p[0], dtype=p[1], value=value) for p in pairs}
+        replays = replay_frames(df, frames) if value == "time_ms" else {}
+        note += REPLAYS if replays else ""
+        lines += [f"{what} ({unit}) at the longest length all models reached and the longest any reached{note}:", ""]
         columns = list(dict.fromkeys(c for frame in frames.values() for c in frame.columns))  # every mode's sweeps
         for (mode, dtype), frame in frames.items():
+            graph, clock = replays.get((mode, dtype), (None, analysis.EAGER))
             for length, r in frame.iterrows():
-                least = r.dropna()
+                # the winner on the clock of the group's findings
+                least = (r if clock == analysis.EAGER else graph.loc[length]).dropna()
                 winner = ", ".join(least.index[least == least.min()])  # every model of a tie
-                out.append(
-                    (
-                        mode,
-                        dtype,
-                        tokens(length),
-                        *(f"{v:,.1f}" if pd.notna(v) else "" for v in r.reindex(columns)),
-                        winner,
-                    )
+                shown = [f"{v:,.1f}" if pd.notna(v) else "" for v in r.reindex(columns)]
+                if graph is not None:
+                    shown = [
+                        x for pair in zip(shown, map(replayed_ms, graph.loc[length].reindex(columns))) for x in pair
+                    ]
+                out.append((mode, dtype, tokens(length), *shown, winner))
+                least_ms = (
+                    f"{least.min():,.1f} {unit}"
+                    if clock == analysis.EAGER
+                    else f"{replayed_ms(least.min())} ms replayed"
                 )
                 bullets.append(
-                    f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({least.min():,.1f} {unit})"
+                    f"{mode} {dtype}, seq_len {tokens(length)}: {best} {winner} ({least_ms})"
                     + analysis.absent(df, r.index[r.isna()], mode=mode, dtype=dtype, length=length)
                 )
-        lines += table(["mode", "dtype", "seq_len", *columns, best], out) if out else []
+        header = [x for c in columns for x in (c, *([f"{c} replayed"] if replays else ()))]
+        lines += table(["mode", "dtype", "seq_len", *header, best], out) if out else []
+    replay_lines, replay_bullets = replay_section(df)
+    lines, bullets = lines + replay_lines, bullets + replay_bullets
     for option, by in (("kernel_N", ["lambda_imag_exp"]), ("conv_kernel", [])):
         abl = analysis.option_ablation(df, option)
         if abl is None:
@@ -132,6 +146,70 @@ def scaling_section(run_dir, figs, found):
     return lines + intervals_section(found) + figures, bullets
 
 
+def replayed_ms(value):
+    """A graph-replayed time in the times table: short steps are what it is for, so two decimals."""
+    return f"{value:,.2f}" if pd.notna(value) else ""
+
+
+def replay_frames(df, frames):
+    """{(mode, dtype): (frame seq_len x label of the median graph-replayed gpu_ms at the lengths of that group's
+    times table (frames), the clock of the group's findings)}; {} when no cell of the run has gpu_ms."""
+    if not analysis.replayed(df).any():
+        return {}
+    out = {}
+    for (mode, dtype), frame in frames.items():
+        series = analysis.length_series(df, mode=mode, dtype=dtype, value="gpu_ms")
+        graph = pd.DataFrame({m: s.reindex(frame.index) for m, s in series.items()}, index=frame.index)
+        out[mode, dtype] = (
+            graph.reindex(columns=frame.columns),
+            analysis.clock(df[(df["mode"] == mode) & (df.dtype == dtype)]),
+        )
+    return out
+
+
+def replay_section(df):
+    """Where a CUDA run has graph-replayed times (or says why it has none): how many ok CUDA cells have gpu_ms, the
+    clock the findings of each (mode, dtype) read, and each cell without gpu_ms with its reason (gpu_note)."""
+    good = ok(df)
+    cuda = good[good.device.astype(str).str.startswith("cuda")]
+    has = analysis.replayed(cuda)
+    if cuda.empty or not (has.any() or cuda.gpu_note.astype(str).str.strip().ne("").any()):
+        return [], []
+    coverage = f"{int(has.sum())} of {len(cuda)} ok CUDA cells graph-replayed (gpu_ms)"
+    clocks = {p: analysis.clock(df[(df["mode"] == p[0]) & (df.dtype == p[1])]) for p in analysis.modes_dtypes(df)}
+    on = {k: ", ".join(f"{m} {d}" for (m, d), c in clocks.items() if c == k) for k in (analysis.GRAPH, analysis.EAGER)}
+    clock = "; ".join(
+        f"{what} in {on[k]}"
+        for k, what in (
+            (
+                analysis.GRAPH,
+                "the graph-replayed gpu_ms (unpaired intervals from each cell's own replays, no drift gauge)",
+            ),
+            (analysis.EAGER, "the eager time_ms (paired rounds: not every cell there has gpu_ms)"),
+        )
+        if on[k]
+    )
+    lines = ["### CUDA graph replays", "", f"{coverage}. The findings read {clock}.", ""]
+    rows = [
+        (
+            r.model,
+            r.mode,
+            r.dtype,
+            tokens(r.seq_len),
+            ", ".join(f"{c}={v}" for c in OPTIONS if (v := getattr(r, c)) != "" and pd.notna(v)),
+            r.gpu_note or "(no reason recorded)",
+        )
+        for r in cuda[~has].itertuples()
+    ]
+    if rows:
+        lines += [
+            "The ok CUDA cells without gpu_ms, and why (gpu_note); their eager time_ms stands:",
+            "",
+            *table(["model", "mode", "dtype", "seq_len", "options", "reason"], rows),
+        ]
+    return lines, [coverage]
+
+
 def paired_ratio(cells, a, b):
     """Time at option value a / at b of an ablation's cells at one length (one interleaved group): the median of
     their paired rounds' ratios (refine.log_ratios), where each value has one cell with its repeats; else the ratio
@@ -153,6 +231,11 @@ def intervals_section(found):
         if found.ci_low.isna().any()
         else ""
     )
+    if found.detail.str.contains(analysis.REPLAYED, regex=False).any():
+        older += (
+            " Where detail names clock cuda_graph, a comparison is of the cells' graph-replayed medians (gpu_ms), "
+            "its interval a bootstrap of each cell's replays on its own, and a slope has no drift gauge."
+        )
     return [
         "### Findings with 95% intervals",
         "",
@@ -186,8 +269,9 @@ def fast_section(run_dir, figs, found):
         return f"{fast / ref:.2f}" if ref > 0 and fast == fast else ""
 
     shown, bullets = [], []
-    for r in rows.itertuples():
-        length = int(r.detail.split("at seq_len ")[-1])
+    replays = rows.detail.str.contains(analysis.REPLAYED, regex=False)
+    for r, replayed in zip(rows.itertuples(), replays, strict=True):
+        length = int(r.span.split("at seq_len ")[-1])
         shown.append(
             (
                 r.mode,
@@ -196,11 +280,12 @@ def fast_section(run_dir, figs, found):
                 f"{r.value:.2f}x",
                 findings.interval(r.ci_low, r.ci_high, "x"),
                 memory(r.mode, r.dtype, length),
+                *([analysis.GRAPH if replayed else "eager (paired)"] if replays.any() else []),
             )
         )
     for (mode, dtype), part in rows.groupby(["mode", "dtype"], sort=False):
         each = ", ".join(
-            f"{r.value:.2f}x at {tokens(int(r.detail.split('at seq_len ')[-1]))}"
+            f"{r.value:.2f}x at {tokens(int(r.span.split('at seq_len ')[-1]))}"
             f" ({findings.interval(r.ci_low, r.ci_high, 'x') or 'no interval'})"
             for r in part.itertuples()
         )
@@ -214,7 +299,15 @@ def fast_section(run_dir, figs, found):
         "interleaved group of gss's time / gss-fast's in the round (findings.csv), with its 95% interval:",
         "",
         *table(
-            ["mode", "dtype", "seq_len", "speed-up (paired)", "95% interval", "gss-fast peak memory / gss's"],
+            [
+                "mode",
+                "dtype",
+                "seq_len",
+                "speed-up" if replays.any() else "speed-up (paired)",
+                "95% interval",
+                "gss-fast peak memory / gss's",
+                *(["clock"] if replays.any() else []),
+            ],
             shown,
         ),
     ]
