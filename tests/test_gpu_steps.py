@@ -48,14 +48,20 @@ def fake_child(cell, device, timeout_s):
     return {kv_checks.AVOID_RECOMPILE: "1", "suite": {"per_token_ms": 1.0}, "timeout_s": timeout_s}
 
 
-def test_the_gpu_steps_run_under_their_time_limits_into_the_run_directory(tmp_path, monkeypatch, on_cpu, capsys):
-    seen = {}
+def run_gpu_steps(tmp_path, monkeypatch, seen):
+    """The gpu-check command's A/A + plant and KV-cache steps run here with fakes: (the run directory, its argv)."""
     monkeypatch.setattr(power, "measure", fake_power_measure(seen))
     monkeypatch.setattr(kv_checks, "GPU_CELL", kv_checks.SMOKE_CELL)
     monkeypatch.setattr(kv_checks, "spawn_child", fake_child)
     run = tmp_path / "run"
     argv = ["--preset", "gpu-check", "--device", "cpu", "--out", str(run), "--only", "ab-power,kv-checks"]
     assert run_all.main(argv) == 0
+    return run, argv
+
+
+def test_the_gpu_steps_run_under_their_time_limits_into_the_run_directory(tmp_path, monkeypatch, on_cpu, capsys):
+    seen = {}
+    run, argv = run_gpu_steps(tmp_path, monkeypatch, seen)
     # the A/A and the 10% plant of conv, on gate-cuda's cells of conv, gss and attention
     assert seen["preset"] == "gate-cuda" and {c.model for c in seen["cells"]} == {"conv", "gss", "attention"}
     assert (seen["model"], seen["plants"], seen["aa_runs"], seen["plant_runs"]) == ("conv", (10.0,), 1, 1)
@@ -122,12 +128,7 @@ def test_the_limits_are_measured_once_for_the_command_and_read_as_a_file(tmp_pat
 
 def test_on_resume_a_finished_step_is_kept_and_without_it_nothing_is_overwritten(tmp_path, monkeypatch, on_cpu):
     seen = {}
-    monkeypatch.setattr(power, "measure", fake_power_measure(seen))
-    monkeypatch.setattr(kv_checks, "GPU_CELL", kv_checks.SMOKE_CELL)
-    monkeypatch.setattr(kv_checks, "spawn_child", fake_child)
-    run = tmp_path / "run"
-    argv = ["--preset", "gpu-check", "--device", "cpu", "--out", str(run), "--only", "ab-power,kv-checks"]
-    assert run_all.main(argv) == 0
+    run, argv = run_gpu_steps(tmp_path, monkeypatch, seen)
     made = {path: path.stat().st_mtime_ns for path in (run / "ab-power" / power.POWER_CSV, run / kv_checks.FILE)}
     seen.clear()
     assert run_all.main(argv) == 1  # both results exist: neither step overwrites them
