@@ -19,8 +19,9 @@
                                             the GPU command's checks (cuda_checks, kv_checks: the KV-cache step)
     ground     models/                      the layers and LMs (knows nothing of bench)
                bench/columns.py, schema.py  what every column means; every CSV's columns and keys
-               bench/usage.py, stats.py, results.py
-                                            bad input; intervals and noise; rows, CSV and env.json I/O (torch-free)
+               bench/usage.py, stats.py, floors.py, results.py
+                                            bad input; intervals and noise; a step's roofline floor from the
+                                            machine's limits; rows, CSV and env.json I/O (torch-free)
 
 FLOORS below is that map as data, and tests/test_imports.py holds the code to it: a module may import a module
 listed before it (floor by floor; within a floor, only an earlier one), never a suite unless it is run_all, and a
@@ -29,7 +30,15 @@ bench.recall): each re-exports its new home and nothing imports it.
 """
 
 FLOORS = {
-    "ground": ("models", "bench.columns", "bench.schema", "bench.usage", "bench.stats", "bench.results"),
+    "ground": (
+        "models",
+        "bench.columns",
+        "bench.schema",
+        "bench.usage",
+        "bench.stats",
+        "bench.floors",
+        "bench.results",
+    ),
     "core": (
         "bench.core",
         "bench.core.env",
@@ -72,4 +81,12 @@ FLOORS = {
 IMPORT_ORDER = tuple(module for floor in FLOORS.values() for module in floor)
 SUITES = FLOORS["suites"]
 COMPAT = ("bench.timing", "bench.recall")
-TORCH_FREE = ("bench.columns", "bench.schema", "bench.usage", "bench.stats", "bench.results", *FLOORS["read side"])
+TORCH_FREE = (
+    "bench.columns",
+    "bench.schema",
+    "bench.usage",
+    "bench.stats",
+    "bench.floors",
+    "bench.results",
+    *FLOORS["read side"],
+)

@@ -113,11 +113,9 @@ def measured_limits(common, device, dtypes, failures):
     it. A measurement that fails is listed in `failures`, and the suites run without floors."""
     path = Path(common.out) / LIMITS_FILE
     if not (common.resume and path.exists()):
-        print(f"== limits of {device} ({', '.join(dtypes)}): python -m bench.limits", file=sys.stderr, flush=True)
-        try:
-            measured = limits.measure(device, dtypes)
-        except Exception as error:  # the run is worth more than its floors
-            failures.append(f"limits: {type(error).__name__}: {error}")
+        measured, failed = limits.measure_for_run(device, dtypes)
+        if failed:
+            failures.append(f"limits: {failed}")
             return common
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(measured, indent=2) + "\n")

@@ -45,6 +45,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
 
 import models
+from bench import floors
 from bench.core import cli
 from bench.core.config import Grid, Preset, layer_cells
 from bench.core.stages import BACKWARD, OTHER, StageCounts, count_stages
@@ -242,7 +243,7 @@ def rows_of(result, trace, limits=None, dtype="float32"):
     fractions = result.fractions()
     shared = dict(step_ms=result.step_ms, profiled_steps=result.steps, basis=result.basis, trace=trace, status="ok")
     roofs = dict(
-        peak_flops_per_s=(limits or {}).get("matmul_flops_per_s", {}).get(dtype),
+        peak_flops_per_s=floors.rate(limits, dtype),
         bandwidth_bytes_per_s=(limits or {}).get("bandwidth_bytes_per_s"),
     )
     counts = result.counts

@@ -10,7 +10,7 @@ from helpers import assert_usage_error
 
 import models
 import run_all
-from bench import scaling
+from bench import floors, scaling
 from bench.core import limits as machine
 from bench.core.prepare import Prepared
 from bench.core.timing import Timing
@@ -49,13 +49,11 @@ def test_every_layer_states_its_min_bytes_by_the_one_rule(name):
 
 
 def test_a_floor_is_the_longer_of_its_compute_and_its_traffic():
-    assert machine.floor_ms(2e9, 1e6, "float32", LIMITS) == pytest.approx(20.0)  # 2e9 / 1e11 s: compute-bound
-    assert machine.floor_ms(1e6, 4e8, "float32", LIMITS) == pytest.approx(20.0)  # 4e8 / 2e10 s: memory-bound
-    assert machine.floor_ms(2e9, 1e6, "bfloat16", LIMITS) == pytest.approx(10.0)
-    assert machine.floor_ms(2e9, 1e6, "float16", LIMITS) is None  # no rate measured for the dtype
-    assert (
-        machine.floor_ms(2e9, None, "float32", LIMITS) is None and machine.floor_ms(2e9, 1e6, "float32", None) is None
-    )
+    assert floors.floor_ms(2e9, 1e6, "float32", LIMITS) == pytest.approx(20.0)  # 2e9 / 1e11 s: compute-bound
+    assert floors.floor_ms(1e6, 4e8, "float32", LIMITS) == pytest.approx(20.0)  # 4e8 / 2e10 s: memory-bound
+    assert floors.floor_ms(2e9, 1e6, "bfloat16", LIMITS) == pytest.approx(10.0)
+    assert floors.floor_ms(2e9, 1e6, "float16", LIMITS) is None  # no rate measured for the dtype
+    assert floors.floor_ms(2e9, None, "float32", LIMITS) is None and floors.floor_ms(2e9, 1e6, "float32", None) is None
 
 
 def test_a_row_carries_its_floor_and_the_share_of_it_the_median_reached():

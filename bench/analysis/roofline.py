@@ -22,6 +22,7 @@ import pandas as pd
 
 from bench import analysis
 from bench.analysis import ok, refine
+from bench.floors import positive, roofs_ms
 from bench.results import read_env
 from bench.stats import median_order_interval
 
@@ -42,10 +43,6 @@ def limits_of(run_dir):
     return limits if any(positive(r) for r in rates.values()) else None
 
 
-def positive(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
-
-
 def rate_text(flops_per_s):
     """A matrix-product rate as REPORT.md and the figure write it: GFLOP/s, or TFLOP/s from 1e12."""
     return f"{flops_per_s / 1e12:.3g} TFLOP/s" if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:.3g} GFLOP/s"
@@ -56,19 +53,13 @@ def ms_text(ms):
     return f"{ms:,.0f}" if ms >= 1e4 else f"{ms:.4g}"
 
 
-def rate(limits, dtype):
-    """The dtype's measured matrix-product rate in FLOP/s, or None."""
-    value = ((limits or {}).get("matmul_flops_per_s") or {}).get(dtype)
-    return value if positive(value) else None
-
-
 def binding(flops, min_bytes, dtype, limits):
     """("compute" or "memory", compute floor ms, memory floor ms): which floor is the longer; None without the
     dtype's rate or the counts."""
-    peak = rate(limits, dtype)
-    if peak is None or not (flops >= 0 and min_bytes >= 0):
+    roofs = roofs_ms(flops, min_bytes, dtype, limits)
+    if roofs is None:
         return None
-    compute_ms, memory_ms = flops / peak * 1e3, min_bytes / limits["bandwidth_bytes_per_s"] * 1e3
+    compute_ms, memory_ms = roofs
     return ("compute" if compute_ms > memory_ms else "memory"), compute_ms, memory_ms
 
 

@@ -291,13 +291,10 @@ def with_limits(spec):
         return replace(spec, limits=recorded)
     if spec.preset.name == "smoke" or not spec.cells:
         return spec
-    print(f"== limits of {spec.device} ({', '.join(spec.dtypes)}): python -m bench.limits", file=sys.stderr, flush=True)
-    try:
-        measured = machine.measure(spec.device, spec.dtypes)
-    except Exception as error:  # the run is worth more than its floors
-        print(f"limits: not measured ({type(error).__name__}: {error}); no floor columns", file=sys.stderr)
+    measured, failed = machine.measure_for_run(spec.device, spec.dtypes)
+    if failed:
+        print(f"limits: not measured ({failed}); no floor columns", file=sys.stderr)
         return spec
-    print(machine.summary(measured), file=sys.stderr, flush=True)
     return replace(spec, limits=measured)
 
 

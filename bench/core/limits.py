@@ -21,7 +21,7 @@ read() loads a limits file (the JSON object measure() returns, given with --limi
 """
 
 import json
-import math
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +30,9 @@ import torch
 from bench.core.config import DTYPES
 from bench.core.timing import measure as time_step
 from bench.core.timing import timer_for
+from bench.floors import positive
 from bench.usage import UsageError
+from models.ops import matmul_flops
 
 SUITES = ("scaling", "profiling")  # the suites whose rows are set against the limits (bench.core.cli.with_limits)
 # the whole measurement's plan, per device type: a step's warm-ups and its last repeat run past its share, so a
@@ -81,11 +83,6 @@ class TorchSteps:
                 x.add_(1)
 
         return step
-
-
-def matmul_flops(m, n, k):
-    """The FLOPs of an (m, k) x (k, n) product: a multiply and an add per term."""
-    return 2 * m * n * k
 
 
 def least_cost_s(step_s):
@@ -191,24 +188,23 @@ def measure(
     return limits
 
 
+def measure_for_run(device, dtypes):
+    """The limits a run measures for itself, announced and summarised on stderr: (limits, None), or (None, the
+    reason) where the measurement fails (the run is worth more than its floors: it goes on without them)."""
+    print(f"== limits of {device} ({', '.join(dtypes)}): python -m bench.limits", file=sys.stderr, flush=True)
+    try:
+        measured = measure(device, dtypes)
+    except Exception as error:
+        return None, f"{type(error).__name__}: {error}"
+    print(summary(measured), file=sys.stderr, flush=True)
+    return measured, None
+
+
 def summary(limits):
     """One line of a limits object: each dtype's matrix-product rate, the bandwidth, the launch floor."""
     rates = ", ".join(f"{d} {r / 1e9:.4g} GFLOP/s" for d, r in limits["matmul_flops_per_s"].items())
     launch = f", launch {limits['launch_s'] * 1e6:.3g} us" if "launch_s" in limits else ""
     return f"limits: {rates}; copy {limits['bandwidth_bytes_per_s'] / 1e9:.4g} GB/s{launch}"
-
-
-def floor_ms(flops, min_bytes, dtype, limits):
-    """A step's roofline floor in ms: the longer of its FLOPs at the dtype's measured matrix-product rate and its
-    minimum bytes at the measured bandwidth; None where the limits, the dtype's rate or the counts are missing."""
-    rate = (limits or {}).get("matmul_flops_per_s", {}).get(dtype)
-    if not rate or flops is None or min_bytes is None:
-        return None
-    return max(flops / rate, min_bytes / limits["bandwidth_bytes_per_s"]) * 1e3
-
-
-def _positive_finite(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 def problem(limits, dtypes=()):
@@ -222,13 +218,13 @@ def problem(limits, dtypes=()):
     for name, rate in rates.items():
         if name not in DTYPES:
             return f"matmul_flops_per_s: unknown dtype {name!r}; valid: {', '.join(DTYPES)}"
-        if not _positive_finite(rate):
+        if not positive(rate):
             return f"matmul_flops_per_s.{name} must be a positive finite number, got {rate!r}"
     if missing := [dtype for dtype in dtypes if dtype not in rates]:
         return f"matmul_flops_per_s has no rate for {', '.join(missing)}"
-    if not _positive_finite(limits.get("bandwidth_bytes_per_s")):
+    if not positive(limits.get("bandwidth_bytes_per_s")):
         return f"bandwidth_bytes_per_s must be a positive finite number, got {limits.get('bandwidth_bytes_per_s')!r}"
-    if "launch_s" in limits and not _positive_finite(limits["launch_s"]):
+    if "launch_s" in limits and not positive(limits["launch_s"]):
         return f"launch_s must be a positive finite number, got {limits['launch_s']!r}"
     return None
 

@@ -6,6 +6,7 @@ import math
 import pandas as pd
 
 from bench.analysis import ok, roofline
+from bench.floors import rate
 from bench.plots.style import (
     _axes,
     _context,
@@ -39,7 +40,7 @@ def roofline_series(df, limits):
         return None
     bandwidth = limits["bandwidth_bytes_per_s"]
     dtypes = sorted(set(cells.dtype), key=lambda d: (d != "float32", d))
-    roofs = {d: r for d in dtypes if (r := roofline.rate(limits, d)) is not None}
+    roofs = {d: r for d in dtypes if (r := rate(limits, d)) is not None}
     ridges = [r / bandwidth for r in roofs.values()]
     low = min([*cells.intensity, *(r / BELOW_RIDGE for r in ridges)]) / MARGIN
     high = max([*cells.intensity, *ridges]) * MARGIN

@@ -4,6 +4,7 @@ their roof, and each profiled stage's fraction of its own roof (bench.analysis.r
 
 from bench import analysis
 from bench.analysis import roofline
+from bench.floors import positive, rate
 from bench.report.markdown import table, tokens
 from bench.schema import OPTIONS
 
@@ -12,17 +13,13 @@ def limits_lines(limits):
     """One line of the limits: each dtype's matrix-product rate, the bandwidth, the launch floor on CUDA, and
     whether they were measured in the run or read from a file."""
     rates = ", ".join(
-        f"{dtype} {roofline.rate_text(r)}"
-        for dtype in limits["matmul_flops_per_s"]
-        if (r := roofline.rate(limits, dtype))
+        f"{dtype} {roofline.rate_text(r)}" for dtype in limits["matmul_flops_per_s"] if (r := rate(limits, dtype))
     )
-    launch = (
-        f"; kernel launch floor {limits['launch_s'] * 1e6:.3g} µs" if roofline.positive(limits.get("launch_s")) else ""
-    )
+    launch = f"; kernel launch floor {limits['launch_s'] * 1e6:.3g} µs" if positive(limits.get("launch_s")) else ""
     if limits.get("source"):
         origin = f"read from `{limits['source']}` (`--limits`)"
     else:
-        took = f" in {limits['seconds']:.1f} s" if roofline.positive(limits.get("seconds")) else ""
+        took = f" in {limits['seconds']:.1f} s" if positive(limits.get("seconds")) else ""
         threads = f", {limits['threads']} threads" if limits.get("threads") else ""
         origin = f"measured in this run (`python -m bench.limits`{took}{threads})"
     return [

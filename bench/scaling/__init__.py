@@ -20,10 +20,10 @@ from bench.analysis import refine
 from bench.core import cli
 from bench.core.config import LAYER_KEY, SCALING_PRESETS, group_key, groups_of, layer_cells, shard_groups
 from bench.core.graphs import graph_columns, graph_time
-from bench.core.limits import floor_ms
 from bench.core.prepare import Prepared, prepare_cell
 from bench.core.sweep import Sweep, device_name, run_jobs
 from bench.core.timing import Timing, gauge_step, measure_group
+from bench.floors import floor_ms
 from bench.results import RowWriter, atomic_path, cell_key, read_rows
 from bench.schema import CROSSOVER_PAIR, TABLES, full_taps
 from bench.stats import format_times
