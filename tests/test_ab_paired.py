@@ -76,7 +76,7 @@ def test_a_drift_shared_by_a_round_cancels_in_the_pairs_and_widens_the_unpaired_
     levels = [math.exp(rng.gauss(0, 0.3)) for _ in range(200)]  # the machine's speed, round by round
     clock = FakeClock({"A": 10.0, "B": 10.0 * planted}, speed=lambda n: levels[n // 2])
     paired = pairs(clock, warmup=0, min_rounds=30, budget_s=0.0)
-    ratio, low, high = paired_ratio(paired.base_ms, paired.head_ms, "cell")
+    ratio, low, high = paired_ratio(paired.base_ms, paired.head_ms)
     assert (ratio, low, high) == pytest.approx((planted, planted, planted))
     assert verdict(ratio, low, high) == ("same" if planted == 1.0 else "regression")
     unpaired_low, unpaired_high = unpaired_interval(paired.base_ms, paired.head_ms)
@@ -87,10 +87,10 @@ def test_abba_cancels_a_steady_trend_that_a_fixed_order_would_read_as_a_regressi
     clock = FakeClock({"A": 10.0, "B": 10.0}, speed=lambda n: 1.03**n)  # each repeat 3% slower than the last
     paired = pairs(clock, warmup=0, min_rounds=20, max_rounds=20)
     assert sorted(set(np.round(paired.ratios, 6))) == pytest.approx([1 / 1.03, 1.03])
-    ratio, low, high = paired_ratio(paired.base_ms, paired.head_ms, "cell")
+    ratio, low, high = paired_ratio(paired.base_ms, paired.head_ms)
     assert ratio == pytest.approx(1.0, abs=1e-3) and verdict(ratio, low, high, threshold_pct=2) == "same"
     fixed_order = [1.03] * 20  # A then B in every round: B always pays the trend
-    assert verdict(*paired_ratio([1.0] * 20, fixed_order, "cell"), threshold_pct=2) == "regression"
+    assert verdict(*paired_ratio([1.0] * 20, fixed_order), threshold_pct=2) == "regression"
 
 
 def noisy(sigma, seed=0):
@@ -149,13 +149,14 @@ def test_default_threshold_is_at_most_3_percent():
     assert verdict(1.035, 1.02, 1.05) == "regression" and verdict(1.025, 1.02, 1.03) == "same"
 
 
-def test_the_bootstrap_is_seeded_by_the_cell():
+def test_the_interval_is_the_order_statistics_of_the_ratios():
     rng = random.Random(1)
     base = [10 * math.exp(rng.gauss(0, 0.05)) for _ in range(30)]
     head = [10 * math.exp(rng.gauss(0.02, 0.05)) for _ in range(30)]
-    assert paired_ratio(base, head, "cell a") == paired_ratio(base, head, "cell a")
-    ratio, low, high = paired_ratio(base, head, "cell a")
-    assert low < ratio < high
+    ratios = sorted(h / b for b, h in zip(base, head, strict=True))
+    ratio, low, high = paired_ratio(base, head)
+    # n = 30: ranks 9 and 20 (0-based) bound the median at 95% or more (P(Binomial(30, 1/2) <= 9) = 0.021)
+    assert (low, high) == (ratios[9], ratios[20]) and ratio == pytest.approx((ratios[14] + ratios[15]) / 2)
 
 
 class FakeEvent:

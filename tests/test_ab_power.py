@@ -82,7 +82,9 @@ def test_runs_alternate_aa_and_plants():
 
 
 def row(model, ratio, low, high):
-    return dict(model=model, ratio=str(ratio), ci_low=str(low), ci_high=str(high))
+    """An ab.csv row whose second measurement read as its first (tests/test_ab_confirm.py varies them)."""
+    first = dict(ratio=str(ratio), ci_low=str(low), ci_high=str(high))
+    return dict(model=model, **first, **{f"confirm_{c}": v for c, v in first.items()})
 
 
 def test_counts_remake_the_verdict_at_each_threshold():

@@ -30,13 +30,18 @@ def fake_power_measure(seen):
 
     def measure(spec, source, out, *, model, plants, aa_runs, plant_runs, deadline=None, clock=time.monotonic):
         seen.update(cells=spec.cells, model=model, plants=plants, aa_runs=aa_runs, plant_runs=plant_runs)
+        seen.update(threshold_pct=spec.threshold_pct)
         seen.update(left_s=deadline - clock(), preset=spec.preset.name)
         runs = []
         for pct, r in power.schedule(aa_runs, plants, plant_runs):
             ratio = {m: (x if pct else 1.0) for m, x in RATIO.items()}
-            rows = [
-                dict(model=c.model, ratio=ratio[c.model], ci_low=ratio[c.model] - 0.01, ci_high=ratio[c.model] + 0.01)
+            measured = [
+                dict(ratio=ratio[c.model], ci_low=ratio[c.model] - 0.01, ci_high=ratio[c.model] + 0.01)
                 for c in spec.cells
+            ]
+            rows = [  # each flagged cell measured again alike
+                dict(model=c.model, **m, **{f"confirm_{k}": v for k, v in m.items()})
+                for c, m in zip(spec.cells, measured, strict=True)
             ]
             runs.append((pct, r, write(out / "runs" / f"{pct:g}-{r}", "ab.csv", tuple(rows[0]), rows) / "ab.csv"))
         return runs
@@ -69,6 +74,7 @@ def test_the_gpu_steps_run_under_their_time_limits_into_the_run_directory(tmp_pa
     plan = {step.name: step for step in run_all.planned(run_all.parse(argv), None)}
     limit = {name: round(2 * step.seconds + 15) for name, step in plan.items()}  # whole seconds, as recorded
     assert 0 < seen["left_s"] <= limit["ab-power"]
+    assert seen["threshold_pct"] == min(power.THRESHOLDS)  # every tabulated threshold's flags measured again
     rows = read_rows(run / "ab-power" / power.POWER_CSV, columns=power.POWER_COLUMNS)
     at_3 = {r["planted_pct"]: r for r in rows if r["threshold_pct"] == "3"}
     assert (at_3["0"]["flagged"], at_3["10"]["flagged"], at_3["10"]["cells"]) == ("0", "4", "4")

@@ -8,11 +8,13 @@ from its own tree (a revision exported into a temporary directory, removed when 
 under a package name of its own, and both are measured by this harness: cells, steps, timers, so what differs
 between the sides is the model code. Every round of a cell runs the base's step and the head's back to back,
 the order alternating (ABBA), after each side's warm-ups (bench.core.paired). Per cell: the median of the
-per-round ratios head / base, its 95% bootstrap interval over the rounds, and a verdict: regression (interval
-wholly above 1 and ratio above 1 + --threshold/100), improvement (likewise below), same, one-sided (the model or
-an option is missing at one side) or error (a side failed). Rows go to DIR/ab.csv as they are measured, both
-sides to DIR/env.json; the table is printed worst first. Exit 0: no regression; 1: a regression; 2: cannot
-compare (bad input, or a side's models/ does not import), one line on stderr.
+per-round ratios head / base, its distribution-free 95% interval (order statistics), and a verdict: regression
+(interval wholly above 1 and ratio above 1 + --threshold/100), improvement (likewise below), same, one-sided
+(the model or an option is missing at one side) or error (a side failed). A regression or an improvement is
+measured again from layers built afresh (confirm_* columns) and stands only where that measurement gives it
+too. Rows go to DIR/ab.csv as they are measured, both sides to DIR/env.json; the table is printed worst first.
+Exit 0: no regression; 1: a regression; 2: cannot compare (bad input, or a side's models/ does not import), one
+line on stderr.
 """
 
 import contextlib
@@ -26,7 +28,17 @@ import torch
 
 from bench import usage
 from bench.ab import sides
-from bench.ab.verdict import SIDE_COLUMNS, THRESHOLD_PCT, compared, label, table
+from bench.ab.verdict import (
+    CONFIRM_BUDGET,
+    CONFIRM_COLUMNS,
+    FLAGGED,
+    SIDE_COLUMNS,
+    THRESHOLD_PCT,
+    compared,
+    confirmed,
+    label,
+    table,
+)
 from bench.core import cli
 from bench.core.config import ALL, DEVICES, SCALING_PRESETS, Grid, Preset, layer_cells
 from bench.core.env import write_env
@@ -50,6 +62,7 @@ COLUMNS = (
     "ratios",
     "clock",
     "graph_note",
+    *CONFIRM_COLUMNS,
 )
 GATE_PRESETS = {
     # CPU: every layer at a short and a longer length, forward and forward + backward, at the width and batch of
@@ -166,32 +179,53 @@ def make_spec(args, base, head, command=()):
 
 def compare(cell, base, head, spec):
     """One cell's ab.csv row: each side's step prepared (a side without the cell's model or options leaves it
-    one-sided; a failure is an error), then the two timed in paired rounds."""
+    one-sided; a failure is an error), then the two timed in paired rounds. A cell flagged (regression or
+    improvement) is measured again, both layers built afresh, the head's first this time, with CONFIRM_BUDGET
+    times the cell's budget; the flag stands only where the second measurement gives it too (verdict.confirmed)."""
     key = cell.key_row(device_name(spec.device))
-    row, steps, errors = dict(key), {}, []
-    for side in (base, head):
+    row, errors = dict(key), []
+    steps = prepared_steps(cell, (base, head), spec.device, row, errors)
+    if len(steps) == 2:
+        try:
+            row.update(paired_rounds(steps, spec))
+            if row["verdict"] in FLAGGED:
+                steps.clear()  # the first layers go before the second are built
+                again = {side.role: side.prepare(cell, spec.device).step for side in (head, base)}
+                row.update(confirmed(row, paired_rounds(again, spec, budget_factor=CONFIRM_BUDGET)))
+        except Exception as error:
+            errors.append(f"rounds: {type(error).__name__}: {error}")
+            row["verdict"] = "error"
+    row.setdefault("verdict", "error" if errors else "one-sided")
+    return {**row, "error": "; ".join(errors)}
+
+
+def prepared_steps(cell, sides_, device, row, errors):
+    """{role: step} of the sides that take the cell and prepare it; each one's counted columns into `row`, each
+    failure's message into `errors`."""
+    steps = {}
+    for side in sides_:
         if not side.takes(cell):
             continue
         try:
-            prepared = side.prepare(cell, spec.device)
+            prepared = side.prepare(cell, device)
         except Exception as error:  # this side fails at this cell; the run goes on
             errors.append(f"{side.role}: {type(error).__name__}: {error}")
             continue
         steps[side.role] = prepared.step
         row.update({f"{c}_{side.role}": getattr(prepared, c) for c in ("params", "flops", "peak_mem_mb")})
         row[f"min_bytes_{side.role}"] = "" if prepared.min_bytes is None else prepared.min_bytes
-    if len(steps) == 2:
-        try:
-            graphs = spec.device.type == "cuda"  # each round replays both sides' CUDA graphs where both capture
-            paired = measure_pairs(
-                steps["base"], steps["head"], device=spec.device, replay_graphs=graphs, **spec.timing
-            )
-            row.update(compared(key, paired.base_ms, paired.head_ms, spec.threshold_pct))
-            row.update(clock=paired.clock, graph_note=paired.note)
-        except Exception as error:
-            errors.append(f"rounds: {type(error).__name__}: {error}")
-    row.setdefault("verdict", "error" if errors else "one-sided")
-    return {**row, "error": "; ".join(errors)}
+    return steps
+
+
+def paired_rounds(steps, spec, budget_factor=1.0):
+    """compared()'s columns, with the clock and graph note, of the base's and head's steps in paired rounds (each
+    round replays both sides' CUDA graphs where both capture), within budget_factor times the cell's budget."""
+    timing = {**spec.timing, "budget_s": spec.timing["budget_s"] * budget_factor}
+    graphs = spec.device.type == "cuda"
+    paired = measure_pairs(steps["base"], steps["head"], device=spec.device, replay_graphs=graphs, **timing)
+    return dict(
+        compared(paired.base_ms, paired.head_ms, spec.threshold_pct), clock=paired.clock, graph_note=paired.note
+    )
 
 
 def run(spec, *, quiet=False):
@@ -215,8 +249,15 @@ def _progress(row):
     name = label({k: row[k] for k in ("model", "mode", "dtype", "seq_len")})
     if "ratio" not in row:
         return f"{name}: {row['verdict']} {row['error']}".rstrip()
-    interval = f"({row['ci_low']:.3f}..{row['ci_high']:.3f})"
-    return f"{name}: {row['ratio']:.3f} {interval}, {row['rounds']} rounds, {row['verdict']}"
+    measured = [_measured(row, "")]
+    if "confirm_ratio" in row:
+        measured.append(f"measured again {_measured(row, 'confirm_')}")
+    return f"{name}: {'; '.join(measured)}: {row['verdict']}"
+
+
+def _measured(row, prefix):
+    interval = f"({row[prefix + 'ci_low']:.3f}..{row[prefix + 'ci_high']:.3f})"
+    return f"{row[prefix + 'ratio']:.3f} {interval}, {row[prefix + 'rounds']} rounds"
 
 
 @contextlib.contextmanager

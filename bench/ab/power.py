@@ -13,7 +13,9 @@ is (the base), and once per plant with one model (--model, conv by default) slow
 compares the clean copy with itself; a planted run the clean copy with a planted one. Runs alternate (A/A, each
 plant, A/A, ...) so that a drift of the machine over the procedure falls on all of them. Each run's ab.csv and
 env.json are kept in DIR/runs/; DIR/power.csv counts, per run and per threshold of --thresholds (the verdict
-re-made from each cell's ratio and interval), the planted model's cells flagged and every other model's;
+re-made from each cell's two measurements: bench.ab.verdict.verdict_of), the planted model's cells flagged and
+every other model's; the runs compare at the smallest of --thresholds, so that every cell flagged at any of them
+is measured again, as bench.ab measures a flagged cell again;
 DIR/power.png draws the share flagged against the planted fraction (bench.plots.power). The default --threshold of
 bench.ab is the smallest threshold with no A/A false alarm that meets the detection targets
 (docs/regression-gate.md).
@@ -31,7 +33,7 @@ import torch
 
 from bench import usage
 from bench.ab import CSV, PRESETS, add_selection, make_spec, run, sides, sigterm_as_interrupt
-from bench.ab.verdict import verdict
+from bench.ab.verdict import verdict_of
 from bench.core.config import ALL, layer_cells
 from bench.results import REPO_ROOT, RESULTS_DIR, ResultsError, RowWriter, new_run_id, read_rows
 from bench.usage import Parser, UsageError, fail
@@ -48,7 +50,6 @@ POWER_COLUMNS = (
     "other_cells",
     "other_flagged",
 )
-INTERVAL = ("ratio", "ci_low", "ci_high")
 PLANT_SOURCE = Path(__file__).with_name("plant.py")
 THRESHOLDS = (1.0, 2.0, 3.0, 4.0, 5.0)  # percent: power.csv's rows, by default
 # The GPU command's runs: the gate's false alarms (A/A) and a detection (the 10% plant) on gate-cuda's cells of the
@@ -86,7 +87,7 @@ def schedule(aa_runs, plants, plant_runs):
 def counts(rows, model, threshold_pct):
     """The power.csv columns of one run's ab.csv rows at one threshold (cells compared by both sides only)."""
     compared = [r for r in rows if r["ratio"] != ""]
-    flagged = [r for r in compared if verdict(*(float(r[c]) for c in INTERVAL), threshold_pct) == "regression"]
+    flagged = [r for r in compared if verdict_of(r, threshold_pct) == "regression"]
     mine = [r for r in compared if r["model"] == model]
     ratios = [float(r["ratio"]) for r in mine]
     return dict(
@@ -148,6 +149,7 @@ def gpu_check(device, out, *, deadline=None):
     source = sides.resolve(None, "head", REPO_ROOT)
     selection = dict(preset=GPU_CHECK["preset"], models=GPU_CHECK["models"], device=device, out=None)
     spec = make_spec(selection, source, source, command=("run_all.py --preset gpu-check: bench.ab.power",))
+    spec = replace(spec, threshold_pct=min(THRESHOLDS))  # every threshold's flags measured again (counts)
     how = dict(model=GPU_CHECK["model"], plants=GPU_CHECK["plants"], aa_runs=GPU_CHECK["aa_runs"], plant_runs=1)
     runs = measure(spec, source, out, deadline=deadline, **how)
     if not runs:
@@ -180,6 +182,7 @@ def main(argv=None):
         if (out / POWER_CSV).exists() or (out / "runs").exists():
             raise UsageError(f"{out} holds a power run already; pass another --out")
         spec = make_spec({**args, "out": None}, source, source, command=("python -m bench.ab.power", *argv))
+        spec = replace(spec, threshold_pct=min(args["thresholds"]))  # every threshold's flags measured again
     except (UsageError, ResultsError, ValueError) as error:
         return fail(error)
     if args["threads"]:
