@@ -284,7 +284,12 @@ def check(args, out_dir):
         if args.relative:
             cells.append(cells[-1].of_model(REFERENCE_MODEL))
     common = cli.Common(preset=args.preset, device=args.device, out=str(again), resume=(again / scaling.CSV).exists())
-    code = cli.launch(lambda: replace(scaling.make_spec(common), cells=tuple(config.ordered(cells))), scaling.run)
+    limits = cli.recorded_limits(out_dir)  # the run's own, not measured again: the cells' floors as in the run
+
+    def spec():
+        return replace(scaling.make_spec(common), cells=tuple(config.ordered(cells)), limits=limits)
+
+    code = cli.launch(spec, scaling.run)
     if code:
         return code
     print(f"== regression gate of the re-measured cells against {args.check}", file=sys.stderr, flush=True)

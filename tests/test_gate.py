@@ -2,6 +2,7 @@
 Cells are measured by a fake (fixed times, counts and memory), so no assertion depends on the machine's speed."""
 
 import csv
+import json
 import shutil
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 import run_all
 from bench import scaling
 from bench.core import cli, config
-from bench.results import format_value, read_rows
+from bench.core import limits as machine
+from bench.results import format_value, read_env, read_rows
 
 SMOKE = ["--preset", "smoke", "--device", "cpu"]
 
@@ -98,6 +100,20 @@ def test_a_slowdown_that_does_not_reproduce_passes_and_one_that_does_fails(tmp_p
     shutil.rmtree(current / "remeasured")
     assert run_all.check(args, current) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(": 4 regressions, 0 improvements, 0 one-sided")
+
+
+def test_the_second_measurement_takes_the_runs_limits_and_measures_none(tmp_path, monkeypatch, fake_measure):
+    base, current = tmp_path / "base", tmp_path / "current"
+    assert scaling.main([*SMOKE, "--models", "gss,attention", "--seq-lens", "32", "--out", str(base)]) == 0
+    shutil.copytree(base, current)
+    slow_down(current, "gss", 20.0)
+    planted = {"matmul_flops_per_s": {"float32": 1e11}, "bandwidth_bytes_per_s": 2e10}
+    env = json.loads((current / "env.json").read_text())
+    (current / "env.json").write_text(json.dumps({**env, "limits": planted}))
+    monkeypatch.setattr(machine, "measure_for_run", lambda *a: pytest.fail("the limits measured again"))
+    args = run_all.parse(["--check", str(base), "--relative", "--tolerance", "3", *SMOKE, "--only", "scaling"])
+    assert run_all.check(args, current) == 0
+    assert read_env(current / "remeasured")["limits"] == planted
 
 
 def test_a_count_that_changed_is_not_measured_again(tmp_path, capsys, fake_measure):
