@@ -129,3 +129,29 @@ def test_power_bad_input_is_one_line_exit_2(argv, tmp_path, capsys):
     assert power.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and not (tmp_path / "new").exists()
+
+
+def test_the_documented_power_table_is_the_committed_power_csv():
+    """docs/regression-gate.md's table, cell by cell, from results/baselines/ab-power/power.csv (and each run's
+    ab.csv under it re-counted: power.csv is what counts() makes of them)."""
+    committed = REPO_ROOT / "results" / "baselines" / "ab-power"
+    rows = read_rows(committed / power.POWER_CSV, columns=power.POWER_COLUMNS)
+    for row in rows:
+        name = "aa-" + row["run"] if row["planted_pct"] == "0" else f"plant-{row['planted_pct']}pct-{row['run']}"
+        found = power.counts(read_rows(committed / "runs" / name / "ab.csv"), "conv", float(row["threshold_pct"]))
+        assert (found["flagged"], found["other_flagged"]) == (int(row["flagged"]), int(row["other_flagged"]))
+    plants = sorted({float(r["planted_pct"]) for r in rows} - {0.0})
+    doc = (REPO_ROOT / "docs" / "regression-gate.md").read_text()
+    table = [
+        line for line in doc.splitlines() if line.startswith("| ") and line.split("|")[1].strip(" *")[:1].isdigit()
+    ]
+    assert len(table) == len({r["threshold_pct"] for r in rows})
+    for line in table:
+        threshold, aa, *detected, others = (c.strip(" *").split(" ")[0] for c in line.strip("|").split("|"))
+        mine = [r for r in rows if float(r["threshold_pct"]) == float(threshold.rstrip("%"))]
+        aa_rows = [r for r in mine if r["planted_pct"] == "0"]
+        assert int(aa) == sum(int(r["flagged"]) + int(r["other_flagged"]) for r in aa_rows), line
+        for pct, text in zip(plants, detected, strict=True):
+            planted = [r for r in mine if float(r["planted_pct"]) == pct]
+            assert text == f"{sum(int(r['flagged']) for r in planted)}/{sum(int(r['cells']) for r in planted)}", line
+        assert int(others) == sum(int(r["other_flagged"]) for r in mine if r["planted_pct"] != "0"), line
