@@ -49,10 +49,9 @@ def last_steps(only):
     if "ab-power" in only:
         cells = power.gpu_check_cells()
         timing = ab.PRESETS[power.GPU_CHECK["preset"]].timing
-        runs = [sum(estimate.ab_cell(c, timing, graphed) for c in cells) for graphed in (True, False)]  # A/A, plant
-        planted = [c for c in cells if c.model == power.GPU_CHECK["model"]]
-        runs[1] += sum(estimate.ab_cell(c, timing, graphed=False) for c in planted)  # each flagged, measured again
-        steps.append(Step("ab-power", len(runs) * len(cells), sum(runs), run_power))
+        run = sum(estimate.ab_cell(c, timing) for c in cells)  # graphs replayed: the plant spins on the device
+        again = sum(estimate.ab_cell(c, timing) for c in cells if c.model == power.GPU_CHECK["model"])  # flagged
+        steps.append(Step("ab-power", 2 * len(cells), 2 * run + again, run_power))  # the A/A, the plant
     if "kv-checks" in only:
         steps.append(Step("kv-checks", 1, estimate.kv_checks_s(), run_kv_checks))
     return steps

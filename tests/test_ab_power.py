@@ -65,6 +65,97 @@ def test_a_planted_layer_waits_its_fraction_of_its_own_forward_and_backward(cloc
     assert clock[0] == pytest.approx(3.0, abs=1e-3)
 
 
+class FakeCuda:
+    """torch.cuda as the plant sees it, on the fake clock (seconds): _sleep(cycles) moves it by cycles at
+    CYCLES_PER_MS, an event notes it, capturing is a flag; events made and synchronisations are counted."""
+
+    CYCLES_PER_MS = 1000.0
+
+    def __init__(self, now):
+        self.now, self.capturing, self.events, self.syncs = now, False, 0, 0
+        cuda = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                assert enable_timing
+                cuda.events += 1
+
+            def record(self):
+                assert not cuda.capturing
+                self.at = cuda.now[0]
+
+            def synchronize(self):
+                cuda.syncs += 1
+
+            def elapsed_time(self, end):
+                return (end.at - self.at) * 1e3
+
+        self.Event = Event
+
+    def _sleep(self, cycles):
+        assert isinstance(cycles, int) and cycles > 0
+        self.now[0] += cycles / self.CYCLES_PER_MS / 1e3
+
+    def is_current_stream_capturing(self):
+        return self.capturing
+
+
+@pytest.fixture
+def device(clock, monkeypatch):
+    """The plant's CUDA path on the fake clock: every tensor is taken for a CUDA one."""
+    cuda = FakeCuda(clock)
+    monkeypatch.setattr(plant, "_cuda", cuda)
+    monkeypatch.setattr(plant, "_on_device", lambda tensor: True)
+    monkeypatch.setattr(plant, "_CYCLES_PER_MS", [])
+    return cuda
+
+
+def planted(fraction):
+    specs = {"toy": models.ModelSpec(lambda: Layer(), {}, "toy")}
+    plant.slow_down(specs, "toy", fraction)
+    return specs["toy"].build()
+
+
+def forward(layer):
+    with torch.inference_mode():
+        return layer(torch.ones(3))
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.25])
+def test_on_cuda_a_planted_layer_spins_its_fraction_of_its_own_device_time_even_under_capture(clock, device, fraction):
+    layer = planted(fraction)
+    forward(layer)  # the first call measures the spin's clock too
+    assert plant._CYCLES_PER_MS == [FakeCuda.CYCLES_PER_MS]
+    for _ in range(plant.CALIBRATION_CALLS - 1):  # measured: the guard, the layer's 1 s, then the spin
+        clock[0] = 0.0
+        forward(layer)
+        assert clock[0] == pytest.approx(plant.GUARD_MS / 1e3 + 1.0 * (1 + fraction))
+    events, syncs = device.events, device.syncs
+    for capturing in (False, True):  # calibrated: eager or captured, the same spin, nothing measured
+        device.capturing, clock[0] = capturing, 0.0
+        assert torch.equal(forward(layer), torch.full((3,), 2.0))
+        assert clock[0] == pytest.approx(1.0 * (1 + fraction)) and (device.events, device.syncs) == (events, syncs)
+
+
+def test_on_cuda_the_backward_spins_its_fraction_of_the_layers_backward(clock, device):
+    layer, fraction = planted(0.1), 0.1
+    for _ in range(plant.CALIBRATION_CALLS):
+        layer(torch.ones(3, requires_grad=True)).sum().backward()
+    for capturing in (False, True):
+        device.capturing, clock[0], events = capturing, 0.0, device.events
+        x = torch.ones(3, requires_grad=True)
+        layer(x).sum().backward()
+        assert clock[0] == pytest.approx(3.0 * (1 + fraction))  # forward 1 s, backward 2 s, both slowed
+        assert torch.equal(x.grad, torch.full((3,), 2.0)) and device.events == events
+
+
+def test_on_cuda_a_layer_captured_before_any_eager_call_is_not_slowed(clock, device):
+    layer = planted(0.1)
+    device.capturing = True
+    forward(layer)
+    assert clock[0] == pytest.approx(1.0) and device.events == 0
+
+
 def test_the_planted_copy_slows_one_model_and_leaves_the_others(tmp_path):
     clean = power.clean_tree(sides.resolve(None, "head", REPO_ROOT), tmp_path / "clean")
     planted = power.planted_tree(clean, tmp_path / "planted", "conv", 0.1)

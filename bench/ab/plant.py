@@ -8,13 +8,27 @@ busy-waits fraction x the time its own forward took, and in a forward + backward
 fraction x the time the backward through the layer took (from the output's gradient arriving to the input's
 gradient leaving). A step's time therefore grows by fraction x the layer's own forward and backward: what
 make_step adds around them (zero_grad, the loss's mean) is not slowed, so the planted share of a whole step is a
-little under `fraction`; bench.ab.power records the ratio each planted cell actually measured. On CUDA every
-wait starts and ends with a synchronisation, so that the wait delays the device's work, not only the host's."""
+little under `fraction`; bench.ab.power records the ratio each planted cell actually measured.
+
+On CUDA the wait is the device's, a spin kernel (torch.cuda._sleep) after the layer's kernels, which a CUDA graph
+captures: the planted side's graph then replays in bench.ab's rounds as the clean side's does, and the plant is
+measured on the clock the gate reads there. Nothing may synchronise under capture, so the spin's length is set
+beforehand, from the layer's own device time: over its first CALIBRATION_CALLS eager calls in each direction, CUDA
+events around its kernels, queued behind a GUARD_MS spin so that the device runs them back to back whatever the
+host's launching (as a graph replays them), give the median kept; every later call, captured or eager, spins
+fraction x that without measuring (an eager step bound by its launches hides much of it: the recorded ratio says
+so). The spin's cycles per ms are measured once per process."""
 
 import dataclasses
+import statistics
 import time
 
 import torch
+
+CALIBRATION_CALLS = 3  # eager calls a direction's device time is measured over
+GUARD_MS = 2.0  # the spin that the measured kernels queue behind: the host's launches of them hide in it
+_cuda = torch.cuda  # the tests' fake CUDA replaces it
+_CYCLES_PER_MS = []  # the spin kernel's clock, measured once
 
 
 def slow_down(specs, name, fraction):
@@ -29,29 +43,32 @@ def slow_down(specs, name, fraction):
     specs[name] = dataclasses.replace(spec, build=build)
 
 
-def _now(tensor):
-    if tensor.is_cuda:
-        torch.cuda.synchronize(tensor.device)
-    return time.perf_counter()
-
-
-def _wait(start, fraction, tensor):
+def _wait(start, fraction):
     """Busy-wait until fraction x (now - start) more has passed."""
-    now = _now(tensor)
+    now = time.perf_counter()
     until = now + fraction * (now - start)
     while time.perf_counter() < until:
         pass
 
 
+def _on_device(tensor):
+    """Whether the layer's work runs on a CUDA device, where the plant spins there."""
+    return tensor.is_cuda
+
+
 def _slowed(forward, fraction):
+    spins = _DeviceSpins(fraction)
+
     def slowed(x, *args, **kwargs):
         timed_backward = torch.is_grad_enabled() and x.requires_grad
+        if _on_device(x):
+            return spins.around(forward, x, args, kwargs, timed_backward)
         if timed_backward:
             clock = {}
             x = _BackwardEnds.apply(x, clock, fraction)
-        start = _now(x)
+        start = time.perf_counter()
         out = forward(x, *args, **kwargs)
-        _wait(start, fraction, x)
+        _wait(start, fraction)
         return _BackwardStarts.apply(out, clock) if timed_backward else out
 
     return slowed
@@ -67,7 +84,7 @@ class _BackwardStarts(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.clock["start"] = _now(grad)
+        ctx.clock["start"] = time.perf_counter()
         return grad, None
 
 
@@ -81,5 +98,87 @@ class _BackwardEnds(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        _wait(ctx.clock["start"], ctx.fraction, grad)
+        _wait(ctx.clock["start"], ctx.fraction)
+        return grad, None, None
+
+
+def _cycles(ms):
+    """The spin kernel's cycles for `ms` of the device's time (its clock measured at the first call: eager)."""
+    if not _CYCLES_PER_MS:
+        cycles, spans = 10**7, []
+        _cuda._sleep(cycles)  # the kernel loaded
+        for _ in range(3):
+            start, end = _cuda.Event(enable_timing=True), _cuda.Event(enable_timing=True)
+            start.record()
+            _cuda._sleep(cycles)
+            end.record()
+            end.synchronize()
+            spans.append(start.elapsed_time(end))
+        _CYCLES_PER_MS.append(cycles / statistics.median(spans))
+    return max(1, round(ms * _CYCLES_PER_MS[0]))
+
+
+class _DeviceSpins:
+    """A planted layer's waits on CUDA: after its forward, and after its backward, a spin of fraction x the device
+    time that direction took over its first CALIBRATION_CALLS eager calls (no spin before one is measured)."""
+
+    def __init__(self, fraction):
+        self.fraction, self.measured = fraction, {"forward": [], "backward": []}
+
+    def start(self, direction):
+        """Before the layer's work in `direction`: while calibrating (and not capturing), the guard spin and a
+        start event; else None."""
+        if len(self.measured[direction]) >= CALIBRATION_CALLS or _cuda.is_current_stream_capturing():
+            return None
+        _cuda._sleep(_cycles(GUARD_MS))
+        event = _cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def finish(self, direction, start):
+        """After it: the device time since `start` noted (a synchronisation), where measured; then the spin."""
+        if start is not None:
+            end = _cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            self.measured[direction].append(start.elapsed_time(end))
+        if self.measured[direction]:
+            _cuda._sleep(_cycles(self.fraction * statistics.median(self.measured[direction])))
+
+    def around(self, forward, x, args, kwargs, timed_backward):
+        """The layer's forward with its spin, and where the step goes backward, its backward's."""
+        if timed_backward:
+            marks = {}
+            x = _DeviceBackwardEnds.apply(x, marks, self)
+        start = self.start("forward")
+        out = forward(x, *args, **kwargs)
+        self.finish("forward", start)
+        return _DeviceBackwardStarts.apply(out, marks, self) if timed_backward else out
+
+
+class _DeviceBackwardStarts(torch.autograd.Function):
+    """Identity at the layer's output: its backward runs first, and starts the backward's measurement."""
+
+    @staticmethod
+    def forward(ctx, out, marks, spins):
+        ctx.marks, ctx.spins = marks, spins
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.marks["start"] = ctx.spins.start("backward")
+        return grad, None, None
+
+
+class _DeviceBackwardEnds(torch.autograd.Function):
+    """Identity at the layer's input: its backward runs once the layer's has, and spins."""
+
+    @staticmethod
+    def forward(ctx, x, marks, spins):
+        ctx.marks, ctx.spins = marks, spins
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.spins.finish("backward", ctx.marks.get("start"))
         return grad, None, None

@@ -7,18 +7,17 @@
 The GPU command (run_all.py --preset gpu-check, docs/gpu.md) runs a small power run of its own, GPU_CHECK: one A/A
 run and one 10% plant of conv over gate-cuda's cells of conv, gss and attention, into RUN/ab-power/.
 
-The code compared is the working tree's models/ (or --revision's), copied into a temporary directory: once as it
-is (the base), and once per plant with one model (--model, conv by default) slowed by a known fraction
-(bench.ab.plant: every forward and backward of the layer busy-waits that fraction of its own time). An A/A run
-compares the clean copy with itself; a planted run the clean copy with a planted one. Runs alternate (A/A, each
-plant, A/A, ...) so that a drift of the machine over the procedure falls on all of them. Each run's ab.csv and
-env.json are kept in DIR/runs/; DIR/power.csv counts, per run and per threshold of --thresholds (the verdict
-re-made from each cell's two measurements: bench.ab.verdict.verdict_of), the planted model's cells flagged and
-every other model's; the runs compare at the smallest of --thresholds, so that every cell flagged at any of them
-is measured again, as bench.ab measures a flagged cell again;
-DIR/power.png draws the share flagged against the planted fraction (bench.plots.power). The default --threshold of
-bench.ab is the smallest threshold with no A/A false alarm that meets the detection targets
-(docs/regression-gate.md).
+The code compared is the working tree's models/ (or --revision's), copied into a temporary directory: once as it is
+(the base), and once per plant with one model (--model, conv by default) slowed by a known fraction (bench.ab.plant:
+every forward and backward of the layer waits that fraction of its own time; on CUDA a spin kernel that a CUDA graph
+captures). An A/A run compares the clean copy with itself; a planted run the clean copy with a planted one. Runs
+alternate (A/A, each plant, A/A, ...) so that a drift of the machine over the procedure falls on all of them. Each
+run's ab.csv and env.json are kept in DIR/runs/; DIR/power.csv counts, per run and per threshold of --thresholds
+(the verdict re-made from each cell's two measurements: bench.ab.verdict.verdict_of), the planted model's cells
+flagged and every other model's; the runs compare at the smallest of --thresholds, so that every cell flagged at any
+of them is measured again, as bench.ab measures a flagged cell again; DIR/power.png draws the share flagged against
+the planted fraction (bench.plots.power). bench.ab's default --threshold is chosen from them, with a margin for
+runners noisier than the one measured (docs/regression-gate.md).
 """
 
 import shutil

@@ -10,9 +10,10 @@ import numpy as np
 from bench.results import format_value
 from bench.stats import format_times, median_order_interval
 
-# The slow-down a regression must exceed, in percent, besides an interval wholly above 1: the smallest that the
-# measured power curve (python -m bench.ab.power; docs/regression-gate.md) shows free of false alarms. The
-# interval alone is not enough: on identical code some cells' intervals lie just above 1.
+# The slow-down a regression must exceed, in percent, besides an interval wholly above 1 in both measurements. The
+# measured power curve (python -m bench.ab.power; docs/regression-gate.md) shows no false alarm from 1% on the
+# quiet development machine once flags are measured again; 3% keeps a margin for noisier CI runners (one read
+# 1.043 on identical code in a first measurement) and still catches 5% and 10% slow-downs (7/8, 8/8 cells).
 THRESHOLD_PCT = 3.0
 VERDICTS = ("regression", "improvement", "same", "one-sided", "error")
 FLAGGED = VERDICTS[:2]  # what a second measurement must confirm

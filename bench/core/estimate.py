@@ -89,8 +89,8 @@ def capture_s(cell):
 def ab_cell(cell, timing, graphed=True):
     """A cell of bench.ab on CUDA: each side prepared as the scaling suite prepares a cell (built, counted, weighed),
     each side's capture tried, then at least MIN_ROUNDS paired rounds (assumed to converge there, as timed_steps
-    assumes): both graphs replayed (graphed), or, where a side cannot be captured (bench.ab.plant's wait
-    synchronises), eager steps after the preset's warm-ups."""
+    assumes): both graphs replayed (graphed), or, where a side cannot be captured, eager steps after the preset's
+    warm-ups."""
     step = layer_step(cell)
     rounds = max(MIN_ROUNDS, timing.get("min_repeats", MIN_ROUNDS))
     prepared = 2 * (CELL_S + 2 * step) + 2 * capture_s(cell)
