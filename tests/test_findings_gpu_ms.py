@@ -116,3 +116,24 @@ def test_a_replayed_gss_dss_speedup_is_placed_at_its_length_in_the_figure_and_th
         assert bullets[0].startswith(f"GSS vs DSS, fwd float32: gss 1.50x faster at seq_len {LENGTHS[-1]} (95% ")
     finally:
         del REPLAYED["dss"], EAGER[("dss", "fwd")]
+
+
+ABLATION = {("gss", "fwd", 64): {1024: 10.0}, ("gss", "fwd", 256): {1024: 12.0}}  # eager: 1.2x over kernel_N
+ABLATION_REPLAYED = {"64": 2.0, "256": 3.0}  # replayed: 1.5x
+
+
+def ablation_lines(text):
+    """The kernel_N table's rows (the sweep's cells at 1024, planted without replays, are listed elsewhere)."""
+    return [line for line in text.splitlines() if line.startswith("| gss | fwd | float32 | 1,024 |") and "×" in line]
+
+
+def test_an_ablation_row_whose_cells_were_all_replayed_reads_the_replays(tmp_path):
+    def edit(row):  # CUDA rows only: a CPU run has no gpu_ms
+        ms = ABLATION_REPLAYED.get(str(row["kernel_N"])) if row["device"] == CUDA else None
+        return {**row, **(dict(gpu_ms=f"{ms:.6g}", gpu_times_ms=replays(ms), gpu_note="") if ms else {})}
+
+    for device, expected in ((CUDA, "|  | 2.00 | 3.00 | 1.50× replayed |"), ("cpu", "|  | 10.0 | 12.0 | 1.20× |")):
+        run = plant(tmp_path / device.split(":")[0], {**EAGER, **ABLATION}, device=device, edit=edit)
+        text = report.write_report(run, plots_dir=tmp_path / "figs").read_text(encoding="utf-8")
+        assert ablation_lines(text) == ["| gss | fwd | float32 | 1,024 " + expected], ablation_lines(text)
+        assert ("A row marked replayed" in text) == (device == CUDA)

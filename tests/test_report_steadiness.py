@@ -7,7 +7,7 @@ import pytest
 
 from bench import analysis, report
 from bench.analysis import summaries
-from bench.report import speed
+from bench.report import profiled
 from bench.schema import TABLES
 
 OPTS = dict(kernel_N="512", kernel_H="256", lambda_imag_exp="true", conv_kernel="", compiled="false")
@@ -75,7 +75,7 @@ def test_drift_pairs_each_timed_cell_with_its_profiled_step(tmp_path):
 @pytest.mark.parametrize("factor, warned", [(1.0, False), (1.2, False), (1.3, True), (0.7, True)])
 def test_a_warning_only_when_the_median_ratio_is_off_by_more_than_a_quarter(tmp_path, factor, warned):
     run = plant(tmp_path, TIMED, {k: v * factor for k, v in TIMED.items()})
-    lines, bullets = speed.steadiness_section(run, None, None)
+    lines, bullets = profiled.steadiness_section(run, None, None)
     text = "\n".join(lines)
     assert f"median profiled / timed {factor:.2f} over 3 cells" in text
     assert ("**Warning:**" in text) is warned
@@ -88,6 +88,6 @@ def test_a_warning_only_when_the_median_ratio_is_off_by_more_than_a_quarter(tmp_
 
 def test_no_section_without_both_csvs_or_for_device_time(tmp_path):
     run = plant(tmp_path, TIMED, {k: 3 * v for k, v in TIMED.items()}, basis="cuda_kernels")
-    assert speed.steadiness_section(run, None, None) == ([], [])  # kernel time is not the step's wall time
+    assert profiled.steadiness_section(run, None, None) == ([], [])  # kernel time is not the step's wall time
     (run / "op_breakdown.csv").unlink()
-    assert speed.steadiness_section(run, None, None) == ([], [])
+    assert profiled.steadiness_section(run, None, None) == ([], [])

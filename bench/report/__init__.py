@@ -3,9 +3,9 @@
     python -m bench.report RUN_DIR [--plots DIR]      # RUN_DIR/REPORT.md and findings.csv (no matplotlib, no torch)
 
 The document is put together here: its head, the environment, the sections of findings in order (speed.py: the
-scaling sweeps, gss-fast, the machine's steadiness, the op breakdown, decoding; quality.py: language modelling,
-recall, numerics; zoology.py: Zoology's MQAR grid; paper.py: the GSS paper's comparison), the failed cells and
-the commands to reproduce the run.
+scaling sweeps, gss-fast; profiled.py: the op breakdown, decoding, the machine's steadiness; roofline.py: the
+distance from the machine's limits; quality.py: language modelling, recall, numerics; zoology.py: Zoology's MQAR
+grid; paper.py: the GSS paper's comparison), the failed cells and the commands to reproduce the run.
 """
 
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench import analysis, usage
 from bench.analysis import findings
-from bench.report import paper, quality, roofline, speed, zoology
+from bench.report import paper, profiled, quality, roofline, speed, zoology
 from bench.report.markdown import table, tokens
 from bench.results import REPO_ROOT, RESULTS_DIR, read_env
 from bench.usage import Parser, fail
@@ -101,13 +101,13 @@ SECTIONS = (
     quality.lm_section,
     quality.recall_section,
     zoology.zoology_section,
-    speed.ops_section,
+    profiled.ops_section,
     roofline.roofline_section,
-    speed.decode_section,
+    profiled.decode_section,
     quality.numerics_section,
     paper.paper_section,
     speed.fast_section,
-    speed.steadiness_section,
+    profiled.steadiness_section,
 )
 
 

@@ -1,7 +1,7 @@
 """REPORT.md's sections on speed and memory (pandas, no matplotlib, no torch): the scaling suite's sweeps (crossovers,
-exponents, time and memory at the key lengths, the kernel ablations) with findings.csv's intervals, gss-fast
-against gss, the steadiness of the machine, the op breakdown and decoding. Each section returns (Markdown lines,
-findings), the findings being the one-line facts REPORT.md lists first."""
+exponents, time and memory at the key lengths, the kernel ablations) with findings.csv's intervals, and gss-fast
+against gss (the suites after it: profiled.py). Each section returns (Markdown lines, findings), the findings being
+the one-line facts REPORT.md lists first."""
 
 import itertools
 import math
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from bench import analysis
-from bench.analysis import findings, ok, refine, summaries
+from bench.analysis import findings, ok, refine
 from bench.report.markdown import table, tokens
 from bench.schema import OPTIONS, REFERENCE_MODEL
 
@@ -118,25 +118,33 @@ def scaling_section(run_dir, figs, found):
         if abl is None:
             continue
         values = sorted(abl.x.unique())
-        out = []
+        out, clocks = [], set()
         for key, g in abl.groupby(["model", "mode", "dtype", "seq_len", *by]):
-            t = g.groupby("x").time_ms.median()
-            out.append(
-                (
-                    *key[:3],
-                    tokens(key[3]),
-                    *key[4:],
-                    *(f"{t[v]:,.1f}" if v in t else "" for v in values),
-                    f"{paired_ratio(g, t.index[-1], t.index[0]):.2f}×",
-                )
+            g, clock = analysis.on_clock(g)  # on a GPU, where every cell of the row was graph-replayed: gpu_ms
+            clocks.add(clock)
+            t = pd.to_numeric(g.time_ms).groupby(g.x).median()
+            if clock == analysis.EAGER:
+                ratio = f"{paired_ratio(g, t.index[-1], t.index[0]):.2f}×"
+            else:  # the replays of two cells ran one after the other: the ratio of their medians
+                ratio = f"{t.iloc[-1] / t.iloc[0]:.2f}× replayed"
+            shown = (
+                "" if v not in t else f"{t[v]:,.1f}" if clock == analysis.EAGER else replayed_ms(t[v]) for v in values
             )
+            out.append((*key[:3], tokens(key[3]), *key[4:], *shown, ratio))
         order = analysis.ordered_models(abl.model)
         out.sort(key=lambda r: (order.index(r[0]), r[1], r[2], [v != "true" for v in r[4 : 4 + len(by)]]))
         full = set(abl.x[analysis.full_taps(abl)]) if option == "conv_kernel" else set()
         names = [tokens(v) + (" (full)" if v in full else "") for v in values]
+        replayed_rows = (
+            " A row marked replayed (CUDA, every cell of it graph-replayed) gives the replays' medians (gpu_ms) and "
+            "the ratio of the two medians (the replays of two cells ran one after the other, unpaired)."
+            if analysis.GRAPH in clocks
+            else ""
+        )
         lines += [
             f"Effect of {option} on the median time per step (ms), at one length; the last column is the median of "
-            "the paired rounds' time ratios of the largest and the smallest value (one interleaved group):",
+            "the paired rounds' time ratios of the largest and the smallest value (one interleaved group):"
+            + replayed_rows,
             "",
         ]
         largest = "largest / smallest (paired)"
@@ -312,84 +320,3 @@ def fast_section(run_dir, figs, found):
         ),
     ]
     return lines, bullets
-
-
-STEADY = 0.25  # a median profiled / timed ratio further than this from 1: the machine's speed changed
-
-
-def steadiness_section(run_dir, figs, found):
-    """The cells timed by the scaling suite and profiled later in the same run (bench.analysis.summaries.profile_drift):
-    their time in each, and, when the median ratio is off by more than STEADY, a finding that the machine's
-    speed changed during the run, so that the times of the suites after the scaling suite (profiling,
-    decode) are not taken at face value."""
-    drift = summaries.profile_drift(analysis.load_scaling(run_dir), analysis.load_csv(run_dir, "op_breakdown.csv"))
-    if drift.empty:
-        return [], []
-    median = drift.ratio.median()
-    rows = [
-        (r.model, r.mode, tokens(r.seq_len), f"{r.time_ms:,.1f}", f"{r.step_ms:,.1f}", f"{r.ratio:.2f}")
-        for r in drift.itertuples()
-    ]
-    lines = [
-        "## Steadiness of the machine",
-        "",
-        "The same cells timed by the scaling suite and, minutes later, profiled (the profiler's own overhead "
-        f"is a few percent): median profiled / timed {median:.2f} over {len(drift)} cells.",
-        "",
-    ]
-    bullets = []
-    if abs(median - 1) > STEADY:
-        warning = (
-            f"the machine's speed changed during the run: profiled steps took {median:.2f}x the scaling "
-            "suite's time for the same cells; the times of the suites run after the scaling suite "
-            "(profiling, decode) are suspect"
-        )
-        lines += [f"**Warning:** {warning}.", ""]
-        bullets.append(warning)
-    return lines + table(["model", "mode", "seq_len", "scaling ms", "profiled ms", "ratio"], rows), bullets
-
-
-def ops_section(run_dir, figs, found):
-    df = analysis.load_csv(run_dir, "op_breakdown.csv")
-    if df is None:
-        return [], []
-    shares = summaries.op_shares(df)
-    cats = list(dict.fromkeys(shares.category))
-    rows = []
-    for (model, mode, length), g in shares.groupby(["model", "mode", "seq_len"], sort=False):
-        by = g.set_index("category").share
-        total = f"{g.time_ms.sum():,.1f}" if "time_ms" in g else ""
-        rows.append((model, mode, tokens(length), total, *(f"{by[c]:.0%}" if c in by else "" for c in cats)))
-    lines = ["## Op breakdown", "", "Share of the step's time per profiler category:", ""]
-    return lines + table(["model", "mode", "seq_len", "total ms", *cats], rows) + figs("op_breakdown.png"), []
-
-
-def decode_section(run_dir, figs, found):
-    df = analysis.load_csv(run_dir, "decode.csv")
-    if df is None or ok(df).empty:
-        return [], []
-    speed, lines, bullets = summaries.decode_speedup(df), ["## Decoding", ""], []
-    if not speed.empty:
-        lines += ["Time per new token (ms): carrying a state (recurrent, kv_cache) vs re-running the prefix:", ""]
-        lines += table(
-            ["model", "method", "dtype", "prompt_len", "method ms", "reforward ms", "speed-up"],
-            [
-                (
-                    r.model,
-                    r.method,
-                    getattr(r, "dtype", ""),
-                    tokens(r.prompt_len),
-                    f"{r.step_ms:.3f}",
-                    f"{r.reforward:.3f}",
-                    f"{r.speedup:.1f}×",
-                )
-                for r in speed.itertuples()
-            ],
-        )
-        for (model, method), g in speed.groupby(["model", "method"], sort=False):
-            r = g.loc[g.prompt_len.idxmax()]
-            bullets.append(
-                f"decode {model}: {method} {r.speedup:.1f}× faster per token than reforward "
-                f"at prompt_len {tokens(r.prompt_len)}"
-            )
-    return lines + figs("decode.png"), bullets
