@@ -63,43 +63,30 @@ def _slowed(forward, fraction):
         timed_backward = torch.is_grad_enabled() and x.requires_grad
         if _on_device(x):
             return spins.around(forward, x, args, kwargs, timed_backward)
-        if timed_backward:
+        if timed_backward:  # the layer's backward runs from its output's gradient to its input's
             clock = {}
-            x = _BackwardEnds.apply(x, clock, fraction)
+            x = _OnBackward.apply(x, lambda: _wait(clock["start"], fraction))
         start = time.perf_counter()
         out = forward(x, *args, **kwargs)
         _wait(start, fraction)
-        return _BackwardStarts.apply(out, clock) if timed_backward else out
+        return _OnBackward.apply(out, lambda: clock.update(start=time.perf_counter())) if timed_backward else out
 
     return slowed
 
 
-class _BackwardStarts(torch.autograd.Function):
-    """Identity at the layer's output: its backward runs first, and notes when."""
+class _OnBackward(torch.autograd.Function):
+    """Identity whose backward calls hook() as the gradient passes through: at a layer's output, as the layer's
+    backward begins; at its input, once it has ended."""
 
     @staticmethod
-    def forward(ctx, out, clock):
-        ctx.clock = clock
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad):
-        ctx.clock["start"] = time.perf_counter()
-        return grad, None
-
-
-class _BackwardEnds(torch.autograd.Function):
-    """Identity at the layer's input: its backward runs once the layer's has, and waits."""
-
-    @staticmethod
-    def forward(ctx, x, clock, fraction):
-        ctx.clock, ctx.fraction = clock, fraction
+    def forward(ctx, x, hook):
+        ctx.hook = hook
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        _wait(ctx.clock["start"], ctx.fraction)
-        return grad, None, None
+        ctx.hook()
+        return grad, None
 
 
 def _cycles(ms):
@@ -149,36 +136,10 @@ class _DeviceSpins:
         """The layer's forward with its spin, and where the step goes backward, its backward's."""
         if timed_backward:
             marks = {}
-            x = _DeviceBackwardEnds.apply(x, marks, self)
+            x = _OnBackward.apply(x, lambda: self.finish("backward", marks.get("start")))
         start = self.start("forward")
         out = forward(x, *args, **kwargs)
         self.finish("forward", start)
-        return _DeviceBackwardStarts.apply(out, marks, self) if timed_backward else out
-
-
-class _DeviceBackwardStarts(torch.autograd.Function):
-    """Identity at the layer's output: its backward runs first, and starts the backward's measurement."""
-
-    @staticmethod
-    def forward(ctx, out, marks, spins):
-        ctx.marks, ctx.spins = marks, spins
-        return out.view_as(out)
-
-    @staticmethod
-    def backward(ctx, grad):
-        ctx.marks["start"] = ctx.spins.start("backward")
-        return grad, None, None
-
-
-class _DeviceBackwardEnds(torch.autograd.Function):
-    """Identity at the layer's input: its backward runs once the layer's has, and spins."""
-
-    @staticmethod
-    def forward(ctx, x, marks, spins):
-        ctx.marks, ctx.spins = marks, spins
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        ctx.spins.finish("backward", ctx.marks.get("start"))
-        return grad, None, None
+        if timed_backward:
+            out = _OnBackward.apply(out, lambda: marks.update(start=self.start("backward")))
+        return out
