@@ -128,8 +128,8 @@ def main(argv=None):
         preset=args.preset, device=args.device, out=str(out_dir), resume=args.resume, limits=args.limits, **placement
     )
     try:  # a limits file must hold a rate for each dtype its suites use: checked before any suite runs
-        for name in (name for name in limits.SUITES if args.limits and name in args.only):
-            SUITES[name].make_spec(common)
+        if args.limits:
+            limit_dtypes(args, common)
     except UsageError as error:
         return fail(error)
     if args.dry_run:
@@ -187,6 +187,12 @@ def planned(args, common):
     return [*gpu_steps.first_steps(args.only, bool(args.limits)), *steps, *gpu_steps.last_steps(args.only)]
 
 
+def limit_dtypes(args, common):
+    """The dtypes of the requested suites whose rows are set against the machine's limits (bench.core.limits.SUITES),
+    sorted: their specs made, which reads and checks a --limits file for each (UsageError)."""
+    return sorted({d for name in limits.SUITES if name in args.only for d in SUITES[name].make_spec(common).dtypes})
+
+
 def run_repeat(settings, cells):
     """The scaling suite again over `cells` (gpu_steps.repeat_cells), into RUN/repeat/."""
     print(f"== scaling ({REPEAT})", file=sys.stderr, flush=True)
@@ -231,10 +237,7 @@ def gpu_check(args, out_dir, common):
         print(f"CUDA check FAILED: {failure}", file=sys.stderr, flush=True)
     walls, time_limits = {"cuda checks": time.monotonic() - start}, {}
     if any(step.name == "limits" for step in steps):
-        dtypes = sorted(
-            {d for name in limits.SUITES if name in args.only for d in SUITES[name].make_spec(common).dtypes}
-        )
-        common = gpu_steps.measured_limits(common, device, dtypes, failures)
+        common = gpu_steps.measured_limits(common, device, limit_dtypes(args, common), failures)
         walls["limits"] = time.monotonic() - start - walls["cuda checks"]
     for i, step in enumerate(steps):
         if step.run is None:  # the checks and the limits, run above
@@ -284,10 +287,10 @@ def check(args, out_dir):
         if args.relative:
             cells.append(cells[-1].of_model(REFERENCE_MODEL))
     common = cli.Common(preset=args.preset, device=args.device, out=str(again), resume=(again / scaling.CSV).exists())
-    limits = cli.recorded_limits(out_dir)  # the run's own, not measured again: the cells' floors as in the run
+    recorded = cli.recorded_limits(out_dir)  # the run's own, not measured again: the cells' floors as in the run
 
     def spec():
-        return replace(scaling.make_spec(common), cells=tuple(config.ordered(cells)), limits=limits)
+        return replace(scaling.make_spec(common), cells=tuple(config.ordered(cells)), limits=recorded)
 
     code = cli.launch(spec, scaling.run)
     if code:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 import models
+from bench.core.graphs import describe
 from bench.core.sweep import device_name
 from bench.core.timing import autocast, measure, timer_for
 from bench.results import REPO_ROOT, atomic_write_text
@@ -165,8 +166,7 @@ def attempt(check):
         try:
             return check()
         except Exception as error:
-            lines = str(error).strip().splitlines()
-            record = {"error": f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")}
+            record = {"error": describe(error)}
             return record | {"warnings": sorted({str(w.message).splitlines()[0] for w in said})[:8]}
 
 
